@@ -1,0 +1,41 @@
+"""What the theory half and the language-model half share; imports jax and numpy only.
+
+* :mod:`~w2s_jax.core.objectives`: the refinement objective as pure functions (squared error to a
+  Gaussian posterior mean; cross-entropy / KL to a categorical posterior).
+* :mod:`~w2s_jax.core.posterior`: the posterior over latent concepts and its readouts.
+* :mod:`~w2s_jax.core.label_sources`: gold, weak and refined labels as small strategies.
+* :mod:`~w2s_jax.core.metrics`: excess risk, accuracy, PGR with a confidence interval.
+"""
+
+from w2s_jax.core.label_sources import GoldLabels, RefinedLabels, WeakLabels, residual_covariance
+from w2s_jax.core.metrics import PGREstimate, accuracy, excess_risk, mean_and_se, pgr
+from w2s_jax.core.objectives import cross_entropy_to_probs, kl_to_probs, squared_error_to_mean
+from w2s_jax.core.posterior import (
+    READOUTS,
+    PosteriorMAP,
+    PosteriorMean,
+    PosteriorSample,
+    Readout,
+    concept_log_posterior,
+)
+
+__all__ = [
+    "GoldLabels",
+    "WeakLabels",
+    "RefinedLabels",
+    "residual_covariance",
+    "PGREstimate",
+    "accuracy",
+    "excess_risk",
+    "mean_and_se",
+    "pgr",
+    "cross_entropy_to_probs",
+    "kl_to_probs",
+    "squared_error_to_mean",
+    "READOUTS",
+    "PosteriorMAP",
+    "PosteriorMean",
+    "PosteriorSample",
+    "Readout",
+    "concept_log_posterior",
+]

@@ -1,0 +1,186 @@
+"""The latent-concept transfer model (``docs/theory.md`` §1) as typed configs and one pytree.
+
+A pre-trained strong model holds K concepts, the orthonormal rows ``beta_k`` of ``B_KxD``, with
+prior ``alpha``; its predictive is ``p_P(y|x) = sum_k alpha_k N(y; beta_k^T x, sigma^2)`` (eq. T.1)
+and its regression function is ``beta_P = alpha^T B``. The target concept is ``beta_star =
+beta_{k_star}``. A weak supervisor labels with ``y' ~ N(beta_weak^T x, sigma_weak^2)``, built by a
+:class:`Supervisor` strategy (eq. T.3):
+
+* :class:`Biased`: ``beta_weak = beta_star + delta u``, ``u`` a unit vector orthogonal to span(B);
+* :class:`Noisy`: ``beta_weak = beta_star``, ``sigma_weak^2 = sigma^2 + eta^2``;
+* :class:`Misaligned`: ``beta_weak = (1 - gamma) beta_star + gamma beta_j + delta u``.
+
+Without loss of generality (rotation invariance when ``Sigma = I``), ``beta_k = e_k`` and
+``u = e_K``. :func:`make_problem` turns a (:class:`ConceptModel`, :class:`Supervisor`) pair into a
+:class:`Problem`, a pytree of arrays that ``jax.vmap`` can batch over a parameter grid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Protocol
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["ConceptModel", "Supervisor", "Biased", "Noisy", "Misaligned", "Problem", "make_problem", "stack_problems"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ConceptModel:
+    """The strong model's concepts, prior and noise, and the feature distribution."""
+
+    d: int = 20  # feature dimension
+    K: int = 5  # number of latent concepts, K <= d
+    alpha: tuple[float, ...] | None = None  # prior over concepts; None = uniform
+    k_star: int = 0  # index of the target (aligned) concept
+    sigma: float = 0.5  # the strong model's (and gold labels') noise scale
+    feature_scales: tuple[float, ...] | None = None  # Sigma = diag(scales^2); None = identity
+
+    def __post_init__(self):
+        if self.d < 1:
+            raise ValueError(f"d must be >= 1, got d={self.d}")
+        if not 1 <= self.K <= self.d:
+            raise ValueError(f"need 1 <= K <= d, got K={self.K}, d={self.d}")
+        if not 0 <= self.k_star < self.K:
+            raise ValueError(f"k_star must be in [0, K={self.K}), got k_star={self.k_star}")
+        if not (self.sigma > 0 and math.isfinite(self.sigma)):
+            raise ValueError(f"sigma must be > 0, got sigma={self.sigma}")
+        if self.alpha is not None:
+            if len(self.alpha) != self.K:
+                raise ValueError(f"alpha has {len(self.alpha)} entries but K={self.K}")
+            if min(self.alpha) <= 0 or abs(sum(self.alpha) - 1.0) > 1e-9:
+                raise ValueError(f"alpha must be on the open simplex (positive, summing to 1), got alpha={self.alpha}")
+        if self.feature_scales is not None:
+            if len(self.feature_scales) != self.d or min(self.feature_scales) <= 0:
+                raise ValueError(f"feature_scales must be d={self.d} positive numbers, got {self.feature_scales}")
+
+    @classmethod
+    def tiny(cls) -> "ConceptModel":
+        return cls(d=6, K=3, sigma=0.5)
+
+    @classmethod
+    def paper(cls) -> "ConceptModel":
+        """The default setting of ``theory/simulate.py`` (``docs/theory.md`` §5)."""
+        return cls(d=20, K=5, sigma=0.5)
+
+    @property
+    def alpha_K(self) -> tuple[float, ...]:
+        return self.alpha if self.alpha is not None else (1.0 / self.K,) * self.K
+
+
+class Supervisor(Protocol):
+    """Builds the weak supervisor ``(beta_weak, sigma_weak)`` for a concept model."""
+
+    name: str
+
+    def weak(self, model: ConceptModel, B_KxD: jax.Array) -> tuple[jax.Array, jax.Array]: ...
+
+
+def _u(model: ConceptModel, delta: float) -> jax.Array:
+    if delta != 0 and model.K >= model.d:
+        raise ValueError(f"a bias direction orthogonal to span(B) needs K < d, got K={model.K}, d={model.d}")
+    return jnp.zeros(model.d).at[min(model.K, model.d - 1)].set(1.0 if delta != 0 else 0.0)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Biased:
+    """``beta_weak = beta_star + delta u``, ``sigma_weak = sigma``."""
+
+    delta: float = 1.0  # size of the bias orthogonal to every concept
+
+    name = "biased"
+
+    def __post_init__(self):
+        if not self.delta >= 0:
+            raise ValueError(f"delta must be >= 0, got delta={self.delta}")
+
+    def weak(self, model, B_KxD):
+        beta_weak = B_KxD[model.k_star] + self.delta * _u(model, self.delta)
+        return beta_weak, jnp.asarray(model.sigma)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Noisy:
+    """``beta_weak = beta_star``, ``sigma_weak^2 = sigma^2 + eta^2``."""
+
+    eta: float = 1.0  # extra label-noise scale of the weak supervisor
+
+    name = "noisy"
+
+    def __post_init__(self):
+        if not self.eta >= 0:
+            raise ValueError(f"eta must be >= 0, got eta={self.eta}")
+
+    def weak(self, model, B_KxD):
+        return B_KxD[model.k_star], jnp.sqrt(jnp.asarray(model.sigma**2 + self.eta**2))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Misaligned:
+    """``beta_weak = (1 - gamma) beta_star + gamma beta_j + delta u``, ``sigma_weak = sigma``."""
+
+    gamma: float = 0.3  # weight on the wrong concept j; refinement breaks at gamma >= 1/2
+    delta: float = 0.0  # extra bias orthogonal to span(B)
+    j: int = 1  # the competing concept, j != k_star
+
+    name = "misaligned"
+
+    def __post_init__(self):
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got gamma={self.gamma}")
+        if not self.delta >= 0:
+            raise ValueError(f"delta must be >= 0, got delta={self.delta}")
+
+    def weak(self, model, B_KxD):
+        if not 0 <= self.j < model.K or self.j == model.k_star:
+            raise ValueError(f"j must be a concept other than k_star={model.k_star} in [0, K={model.K}), got j={self.j}")
+        beta = (1 - self.gamma) * B_KxD[model.k_star] + self.gamma * B_KxD[self.j]
+        return beta + self.delta * _u(model, self.delta), jnp.asarray(model.sigma)
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["B_KxD", "alpha_K", "beta_star", "beta_P", "beta_weak", "sigma", "sigma_weak", "Sigma_DxD"],
+    meta_fields=["k_star"],
+)
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """Every array of one (model, supervisor) instance; vmappable over a stacked grid."""
+
+    B_KxD: jax.Array
+    alpha_K: jax.Array
+    beta_star: jax.Array
+    beta_P: jax.Array
+    beta_weak: jax.Array
+    sigma: jax.Array
+    sigma_weak: jax.Array
+    Sigma_DxD: jax.Array
+    k_star: int
+
+
+def make_problem(model: ConceptModel, supervisor: Supervisor, dtype=None) -> Problem:
+    """Concepts ``beta_k = e_k``, ``beta_P = alpha^T B``, and the supervisor's ``beta_weak``."""
+    dtype = dtype or jnp.result_type(float)
+    B_KxD = jnp.eye(model.K, model.d, dtype=dtype)
+    alpha_K = jnp.asarray(model.alpha_K, dtype=dtype)
+    beta_weak, sigma_weak = supervisor.weak(model, B_KxD)
+    scales = jnp.ones(model.d) if model.feature_scales is None else jnp.asarray(model.feature_scales)
+    return Problem(
+        B_KxD=B_KxD,
+        alpha_K=alpha_K,
+        beta_star=B_KxD[model.k_star],
+        beta_P=alpha_K @ B_KxD,
+        beta_weak=jnp.asarray(beta_weak, dtype),
+        sigma=jnp.asarray(model.sigma, dtype),
+        sigma_weak=jnp.asarray(sigma_weak, dtype),
+        Sigma_DxD=jnp.diag(jnp.square(scales)).astype(dtype),
+        k_star=model.k_star,
+    )
+
+
+def stack_problems(problems: list[Problem]) -> Problem:
+    """Stack problems along a new leading axis, for ``jax.vmap`` over a parameter grid."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *problems)
