@@ -27,20 +27,26 @@ def sample_features(Sigma_DxD: jax.Array, n: int, *, key: jax.Array) -> jax.Arra
     return z_NxD @ L_DxD.T
 
 
-def _moments(X_NxD: jax.Array, y_N: jax.Array):
-    n = X_NxD.shape[0]
-    A_DxD = X_NxD.T @ X_NxD / n
-    c_D = X_NxD.T @ y_N / n
+def _moments(X_NxD: jax.Array, y_N: jax.Array, w_N: jax.Array | None):
+    if w_N is None:
+        w_N = jnp.ones(X_NxD.shape[0], X_NxD.dtype)
+    n = jnp.sum(w_N)
+    Xw_NxD = X_NxD * w_N[:, None]
+    A_DxD = Xw_NxD.T @ X_NxD / n
+    c_D = Xw_NxD.T @ y_N / n
     a_D, V_DxD = jnp.linalg.eigh(A_DxD)
     return jnp.clip(a_D, 0.0, None), V_DxD, V_DxD.T @ c_D
 
 
-def ridge_path(X_NxD: jax.Array, y_N: jax.Array, beta_P: jax.Array, lam_L: jax.Array) -> jax.Array:
+def ridge_path(
+    X_NxD: jax.Array, y_N: jax.Array, beta_P: jax.Array, lam_L: jax.Array, w_N: jax.Array | None = None
+) -> jax.Array:
     """Ridge-towards-``beta_P`` solutions for every ``lam`` in ``lam_L`` (eq. T.11). Returns ``b_LxD``.
 
     ``lam = 0`` is least squares (the minimum-norm-deviation solution from ``beta_P`` when n < d).
+    ``w_N`` (0/1) selects the rows in the sample, so several sample sizes share one compiled shape.
     """
-    a_D, V_DxD, c_D = _moments(X_NxD, y_N)
+    a_D, V_DxD, c_D = _moments(X_NxD, y_N, w_N)
     w0_D = V_DxD.T @ beta_P
     lam_Lx1 = jnp.asarray(lam_L, X_NxD.dtype)[:, None]
     num_LxD = c_D[None, :] + lam_Lx1 * w0_D[None, :]
@@ -50,9 +56,14 @@ def ridge_path(X_NxD: jax.Array, y_N: jax.Array, beta_P: jax.Array, lam_L: jax.A
     return w_LxD @ V_DxD.T
 
 
-def gd_path(X_NxD: jax.Array, y_N: jax.Array, beta_P: jax.Array, t_T: jax.Array, lr: float) -> jax.Array:
-    """Gradient-descent iterates from ``beta_P`` after each step count in ``t_T`` (eq. T.12). Returns ``b_TxD``."""
-    a_D, V_DxD, c_D = _moments(X_NxD, y_N)
+def gd_path(
+    X_NxD: jax.Array, y_N: jax.Array, beta_P: jax.Array, t_T: jax.Array, lr: float, w_N: jax.Array | None = None
+) -> jax.Array:
+    """Gradient-descent iterates from ``beta_P`` after each step count in ``t_T`` (eq. T.12). Returns ``b_TxD``.
+
+    ``w_N`` (0/1) selects the rows in the sample, as in :func:`ridge_path`.
+    """
+    a_D, V_DxD, c_D = _moments(X_NxD, y_N, w_N)
     w0_D = V_DxD.T @ beta_P
     decay_TxD = jnp.power(1.0 - lr * a_D[None, :], jnp.asarray(t_T, X_NxD.dtype)[:, None])
     target_D = jnp.where(a_D > 0, c_D / jnp.where(a_D > 0, a_D, 1.0), w0_D)

@@ -35,7 +35,7 @@ DEFAULT_STEPS = (0, 1, 2, 3, 5, 8, 13, 20, 30, 50, 80, 130, 200, 320, 500, 1000,
 class FitSettings:
     """Static settings of one finite-sample fine-tuning simulation (hashable: a jit static arg)."""
 
-    n: int = 100  # training-set size
+    ns: tuple[int, ...] = (100,)  # training-set sizes (nested prefixes of one sample per trial)
     trials: int = 1000  # Monte Carlo trials
     lams: tuple[float, ...] = DEFAULT_LAMS  # ridge strengths towards beta_P
     steps: tuple[int, ...] = DEFAULT_STEPS  # gradient-descent step counts
@@ -44,8 +44,8 @@ class FitSettings:
     readout: str = "mean"  # posterior readout: mean | map | sample
 
     def __post_init__(self):
-        if self.n < 1:
-            raise ValueError(f"n must be >= 1, got n={self.n}")
+        if not self.ns or min(self.ns) < 1:
+            raise ValueError(f"ns must be non-empty sizes >= 1, got ns={self.ns}")
         if self.trials < 1:
             raise ValueError(f"trials must be >= 1, got trials={self.trials}")
         if self.n_icl < 0:
@@ -73,14 +73,20 @@ def label_sources(p: Problem, n_icl: int, readout: str = "mean") -> dict:
 def _one_trial(p: Problem, s: FitSettings, trial_key: jax.Array) -> dict:
     data_key, gold_key, weak_key, refine_key = jax.random.split(trial_key, 4)
     keys = {"gold": gold_key, "weak": weak_key, "refined": refine_key}
-    X_NxD = sample_features(p.Sigma_DxD, s.n, key=data_key)
+    n_max = max(s.ns)
+    X_NxD = sample_features(p.Sigma_DxD, n_max, key=data_key)
+    # Row masks for every sample size: the sizes share one compiled body (lax.map, not unrolled).
+    w_SxN = (jnp.arange(n_max)[None, :] < jnp.asarray(s.ns)[:, None]).astype(X_NxD.dtype)
     out = {}
     for name, source in label_sources(p, s.n_icl, s.readout).items():
         y_N = source(X_NxD, key=keys[name])
-        b_LxD = ridge_path(X_NxD, y_N, p.beta_P, jnp.asarray(s.lams))
-        b_TxD = gd_path(X_NxD, y_N, p.beta_P, jnp.asarray(s.steps), s.lr)
-        out[f"{name}/ridge"] = excess_risk(b_LxD, p.beta_star, p.Sigma_DxD)
-        out[f"{name}/gd"] = excess_risk(b_TxD, p.beta_star, p.Sigma_DxD)
+
+        def fit(w_N, y_N=y_N):
+            b_LxD = ridge_path(X_NxD, y_N, p.beta_P, jnp.asarray(s.lams), w_N)
+            b_TxD = gd_path(X_NxD, y_N, p.beta_P, jnp.asarray(s.steps), s.lr, w_N)
+            return excess_risk(b_LxD, p.beta_star, p.Sigma_DxD), excess_risk(b_TxD, p.beta_star, p.Sigma_DxD)
+
+        out[f"{name}/ridge"], out[f"{name}/gd"] = jax.lax.map(fit, w_SxN)
     return out
 
 
@@ -89,8 +95,8 @@ def simulate_fits(problem: Problem, settings: FitSettings, *, key: jax.Array) ->
     """Excess risk of ridge and GD fine-tuning on gold, weak and refined labels, per trial.
 
     Returns:
-      ``{"<source>/ridge": risk_TxL, "<source>/gd": risk_TxS}`` for source in gold, weak, refined
-      (T trials, L ridge strengths, S step counts).
+      ``{"<source>/ridge": risk_TxNxL, "<source>/gd": risk_TxNxS}`` for source in gold, weak,
+      refined (T trials, N sample sizes ``settings.ns``, L ridge strengths, S step counts).
     """
     trial_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(settings.trials))
     return jax.vmap(lambda k: _one_trial(problem, settings, k))(trial_keys)

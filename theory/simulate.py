@@ -1,0 +1,98 @@
+"""Check every claim of the latent-concept W2S theory against simulation.
+
+Usage (from the repository root)::
+
+    python theory/simulate.py                       # all experiments, default setting (~1 min, 2 cores)
+    python theory/simulate.py --quick               # smaller grids, for a smoke run
+    python theory/simulate.py --experiment refine_decay --trials 4000 --seed 1 --out results/x
+    python theory/simulate.py --list
+
+Writes ``<out>/<experiment>.json``, ``<out>/<experiment>.png`` / ``.pdf`` and ``<out>/summary.md``,
+and prints one table per experiment with its checks. Exits 1 if any check fails. Deterministic
+for a given ``--seed``: each experiment's key is ``fold_in(key(seed), crc32(name))``, so it does not
+depend on which other experiments run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import zlib
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import jax  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from theory import figures, report  # noqa: E402
+from theory.experiments import EXPERIMENTS, get  # noqa: E402
+
+__all__ = ["main", "parse_args", "run_experiment"]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python theory/simulate.py", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--experiment", action="append", metavar="NAME", help="run only NAME (repeatable); see --list")
+    ap.add_argument("--quick", action="store_true", help="smaller grids and 1/4 of the trials")
+    ap.add_argument("--trials", type=int, default=None, help="Monte Carlo trials (default: per experiment)")
+    ap.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
+    ap.add_argument("--out", type=Path, default=Path("results/theory"), help="output directory")
+    ap.add_argument("--list", action="store_true", help="list the experiments and exit")
+    ap.add_argument("--no-figures", action="store_true", help="skip the PNG/PDF figures")
+    args = ap.parse_args(argv)
+    if args.trials is not None and args.trials < 2:
+        ap.error(f"--trials must be >= 2, got {args.trials}")
+    for name in args.experiment or ():
+        if name not in EXPERIMENTS:
+            ap.error(f"unknown experiment {name!r}; choose from: {', '.join(EXPERIMENTS)}")
+    return args
+
+
+def run_experiment(name: str, *, seed: int, quick: bool, trials: int | None) -> dict:
+    """Run one experiment in float64 and return its result (table, series, checks, metadata)."""
+    exp = get(name)
+    sweep = exp.quick if quick else exp.sweep
+    n_trials = trials or (max(50, exp.trials // 4) if quick else exp.trials)
+    key = jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode()))
+    start = time.perf_counter()
+    with jax.enable_x64(True):
+        result = sweep.run(key=key, trials=n_trials)
+    result.update(name=name, title=exp.title, trials=n_trials, seed=seed, quick=quick,
+                  seconds=round(time.perf_counter() - start, 2), sweep=repr(sweep))
+    return result
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.list:
+        for name, exp in EXPERIMENTS.items():
+            print(f"{name:14s} {exp.title}")
+        return 0
+    names = args.experiment or list(EXPERIMENTS)
+    results, t0 = {}, time.perf_counter()
+    for name in tqdm(names, desc="experiments", unit="exp", disable=None):
+        r = run_experiment(name, seed=args.seed, quick=args.quick, trials=args.trials)
+        results[name] = r
+        report.write_json_atomic(args.out / f"{name}.json", r)
+        if not args.no_figures:
+            report.save_figure(getattr(figures, get(name).figure)(r["series"]), args.out / name)
+        tqdm.write(f"\n== {name}: {r['title']} ({r['trials']} trials, {r['seconds']:.1f} s)")
+        tqdm.write(report.format_table(r["table"]))
+        for c in r["checks"]:
+            tqdm.write(f"  [{'PASS' if c['passed'] else 'FAIL'}] {c['claim']} ({c['detail']})")
+    failed = [f"{n}: {c['claim']}" for n, r in results.items() for c in r["checks"] if not c["passed"]]
+    header = (f"# Theory checks\n\nCommand: `python theory/simulate.py{' --quick' if args.quick else ''}"
+              f" --seed {args.seed}`; {len(results)} experiments, {time.perf_counter() - t0:.1f} s; "
+              f"{sum(len(r['checks']) for r in results.values()) - len(failed)} checks passed, {len(failed)} failed.")
+    report.write_summary(args.out / "summary.md", results, header)
+    print(f"\nWrote {args.out}/ ({len(results)} experiments). {len(failed)} failed checks.")
+    for f in failed:
+        print(f"  FAILED {f}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
