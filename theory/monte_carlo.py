@@ -107,7 +107,8 @@ def simulate_posterior(problem: Problem, n_max: int, draws: int, *, key: jax.Arr
     """Monte Carlo of the refinement posterior for ``n_icl = 0..n_max`` (nested demonstration sets).
 
     Returns:
-      ``E_pi_JxK`` (mean posterior), ``err_J`` = ``1 - E[pi_star]`` and ``err_se_J`` its standard
+      ``E_pi_JxK`` (mean posterior; also the mean weight of the sample readout), ``E_map_JxK``
+      (mean weight of the MAP readout), ``err_J`` = ``1 - E[pi_star]`` and ``err_se_J`` its standard
       error, and ``cov_pi_JxKxK`` (covariance of ``pi``, for the delta-method error of the risk),
       with ``J = n_max + 1``. ``1 - pi_star`` is summed from the other concepts' posteriors, never
       subtracted, so values down to ~1e-300 are exact.
@@ -118,10 +119,13 @@ def simulate_posterior(problem: Problem, n_max: int, draws: int, *, key: jax.Arr
     others = jnp.arange(pi_MxJxK.shape[-1]) != problem.k_star
     err_MxJ = jnp.sum(jnp.where(others, pi_MxJxK, 0.0), axis=-1)
     E_pi_JxK = jnp.mean(pi_MxJxK, axis=0)
+    # MAP readout's mean weight; the sample readout has E[w] = E[pi], the same as the mean readout.
+    E_map_JxK = jnp.mean(READOUTS["map"].weights(log_pi_MxJxK, key=key), axis=0)
     centred = pi_MxJxK - E_pi_JxK
     cov_JxKxK = jnp.einsum("mjk,mjl->jkl", centred, centred) / (draws - 1)
     return {
         "E_pi_JxK": E_pi_JxK,
+        "E_map_JxK": E_map_JxK,
         "err_J": jnp.mean(err_MxJ, axis=0),
         "err_se_J": jnp.std(err_MxJ, axis=0, ddof=1) / jnp.sqrt(draws),
         "cov_pi_JxKxK": cov_JxKxK,

@@ -6,7 +6,9 @@ to ``pi_k(D) ∝ alpha_k p_k(D)`` (eq. T.6). A *readout* turns that posterior in
 
 * :class:`PosteriorMean`: ``w = pi`` (the posterior-predictive mean; Bayes-optimal under squared
   error and log-loss);
-* :class:`PosteriorMAP`: ``w = onehot(argmax pi)``;
+* :class:`PosteriorMAP`: ``w = onehot(argmax pi)`` (exact ties share the weight equally, the
+  expectation of breaking them uniformly at random, so a uniform prior with no demonstrations
+  does not silently pick concept 0);
 * :class:`PosteriorSample`: ``w = onehot(k)``, ``k ~ pi`` (Thompson-style relabelling).
 
 Readouts are small strategy objects, so a new one is a new class, not a flag.
@@ -71,14 +73,14 @@ class PosteriorMean:
 
 @dataclasses.dataclass(frozen=True)
 class PosteriorMAP:
-    """``w = onehot(argmax_k pi_k)``: the label of the most probable concept."""
+    """``w = onehot(argmax_k pi_k)``: the label of the most probable concept (ties split equally)."""
 
     name: str = "map"
 
     def weights(self, log_pi_NxK: jax.Array, *, key: jax.Array) -> jax.Array:
         del key
-        K = log_pi_NxK.shape[-1]
-        return jax.nn.one_hot(jnp.argmax(log_pi_NxK, axis=-1), K, dtype=log_pi_NxK.dtype)
+        is_max = (log_pi_NxK == jnp.max(log_pi_NxK, axis=-1, keepdims=True)).astype(log_pi_NxK.dtype)
+        return is_max / jnp.sum(is_max, axis=-1, keepdims=True)
 
 
 @dataclasses.dataclass(frozen=True)
