@@ -1,0 +1,159 @@
+"""Decoder building blocks: RMSNorm (Llama and Gemma styles), GQA attention, gated MLP.
+
+Every parameter is an `nnx.Param` carrying `logical_axes` metadata (one logical-axis name or
+None per dimension). Parameters live in `param_dtype`; computation runs in `dtype`, with casts
+placed where transformers places them so float32 runs match the PyTorch reference.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from w2s_jax.models.config import ModelConfig
+from w2s_jax.models.rope import apply_rope
+
+_INIT_STD = 0.02
+
+
+def init_param(rngs: nnx.Rngs, shape: tuple[int, ...], axes: tuple[str | None, ...], param_dtype, *,
+               init: str = "normal") -> nnx.Param:
+    """A parameter (N(0, 0.02), ones or zeros) tagged with its `logical_axes`."""
+    if init == "normal":
+        value = _INIT_STD * jax.random.normal(rngs.params(), shape, param_dtype)
+    elif init == "ones":
+        value = jnp.ones(shape, param_dtype)
+    else:
+        value = jnp.zeros(shape, param_dtype)
+    return nnx.Param(value, logical_axes=axes)
+
+
+class RMSNorm(nnx.Module):
+    """Root-mean-square norm over the last axis.
+
+    llama style: w * (x / rms(x)) with the normalised value cast back to the input dtype first;
+    gemma style: ((1 + w) * x / rms(x)) in float32, then cast (weights initialised at 0).
+    """
+
+    def __init__(self, dim: int, *, eps: float, style: str, rngs: nnx.Rngs, param_dtype=jnp.float32):
+        self.eps = eps
+        self.style = style
+        self.weight = init_param(rngs, (dim,), (None,), param_dtype, init="ones" if style == "llama" else "zeros")
+
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        x32 = x.astype(jnp.float32)
+        normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        w = self.weight[...]
+        if self.style == "gemma":
+            return (normed * (1.0 + w.astype(jnp.float32))).astype(x.dtype)
+        return (w.astype(x.dtype) * normed.astype(x.dtype)).astype(x.dtype)
+
+
+def softcap(x: jnp.ndarray, cap: float | None) -> jnp.ndarray:
+    """cap * tanh(x / cap), or x when cap is None."""
+    return x if cap is None else jnp.tanh(x / cap) * cap
+
+
+class Attention(nnx.Module):
+    """Grouped-query self-attention with RoPE, optional q/k norm, softcap and a KV cache."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
+        c = config
+        D, N, K, H = c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim
+        self.config = config
+        self.dtype = dtype
+        self.q_proj = init_param(rngs, (D, N, H), ("embed", "heads", "head_dim"), param_dtype)
+        self.k_proj = init_param(rngs, (D, K, H), ("embed", "kv_heads", "head_dim"), param_dtype)
+        self.v_proj = init_param(rngs, (D, K, H), ("embed", "kv_heads", "head_dim"), param_dtype)
+        self.o_proj = init_param(rngs, (N, H, D), ("heads", "head_dim", "embed"), param_dtype)
+        if c.qkv_bias:
+            self.q_bias = init_param(rngs, (N, H), ("heads", "head_dim"), param_dtype, init="zeros")
+            self.k_bias = init_param(rngs, (K, H), ("kv_heads", "head_dim"), param_dtype, init="zeros")
+            self.v_bias = init_param(rngs, (K, H), ("kv_heads", "head_dim"), param_dtype, init="zeros")
+        if c.o_bias:
+            self.o_bias = init_param(rngs, (D,), (None,), param_dtype, init="zeros")
+        if c.qk_norm:
+            self.q_norm = RMSNorm(H, eps=c.rms_norm_eps, style=c.norm_style, rngs=rngs, param_dtype=param_dtype)
+            self.k_norm = RMSNorm(H, eps=c.rms_norm_eps, style=c.norm_style, rngs=rngs, param_dtype=param_dtype)
+
+    def _project(self, x_BxTxD, name: str) -> jnp.ndarray:
+        w = getattr(self, f"{name}_proj")[...].astype(self.dtype)
+        y = jnp.einsum("BTD,DNH->BTNH", x_BxTxD, w)
+        if self.config.qkv_bias:
+            y = y + getattr(self, f"{name}_bias")[...].astype(self.dtype)
+        return y
+
+    def __call__(self, x_BxTxD: jnp.ndarray, *, cos_BxTxH: jnp.ndarray, sin_BxTxH: jnp.ndarray,
+                 mask_BxTxS: jnp.ndarray, kv_cache: tuple[jnp.ndarray, jnp.ndarray] | None = None,
+                 index: jnp.ndarray | None = None):
+        """Attend; with `kv_cache` = (k_BxSxKxH, v_BxSxKxH), write the new keys at `index` first.
+
+        Returns (out_BxTxD, updated kv_cache or None).
+        """
+        c = self.config
+        q_BxTxNxH = self._project(x_BxTxD, "q")
+        k_BxTxKxH = self._project(x_BxTxD, "k")
+        v_BxTxKxH = self._project(x_BxTxD, "v")
+        if c.qk_norm:
+            q_BxTxNxH = self.q_norm(q_BxTxNxH)
+            k_BxTxKxH = self.k_norm(k_BxTxKxH)
+        q_BxTxNxH = apply_rope(q_BxTxNxH, cos_BxTxH, sin_BxTxH)
+        k_BxTxKxH = apply_rope(k_BxTxKxH, cos_BxTxH, sin_BxTxH)
+        if kv_cache is not None:
+            k_cache, v_cache = kv_cache
+            start = (0, index, 0, 0)
+            k_BxSxKxH = jax.lax.dynamic_update_slice(k_cache, k_BxTxKxH.astype(k_cache.dtype), start)
+            v_BxSxKxH = jax.lax.dynamic_update_slice(v_cache, v_BxTxKxH.astype(v_cache.dtype), start)
+            kv_cache = (k_BxSxKxH, v_BxSxKxH)
+            k_BxSxKxH, v_BxSxKxH = k_BxSxKxH.astype(self.dtype), v_BxSxKxH.astype(self.dtype)
+        else:
+            k_BxSxKxH, v_BxSxKxH = k_BxTxKxH, v_BxTxKxH
+        B, T, N, H = q_BxTxNxH.shape
+        K = c.num_kv_heads
+        q_BxTxKxGxH = q_BxTxNxH.reshape(B, T, K, N // K, H)
+        scores = jnp.einsum("BTKGH,BSKH->BKGTS", q_BxTxKxGxH, k_BxSxKxH) * jnp.asarray(c.attn_scale, self.dtype)
+        scores = softcap(scores, c.attn_logit_softcap)
+        scores = jnp.where(mask_BxTxS[:, None, None], scores, jnp.finfo(scores.dtype).min)
+        probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(self.dtype)
+        out_BxTxKxGxH = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v_BxSxKxH)
+        out_BxTxNxH = out_BxTxKxGxH.reshape(B, T, N, H)
+        out_BxTxD = jnp.einsum("BTNH,NHD->BTD", out_BxTxNxH, self.o_proj[...].astype(self.dtype))
+        if c.o_bias:
+            out_BxTxD = out_BxTxD + self.o_bias[...].astype(self.dtype)
+        return out_BxTxD, kv_cache
+
+
+_ACTIVATIONS = {
+    "silu": jax.nn.silu,
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+}
+
+
+class MLP(nnx.Module):
+    """Gated feed-forward: down(act(gate(x)) * up(x)) (SwiGLU / GeGLU)."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
+        D, F = config.hidden_size, config.intermediate_size
+        self.dtype = dtype
+        self.act = config.hidden_act
+        self.use_bias = config.mlp_bias
+        self.gate_proj = init_param(rngs, (D, F), ("embed", "mlp"), param_dtype)
+        self.up_proj = init_param(rngs, (D, F), ("embed", "mlp"), param_dtype)
+        self.down_proj = init_param(rngs, (F, D), ("mlp", "embed"), param_dtype)
+        if config.mlp_bias:
+            self.gate_bias = init_param(rngs, (F,), (None,), param_dtype, init="zeros")
+            self.up_bias = init_param(rngs, (F,), (None,), param_dtype, init="zeros")
+            self.down_bias = init_param(rngs, (D,), (None,), param_dtype, init="zeros")
+
+    def _linear(self, x, name: str, spec: str):
+        y = jnp.einsum(spec, x, getattr(self, f"{name}_proj")[...].astype(self.dtype))
+        if self.use_bias:
+            y = y + getattr(self, f"{name}_bias")[...].astype(self.dtype)
+        return y
+
+    def __call__(self, x_BxTxD: jnp.ndarray) -> jnp.ndarray:
+        gate_BxTxF = _ACTIVATIONS[self.act](self._linear(x_BxTxD, "gate", "BTD,DF->BTF"))
+        up_BxTxF = self._linear(x_BxTxD, "up", "BTD,DF->BTF")
+        return self._linear(gate_BxTxF * up_BxTxF, "down", "BTF,FD->BTD")
