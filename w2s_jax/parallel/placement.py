@@ -1,0 +1,81 @@
+"""Placing a model's parameters and a batch's rows on a mesh.
+
+Multi-host use: `shard_batch` takes the rows THIS host loaded (its contiguous slice of the global
+batch, `global_batch // jax.process_count()` rows) and assembles the global array with
+`jax.make_array_from_process_local_data`; each host must load a different slice, in process-index
+order. `shard_model` is the same on every host (each host keeps only its addressable shards).
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from w2s_jax.parallel.rules import ShardingRules, logical_to_sharding
+
+BATCH_AXES = ("data", "fsdp")
+
+
+def variable_sharding(
+    variable: nnx.Variable, mesh: Mesh | None, rules: ShardingRules | None
+) -> NamedSharding | None:
+    """The sharding of one nnx Variable from its `logical_axes` metadata (replicated if absent)."""
+    value = variable.get_value()
+    logical_axes = variable.get_metadata().get("logical_axes")
+    return logical_to_sharding(logical_axes, mesh, rules, shape=np.shape(value))
+
+
+def shard_model(model: nnx.Module, mesh: Mesh | None, rules: ShardingRules | None = None) -> None:
+    """Place every array Variable of `model` (in place) per its `logical_axes` metadata.
+
+    Variables without metadata are replicated over the mesh, so a jitted step never mixes arrays
+    committed to different devices. A no-op when `mesh` is None; `rules=None` = FSDP rules.
+    """
+    if mesh is None:
+        return
+    for _, node in nnx.iter_graph(model):
+        if isinstance(node, nnx.Variable) and isinstance(node.get_value(), jax.Array):
+            node.set_value(jax.device_put(node.get_value(), variable_sharding(node, mesh, rules)))
+
+
+def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
+    """Leading (batch) axis over ("data", "fsdp"), every other axis replicated."""
+    return NamedSharding(mesh, PartitionSpec(BATCH_AXES, *([None] * (ndim - 1))))
+
+
+def shard_batch(x, mesh: Mesh | None):
+    """Place a pytree of host arrays with the batch axis split over ("data", "fsdp").
+
+    `x` holds this process's rows; on one host that is the whole batch. The batch size must be
+    divisible by data * fsdp. Returns `x` unchanged when `mesh` is None.
+    """
+    if mesh is None:
+        return x
+    splits = mesh.shape["data"] * mesh.shape["fsdp"]
+
+    def place(leaf):
+        leaf = np.asarray(leaf)
+        global_rows = leaf.shape[0] * jax.process_count()
+        if global_rows % splits != 0:
+            raise ValueError(
+                f"global batch size {global_rows} is not divisible by data*fsdp = {splits}"
+            )
+        return jax.make_array_from_process_local_data(batch_sharding(mesh, leaf.ndim), leaf)
+
+    return jax.tree.map(place, x)
+
+
+def constrain_model(node, mesh: Mesh | None, rules: ShardingRules | None = None) -> None:
+    """Inside jit: pin every array Variable of `node` to its rules' sharding (in place).
+
+    Without this, the shardings of updated parameters and optimizer moments leaving a jitted
+    step are whatever XLA's propagation picks. A no-op when `mesh` is None.
+    """
+    if mesh is None:
+        return
+    for _, variable in nnx.iter_graph(node):
+        if isinstance(variable, nnx.Variable) and isinstance(variable.get_value(), jax.Array):
+            sharding = variable_sharding(variable, mesh, rules)
+            variable.set_value(jax.lax.with_sharding_constraint(variable.get_value(), sharding))

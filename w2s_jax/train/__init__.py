@@ -1,0 +1,47 @@
+"""Supervised fine-tuning (full or LoRA) with pluggable objectives, sharding and resumable runs.
+
+Quick use::
+
+    data = SFTDataset(rows, tokenizer, max_len=cfg.max_len)
+    result = train(model, data, config=cfg, loss_fn=CrossEntropyToTokens(), checkpoint_dir="ckpt")
+    merge_lora(model)  # LoRA runs: fold the adapters in before `save_pretrained`
+"""
+
+from w2s_jax.train.checkpoint import Checkpointer
+from w2s_jax.train.config import TrainConfig
+from w2s_jax.train.data import SFTDataset
+from w2s_jax.train.lora import LoRAWeight, apply_lora, merge_lora
+from w2s_jax.train.losses import CrossEntropyToTokens, KLToTeacher, LossFn, next_token_mask
+from w2s_jax.train.step import (
+    accumulated_loss_and_grads,
+    learning_rate_schedule,
+    make_eval_step,
+    make_optimizer,
+    make_train_step,
+    optimizer_transform,
+    trainable_filter,
+)
+from w2s_jax.train.trainer import TrainResult, evaluate, train
+
+__all__ = [
+    "Checkpointer",
+    "CrossEntropyToTokens",
+    "KLToTeacher",
+    "LoRAWeight",
+    "LossFn",
+    "SFTDataset",
+    "TrainConfig",
+    "TrainResult",
+    "accumulated_loss_and_grads",
+    "apply_lora",
+    "evaluate",
+    "learning_rate_schedule",
+    "make_eval_step",
+    "make_optimizer",
+    "make_train_step",
+    "merge_lora",
+    "next_token_mask",
+    "optimizer_transform",
+    "train",
+    "trainable_filter",
+]

@@ -1,0 +1,79 @@
+"""Training objectives as small strategy objects: `loss(logits_BxTxV, batch) -> scalar`.
+
+The trainer only calls the object, so a weak-to-strong objective plugs in without touching it.
+Logits at position t predict token t+1 (see `data.py` for the batch layout). Both losses reduce
+by a mean over the scored positions of the (micro-)batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Protocol
+
+import jax
+import jax.numpy as jnp
+
+from w2s_jax.core.objectives import cross_entropy_to_probs, kl_to_probs
+
+
+class LossFn(Protocol):
+    """Maps float32 logits and the batch dict to a scalar loss."""
+
+    def __call__(self, logits_BxTxV: jax.Array, batch: dict[str, jax.Array]) -> jax.Array: ...
+
+
+def next_token_mask(batch: dict[str, jax.Array]) -> jax.Array:
+    """B x T mask of logit positions whose NEXT token is a completion token (last position: no)."""
+    completion_BxT = batch["completion_mask_BxT"]
+    return jnp.pad(completion_BxT[:, 1:], ((0, 0), (0, 1)))
+
+
+def num_scored(batch: dict[str, jax.Array]) -> jax.Array:
+    """How many positions a loss scores in `batch` (used to weight evaluation averages)."""
+    mask = batch["teacher_mask_BxT"] if "teacher_mask_BxT" in batch else next_token_mask(batch)
+    return jnp.sum(mask)
+
+
+@dataclasses.dataclass(frozen=True)
+class CrossEntropyToTokens:
+    """Mean negative log-likelihood of the completion tokens (hard labels; SFT).
+
+    L = -(1/|C|) sum_{(b,t) in C} log softmax(z_{b,t})[x_{b,t+1}], C = positions whose next token
+    is a completion token.
+    """
+
+    def __call__(self, logits_BxTxV: jax.Array, batch: dict[str, jax.Array]) -> jax.Array:
+        tokens_BxT = batch["tokens_BxT"]
+        targets_BxT = jnp.pad(tokens_BxT[:, 1:], ((0, 0), (0, 1)))
+        logp_BxTxV = jax.nn.log_softmax(logits_BxTxV.astype(jnp.float32), axis=-1)
+        logp_BxT = jnp.take_along_axis(logp_BxTxV, targets_BxT[..., None], axis=-1)[..., 0]
+        mask_BxT = next_token_mask(batch).astype(jnp.float32)
+        return -jnp.sum(logp_BxT * mask_BxT) / jnp.maximum(jnp.sum(mask_BxT), 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class KLToTeacher:
+    """Fit the student's per-token distribution to a teacher's (soft labels; W2S refinement).
+
+    Uses `teacher_probs_BxTxC` and `teacher_mask_BxT` from the batch. With `label_ids_BxC` the
+    student's distribution is its softmax restricted to those C label tokens; otherwise C = V.
+    `kind="kl"` gives KL(p || q) (0 at the optimum), `kind="cross_entropy"` gives H(p, q); both
+    have the same gradient. See `w2s_jax.core.objectives`.
+    """
+
+    kind: str = "kl"  # "kl" or "cross_entropy"
+
+    def __post_init__(self):
+        if self.kind not in ("kl", "cross_entropy"):
+            raise ValueError(f"KLToTeacher.kind must be 'kl' or 'cross_entropy', got {self.kind!r}")
+
+    def __call__(self, logits_BxTxV: jax.Array, batch: dict[str, jax.Array]) -> jax.Array:
+        probs_BxTxC = batch["teacher_probs_BxTxC"]
+        logits_BxTxC = logits_BxTxV.astype(jnp.float32)
+        if "label_ids_BxC" in batch:
+            label_ids_BxTxC = jnp.broadcast_to(
+                batch["label_ids_BxC"][:, None, :], probs_BxTxC.shape
+            )
+            logits_BxTxC = jnp.take_along_axis(logits_BxTxC, label_ids_BxTxC, axis=-1)
+        objective = kl_to_probs if self.kind == "kl" else cross_entropy_to_probs
+        return objective(logits_BxTxC, probs_BxTxC, batch["teacher_mask_BxT"])

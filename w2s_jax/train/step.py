@@ -1,0 +1,180 @@
+"""The optimizer and the jitted train / eval steps (one compile each per run).
+
+Mixed precision: the trainable and frozen weights stay float32 (the optimizer's master copy); the
+step casts them to `TrainConfig.compute_dtype` before the forward pass, so gradients flow back to
+the float32 masters through the cast. Build the model with the same `dtype=` so its activations
+use that dtype too. Gradient accumulation: the batch is split into `grad_accum_steps` equal
+micro-batches, scanned, and their gradients averaged before ONE optimizer update (equal to the
+big batch when every micro-batch scores the same number of tokens; the usual convention).
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh
+
+from w2s_jax.parallel import ShardingRules, constrain_model
+from w2s_jax.train.config import TrainConfig
+from w2s_jax.train.losses import LossFn, num_scored
+
+
+def learning_rate_schedule(config: TrainConfig) -> optax.Schedule:
+    """Linear warmup from 0 to the peak, then cosine decay to end_lr_ratio * peak at total_steps."""
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=config.learning_rate,
+        warmup_steps=config.warmup_steps,
+        decay_steps=config.total_steps,
+        end_value=config.learning_rate * config.end_lr_ratio,
+    )
+
+
+def trainable_filter(config: TrainConfig):
+    """`nnx.LoRAParam` for LoRA runs, `nnx.Param` (everything) for full fine-tuning."""
+    return nnx.LoRAParam if config.lora_rank is not None else nnx.Param
+
+
+def optimizer_transform(config: TrainConfig) -> optax.GradientTransformation:
+    """Global-norm clipping, then AdamW on the warmup-cosine schedule.
+
+    Weight decay applies to every trainable array (keep it 0 for full fine-tuning of models whose
+    norm weights should not shrink). Cached on the optimizer's fields: the transform is static
+    data of the optimizer, so runs that share them (e.g. a resumed run) share the compiled step.
+    """
+    fields = ("learning_rate", "warmup_steps", "total_steps", "end_lr_ratio", "weight_decay",
+              "adam_b1", "adam_b2", "grad_clip_norm")
+    return _transform(tuple((name, getattr(config, name)) for name in fields))
+
+
+@functools.lru_cache(maxsize=16)
+def _transform(fields: tuple) -> optax.GradientTransformation:
+    config = types.SimpleNamespace(**dict(fields))  # the optimizer's fields of a TrainConfig
+    transforms = []
+    if config.grad_clip_norm is not None:
+        transforms.append(optax.clip_by_global_norm(config.grad_clip_norm))
+    transforms.append(
+        optax.adamw(
+            learning_rate_schedule(config),
+            b1=config.adam_b1,
+            b2=config.adam_b2,
+            weight_decay=config.weight_decay,
+        )
+    )
+    return optax.chain(*transforms)
+
+
+def make_optimizer(model: nnx.Module, config: TrainConfig) -> nnx.Optimizer:
+    """An `nnx.Optimizer` of `optimizer_transform(config)` over the trainable parameters."""
+    return nnx.Optimizer(model, optimizer_transform(config), wrt=trainable_filter(config))
+
+
+def _cast_floats(tree, dtype):
+    if dtype == jnp.float32:
+        return tree
+    return jax.tree.map(
+        lambda x: x.astype(dtype) if x.dtype == jnp.float32 else x, tree
+    )
+
+
+def _forward_loss(graphdef, trainable, frozen, batch, loss_fn: LossFn, compute_dtype):
+    model = nnx.merge(
+        graphdef, _cast_floats(trainable, compute_dtype), _cast_floats(frozen, compute_dtype)
+    )
+    logits_BxTxV, _ = model(
+        batch["tokens_BxT"], positions_BxT=batch["positions_BxT"], valid_BxT=batch["valid_BxT"]
+    )
+    return loss_fn(logits_BxTxV.astype(jnp.float32), batch)
+
+
+def accumulated_loss_and_grads(
+    graphdef, trainable, frozen, batch, *, loss_fn: LossFn, accum: int, compute_dtype
+):
+    """Mean loss and gradient w.r.t. `trainable` over `accum` equal micro-batches of `batch`.
+
+    `graphdef, trainable, frozen` come from `nnx.split(model, wrt, ...)`. The micro-batches are
+    scanned, so memory holds one micro-batch's activations at a time.
+    """
+    if next(iter(batch.values())).shape[0] % accum != 0:
+        raise ValueError(f"batch of {next(iter(batch.values())).shape[0]} rows is not divisible "
+                         f"into grad_accum_steps={accum} micro-batches")
+
+    def micro_loss(trainable, micro):
+        return _forward_loss(graphdef, trainable, frozen, micro, loss_fn, compute_dtype)
+
+    micro_batches = jax.tree.map(lambda x: x.reshape(accum, x.shape[0] // accum, *x.shape[1:]), batch)
+
+    def accumulate(carry, micro):
+        loss, grads = jax.value_and_grad(micro_loss)(trainable, micro)
+        return jax.tree.map(jnp.add, carry, (loss, grads)), None
+
+    zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, trainable))
+    (loss_sum, grad_sum), _ = jax.lax.scan(accumulate, zeros, micro_batches)
+    return loss_sum / accum, jax.tree.map(lambda g: g / accum, grad_sum)
+
+
+def make_train_step(
+    loss_fn: LossFn,
+    config: TrainConfig,
+    *,
+    mesh: Mesh | None = None,
+    rules: ShardingRules | None = None,
+) -> Callable:
+    """`step(model, optimizer, batch) -> {"loss", "grad_norm"}`, updating both in place (jitted).
+
+    With `mesh`, the updated parameters and optimizer state are pinned to the `rules` shardings.
+    The step is cached per (loss_fn, grad_accum_steps, compute_dtype, mesh, rules), so runs with
+    the same settings (e.g. a resumed run) share one compilation.
+    """
+    return _maybe_cached(_train_step, loss_fn, config.grad_accum_steps, config.compute_dtype, mesh, rules)
+
+
+def _maybe_cached(builder, *args):
+    try:
+        hash(args)
+    except TypeError:  # e.g. an unhashable loss object: build a fresh step
+        return builder.__wrapped__(*args)
+    return builder(*args)
+
+
+@functools.lru_cache(maxsize=16)
+def _train_step(loss_fn, accum: int, compute_dtype_name: str, mesh, rules) -> Callable:
+    compute_dtype = jnp.dtype(compute_dtype_name)
+
+    @nnx.jit
+    def train_step(model, optimizer, batch):
+        graphdef, trainable, frozen = nnx.split(model, optimizer.wrt, ...)
+        loss, grads = accumulated_loss_and_grads(
+            graphdef, trainable, frozen, batch, loss_fn=loss_fn, accum=accum,
+            compute_dtype=compute_dtype,
+        )
+        optimizer.update(model, grads)
+        constrain_model(model, mesh, rules)
+        constrain_model(optimizer, mesh, rules)
+        return {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+
+    return train_step
+
+
+def make_eval_step(loss_fn: LossFn, config: TrainConfig) -> Callable:
+    """`step(model, batch) -> (loss, number of scored positions)` (jitted, no update; cached)."""
+    return _maybe_cached(_eval_step, loss_fn, config.compute_dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _eval_step(loss_fn, compute_dtype_name: str) -> Callable:
+    compute_dtype = jnp.dtype(compute_dtype_name)
+
+    @nnx.jit
+    def eval_step(model, batch):
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        loss = _forward_loss(graphdef, params, rest, batch, loss_fn, compute_dtype)
+        return loss, num_scored(batch)
+
+    return eval_step

@@ -1,0 +1,166 @@
+"""The fine-tuning loop: shard, (resume), step, evaluate, checkpoint, stop on a non-finite loss.
+
+A run is a pure function of (model init, data, config): batch i is fixed by the data seed, the
+step is deterministic, and a checkpoint holds everything else (model, optimizer, data position,
+PRNG key, step). So a run killed after step k and restarted with the same arguments resumes from
+its last checkpoint and ends with the same parameters as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+from tqdm.auto import tqdm
+
+from w2s_jax.parallel import ShardingRules, shard_batch, shard_model
+from w2s_jax.train.checkpoint import Checkpointer
+from w2s_jax.train.config import TrainConfig
+from w2s_jax.train.data import SFTDataset
+from w2s_jax.train.lora import LoRAWeight, apply_lora
+from w2s_jax.train.losses import CrossEntropyToTokens, LossFn
+from w2s_jax.train.step import make_eval_step, make_optimizer, make_train_step
+
+Callback = Callable[[int, dict[str, float]], None]
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a run leaves behind besides the updated model."""
+
+    step: int  # last completed optimizer step
+    train_losses: dict[int, float]  # step -> training loss (steps run in THIS call)
+    eval_losses: dict[int, float]  # step -> held-out loss
+    optimizer: nnx.Optimizer  # final optimizer state
+
+
+def _process_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    # Each host feeds its contiguous slice of the global batch (see w2s_jax.parallel.placement).
+    n, rank = jax.process_count(), jax.process_index()
+    rows = next(iter(batch.values())).shape[0] // n
+    return {k: v[rank * rows : (rank + 1) * rows] for k, v in batch.items()}
+
+
+def evaluate(
+    model: nnx.Module,
+    data: SFTDataset,
+    *,
+    eval_step: Callable,
+    batch_size: int,
+    mesh: Mesh | None = None,
+) -> float:
+    """Held-out loss: per-batch losses averaged with weights = scored positions per batch."""
+    total, weight = 0.0, 0.0
+    for batch, _ in data.eval_batches(batch_size):
+        loss, count = eval_step(model, shard_batch(_process_rows(batch), mesh))
+        total += float(loss) * float(count)
+        weight += float(count)
+    return total / max(weight, 1.0)
+
+
+def train(
+    model: nnx.Module,
+    train_data: SFTDataset,
+    *,
+    config: TrainConfig,
+    loss_fn: LossFn | None = None,
+    eval_data: SFTDataset | None = None,
+    checkpoint_dir: str | Path | None = None,
+    mesh: Mesh | None = None,
+    rules: ShardingRules | None = None,
+    callbacks: Sequence[Callback] = (),
+    show_progress: bool = True,
+) -> TrainResult:
+    """Fine-tune `model` in place for `config.total_steps` optimizer steps.
+
+    Arguments:
+      model: a `Transformer` (or any module with its call signature), float32 master weights.
+        With `config.lora_rank` set, LoRA is added to `config.lora_targets` first (in place).
+      loss_fn: the objective (default `CrossEntropyToTokens()`); see `losses.py`.
+      checkpoint_dir: where to checkpoint; if it already holds a checkpoint the run resumes.
+      mesh, rules: shard the model and batches (None: single device).
+      callbacks: called as `cb(step, metrics)` after each step (after its checkpoint).
+
+    Raises FloatingPointError naming the step when the training loss is NaN/inf; the last good
+    checkpoint is left on disk.
+    """
+    loss_fn = CrossEntropyToTokens() if loss_fn is None else loss_fn
+    lora_key, run_key = jax.random.split(jax.random.key(config.seed))
+    if config.lora_rank is not None and not any(
+        isinstance(node, LoRAWeight) for _, node in nnx.iter_graph(model)
+    ):
+        apply_lora(
+            model,
+            rank=config.lora_rank,
+            alpha=config.lora_alpha,
+            targets=config.lora_targets,
+            key=lora_key,
+        )
+    shard_model(model, mesh, rules)
+    optimizer = make_optimizer(model, config)
+    shard_model(optimizer, mesh, rules)
+
+    step, position, key = 0, 0, run_key
+    checkpointer = None
+    if checkpoint_dir is not None:
+        checkpointer = Checkpointer(checkpoint_dir, max_to_keep=config.max_checkpoints)
+        if checkpointer.latest_step() is not None:
+            step, position, key = checkpointer.restore(model=model, optimizer=optimizer)
+
+    train_step = make_train_step(loss_fn, config, mesh=mesh, rules=rules)
+    eval_step = make_eval_step(loss_fn, config)
+    result = TrainResult(step=step, train_losses={}, eval_losses={}, optimizer=optimizer)
+
+    def run_eval(at_step):
+        if eval_data is not None and at_step not in result.eval_losses:
+            result.eval_losses[at_step] = evaluate(
+                model, eval_data, eval_step=eval_step, batch_size=config.batch_size, mesh=mesh
+            )
+
+    def save(at_step):
+        if checkpointer is not None and checkpointer.latest_step() != at_step:
+            checkpointer.save(
+                at_step, model=model, optimizer=optimizer, data_position=position, key=key
+            )
+
+    progress = tqdm(
+        total=config.total_steps, initial=step, disable=not show_progress, desc="train"
+    )
+    try:
+        while step < config.total_steps:
+            batch = train_data.batch(position, config.batch_size)
+            metrics = train_step(model, optimizer, shard_batch(_process_rows(batch), mesh))
+            step, position = step + 1, position + 1
+            key = jax.random.fold_in(key, step)  # the run's key advances with every step
+            metrics = {name: float(value) for name, value in metrics.items()}
+            if not math.isfinite(metrics["loss"]):
+                last = None if checkpointer is None else checkpointer.latest_step()
+                raise FloatingPointError(
+                    f"training loss is {metrics['loss']} at step {step}; stopped. "
+                    f"Last good checkpoint: step {last}"
+                    + ("" if checkpointer is None else f" in {checkpointer.directory}")
+                )
+            result.train_losses[step] = metrics["loss"]
+            result.step = step
+            if config.eval_every and step % config.eval_every == 0:
+                run_eval(step)
+                metrics["eval_loss"] = result.eval_losses.get(step, float("nan"))
+            if config.checkpoint_every and step % config.checkpoint_every == 0:
+                save(step)
+            progress.update(1)
+            progress.set_postfix(loss=f"{metrics['loss']:.4f}")
+            for callback in callbacks:
+                callback(step, metrics)
+        run_eval(step)
+        save(step)
+    finally:
+        progress.close()
+        if checkpointer is not None:
+            checkpointer.close()
+    return result
