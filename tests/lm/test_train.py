@@ -73,7 +73,8 @@ def test_loss_decreases_on_a_memorization_task_and_each_step_compiles_once():
 
 
 def test_grad_accumulation_equals_one_big_batch():
-    rows = [{"prompt": f"q{i}" * (1 + i % 3), "completion": "xy"} for i in range(8)]  # equal completions
+    # unequal completion lengths: the micro-batches score different numbers of tokens
+    rows = [{"prompt": f"q{i}" * (1 + i % 3), "completion": "xy"[: 1 + i % 2] + "z" * (i // 4)} for i in range(8)]
     batch = jax.tree.map(jnp.asarray, _data(rows).collate(range(8)))
     graphdef, params, rest = nnx.split(_model(), nnx.Param, ...)
 
@@ -84,8 +85,8 @@ def test_grad_accumulation_equals_one_big_batch():
 
     big_loss, big_grads = loss_and_grads(params, 1)
     loss, grads = loss_and_grads(params, 4)
-    # 4 micro-batch means of 2 rows x 3 completion tokens, averaged = the mean over all 24 tokens;
-    # only float32 summation order differs.
+    # token-weighted micro-batch means = the mean over all scored tokens; only float32 summation
+    # order differs.
     np.testing.assert_allclose(float(loss), float(big_loss), rtol=1e-6)
     for g, big in zip(jax.tree.leaves(grads), jax.tree.leaves(big_grads), strict=True):
         scale = np.abs(np.asarray(big)).max()

@@ -4,8 +4,9 @@ Mixed precision: the trainable and frozen weights stay float32 (the optimizer's 
 step casts them to `TrainConfig.compute_dtype` before the forward pass, so gradients flow back to
 the float32 masters through the cast. Build the model with the same `dtype=` so its activations
 use that dtype too. Gradient accumulation: the batch is split into `grad_accum_steps` equal
-micro-batches, scanned, and their gradients averaged before ONE optimizer update (equal to the
-big batch when every micro-batch scores the same number of tokens; the usual convention).
+micro-batches, scanned, and their losses and gradients averaged with weights proportional to the
+number of positions each micro-batch scores, before ONE optimizer update: exactly the big batch's
+token-mean loss and gradient, however the scored tokens fall across micro-batches.
 """
 
 from __future__ import annotations
@@ -96,7 +97,10 @@ def _forward_loss(graphdef, trainable, frozen, batch, loss_fn: LossFn, compute_d
 def accumulated_loss_and_grads(
     graphdef, trainable, frozen, batch, *, loss_fn: LossFn, accum: int, compute_dtype
 ):
-    """Mean loss and gradient w.r.t. `trainable` over `accum` equal micro-batches of `batch`.
+    """Token-weighted mean loss and gradient w.r.t. `trainable` over `accum` micro-batches of `batch`.
+
+    Each micro-batch's mean loss is weighted by its number of scored positions (`num_scored`), so
+    the result equals the loss and gradient of the whole batch at once.
 
     `graphdef, trainable, frozen` come from `nnx.split(model, wrt, ...)`. The micro-batches are
     scanned, so memory holds one micro-batch's activations at a time.
@@ -112,11 +116,14 @@ def accumulated_loss_and_grads(
 
     def accumulate(carry, micro):
         loss, grads = jax.value_and_grad(micro_loss)(trainable, micro)
-        return jax.tree.map(jnp.add, carry, (loss, grads)), None
+        n = num_scored(micro).astype(jnp.float32)
+        weighted = (loss * n, jax.tree.map(lambda g: g * n, grads), n)
+        return jax.tree.map(jnp.add, carry, weighted), None
 
-    zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, trainable))
-    (loss_sum, grad_sum), _ = jax.lax.scan(accumulate, zeros, micro_batches)
-    return loss_sum / accum, jax.tree.map(lambda g: g / accum, grad_sum)
+    zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, trainable), jnp.zeros((), jnp.float32))
+    (loss_sum, grad_sum, n_sum), _ = jax.lax.scan(accumulate, zeros, micro_batches)
+    n_sum = jnp.maximum(n_sum, 1.0)
+    return loss_sum / n_sum, jax.tree.map(lambda g: g / n_sum, grad_sum)
 
 
 def make_train_step(
