@@ -9,7 +9,8 @@ Both estimators start from the pre-trained regression function ``beta_P`` and fi
   ``w_t = (1 - lr a)^t w_0 + (1 - (1 - lr a)^t) c~ / a`` (``c~ = 0`` wherever ``a = 0``, since ``c``
   lies in the row space of X), so every step count costs the same.
 
-One eigendecomposition serves the whole path. Pure functions; the caller jits and vmaps.
+One eigendecomposition of ``A`` serves both paths and every label vector fitted on the same X
+(:func:`spectrum`). Pure functions; the caller jits and vmaps.
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["ridge_path", "gd_path", "sample_features"]
+__all__ = [
+    "ridge_path",
+    "gd_path",
+    "sample_features",
+    "spectrum",
+    "rotated_target",
+    "ridge_from_spectrum",
+    "gd_from_spectrum",
+]
 
 
 def sample_features(Sigma_DxD: jax.Array, n: int, *, key: jax.Array) -> jax.Array:
@@ -27,15 +36,47 @@ def sample_features(Sigma_DxD: jax.Array, n: int, *, key: jax.Array) -> jax.Arra
     return z_NxD @ L_DxD.T
 
 
-def _moments(X_NxD: jax.Array, y_N: jax.Array, w_N: jax.Array | None):
+def spectrum(X_NxD: jax.Array, w_N: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """Eigendecomposition ``A = X^T W X / n = V diag(a) V^T`` shared by every label vector and path.
+
+    ``w_N`` (0/1) selects the rows in the sample, so several sample sizes share one compiled shape.
+    Eigenvalues below ``D * eps * max(a)`` are round-off of exact zeros (rank ``n < d``) and are set
+    to 0, so least squares returns the solution closest to ``beta_P``.
+    """
     if w_N is None:
         w_N = jnp.ones(X_NxD.shape[0], X_NxD.dtype)
     n = jnp.sum(w_N)
-    Xw_NxD = X_NxD * w_N[:, None]
-    A_DxD = Xw_NxD.T @ X_NxD / n
-    c_D = Xw_NxD.T @ y_N / n
+    A_DxD = (X_NxD * w_N[:, None]).T @ X_NxD / n
     a_D, V_DxD = jnp.linalg.eigh(A_DxD)
-    return jnp.clip(a_D, 0.0, None), V_DxD, V_DxD.T @ c_D
+    tol = X_NxD.shape[1] * jnp.finfo(X_NxD.dtype).eps * jnp.max(jnp.abs(a_D))
+    return jnp.where(a_D > tol, a_D, 0.0), V_DxD
+
+
+def rotated_target(X_NxD: jax.Array, y_N: jax.Array, V_DxD: jax.Array, w_N: jax.Array | None = None) -> jax.Array:
+    """``V^T c`` with ``c = X^T W y / n``: the label moment in the eigenbasis of :func:`spectrum`."""
+    if w_N is None:
+        w_N = jnp.ones(X_NxD.shape[0], X_NxD.dtype)
+    return V_DxD.T @ ((X_NxD * w_N[:, None]).T @ y_N / jnp.sum(w_N))
+
+
+def ridge_from_spectrum(a_D, V_DxD, c_D, beta_P, lam_L) -> jax.Array:
+    """Ridge path (eq. T.11) from a precomputed :func:`spectrum` and :func:`rotated_target`."""
+    w0_D = V_DxD.T @ beta_P
+    lam_Lx1 = jnp.asarray(lam_L, a_D.dtype)[:, None]
+    num_LxD = c_D[None, :] + lam_Lx1 * w0_D[None, :]
+    den_LxD = a_D[None, :] + lam_Lx1
+    # Where a = 0 and lam = 0 the problem is flat along that direction: keep beta_P's coordinate.
+    w_LxD = jnp.where(den_LxD > 0, num_LxD / jnp.where(den_LxD > 0, den_LxD, 1.0), w0_D[None, :])
+    return w_LxD @ V_DxD.T
+
+
+def gd_from_spectrum(a_D, V_DxD, c_D, beta_P, t_T, lr) -> jax.Array:
+    """Gradient-descent path (eq. T.12) from a precomputed :func:`spectrum` and :func:`rotated_target`."""
+    w0_D = V_DxD.T @ beta_P
+    decay_TxD = jnp.power(1.0 - lr * a_D[None, :], jnp.asarray(t_T, a_D.dtype)[:, None])
+    target_D = jnp.where(a_D > 0, c_D / jnp.where(a_D > 0, a_D, 1.0), w0_D)
+    w_TxD = decay_TxD * w0_D[None, :] + (1.0 - decay_TxD) * target_D[None, :]
+    return w_TxD @ V_DxD.T
 
 
 def ridge_path(
@@ -46,14 +87,8 @@ def ridge_path(
     ``lam = 0`` is least squares (the minimum-norm-deviation solution from ``beta_P`` when n < d).
     ``w_N`` (0/1) selects the rows in the sample, so several sample sizes share one compiled shape.
     """
-    a_D, V_DxD, c_D = _moments(X_NxD, y_N, w_N)
-    w0_D = V_DxD.T @ beta_P
-    lam_Lx1 = jnp.asarray(lam_L, X_NxD.dtype)[:, None]
-    num_LxD = c_D[None, :] + lam_Lx1 * w0_D[None, :]
-    den_LxD = a_D[None, :] + lam_Lx1
-    # Where a = 0 and lam = 0 the problem is flat along that direction: keep beta_P's coordinate.
-    w_LxD = jnp.where(den_LxD > 0, num_LxD / jnp.where(den_LxD > 0, den_LxD, 1.0), w0_D[None, :])
-    return w_LxD @ V_DxD.T
+    a_D, V_DxD = spectrum(X_NxD, w_N)
+    return ridge_from_spectrum(a_D, V_DxD, rotated_target(X_NxD, y_N, V_DxD, w_N), beta_P, lam_L)
 
 
 def gd_path(
@@ -63,9 +98,5 @@ def gd_path(
 
     ``w_N`` (0/1) selects the rows in the sample, as in :func:`ridge_path`.
     """
-    a_D, V_DxD, c_D = _moments(X_NxD, y_N, w_N)
-    w0_D = V_DxD.T @ beta_P
-    decay_TxD = jnp.power(1.0 - lr * a_D[None, :], jnp.asarray(t_T, X_NxD.dtype)[:, None])
-    target_D = jnp.where(a_D > 0, c_D / jnp.where(a_D > 0, a_D, 1.0), w0_D)
-    w_TxD = decay_TxD * w0_D[None, :] + (1.0 - decay_TxD) * target_D[None, :]
-    return w_TxD @ V_DxD.T
+    a_D, V_DxD = spectrum(X_NxD, w_N)
+    return gd_from_spectrum(a_D, V_DxD, rotated_target(X_NxD, y_N, V_DxD, w_N), beta_P, t_T, lr)

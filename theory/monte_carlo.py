@@ -21,7 +21,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from theory.estimators import gd_path, ridge_path, sample_features
+from theory.estimators import gd_from_spectrum, ridge_from_spectrum, rotated_target, sample_features, spectrum
 from theory.model import Problem
 from w2s_jax.core import READOUTS, GoldLabels, RefinedLabels, WeakLabels, excess_risk
 
@@ -75,19 +75,24 @@ def _one_trial(p: Problem, s: FitSettings, trial_key: jax.Array) -> dict:
     keys = {"gold": gold_key, "weak": weak_key, "refined": refine_key}
     n_max = max(s.ns)
     X_NxD = sample_features(p.Sigma_DxD, n_max, key=data_key)
-    # Row masks for every sample size: the sizes share one compiled body (lax.map, not unrolled).
+    # Row masks for every sample size (nested prefixes of one sample). An unrolled loop: lax.map
+    # under vmap ran 1.7x slower here (benchmarks/theory_bench.py).
     w_SxN = (jnp.arange(n_max)[None, :] < jnp.asarray(s.ns)[:, None]).astype(X_NxD.dtype)
-    out = {}
-    for name, source in label_sources(p, s.n_icl, s.readout).items():
-        y_N = source(X_NxD, key=keys[name])
+    y = {name: source(X_NxD, key=keys[name]) for name, source in label_sources(p, s.n_icl, s.readout).items()}
 
-        def fit(w_N, y_N=y_N):
-            b_LxD = ridge_path(X_NxD, y_N, p.beta_P, jnp.asarray(s.lams), w_N)
-            b_TxD = gd_path(X_NxD, y_N, p.beta_P, jnp.asarray(s.steps), s.lr, w_N)
-            return excess_risk(b_LxD, p.beta_star, p.Sigma_DxD), excess_risk(b_TxD, p.beta_star, p.Sigma_DxD)
+    def fit(w_N):
+        a_D, V_DxD = spectrum(X_NxD, w_N)  # one eigendecomposition for all labels and both paths
+        risks = {}
+        for name, y_N in y.items():
+            c_D = rotated_target(X_NxD, y_N, V_DxD, w_N)
+            b_LxD = ridge_from_spectrum(a_D, V_DxD, c_D, p.beta_P, jnp.asarray(s.lams))
+            b_TxD = gd_from_spectrum(a_D, V_DxD, c_D, p.beta_P, jnp.asarray(s.steps), s.lr)
+            risks[f"{name}/ridge"] = excess_risk(b_LxD, p.beta_star, p.Sigma_DxD)
+            risks[f"{name}/gd"] = excess_risk(b_TxD, p.beta_star, p.Sigma_DxD)
+        return risks
 
-        out[f"{name}/ridge"], out[f"{name}/gd"] = jax.lax.map(fit, w_SxN)
-    return out
+    per_n = [fit(w_SxN[i]) for i in range(len(s.ns))]
+    return jax.tree.map(lambda *r: jnp.stack(r), *per_n)
 
 
 @functools.partial(jax.jit, static_argnames=("settings",))

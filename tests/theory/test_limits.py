@@ -94,12 +94,6 @@ def test_gd_long_run_is_min_norm_least_squares_when_n_below_d():
     np.testing.assert_allclose(np.asarray(g[0]), ref, atol=1e-8)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG theory/estimators.py ridge_path: at lam = 0 with n < d, round-off eigenvalues "
-    "(~1e-16 > 0) of A = X^T X / n are divided by instead of treated as zero, so the docstring's "
-    "'minimum-norm-deviation solution from beta_P' is off by O(1) (0.3 max-abs here)",
-)
 def test_ridge_at_lam_zero_is_min_norm_least_squares_when_n_below_d():
     p = make_problem(*CASES["biased"])
     X, y = _weak_sample(p, 8, seed=3)
