@@ -1,0 +1,222 @@
+"""Sampling strategies and KV-cache generation, checked against hand-made distributions, a
+no-cache forward pass of our own model, and `transformers` `generate(do_sample=False)`."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from tests.lm.hf_fixtures import FAMILIES, load_hf_torch_model, make_hf_checkpoint
+from w2s_jax.inference import (
+    Greedy,
+    Temperature,
+    TopK,
+    TopP,
+    generate,
+    make_sampler,
+    top_k_filter,
+    top_p_filter,
+)
+from w2s_jax.inference import generation
+from w2s_jax.inference.batching import pad_sequences, positions_from_valid, round_up
+from w2s_jax.inference.sampling import example_keys
+from w2s_jax.models import ModelConfig, Transformer, load_pretrained, load_tokenizer
+
+# --- sampling filters on hand-made distributions -------------------------------------------------
+
+PROBS_V = np.array([0.05, 0.5, 0.15, 0.3])  # sorted: 0.5 (1), 0.3 (3), 0.15 (2), 0.05 (0)
+
+
+def _kept(logits_BxV) -> list[set[int]]:
+    return [set(np.flatnonzero(np.isfinite(row)).tolist()) for row in np.asarray(logits_BxV)]
+
+
+@pytest.mark.parametrize("p, nucleus", [(0.4, {1}), (0.7, {1, 3}), (0.85, {1, 2, 3}),
+                                        (0.97, {0, 1, 2, 3}), (1.0, {0, 1, 2, 3})])
+def test_top_p_keeps_minimal_nucleus(p, nucleus):
+    logits_BxV = jnp.log(jnp.asarray([PROBS_V, PROBS_V[::-1]]))
+    reversed_nucleus = {3 - i for i in nucleus}
+    assert _kept(top_p_filter(logits_BxV, p)) == [nucleus, reversed_nucleus]
+
+
+def test_top_k_keeps_k_largest():
+    logits_BxV = jnp.log(jnp.asarray([PROBS_V]))
+    assert _kept(top_k_filter(logits_BxV, 1)) == [{1}]
+    assert _kept(top_k_filter(logits_BxV, 2)) == [{1, 3}]
+    assert _kept(top_k_filter(logits_BxV, 10)) == [{0, 1, 2, 3}]
+    kept = np.asarray(top_k_filter(logits_BxV, 2))[0]
+    np.testing.assert_array_equal(kept[[1, 3]], np.log(PROBS_V)[[1, 3]].astype(np.float32))
+
+
+def test_temperature_with_top_p_samples_renormalised_nucleus():
+    """Empirical frequencies match the renormalised nucleus within 5 Monte Carlo standard errors."""
+    n = 4000
+    logits_NxV = jnp.log(jnp.tile(jnp.asarray(PROBS_V, jnp.float32), (n, 1)))
+    sampler = Temperature(1.0, filters=(TopP(0.85),))
+    tokens_N = sampler(logits_NxV, keys_B=example_keys(jax.random.key(0), jnp.arange(n), 0))
+    freq_V = np.bincount(np.asarray(tokens_N), minlength=4) / n
+    expected_V = np.where([False, True, True, True], PROBS_V, 0.0) / 0.95
+    tolerance_V = 5 * np.sqrt(expected_V * (1 - expected_V) / n) + 1e-12
+    assert np.all(np.abs(freq_V - expected_V) <= tolerance_V), (freq_V, expected_V)
+
+
+def test_top_k_one_equals_greedy():
+    logits_BxV = jax.random.normal(jax.random.key(0), (16, 50))
+    keys_B = example_keys(jax.random.key(1), jnp.arange(16), 0)
+    greedy_B = Greedy()(logits_BxV, keys_B=keys_B)
+    top1_B = Temperature(2.0, filters=(TopK(1),))(logits_BxV, keys_B=keys_B)
+    np.testing.assert_array_equal(greedy_B, top1_B)
+    np.testing.assert_array_equal(greedy_B, np.argmax(np.asarray(logits_BxV), -1))
+
+
+def test_sampler_validation_names_bad_value():
+    with pytest.raises(ValueError, match="-0.5"):
+        Temperature(-0.5)
+    with pytest.raises(ValueError, match="1.5"):
+        TopP(1.5)
+    with pytest.raises(ValueError, match="0"):
+        TopK(0)
+    assert make_sampler(temperature=0.0, top_k=5) == Greedy()
+    assert make_sampler(temperature=0.5, top_k=5, top_p=1.0) == Temperature(0.5, filters=(TopK(5),))
+
+
+def test_left_padding_and_positions():
+    tokens_BxT, valid_BxT = pad_sequences([[5, 6, 7], [8]], length=4, pad_id=0, side="left")
+    np.testing.assert_array_equal(tokens_BxT, [[0, 5, 6, 7], [0, 0, 0, 8]])
+    np.testing.assert_array_equal(positions_from_valid(valid_BxT), [[0, 0, 1, 2], [0, 0, 0, 0]])
+    tokens_BxT, valid_BxT = pad_sequences([[5, 6, 7], [8]], length=4, pad_id=0, side="right")
+    np.testing.assert_array_equal(valid_BxT, [[1, 1, 1, 0], [1, 0, 0, 0]])
+    assert (round_up(1, 16), round_up(16, 16), round_up(17, 16)) == (16, 16, 32)
+
+
+# --- generation with our own model ---------------------------------------------------------------
+
+PROMPTS = [[1, 5, 6, 7, 8, 9], [1, 10, 11]]
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    return Transformer(ModelConfig.tiny("llama", eos_token_ids=()), rngs=nnx.Rngs(0))
+
+
+def test_greedy_cache_matches_no_cache_forward(tiny_model):
+    """Each greedy token is the argmax of a full no-cache forward pass over prompt + generation."""
+    result = generate(tiny_model, None, PROMPTS, max_new_tokens=7)
+    for prompt, generated in zip(PROMPTS, result.token_ids):
+        assert len(generated) == 7
+        seq = jnp.asarray([prompt + generated])
+        logits, _ = tiny_model(seq, positions_BxT=jnp.arange(seq.shape[1])[None],
+                               valid_BxT=jnp.ones(seq.shape, bool))
+        argmax = np.asarray(logits[0, len(prompt) - 1 : -1].argmax(-1)).tolist()
+        assert argmax == generated
+    assert result.finish_reasons == ["length", "length"]
+
+
+def test_batches_with_filler_rows_match_one_batch(tiny_model):
+    prompts = PROMPTS + [[1, 4, 4]]
+    whole = generate(tiny_model, None, prompts, max_new_tokens=4)
+    assert generate(tiny_model, None, prompts, max_new_tokens=4, batch_size=2) == whole
+
+
+def test_sharded_model_generates_the_same_tokens(tiny_model):
+    """FSDP x TP on 8 fake CPU devices: the jitted prefill/decode follow the parameter shardings."""
+    from w2s_jax.parallel import MeshConfig, ShardingRules, make_mesh, shard_model
+
+    sharded = Transformer(tiny_model.config, rngs=nnx.Rngs(0))
+    mesh = make_mesh(MeshConfig(data=1, fsdp=4, tp=2))
+    shard_model(sharded, mesh, ShardingRules.fsdp_tp())
+    assert len(sharded.layers[0].attn.q_proj[...].sharding.device_set) == 8
+    expected = generate(tiny_model, None, PROMPTS, max_new_tokens=5)
+    assert generate(sharded, None, PROMPTS, max_new_tokens=5) == expected
+
+
+def test_decode_step_compiles_once(tiny_model):
+    prompts = [[1, 2, 3], [1, 4], [1, 5, 6, 7]]
+    jax.clear_caches()  # earlier tests may have compiled these shapes already
+    before = dict(generation.TRACE_COUNTS)
+    generate(tiny_model, None, prompts, max_new_tokens=5)
+    generate(tiny_model, None, [[1, 9, 9, 9, 9], [1], [1, 8]], max_new_tokens=9)
+    generate(tiny_model, None, prompts, max_new_tokens=12, sampler=Greedy())
+    traced = {k: generation.TRACE_COUNTS[k] - before.get(k, 0) for k in ("prefill", "decode_step")}
+    assert traced == {"prefill": 1, "decode_step": 1}
+
+
+def test_sampling_same_key_same_output_and_independent_of_batch(tiny_model):
+    sampler = Temperature(1.0, filters=(TopK(20),))
+    run = lambda key, **kw: generate(tiny_model, None, PROMPTS, max_new_tokens=8, sampler=sampler,  # noqa: E731
+                                     key=key, **kw).token_ids
+    first = run(jax.random.key(1))
+    assert run(jax.random.key(1)) == first
+    assert run(jax.random.key(2)) != first
+    assert run(jax.random.key(1), batch_size=1) == first  # same draws without batch mates
+
+
+def test_sampling_requires_key(tiny_model):
+    with pytest.raises(ValueError, match="key"):
+        generate(tiny_model, None, PROMPTS, max_new_tokens=2, sampler=Temperature(1.0))
+
+
+def test_stops_on_eos_and_pads(tiny_model):
+    free = generate(tiny_model, None, PROMPTS, max_new_tokens=8).token_ids
+    eos = free[0][3]
+    assert eos not in free[0][:3]
+    result = generate(tiny_model, None, PROMPTS, max_new_tokens=8, eos_token_ids=(eos,))
+    assert result.token_ids[0] == free[0][:4]
+    assert result.finish_reasons[0] == "eos"
+    cut = free[1].index(eos) + 1 if eos in free[1] else 8
+    assert result.token_ids[1] == free[1][:cut]
+
+
+# --- against transformers -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    pytest.importorskip("torch", reason="the transformers reference needs torch")
+    root = tmp_path_factory.mktemp("gen_ckpt")
+    return {family: make_hf_checkpoint(root, family) for family in FAMILIES}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_greedy_matches_transformers(checkpoints, family):
+    torch = pytest.importorskip("torch", reason="the transformers reference needs torch")
+    path = checkpoints[family]
+    model, config = load_pretrained(path)
+    reference = load_hf_torch_model(path)
+    prompts = [[1, 5, 9, 4, 12, 7, 20, 8, 30], [1, 11, 6]]  # left-padded batch of two lengths
+    new = 10
+    ours = generate(model, None, prompts, max_new_tokens=new, eos_token_ids=config.eos_token_ids)
+    for prompt, generated, reason in zip(prompts, ours.token_ids, ours.finish_reasons):
+        with torch.no_grad():
+            out = reference.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt)),
+                                     do_sample=False, max_new_tokens=new, eos_token_id=2, pad_token_id=0)
+        expected = out[0, len(prompt):].tolist()
+        assert generated == expected, family
+        assert reason == ("eos" if expected[-1] == 2 else "length")
+
+
+def test_stop_string_and_chat_template(checkpoints):
+    path = checkpoints["llama"]
+    model, _ = load_pretrained(path)
+    tokenizer = load_tokenizer(path)
+    free = generate(model, tokenizer, ["the cat sat on"], max_new_tokens=12, eos_token_ids=())
+    words = free.texts[0].split()
+    assert len(words) >= 4, free
+    stop = " " + words[2]
+    first = free.texts[0].find(stop)
+    result = generate(model, tokenizer, ["the cat sat on"], max_new_tokens=12, eos_token_ids=(),
+                      stop_strings=(stop,))
+    assert result.finish_reasons == ["stop"]
+    assert result.texts[0] == free.texts[0][:first]
+    n = len(result.token_ids[0])
+    assert result.token_ids[0] == free.token_ids[0][:n]
+    assert stop in tokenizer.decode(free.token_ids[0][:n]) and stop not in tokenizer.decode(
+        free.token_ids[0][: n - 1])
+
+    chat = generate(model, tokenizer, ["why"], max_new_tokens=3, chat=True)
+    expected_prompt = tokenizer.apply_chat_template([{"role": "user", "content": "why"}],
+                                                    add_generation_prompt=True, tokenize=True)
+    if isinstance(expected_prompt, dict) or hasattr(expected_prompt, "keys"):
+        expected_prompt = expected_prompt["input_ids"]
+    assert chat.prompt_token_ids[0] == list(expected_prompt)

@@ -1,0 +1,96 @@
+"""Completion scoring against `transformers`: log-softmax of the PyTorch logits gathered on the
+completion tokens, each sequence run alone and unpadded."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests.lm.hf_fixtures import load_hf_torch_model, make_hf_checkpoint
+from w2s_jax.inference import completion_logprobs, score, token_logprobs
+from w2s_jax.models import load_pretrained, load_tokenizer
+
+torch = pytest.importorskip("torch", reason="the transformers reference needs torch")
+
+PROMPTS = ["the cat sat on", "why", "a big red dog ran to the blue"]
+COMPLETIONS = [" the mat", " is the weak teacher strong", " home and then sat"]
+
+
+@pytest.fixture(scope="module", params=["llama", "gemma2"])
+def checkpoint(request, tmp_path_factory):
+    path = make_hf_checkpoint(tmp_path_factory.mktemp(f"score_{request.param}"), request.param)
+    model, _ = load_pretrained(path)
+    return model, load_tokenizer(path), load_hf_torch_model(path), path
+
+
+def _torch_logprobs(reference, full_ids, num_prompt):
+    with torch.no_grad():
+        logits = reference(torch.tensor([full_ids])).logits[0].double()
+    logprobs = torch.log_softmax(logits, dim=-1)
+    targets = torch.tensor(full_ids[num_prompt:])
+    return logprobs[num_prompt - 1 : len(full_ids) - 1].gather(1, targets[:, None])[:, 0].numpy()
+
+
+def test_score_matches_torch(checkpoint):
+    model, tokenizer, reference, _ = checkpoint
+    results = score(model, tokenizer, PROMPTS, COMPLETIONS, batch_size=2)  # 2 batches, padded
+    assert len(results) == 3
+    for prompt, completion, result in zip(PROMPTS, COMPLETIONS, results):
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        full_ids = tokenizer(prompt + completion)["input_ids"]
+        assert full_ids[: len(prompt_ids)] == prompt_ids
+        assert result.token_ids == full_ids[len(prompt_ids):]
+        assert len(result.token_ids) == len(completion.split())
+        expected = _torch_logprobs(reference, full_ids, len(prompt_ids))
+        np.testing.assert_allclose(result.token_logprobs, expected, atol=1e-4, rtol=0)
+        assert abs(result.sum_logprob - expected.sum()) <= 1e-4 * len(expected)
+
+
+def test_score_token_ids_equal_strings(checkpoint):
+    model, tokenizer, _, _ = checkpoint
+    by_text = score(model, tokenizer, PROMPTS[:2], COMPLETIONS[:2])
+    ids = [(tokenizer(p)["input_ids"], tokenizer(p + c)["input_ids"]) for p, c in zip(PROMPTS, COMPLETIONS)]
+    by_ids = score(model, None, [p for p, _ in ids[:2]], [f[len(p):] for p, f in ids[:2]], batch_size=1)
+    for a, b in zip(by_text, by_ids):
+        assert a.token_ids == b.token_ids
+        np.testing.assert_allclose(a.token_logprobs, b.token_logprobs, atol=1e-5)
+
+
+def test_completion_logprobs_masks_and_is_padding_invariant(checkpoint):
+    model, _, reference, _ = checkpoint
+    seq = [1, 5, 9, 4, 12, 7]
+    tokens_BxT = jnp.asarray([seq + [0, 0], [0, 0] + seq])  # right- and left-padded copies
+    valid_BxT = tokens_BxT != 0
+    mask_BxT = jnp.zeros(tokens_BxT.shape, bool).at[0, 3:6].set(True).at[1, 5:8].set(True)
+    logprobs_BxT = np.asarray(completion_logprobs(model, tokens_BxT, valid_BxT, mask_BxT))
+    assert logprobs_BxT.shape == (2, 8)
+    assert np.all(logprobs_BxT[~np.asarray(mask_BxT)] == 0)
+    expected = _torch_logprobs(reference, seq, 3)
+    np.testing.assert_allclose(logprobs_BxT[0, 3:6], expected, atol=1e-4)
+    np.testing.assert_allclose(logprobs_BxT[1, 5:8], expected, atol=1e-4)
+
+
+def test_token_logprobs_on_known_logits():
+    logits_BxTxV = jnp.log(jnp.asarray([[[0.5, 0.25, 0.25], [0.1, 0.2, 0.7], [1 / 3] * 3]]))
+    tokens_BxT = jnp.asarray([[0, 1, 2]])
+    out = np.asarray(token_logprobs(logits_BxTxV, tokens_BxT, jnp.asarray([[True, True, True]])))
+    np.testing.assert_allclose(out, [[0.0, np.log(0.25), np.log(0.7)]], rtol=1e-6)
+
+
+def test_score_rejects_mismatched_lengths(checkpoint):
+    model, tokenizer, _, _ = checkpoint
+    with pytest.raises(ValueError, match="2 prompts but 1 completions"):
+        score(model, tokenizer, PROMPTS[:2], COMPLETIONS[:1])
+
+
+def test_score_with_model_loaded_sharded(checkpoint):
+    """Loaded straight onto an FSDP x TP mesh of 8 fake CPU devices, scores are unchanged."""
+    from w2s_jax.parallel import MeshConfig, ShardingRules, make_mesh
+
+    model, tokenizer, _, path = checkpoint
+    mesh = make_mesh(MeshConfig(data=1, fsdp=4, tp=2))
+    sharded, _ = load_pretrained(path, mesh=mesh, rules=ShardingRules.fsdp_tp())
+    assert len(sharded.embedding[...].sharding.device_set) == 8
+    expected = score(model, tokenizer, PROMPTS, COMPLETIONS, batch_size=4)
+    for a, b in zip(score(sharded, tokenizer, PROMPTS, COMPLETIONS, batch_size=4), expected):
+        assert a.token_ids == b.token_ids
+        np.testing.assert_allclose(a.token_logprobs, b.token_logprobs, atol=1e-5)

@@ -1,0 +1,38 @@
+"""Inference for w2s-jax language models: sampling strategies, batched generation, scoring.
+
+    generate(model, tokenizer, prompts, *, max_new_tokens, sampler, key) -> GenerationResult
+    score(model, tokenizer, prompts, completions, *, batch_size) -> list[ScoreResult]
+    completion_logprobs(model, tokens_BxT, valid_BxT, completion_mask_BxT) -> logprobs_BxT
+"""
+
+from w2s_jax.inference.generation import GenerationResult, generate
+from w2s_jax.inference.sampling import (
+    Greedy,
+    Sampler,
+    Temperature,
+    TopK,
+    TopP,
+    example_keys,
+    make_sampler,
+    top_k_filter,
+    top_p_filter,
+)
+from w2s_jax.inference.scoring import ScoreResult, completion_logprobs, score, token_logprobs
+
+__all__ = [
+    "GenerationResult",
+    "Greedy",
+    "Sampler",
+    "ScoreResult",
+    "Temperature",
+    "TopK",
+    "TopP",
+    "completion_logprobs",
+    "example_keys",
+    "generate",
+    "make_sampler",
+    "score",
+    "token_logprobs",
+    "top_k_filter",
+    "top_p_filter",
+]

@@ -1,0 +1,64 @@
+"""Padding token sequences into fixed-shape batches (host-side numpy, before any jit boundary).
+
+Lengths are rounded up to buckets so that prompts of nearby lengths share one compiled program.
+Generation left-pads (every row's last prompt token sits in the same column, so one cache index
+serves all rows); scoring right-pads (no row starts with query positions that see no valid key).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+
+def round_up(n: int, multiple: int) -> int:
+    """Smallest multiple of ``multiple`` that is ``>= max(n, 1)``."""
+    if multiple < 1:
+        raise ValueError(f"bucket multiple must be >= 1, got {multiple}")
+    n = max(int(n), 1)
+    return -(-n // multiple) * multiple
+
+
+def pad_sequences(
+    seqs: Sequence[Sequence[int]], *, length: int, pad_id: int, side: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pads token-id lists into ``tokens_BxT`` (int32) and ``valid_BxT`` (bool, False on padding).
+
+    Arguments:
+      seqs: B token-id sequences, each no longer than ``length``.
+      length: T, the padded length.
+      pad_id: id written at padding slots.
+      side: "left" or "right".
+    """
+    if side not in ("left", "right"):
+        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+    tokens_BxT = np.full((len(seqs), length), pad_id, dtype=np.int32)
+    valid_BxT = np.zeros((len(seqs), length), dtype=bool)
+    for row, seq in enumerate(seqs):
+        n = len(seq)
+        if n > length:
+            raise ValueError(f"sequence {row} has {n} tokens, more than the padded length {length}")
+        start = length - n if side == "left" else 0
+        tokens_BxT[row, start : start + n] = np.asarray(seq, dtype=np.int32)
+        valid_BxT[row, start : start + n] = True
+    return tokens_BxT, valid_BxT
+
+
+def positions_from_valid(valid_BxT):
+    """Position ids counting valid tokens only: ``max(cumsum(valid) - 1, 0)``.
+
+    Works on numpy or jax arrays; padding slots get position 0 (they are masked anyway).
+    """
+    xp = np if isinstance(valid_BxT, np.ndarray) else jnp
+    return xp.maximum(xp.cumsum(valid_BxT.astype(xp.int32), axis=-1) - 1, 0).astype(xp.int32)
+
+
+def batch_slices(num_items: int, batch_size: int | None) -> list[slice]:
+    """Consecutive slices of at most ``batch_size`` items (one slice for ``None``)."""
+    if batch_size is None:
+        return [slice(0, num_items)]
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
+    return [slice(i, min(i + batch_size, num_items)) for i in range(0, num_items, batch_size)]

@@ -1,0 +1,265 @@
+"""Batched autoregressive generation with a KV cache.
+
+Per batch: prompts are left-padded to a bucketed length P, a cache of P + N slots is made (N the
+bucketed ``max_new_tokens``), one jitted prefill writes the prompts and samples the first token,
+and one jitted decode loop (``lax.while_loop`` over single-token steps) produces the rest. The loop
+exits as soon as every row has hit EOS or the step budget. Stop strings need the tokenizer, so
+with stop strings the loop runs in chunks of ``_STOP_CHECK_EVERY`` steps and the host marks rows
+whose decoded text contains a stop string as finished between chunks.
+
+Both jitted functions take the model as ``nnx.split`` graphdef (static) + state, so they compile
+once per (batch size, prompt bucket, new-token bucket, sampler) and are reused across calls.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from w2s_jax.inference.batching import batch_slices, pad_sequences, positions_from_valid, round_up
+from w2s_jax.inference.prompts import encode_prompts, find_stop
+from w2s_jax.inference.sampling import Greedy, Sampler, example_keys
+
+_STOP_CHECK_EVERY = 16  # decode steps between host-side stop-string checks
+# Trace counters (a Python side effect runs only while tracing); tests use them to prove that the
+# decode step compiles once per shape.
+TRACE_COUNTS: collections.Counter = collections.Counter()
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationResult:
+    """Output of :func:`generate`, one entry per prompt, in prompt order."""
+
+    token_ids: list[list[int]]  # generated ids per prompt (with the EOS / stop-completing token)
+    texts: list[str] | None  # decoded generations (special tokens skipped, cut before a stop string)
+    finish_reasons: list[str]  # "eos", "stop" (stop string) or "length" (max_new_tokens reached)
+    prompt_token_ids: list[list[int]]  # the prompt ids that were fed to the model
+
+
+class _DecodeState(NamedTuple):
+    cache: object  # KVCache
+    tokens_BxN: jax.Array  # generated tokens, pad after a row finishes
+    position_B: jax.Array  # position id of the newest generated token
+    done_B: jax.Array  # row finished (EOS, or stop string marked by the host)
+    step: jax.Array  # int32 scalar: number of tokens generated so far (same for all rows)
+
+
+def _is_eos(token_B, eos_ids: tuple[int, ...]):
+    if not eos_ids:
+        return jnp.zeros(token_B.shape, bool)
+    return jnp.isin(token_B, jnp.asarray(eos_ids, jnp.int32))
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "sampler", "eos_ids", "num_new"),
+                   donate_argnames=("cache",))
+def _prefill(graphdef, state, tokens_BxP, valid_BxP, active_B, cache, key, example_index_B, *,
+             sampler, eos_ids, num_new):
+    """Runs the prompts through the model, filling the cache, and samples the first new token.
+
+    Rows with ``active_B`` False are batch filler: they start finished.
+    """
+    TRACE_COUNTS["prefill"] += 1
+    model = nnx.merge(graphdef, state)
+    positions_BxP = positions_from_valid(valid_BxP)
+    logits_BxPxV, cache = model(tokens_BxP, positions_BxT=positions_BxP, valid_BxT=valid_BxP,
+                                cache=cache)
+    token_B = sampler(logits_BxPxV[:, -1], keys_B=example_keys(key, example_index_B, 0))
+    batch_size = tokens_BxP.shape[0]
+    tokens_BxN = jnp.zeros((batch_size, num_new), jnp.int32).at[:, 0].set(token_B)
+    return _DecodeState(
+        cache=cache,
+        tokens_BxN=tokens_BxN,
+        position_B=positions_BxP[:, -1] + 1,
+        done_B=~active_B | _is_eos(token_B, eos_ids),
+        step=jnp.asarray(1, jnp.int32),
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "sampler", "eos_ids", "pad_id"),
+                   donate_argnames=("decode_state",))
+def _decode(graphdef, state, decode_state, stop_step, key, example_index_B, *,
+            sampler, eos_ids, pad_id):
+    """Generates tokens until ``step == stop_step`` or every row is done."""
+
+    def keep_going(s: _DecodeState):
+        return (s.step < stop_step) & ~jnp.all(s.done_B)
+
+    def decode_step(s: _DecodeState) -> _DecodeState:
+        TRACE_COUNTS["decode_step"] += 1
+        model = nnx.merge(graphdef, state)
+        last_Bx1 = jax.lax.dynamic_slice_in_dim(s.tokens_BxN, s.step - 1, 1, axis=1)
+        logits_Bx1xV, cache = model(last_Bx1, positions_BxT=s.position_B[:, None],
+                                    valid_BxT=jnp.ones_like(last_Bx1, bool), cache=s.cache)
+        token_B = sampler(logits_Bx1xV[:, -1], keys_B=example_keys(key, example_index_B, s.step))
+        token_B = jnp.where(s.done_B, pad_id, token_B)
+        tokens_BxN = jax.lax.dynamic_update_slice_in_dim(s.tokens_BxN, token_B[:, None], s.step,
+                                                         axis=1)
+        return _DecodeState(cache=cache, tokens_BxN=tokens_BxN, position_B=s.position_B + 1,
+                            done_B=s.done_B | _is_eos(token_B, eos_ids), step=s.step + 1)
+
+    return jax.lax.while_loop(keep_going, decode_step, decode_state)
+
+
+def generate(
+    model,
+    tokenizer,
+    prompts: Sequence,
+    *,
+    max_new_tokens: int,
+    sampler: Sampler = Greedy(),
+    key: jax.Array | None = None,
+    stop_strings: Sequence[str] = (),
+    eos_token_ids: Sequence[int] | None = None,
+    chat: bool = False,
+    batch_size: int | None = None,
+    prompt_bucket: int = 16,
+    new_token_bucket: int = 16,
+) -> GenerationResult:
+    """Generates continuations of ``prompts``.
+
+    Arguments:
+      model: a ``w2s_jax.models.Transformer`` (its ``config`` gives cache shapes and default EOS).
+      tokenizer: a ``transformers`` tokenizer, or None when prompts are token-id lists (then no
+        texts are decoded and stop strings are unavailable).
+      prompts: strings or token-id lists.
+      max_new_tokens: most tokens generated per prompt.
+      sampler: next-token strategy, e.g. ``Greedy()`` or ``Temperature(0.7, filters=(TopP(0.9),))``.
+      key: PRNG key for sampling (required unless greedy). Example i of the prompt list draws with
+        ``fold_in(fold_in(key, i), step)``, so results do not depend on ``batch_size``.
+      stop_strings: finish a row when its decoded text contains one of these.
+      eos_token_ids: ids that finish a row; default ``model.config.eos_token_ids``.
+      chat: apply the tokenizer's chat template to string prompts (one user turn).
+      batch_size: prompts per batch (None: all at once); a short last batch is filled up to
+        ``batch_size`` with finished dummy rows so that every batch reuses one compiled program.
+      prompt_bucket, new_token_bucket: pad prompt length / cache length up to these multiples.
+    Returns:
+      a :class:`GenerationResult`.
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if stop_strings and tokenizer is None:
+        raise ValueError("stop_strings need a tokenizer to decode the generated text")
+    if key is None:
+        if not isinstance(sampler, Greedy):
+            raise ValueError(f"sampler {sampler!r} draws random tokens: pass key=")
+        key = jax.random.key(0)
+    config = model.config
+    if eos_token_ids is None:
+        eos_token_ids = tuple(config.eos_token_ids or ())
+    eos_ids = tuple(int(t) for t in eos_token_ids)
+    pad_id = _pad_id(config, eos_ids)
+    prompt_ids = encode_prompts(tokenizer, prompts, chat=chat)
+
+    graphdef, state = nnx.split(model)
+    cache_dtype = getattr(model, "dtype", None)
+    if cache_dtype is None:
+        cache_dtype = _first_float_dtype(state)
+    token_ids, finish_reasons, texts = [], [], []
+    for batch in batch_slices(len(prompt_ids), batch_size):
+        ids, reasons, batch_texts = _generate_batch(
+            graphdef, state, config, tokenizer, prompt_ids[batch], batch_size=batch_size,
+            example_index_B=np.arange(batch.start, batch.start + (batch_size or len(prompt_ids)),
+                                      dtype=np.int32),
+            max_new_tokens=max_new_tokens, sampler=sampler, key=key, stop_strings=tuple(stop_strings),
+            eos_ids=eos_ids, pad_id=pad_id, prompt_bucket=prompt_bucket,
+            new_token_bucket=new_token_bucket, cache_dtype=cache_dtype,
+        )
+        token_ids += ids
+        finish_reasons += reasons
+        texts += batch_texts
+    return GenerationResult(
+        token_ids=token_ids,
+        texts=texts if tokenizer is not None else None,
+        finish_reasons=finish_reasons,
+        prompt_token_ids=prompt_ids,
+    )
+
+
+def _pad_id(config, eos_ids) -> int:
+    if getattr(config, "pad_token_id", None) is not None:
+        return int(config.pad_token_id)
+    return eos_ids[0] if eos_ids else 0
+
+
+def _generate_batch(graphdef, state, config, tokenizer, prompt_ids, *, batch_size, example_index_B,
+                    max_new_tokens, sampler, key, stop_strings, eos_ids, pad_id, prompt_bucket,
+                    new_token_bucket, cache_dtype):
+    from w2s_jax.models import init_cache  # models import flax modules; keep this module light
+
+    prompt_len = round_up(max(len(p) for p in prompt_ids), prompt_bucket)
+    num_new = round_up(max_new_tokens, new_token_bucket)
+    num_rows = len(prompt_ids)
+    filler = [[pad_id]] * ((batch_size or num_rows) - num_rows)
+    active_B = jnp.arange(num_rows + len(filler)) < num_rows
+    tokens_BxP, valid_BxP = pad_sequences(prompt_ids + filler, length=prompt_len, pad_id=pad_id,
+                                          side="left")
+    cache = init_cache(config, batch_size=len(tokens_BxP), max_len=prompt_len + num_new,
+                       dtype=cache_dtype)
+    decode_state = _prefill(graphdef, state, jnp.asarray(tokens_BxP), jnp.asarray(valid_BxP),
+                            active_B, cache, key, example_index_B, sampler=sampler, eos_ids=eos_ids,
+                            num_new=num_new)
+    stopped = {}  # row -> (num_tokens, text) for rows finished by a stop string
+    chunk = _STOP_CHECK_EVERY if stop_strings else max_new_tokens
+    while True:
+        if stop_strings:
+            decode_state = _mark_stopped(decode_state, tokenizer, stop_strings, eos_ids, stopped,
+                                         num_rows)
+        step = int(decode_state.step)
+        if step >= max_new_tokens or bool(jnp.all(decode_state.done_B)):
+            break
+        stop_step = jnp.asarray(min(step + chunk, max_new_tokens), jnp.int32)
+        decode_state = _decode(graphdef, state, decode_state, stop_step, key, example_index_B,
+                               sampler=sampler, eos_ids=eos_ids, pad_id=pad_id)
+    tokens_BxN = np.asarray(decode_state.tokens_BxN)[:num_rows, :step]
+    ids, reasons, texts = [], [], []
+    for row in range(tokens_BxN.shape[0]):
+        row_ids, reason = _trim(tokens_BxN[row].tolist(), eos_ids)
+        text = None
+        if row in stopped:
+            num_tokens, text = stopped[row]
+            row_ids, reason = row_ids[:num_tokens], "stop"
+        elif tokenizer is not None:
+            text = tokenizer.decode(row_ids, skip_special_tokens=True)
+        ids.append(row_ids)
+        reasons.append(reason)
+        texts.append(text)
+    return ids, reasons, texts
+
+
+def _trim(row_ids: list[int], eos_ids) -> tuple[list[int], str]:
+    """Cuts a row after its first EOS."""
+    for i, token in enumerate(row_ids):
+        if token in eos_ids:
+            return row_ids[: i + 1], "eos"
+    return row_ids, "length"
+
+
+def _mark_stopped(decode_state, tokenizer, stop_strings, eos_ids, stopped, num_rows):
+    """Host side: finds rows whose text now contains a stop string and marks them done."""
+    tokens_BxN = np.asarray(decode_state.tokens_BxN)[:, : int(decode_state.step)]
+    done_B = np.array(decode_state.done_B)
+    for row in range(num_rows):
+        if row in stopped:
+            continue
+        row_ids, _ = _trim(tokens_BxN[row].tolist(), eos_ids)
+        hit = find_stop(tokenizer, row_ids, stop_strings)
+        if hit is not None:
+            stopped[row] = hit
+            done_B[row] = True
+    return decode_state._replace(done_B=jnp.asarray(done_B))
+
+
+def _first_float_dtype(state):
+    """Fallback cache dtype: that of the first floating-point parameter."""
+    for leaf in jax.tree.leaves(state):
+        if jnp.issubdtype(leaf.dtype, jnp.floating):
+            return leaf.dtype
+    return jnp.float32

@@ -1,0 +1,69 @@
+"""Turning user prompts (strings or token-id lists) into token ids, and finding stop strings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def encode_prompts(tokenizer, prompts: Sequence, *, chat: bool = False) -> list[list[int]]:
+    """Token ids for each prompt.
+
+    Arguments:
+      tokenizer: a ``transformers`` tokenizer, or None when every prompt is already a token-id list.
+      prompts: strings or token-id lists (not mixed requirements: each item is handled on its own).
+      chat: wrap each string prompt as one user turn with the tokenizer's chat template and the
+        generation prompt appended; the template supplies special tokens such as BOS.
+    Returns:
+      one list of ints per prompt.
+    """
+    encoded = []
+    for index, prompt in enumerate(prompts):
+        if isinstance(prompt, str):
+            if tokenizer is None:
+                raise ValueError(f"prompt {index} is a string but no tokenizer was given")
+            encoded.append(_encode_text(tokenizer, prompt, chat=chat))
+        else:
+            ids = [int(t) for t in prompt]
+            if not ids:
+                raise ValueError(f"prompt {index} is empty")
+            encoded.append(ids)
+    return encoded
+
+
+def _encode_text(tokenizer, text: str, *, chat: bool) -> list[int]:
+    if not chat:
+        ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    else:
+        if getattr(tokenizer, "chat_template", None) is None:
+            raise ValueError("chat=True but the tokenizer has no chat template")
+        rendered = tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
+        )
+        # The template already contains BOS and friends; do not add them twice.
+        ids = list(tokenizer(rendered, add_special_tokens=False)["input_ids"])
+    if not ids:
+        raise ValueError(f"prompt {text!r} encodes to no tokens")
+    return ids
+
+
+def find_stop(tokenizer, token_ids: Sequence[int], stop_strings: Sequence[str]):
+    """Finds the first stop string in the decoded ``token_ids``.
+
+    Returns:
+      None when no stop string occurs; otherwise ``(num_tokens, text)``: the fewest leading tokens
+      whose decoded text contains a stop string, and that text cut just before the stop string.
+    """
+    text = tokenizer.decode(list(token_ids), skip_special_tokens=True)
+    if _first_stop(text, stop_strings) is None:
+        return None
+    for num_tokens in range(1, len(token_ids) + 1):
+        text = tokenizer.decode(list(token_ids[:num_tokens]), skip_special_tokens=True)
+        cut = _first_stop(text, stop_strings)
+        if cut is not None:
+            return num_tokens, text[:cut]
+    raise AssertionError("unreachable: the full text contains a stop string")
+
+
+def _first_stop(text: str, stop_strings: Sequence[str]) -> int | None:
+    hits = [text.find(s) for s in stop_strings if s and s in text]
+    return min(hits) if hits else None

@@ -1,0 +1,144 @@
+"""Log-probabilities of completions given prompts: the primitive that evaluation and refinement use.
+
+For a sequence ``x_1..x_T`` the model's logits at position ``t`` give ``log p(x_{t+1} | x_{<=t})``.
+:func:`token_logprobs` shifts that into alignment with the tokens, so entry ``t`` of the result is
+the log-probability of token ``t`` itself (entry 0, which has no context, is 0), masked to the
+completion. Batches are right-padded; the model masks padding through ``valid_BxT``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from w2s_jax.inference.batching import batch_slices, pad_sequences, positions_from_valid, round_up
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreResult:
+    """Log-probability of one completion given its prompt."""
+
+    token_ids: list[int]  # the completion's token ids (tokens of prompt+completion after the prompt)
+    token_logprobs: list[float]  # log p(token | everything before it), one float per completion token
+    sum_logprob: float  # sum of token_logprobs: log p(completion | prompt)
+
+
+def token_logprobs(logits_BxTxV: jax.Array, tokens_BxT: jax.Array, mask_BxT: jax.Array) -> jax.Array:
+    """Log-probability of each token under the logits of the position before it.
+
+    Arguments:
+      logits_BxTxV: next-token logits; position t predicts token t + 1.
+      tokens_BxT: the token ids that were fed in.
+      mask_BxT: bool, which tokens to score (position 0 is never scored: it has no context).
+    Returns:
+      float32 ``logprobs_BxT`` with ``log softmax(logits[t-1])[tokens[t]]`` where masked, else 0.
+    """
+    logprobs_BxTm1xV = jax.nn.log_softmax(logits_BxTxV[:, :-1].astype(jnp.float32), axis=-1)
+    targets_BxTm1 = tokens_BxT[:, 1:]
+    picked_BxTm1 = jnp.take_along_axis(logprobs_BxTm1xV, targets_BxTm1[..., None], axis=-1)[..., 0]
+    picked_BxT = jnp.pad(picked_BxTm1, ((0, 0), (1, 0)))
+    return jnp.where(mask_BxT, picked_BxT, 0.0)
+
+
+@jax.jit
+def _completion_logprobs(graphdef, state, tokens_BxT, valid_BxT, completion_mask_BxT):
+    model = nnx.merge(graphdef, state)
+    logits_BxTxV, _ = model(tokens_BxT, positions_BxT=positions_from_valid(valid_BxT),
+                            valid_BxT=valid_BxT)
+    return token_logprobs(logits_BxTxV, tokens_BxT, completion_mask_BxT & valid_BxT)
+
+
+def completion_logprobs(model, tokens_BxT, valid_BxT, completion_mask_BxT) -> jax.Array:
+    """Per-token log-probabilities of the masked tokens under ``model`` (one jitted forward pass).
+
+    Arguments:
+      model: a ``w2s_jax.models.Transformer``.
+      tokens_BxT: int token ids, padded anywhere ``valid_BxT`` is False.
+      valid_BxT: bool, False on padding.
+      completion_mask_BxT: bool, True on the tokens to score.
+    Returns:
+      float32 ``logprobs_BxT``, 0 where not scored; ``.sum(-1)`` is each row's log-likelihood.
+    """
+    graphdef, state = nnx.split(model)
+    return _completion_logprobs(graphdef, state, jnp.asarray(tokens_BxT), jnp.asarray(valid_BxT),
+                                jnp.asarray(completion_mask_BxT))
+
+
+def score(
+    model,
+    tokenizer,
+    prompts: Sequence,
+    completions: Sequence,
+    *,
+    batch_size: int = 8,
+    length_bucket: int = 16,
+) -> list[ScoreResult]:
+    """Scores each completion given its prompt: ``log p(completion | prompt)`` and per token.
+
+    Strings are tokenized twice, prompt alone and prompt + completion; the completion tokens are
+    those of prompt + completion past the longest common prefix with the prompt's tokens, so a
+    token merged across the boundary counts as completion. Token-id lists are concatenated as-is.
+
+    Arguments:
+      model: a ``w2s_jax.models.Transformer``.
+      tokenizer: a ``transformers`` tokenizer (may be None when all inputs are token-id lists).
+      prompts, completions: equal-length lists of strings or token-id lists.
+      batch_size: sequences per forward pass (a short last batch is filled with dummy rows).
+      length_bucket: pad lengths up to a multiple of this to limit recompiles.
+    Returns:
+      one :class:`ScoreResult` per pair, in order.
+    """
+    if len(prompts) != len(completions):
+        raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+    pairs = [_tokenize_pair(tokenizer, p, c, i) for i, (p, c) in enumerate(zip(prompts, completions))]
+    pad_id = _pad_id(model)
+    results = []
+    for batch in batch_slices(len(pairs), batch_size):
+        seqs = [full for full, _ in pairs[batch]]
+        seqs += [[pad_id]] * (batch_size - len(seqs))  # filler rows: one compiled shape per length
+        length = round_up(max(len(s) for s in seqs), length_bucket)
+        tokens_BxT, valid_BxT = pad_sequences(seqs, length=length, pad_id=pad_id, side="right")
+        mask_BxT = np.zeros_like(valid_BxT)
+        for row, (full, num_prompt) in enumerate(pairs[batch]):
+            mask_BxT[row, num_prompt : len(full)] = True
+        logprobs_BxT = np.asarray(completion_logprobs(model, tokens_BxT, valid_BxT, mask_BxT))
+        for row, (full, num_prompt) in enumerate(pairs[batch]):
+            row_logprobs = logprobs_BxT[row, num_prompt : len(full)].astype(np.float64)
+            results.append(ScoreResult(token_ids=full[num_prompt:],
+                                       token_logprobs=row_logprobs.tolist(),
+                                       sum_logprob=float(row_logprobs.sum())))
+    return results
+
+
+def _tokenize_pair(tokenizer, prompt, completion, index) -> tuple[list[int], int]:
+    """Returns (prompt+completion ids, number of leading prompt tokens)."""
+    if isinstance(prompt, str) != isinstance(completion, str):
+        raise ValueError(f"pair {index}: prompt and completion must both be strings or both ids")
+    if isinstance(prompt, str):
+        if tokenizer is None:
+            raise ValueError(f"pair {index} is text but no tokenizer was given")
+        prompt_ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+        full = list(tokenizer(prompt + completion, add_special_tokens=True)["input_ids"])
+        num_prompt = 0
+        while (num_prompt < min(len(prompt_ids), len(full))
+               and prompt_ids[num_prompt] == full[num_prompt]):
+            num_prompt += 1
+    else:
+        prompt_ids, full = [int(t) for t in prompt], [int(t) for t in prompt] + [int(t) for t in completion]
+        num_prompt = len(prompt_ids)
+    if num_prompt == 0 and len(full) > 0:
+        raise ValueError(f"pair {index}: the prompt has no tokens, so the first completion token "
+                         "has no context to be scored in")
+    return full, num_prompt
+
+
+def _pad_id(model) -> int:
+    config = model.config
+    if getattr(config, "pad_token_id", None) is not None:
+        return int(config.pad_token_id)
+    return int(config.eos_token_ids[0]) if config.eos_token_ids else 0
