@@ -13,7 +13,10 @@ must agree on every mean risk within Monte Carlo error; the largest |z| is print
 from __future__ import annotations
 
 import argparse
+import os
 import time
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # see theory/simulate.py: avoids a LAPACK deadlock
 
 import jax
 import numpy as np

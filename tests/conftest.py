@@ -7,6 +7,8 @@ device 0 only and is unaffected.
 
 import os
 
+# Concurrent LAPACK calls from XLA:CPU into a multi-threaded OpenBLAS can deadlock (theory/simulate.py).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -75,8 +75,8 @@ def _one_trial(p: Problem, s: FitSettings, trial_key: jax.Array) -> dict:
     keys = {"gold": gold_key, "weak": weak_key, "refined": refine_key}
     n_max = max(s.ns)
     X_NxD = sample_features(p.Sigma_DxD, n_max, key=data_key)
-    # Row masks for every sample size (nested prefixes of one sample). An unrolled loop: lax.map
-    # under vmap ran 1.7x slower here (benchmarks/theory_bench.py).
+    # Row masks for every sample size (nested prefixes of one sample), fitted by vmap: one batched
+    # eigendecomposition for all sizes (lax.map ran 1.7x slower; see docs/benchmarks.md).
     w_SxN = (jnp.arange(n_max)[None, :] < jnp.asarray(s.ns)[:, None]).astype(X_NxD.dtype)
     y = {name: source(X_NxD, key=keys[name]) for name, source in label_sources(p, s.n_icl, s.readout).items()}
 
@@ -91,8 +91,7 @@ def _one_trial(p: Problem, s: FitSettings, trial_key: jax.Array) -> dict:
             risks[f"{name}/gd"] = excess_risk(b_TxD, p.beta_star, p.Sigma_DxD)
         return risks
 
-    per_n = [fit(w_SxN[i]) for i in range(len(s.ns))]
-    return jax.tree.map(lambda *r: jnp.stack(r), *per_n)
+    return jax.vmap(fit)(w_SxN)
 
 
 @functools.partial(jax.jit, static_argnames=("settings",))

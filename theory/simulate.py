@@ -16,10 +16,16 @@ depend on which other experiments run.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import zlib
 from pathlib import Path
+
+# XLA:CPU may run two LAPACK calls (eigh) of one program at once; a multi-threaded OpenBLAS then
+# deadlocks (seen with jaxlib 0.10.2 + scipy-openblas 0.3.30). The matrices here are tiny (d x d),
+# so single-threaded BLAS costs nothing. Must be set before numpy/jax load OpenBLAS.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
