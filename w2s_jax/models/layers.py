@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from w2s_jax.models.config import ModelConfig
@@ -50,6 +51,21 @@ class RMSNorm(nnx.Module):
         return (w.astype(x.dtype) * normed.astype(x.dtype)).astype(x.dtype)
 
 
+def dense(x: jnp.ndarray, w: jnp.ndarray, *, contract: int = 1) -> jnp.ndarray:
+    """Contract the last `contract` axes of `x` with the first `contract` axes of `w` as ONE 2-D matmul.
+
+    Equal to the einsum (e.g. "BTD,DNH->BTNH", "BTNH,NHD->BTD"), but flattened to (rows, in) @ (in,
+    out): XLA:CPU runs the backward pass of rank-3 contractions 2-3.5x slower than of 2-D matmuls
+    (measured for the MLP and the LM head; see docs/benchmarks.md).
+    """
+    lead, inner = x.shape[: x.ndim - contract], x.shape[x.ndim - contract:]
+    if w.shape[:contract] != inner:
+        raise ValueError(f"dense: x has trailing axes {inner} but w has leading axes {w.shape[:contract]}")
+    out = w.shape[contract:]
+    y = x.reshape(-1, int(np.prod(inner))) @ w.reshape(int(np.prod(inner)), -1)
+    return y.reshape(*lead, *out)
+
+
 def softcap(x: jnp.ndarray, cap: float | None) -> jnp.ndarray:
     """cap * tanh(x / cap), or x when cap is None."""
     return x if cap is None else jnp.tanh(x / cap) * cap
@@ -79,7 +95,7 @@ class Attention(nnx.Module):
 
     def _project(self, x_BxTxD, name: str) -> jnp.ndarray:
         w = getattr(self, f"{name}_proj")[...].astype(self.dtype)
-        y = jnp.einsum("BTD,DNH->BTNH", x_BxTxD, w)
+        y = dense(x_BxTxD, w)  # BTD,DNH->BTNH
         if self.config.qkv_bias:
             y = y + getattr(self, f"{name}_bias")[...].astype(self.dtype)
         return y
@@ -110,15 +126,22 @@ class Attention(nnx.Module):
         else:
             k_BxSxKxH, v_BxSxKxH = k_BxTxKxH, v_BxTxKxH
         B, T, N, H = q_BxTxNxH.shape
-        K = c.num_kv_heads
-        q_BxTxKxGxH = q_BxTxNxH.reshape(B, T, K, N // K, H)
-        scores = jnp.einsum("BTKGH,BSKH->BKGTS", q_BxTxKxGxH, k_BxSxKxH) * jnp.asarray(c.attn_scale, self.dtype)
+        K, S = c.num_kv_heads, k_BxSxKxH.shape[1]
+        G = N // K
+        # Batch axes (B, K) leading and G*T query rows per kv head, so both contractions are plain
+        # batched matmuls: 1.5x faster forward and 1.3x faster backward on XLA:CPU than the
+        # "BTKGH,BSKH->BKGTS" einsum (same values).
+        q_BxKxGTxH = q_BxTxNxH.reshape(B, T, K, G, H).transpose(0, 2, 3, 1, 4).reshape(B, K, G * T, H)
+        k_BxKxSxH = k_BxSxKxH.transpose(0, 2, 1, 3)
+        v_BxKxSxH = v_BxSxKxH.transpose(0, 2, 1, 3)
+        scores = (q_BxKxGTxH @ k_BxKxSxH.swapaxes(-1, -2)).reshape(B, K, G, T, S)
+        scores = scores * jnp.asarray(c.attn_scale, self.dtype)
         scores = softcap(scores, c.attn_logit_softcap)
         scores = jnp.where(mask_BxTxS[:, None, None], scores, jnp.finfo(scores.dtype).min)
         probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(self.dtype)
-        out_BxTxKxGxH = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v_BxSxKxH)
-        out_BxTxNxH = out_BxTxKxGxH.reshape(B, T, N, H)
-        out_BxTxD = jnp.einsum("BTNH,NHD->BTD", out_BxTxNxH, self.o_proj[...].astype(self.dtype))
+        out_BxKxGTxH = probs.reshape(B, K, G * T, S) @ v_BxKxSxH
+        out_BxTxNxH = out_BxKxGTxH.reshape(B, K, G, T, H).transpose(0, 3, 1, 2, 4).reshape(B, T, N, H)
+        out_BxTxD = dense(out_BxTxNxH, self.o_proj[...].astype(self.dtype), contract=2)  # BTNH,NHD->BTD
         if c.o_bias:
             out_BxTxD = out_BxTxD + self.o_bias[...].astype(self.dtype)
         return out_BxTxD, kv_cache
@@ -147,13 +170,13 @@ class MLP(nnx.Module):
             self.up_bias = init_param(rngs, (F,), (None,), param_dtype, init="zeros")
             self.down_bias = init_param(rngs, (D,), (None,), param_dtype, init="zeros")
 
-    def _linear(self, x, name: str, spec: str):
-        y = jnp.einsum(spec, x, getattr(self, f"{name}_proj")[...].astype(self.dtype))
+    def _linear(self, x, name: str):
+        y = dense(x, getattr(self, f"{name}_proj")[...].astype(self.dtype))
         if self.use_bias:
             y = y + getattr(self, f"{name}_bias")[...].astype(self.dtype)
         return y
 
     def __call__(self, x_BxTxD: jnp.ndarray) -> jnp.ndarray:
-        gate_BxTxF = _ACTIVATIONS[self.act](self._linear(x_BxTxD, "gate", "BTD,DF->BTF"))
-        up_BxTxF = self._linear(x_BxTxD, "up", "BTD,DF->BTF")
-        return self._linear(gate_BxTxF * up_BxTxF, "down", "BTF,FD->BTD")
+        gate_BxTxF = _ACTIVATIONS[self.act](self._linear(x_BxTxD, "gate"))
+        up_BxTxF = self._linear(x_BxTxD, "up")
+        return self._linear(gate_BxTxF * up_BxTxF, "down")
