@@ -9,6 +9,7 @@ held on the host twice. Pickled `.bin` checkpoints are refused, remote code is n
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import jax
@@ -138,5 +139,7 @@ def save_pretrained(model: Transformer, config: ModelConfig, out_dir: str | Path
     dtypes = {str(a.dtype) for _, a in tensors}
     write_safetensors(out_dir / "model.safetensors", tensors)
     hf_config = config_to_hf(config, dtype_name=dtypes.pop() if len(dtypes) == 1 else "float32")
-    (out_dir / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+    tmp = out_dir / ".config.json.partial"
+    tmp.write_text(json.dumps(hf_config, indent=2) + "\n")
+    os.replace(tmp, out_dir / "config.json")
     return out_dir

@@ -9,6 +9,7 @@ nothing is ever unpickled. `safetensors.numpy` cannot express bfloat16, hence th
 from __future__ import annotations
 
 import json
+import os
 import struct
 from collections.abc import Iterable
 from pathlib import Path
@@ -69,8 +70,14 @@ def write_safetensors(path: str | Path, tensors: Iterable[tuple[str, np.ndarray]
         offset += nbytes
     header_bytes = json.dumps(header, separators=(",", ":")).encode()
     header_bytes += b" " * (-len(header_bytes) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(header_bytes)))
-        f.write(header_bytes)
-        for _, array in tensors:
-            f.write(np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")  # written whole, then renamed: never half a file
+    try:
+        with open(tmp, "wb") as f:
+            f.write(struct.pack("<Q", len(header_bytes)))
+            f.write(header_bytes)
+            for _, array in tensors:
+                f.write(np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
