@@ -50,10 +50,10 @@ class FitSettings:
             raise ValueError(f"trials must be >= 1, got trials={self.trials}")
         if self.n_icl < 0:
             raise ValueError(f"n_icl must be >= 0, got n_icl={self.n_icl}")
-        if min(self.lams) < 0:
-            raise ValueError(f"lams must be >= 0, got {self.lams}")
-        if min(self.steps) < 0:
-            raise ValueError(f"steps must be >= 0, got {self.steps}")
+        if not self.lams or min(self.lams) < 0:
+            raise ValueError(f"lams must be a non-empty tuple of values >= 0, got lams={self.lams}")
+        if not self.steps or min(self.steps) < 0:
+            raise ValueError(f"steps must be a non-empty tuple of values >= 0, got steps={self.steps}")
         if not 0 < self.lr < 1:
             raise ValueError(f"lr must be in (0, 1) so that GD is stable, got lr={self.lr}")
         if self.readout not in READOUTS:

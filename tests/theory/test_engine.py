@@ -68,6 +68,8 @@ BAD_SETTINGS = [
     (lambda: Misaligned(gamma=-0.1), "gamma=-0.1"),
     (lambda: FitSettings(n_icl=-1), "n_icl=-1"),
     (lambda: FitSettings(readout="median"), "'median'"),
+    (lambda: FitSettings(lams=()), "lams=()"),
+    (lambda: FitSettings(ns=()), "ns=()"),
     (lambda: Biased(delta=-1.0), "delta=-1.0"),
     (lambda: Noisy(eta=-1.0), "eta=-1.0"),
     (lambda: make_problem(ConceptModel(d=3, K=3), Biased(delta=1.0)), "K=3"),
@@ -88,6 +90,10 @@ def test_refined_labels_reject_negative_n_icl():
     weak = WeakLabels(p.beta_weak, p.sigma_weak)
     with pytest.raises(ValueError, match="n_icl.*-2"):
         RefinedLabels(weak, p.B_KxD, np.log(p.alpha_K), p.sigma, p.Sigma_DxD, -2)
+    with pytest.raises(ValueError, match="n_icl=-1"):  # numpy integers too
+        RefinedLabels(weak, p.B_KxD, np.log(p.alpha_K), p.sigma, p.Sigma_DxD, np.int64(-1))
+    with pytest.raises(TypeError, match="integer"):
+        RefinedLabels(weak, p.B_KxD, np.log(p.alpha_K), p.sigma, p.Sigma_DxD, 2.5)
     assert GoldLabels.name == "gold"
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
 
 import jax
 import jax.numpy as jnp
@@ -117,8 +118,12 @@ class RefinedLabels:
     name = "refined"
 
     def __post_init__(self):
-        if isinstance(self.n_icl, int) and self.n_icl < 0:
-            raise ValueError(f"n_icl must be >= 0, got {self.n_icl}")
+        try:
+            n_icl = operator.index(self.n_icl)  # ints and numpy integers; n_icl fixes array shapes
+        except TypeError:
+            raise TypeError(f"n_icl must be an integer, got {self.n_icl!r}") from None
+        if n_icl < 0:
+            raise ValueError(f"n_icl must be >= 0, got n_icl={n_icl}")
 
     def log_posterior_path(self, num: int, *, key: jax.Array) -> jax.Array:
         """Log posteriors after the first ``j = 0..n_icl`` demonstrations of ``num`` nested sets.
