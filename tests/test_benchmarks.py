@@ -1,0 +1,30 @@
+"""The benchmark scripts run end to end on tiny settings, and their correctness checks hold.
+
+No timing is asserted (speed is reported by the scripts, see docs/benchmarks.md); these tests keep
+the scripts from rotting and check what they compare is the same computation.
+"""
+
+import re
+
+import pytest
+
+from benchmarks import theory_bench
+
+
+def test_theory_bench_engines_agree():
+    out = theory_bench.main(["--trials", "400", "--numpy-trials", "60", "--n", "40"])
+    # the JAX engine and the numpy loop estimate the same mean risks (129 comparisons)
+    assert out["z_max"] <= 4.5, out
+    assert out["jax_trials_per_s"] > 0 and out["numpy_trials_per_s"] > 0
+
+
+def test_lm_bench_cpu_comparison_prints_every_ratio(capsys):
+    pytest.importorskip("torch", reason="the LM benchmark compares against transformers' PyTorch model")
+    from benchmarks import lm_bench
+
+    lm_bench.main(["--preset", "small", "--batch-size", "2", "--seq-len", "16", "--prompt-len", "4",
+                   "--new-tokens", "4", "--repeats", "1"])
+    table = capsys.readouterr().out
+    for row in ("forward", "train step", "generate"):
+        match = re.search(rf"\| {row}[^|]*\|\s+(\d+) \|\s+(\d+) \|\s+([\d.]+)x \|", table)
+        assert match and float(match.group(3)) > 0, table
