@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -88,6 +89,8 @@ def plot_noisy(series: dict):
     ax.plot(n, series["ceiling"], "d-", ms=3, label="gold ceiling")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.set_xticks(n, [str(int(v)) for v in n], minor=False)
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("training examples n")
     ax.set_ylabel("excess risk")
     ax.legend(fontsize=7)
