@@ -128,18 +128,19 @@ class Attention(nnx.Module):
         B, T, N, H = q_BxTxNxH.shape
         K, S = c.num_kv_heads, k_BxSxKxH.shape[1]
         G = N // K
-        # Batch axes (B, K) leading and G*T query rows per kv head, so both contractions are plain
-        # batched matmuls: 1.5x faster forward and 1.3x faster backward on XLA:CPU than the
-        # "BTKGH,BSKH->BKGTS" einsum (same values).
+        # Batch axes (B, K) leading and the G*T query rows of each kv head stacked, so both
+        # contractions and the softmax are plain rank-4 batched ops. Measured on XLA:CPU (attention
+        # alone, B=8, T=128, 8 heads): forward+backward 6.5 ms (G=1) / 7.0 ms (G=4), against 9.4 /
+        # 7.7 ms with rank-5 scores and 11.7 ms for the "BTKGH,BSKH->BKGTS" einsum. Same values.
         q_BxKxGTxH = q_BxTxNxH.reshape(B, T, K, G, H).transpose(0, 2, 3, 1, 4).reshape(B, K, G * T, H)
         k_BxKxSxH = k_BxSxKxH.transpose(0, 2, 1, 3)
         v_BxKxSxH = v_BxSxKxH.transpose(0, 2, 1, 3)
-        scores = (q_BxKxGTxH @ k_BxKxSxH.swapaxes(-1, -2)).reshape(B, K, G, T, S)
-        scores = scores * jnp.asarray(c.attn_scale, self.dtype)
+        scores = (q_BxKxGTxH @ k_BxKxSxH.swapaxes(-1, -2)) * jnp.asarray(c.attn_scale, self.dtype)
         scores = softcap(scores, c.attn_logit_softcap)
-        scores = jnp.where(mask_BxTxS[:, None, None], scores, jnp.finfo(scores.dtype).min)
+        mask_Bx1xGTxS = jnp.broadcast_to(mask_BxTxS[:, None, None], (B, 1, G, T, S)).reshape(B, 1, G * T, S)
+        scores = jnp.where(mask_Bx1xGTxS, scores, jnp.finfo(scores.dtype).min)
         probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(self.dtype)
-        out_BxKxGTxH = probs.reshape(B, K, G * T, S) @ v_BxKxSxH
+        out_BxKxGTxH = probs @ v_BxKxSxH
         out_BxTxNxH = out_BxKxGTxH.reshape(B, K, G, T, H).transpose(0, 3, 1, 2, 4).reshape(B, T, N, H)
         out_BxTxD = dense(out_BxTxNxH, self.o_proj[...].astype(self.dtype), contract=2)  # BTNH,NHD->BTD
         if c.o_bias:
