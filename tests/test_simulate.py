@@ -63,3 +63,17 @@ def test_script_runs_from_the_repo_root_as_a_file():
     proc = subprocess.run([sys.executable, "theory/simulate.py", "--list"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "ft_trapped" in proc.stdout
+
+
+def test_resume_reuses_finished_experiments_with_the_same_settings(tmp_path, capsys):
+    argv = ["--experiment", "misaligned", "--quick", "--trials", "40", "--no-figures", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    first = json.loads((tmp_path / "misaligned.json").read_text())
+    capsys.readouterr()
+    assert main(argv + ["--resume"]) == 0
+    assert "reused from" in capsys.readouterr().out
+    assert json.loads((tmp_path / "misaligned.json").read_text()) == first  # not rewritten
+    # different settings are recomputed, never mixed up with the stored result
+    assert main(argv + ["--resume", "--seed", "1"]) == 0
+    assert "reused from" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "misaligned.json").read_text())["seed"] == 1

@@ -14,6 +14,8 @@ __all__ = ["format_table", "write_json_atomic", "save_figure", "write_summary", 
 
 
 def _fmt(x) -> str:
+    if x is None:  # NaN after a JSON round trip
+        return "nan"
     if isinstance(x, (bool, np.bool_)):
         return "yes" if x else "no"
     if isinstance(x, (int, np.integer)):

@@ -6,6 +6,7 @@ Usage (from the repository root)::
     python theory/simulate.py --quick               # smaller grids, for a smoke run
     python theory/simulate.py --experiment refine_decay --trials 4000 --seed 1 --out results/x
     python theory/simulate.py --list
+    python theory/simulate.py --trials 100000 --resume   # after a kill: finished experiments are reused
 
 Writes ``<out>/<experiment>.json``, ``<out>/<experiment>.png`` / ``.pdf`` and ``<out>/summary.md``,
 and prints one table per experiment with its checks. Exits 1 if any check fails. Deterministic
@@ -16,6 +17,7 @@ depend on which other experiments run.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -48,6 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=Path("results/theory"), help="output directory")
     ap.add_argument("--list", action="store_true", help="list the experiments and exit")
     ap.add_argument("--no-figures", action="store_true", help="skip the PNG/PDF figures")
+    ap.add_argument("--resume", action="store_true",
+                    help="reuse <out>/<experiment>.json computed with the same settings (after a killed run)")
     args = ap.parse_args(argv)
     if args.trials is not None and args.trials < 2:
         ap.error(f"--trials must be >= 2, got {args.trials}")
@@ -57,11 +61,33 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def _sweep_and_trials(name: str, quick: bool, trials: int | None):
+    exp = get(name)
+    return (exp.quick if quick else exp.sweep), trials or (max(50, exp.trials // 4) if quick else exp.trials)
+
+
+def load_finished(out: Path, name: str, *, seed: int, quick: bool, trials: int | None) -> dict | None:
+    """The result in ``out/<name>.json`` if it was computed with exactly these settings, else None.
+
+    A result is a deterministic function of (sweep, trials, seed), so reusing it is exact: this is
+    what ``--resume`` does after a killed or partial run.
+    """
+    path = out / f"{name}.json"
+    if not path.exists():
+        return None
+    try:
+        r = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # unreadable: recompute (writes are atomic, so this is a foreign file)
+    sweep, n_trials = _sweep_and_trials(name, quick, trials)
+    same = (r.get("sweep"), r.get("trials"), r.get("seed"), r.get("quick")) == (repr(sweep), n_trials, seed, quick)
+    return r if same else None
+
+
 def run_experiment(name: str, *, seed: int, quick: bool, trials: int | None) -> dict:
     """Run one experiment in float64 and return its result (table, series, checks, metadata)."""
     exp = get(name)
-    sweep = exp.quick if quick else exp.sweep
-    n_trials = trials or (max(50, exp.trials // 4) if quick else exp.trials)
+    sweep, n_trials = _sweep_and_trials(name, quick, trials)
     key = jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode()))
     start = time.perf_counter()
     with jax.enable_x64(True):
@@ -80,12 +106,16 @@ def main(argv=None) -> int:
     names = args.experiment or list(EXPERIMENTS)
     results, t0 = {}, time.perf_counter()
     for name in tqdm(names, desc="experiments", unit="exp", disable=None):
-        r = run_experiment(name, seed=args.seed, quick=args.quick, trials=args.trials)
+        r = load_finished(args.out, name, seed=args.seed, quick=args.quick, trials=args.trials) if args.resume else None
+        reused = r is not None
+        if not reused:
+            r = run_experiment(name, seed=args.seed, quick=args.quick, trials=args.trials)
+            report.write_json_atomic(args.out / f"{name}.json", r)
         results[name] = r
-        report.write_json_atomic(args.out / f"{name}.json", r)
-        if not args.no_figures:
+        if not args.no_figures and not (reused and (args.out / f"{name}.png").exists()):
             report.save_figure(getattr(figures, get(name).figure)(r["series"]), args.out / name)
-        tqdm.write(f"\n== {name}: {r['title']} ({r['trials']} trials, {r['seconds']:.1f} s)")
+        tqdm.write(f"\n== {name}: {r['title']} ({r['trials']} trials, {r['seconds']:.1f} s"
+                   f"{', reused from ' + str(args.out / (name + '.json')) if reused else ''})")
         tqdm.write(report.format_table(r["table"]))
         for c in r["checks"]:
             tqdm.write(f"  [{'PASS' if c['passed'] else 'FAIL'}] {c['claim']} ({c['detail']})")
