@@ -21,7 +21,7 @@ import numpy as np
 
 from theory import closed_form as cf
 from theory.model import Biased, ConceptModel, Misaligned, Noisy, Problem, Supervisor, make_problem, stack_problems
-from theory.monte_carlo import DEFAULT_LAMS, FitSettings, simulate_fits, simulate_posterior
+from theory.monte_carlo import DEFAULT_LAMS, FitSettings, in_chunks, simulate_fits, simulate_posterior
 from w2s_jax.core import pgr
 
 __all__ = ["Z_TOL", "LambdaSweep", "DecaySweep", "WeakQualitySweep", "NoisySweep", "MisalignedSweep", "fit_decay_rate"]
@@ -60,7 +60,10 @@ def fit_decay_rate(n_J: np.ndarray, err_J: np.ndarray) -> float:
 
 
 def _fits(problem: Problem, settings: FitSettings, key) -> dict:
-    return {k: np.asarray(v) for k, v in simulate_fits(problem, settings, key=key).items()}
+    def run(first, size):
+        return simulate_fits(problem, dataclasses.replace(settings, trials=size), key=key, first_trial=first)
+
+    return in_chunks(run, settings.trials)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -162,7 +165,12 @@ class WeakQualitySweep:
         grid = stack_problems(problems)
         s = FitSettings(ns=(self.n,), trials=trials, n_icl=self.n_icl)
         keys = jax.random.split(key, len(self.deltas))
-        out = {k: np.asarray(v)[:, :, 0] for k, v in jax.vmap(lambda q, k: simulate_fits(q, s, key=k))(grid, keys).items()}
+
+        def run(first, size):
+            s_chunk = dataclasses.replace(s, trials=size)
+            return jax.vmap(lambda q, k: simulate_fits(q, s_chunk, key=k, first_trial=first))(grid, keys)
+
+        out = {k: v[:, :, 0] for k, v in in_chunks(run, trials, axis=1).items()}  # grid x trials x lams
         rows, ok = [], True
         series = {k: [] for k in ("delta", "weak", "strong", "ft", "refined", "ceiling", "bound", "pgr_ft", "pgr_refined")}
         for g, (d, p) in enumerate(zip(self.deltas, problems)):

@@ -1,6 +1,7 @@
 """The Monte Carlo engine's contracts: PRNG discipline, one compile per static setting, validated
 settings, and a jax/numpy-only import surface."""
 
+import dataclasses
 import subprocess
 import sys
 
@@ -104,3 +105,16 @@ def test_core_and_theory_do_not_import_flax():
         "'orbax', 'transformers', 'torch')); assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_chunked_run_equals_one_call_bit_for_bit():
+    from theory.monte_carlo import in_chunks
+
+    p = _tiny_problem()
+    s = dataclasses.replace(TINY, trials=7)
+    whole = simulate_fits(p, s, key=jax.random.key(5))
+    chunked = in_chunks(
+        lambda first, size: simulate_fits(p, dataclasses.replace(s, trials=size), key=jax.random.key(5), first_trial=first),
+        7, chunk=3)
+    for name, v in whole.items():
+        np.testing.assert_array_equal(chunked[name], np.asarray(v))
