@@ -7,10 +7,11 @@ serves all rows); scoring right-pads (no row starts with query positions that se
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 
 def round_up(n: int, multiple: int) -> int:
@@ -53,6 +54,11 @@ def positions_from_valid(valid_BxT):
     """
     xp = np if isinstance(valid_BxT, np.ndarray) else jnp
     return xp.maximum(xp.cumsum(valid_BxT.astype(xp.int32), axis=-1) - 1, 0).astype(xp.int32)
+
+
+def progress(slices: list[slice], desc: str) -> Iterable[slice]:
+    """``slices`` with a tqdm bar when there is more than one batch and stderr is a terminal."""
+    return tqdm(slices, desc=desc, unit="batch", leave=False, disable=True if len(slices) < 2 else None)
 
 
 def batch_slices(num_items: int, batch_size: int | None) -> list[slice]:

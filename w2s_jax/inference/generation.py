@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from w2s_jax.inference.batching import batch_slices, pad_sequences, positions_from_valid, round_up
+from w2s_jax.inference.batching import batch_slices, pad_sequences, positions_from_valid, progress, round_up
 from w2s_jax.inference.prompts import encode_prompts, find_stop
 from w2s_jax.inference.sampling import Greedy, Sampler, example_keys
 
@@ -163,7 +163,7 @@ def generate(
     if cache_dtype is None:
         cache_dtype = _first_float_dtype(state)
     token_ids, finish_reasons, texts = [], [], []
-    for batch in batch_slices(len(prompt_ids), batch_size):
+    for batch in progress(batch_slices(len(prompt_ids), batch_size), desc="generate"):
         ids, reasons, batch_texts = _generate_batch(
             graphdef, state, config, tokenizer, prompt_ids[batch], batch_size=batch_size,
             example_index_B=np.arange(batch.start, batch.start + (batch_size or len(prompt_ids)),

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from w2s_jax.inference.batching import batch_slices, pad_sequences, positions_from_valid, round_up
+from w2s_jax.inference.batching import batch_slices, pad_sequences, positions_from_valid, progress, round_up
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +98,7 @@ def score(
     pairs = [_tokenize_pair(tokenizer, p, c, i) for i, (p, c) in enumerate(zip(prompts, completions))]
     pad_id = _pad_id(model)
     results = []
-    for batch in batch_slices(len(pairs), batch_size):
+    for batch in progress(batch_slices(len(pairs), batch_size), desc="score"):
         seqs = [full for full, _ in pairs[batch]]
         seqs += [[pad_id]] * (batch_size - len(seqs))  # filler rows: one compiled shape per length
         length = round_up(max(len(s) for s in seqs), length_bucket)
