@@ -14,6 +14,7 @@ standard errors, never a guessed constant.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -45,8 +46,6 @@ def _oracle(risk_TxG: np.ndarray) -> tuple[int, np.ndarray]:
 
 
 def _pgr_dict(method_T, weak_risk, ceiling_T) -> dict:
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return pgr(method_T, weak_risk, ceiling_T, higher_is_better=False).as_dict()
@@ -237,17 +236,18 @@ class MisalignedSweep:
     model: ConceptModel = ConceptModel.paper()
     gammas: tuple[float, ...] = tuple(np.round(np.linspace(0.0, 1.0, 21), 3))
     delta: float = 0.5
+    j: int = 1  # the competing concept
     n_max: int = 32
     draws_per_trial: int = 20
 
     def run(self, *, key, trials: int) -> dict:
-        problems = [make_problem(self.model, Misaligned(gamma=g, delta=self.delta)) for g in self.gammas]
+        problems = [make_problem(self.model, Misaligned(gamma=g, delta=self.delta, j=self.j)) for g in self.gammas]
         grid = stack_problems(problems)
         draws = self.draws_per_trial * trials
         keys = jax.random.split(key, len(self.gammas))
         post = jax.vmap(lambda q, k: simulate_posterior(q, self.n_max, draws, key=k))(grid, keys)
         E_pi = np.asarray(post["E_pi_JxK"])  # vmapped: G x J x K
-        k_star, j = self.model.k_star, Misaligned().j
+        k_star, j = self.model.k_star, self.j
         success = E_pi[:, :, k_star]
         ident = [bool(cf.identifiable(p)) for p in problems]
         rates = [float(cf.decay_exponent(p)) for p in problems]

@@ -5,7 +5,6 @@ all-reduce), so results agree to float32 rounding of O(1) values, well inside 1e
 """
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx

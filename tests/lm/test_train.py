@@ -22,7 +22,6 @@ from w2s_jax.train import (
     TrainConfig,
     apply_lora,
     make_optimizer,
-    make_train_step,
     merge_lora,
     train,
 )

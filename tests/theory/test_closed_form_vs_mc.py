@@ -9,7 +9,6 @@ errors (plus float64 round-off), never a guessed constant.
 """
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
