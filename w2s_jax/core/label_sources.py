@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import operator
 
 import jax
@@ -36,6 +37,12 @@ __all__ = [
     "RefinedLabels",
     "residual_covariance",
 ]
+
+
+def _standard_normal(key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
+    """``jax.random.normal`` drawn flat, then reshaped: the same law, but XLA:CPU's threefry runs
+    1.6x slower per number when the minor axis is short (e.g. ``K = 5``; 57 vs 35 ns measured)."""
+    return jax.random.normal(key, (math.prod(shape),), dtype=dtype).reshape(shape)
 
 
 def _linear_gaussian(beta_D: jax.Array, sigma: jax.Array, X_NxD: jax.Array, key: jax.Array) -> jax.Array:
@@ -125,6 +132,19 @@ class RefinedLabels:
         if n_icl < 0:
             raise ValueError(f"n_icl must be >= 0, got n_icl={n_icl}")
 
+    def _loglik_KxNxJ(self, num: int, key: jax.Array) -> jax.Array:
+        """``-r_jk^2 / (2 sigma^2)`` for ``num`` sets of ``n_icl`` residual vectors ``r_j = L z_j`` (eq. T.7).
+
+        Concepts lead (``K x N x J``): XLA:CPU draws and transforms this layout fastest (the law
+        does not depend on it).
+        """
+        K = self.B_KxD.shape[0]
+        L_KxK = _psd_sqrt(residual_covariance(self.weak, self.B_KxD, self.Sigma_DxD))
+        z_KxNJ = _standard_normal(key, (K, num * self.n_icl), self.B_KxD.dtype)
+        r_KxNxJ = (L_KxK @ z_KxNJ).reshape(K, num, self.n_icl)
+        # log N(y'; beta_k^T x, sigma^2) up to a constant shared by all k.
+        return -0.5 * jnp.square(r_KxNxJ) / jnp.square(self.sigma)
+
     def log_posterior_path(self, num: int, *, key: jax.Array) -> jax.Array:
         """Log posteriors after the first ``j = 0..n_icl`` demonstrations of ``num`` nested sets.
 
@@ -132,19 +152,17 @@ class RefinedLabels:
           ``log_pi_NxJxK`` with ``J = n_icl + 1``; slice ``[:, j]`` has the exact law of the
           posterior after ``j`` demonstrations (the sets are nested prefixes of one draw).
         """
-        K = self.B_KxD.shape[0]
-        L_KxK = _psd_sqrt(residual_covariance(self.weak, self.B_KxD, self.Sigma_DxD))
-        z_NxJxK = jax.random.normal(key, (num, self.n_icl, K), dtype=self.B_KxD.dtype)
-        r_NxJxK = z_NxJxK @ L_KxK.T
-        # log N(y'; beta_k^T x, sigma^2) up to a constant shared by all k.
-        loglik_NxJxK = -0.5 * jnp.cumsum(jnp.square(r_NxJxK), axis=1) / jnp.square(self.sigma)
-        zeros_Nx1xK = jnp.zeros((num, 1, K), dtype=self.B_KxD.dtype)
-        loglik_NxJxK = jnp.concatenate([zeros_Nx1xK, loglik_NxJxK], axis=1)
-        return concept_log_posterior(self.log_alpha_K, loglik_NxJxK)
+        loglik_NxJxK = jnp.cumsum(self._loglik_KxNxJ(num, key), axis=2).transpose(1, 2, 0)
+        zeros_Nx1xK = jnp.zeros((num, 1, loglik_NxJxK.shape[-1]), dtype=loglik_NxJxK.dtype)
+        return concept_log_posterior(self.log_alpha_K, jnp.concatenate([zeros_Nx1xK, loglik_NxJxK], axis=1))
 
     def log_posterior(self, num: int, *, key: jax.Array) -> jax.Array:
-        """``log_pi_NxK``: each of ``num`` examples' posterior after its ``n_icl`` demonstrations."""
-        return self.log_posterior_path(num, key=key)[:, -1]
+        """``log_pi_NxK``: each of ``num`` examples' posterior after its ``n_icl`` demonstrations.
+
+        Equal to ``log_posterior_path(num, key=key)[:, -1]`` (same draw), without the path.
+        """
+        loglik_NxK = jnp.sum(self._loglik_KxNxJ(num, key), axis=2).T
+        return concept_log_posterior(self.log_alpha_K, loglik_NxK)
 
     def __call__(self, X_NxD: jax.Array, *, key: jax.Array) -> jax.Array:
         demo_key, readout_key = jax.random.split(key)
