@@ -19,6 +19,7 @@ import time
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # see theory/simulate.py: avoids a LAPACK deadlock
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from theory.model import Biased, ConceptModel, make_problem
@@ -75,6 +76,16 @@ def main(argv=None) -> dict:
         jax_s = time.perf_counter() - t0
         jax_risk = {k: np.asarray(v)[:, 0] for k, v in out.items()}  # drop the single-n axis
 
+        # The floor: the standard normals one trial needs (X, gold and weak label noise, the
+        # demonstration residuals), drawn alone, with the same generator, dtype and batch.
+        K, d = prob.B_KxD.shape
+        normals = args.n * d + 2 * args.n + args.n * args.n_icl * K
+        draw = jax.jit(lambda k: jnp.sum(jax.random.normal(k, (args.trials, normals), jnp.float64), axis=1))
+        jax.block_until_ready(draw(key))
+        t0 = time.perf_counter()
+        jax.block_until_ready(draw(jax.random.fold_in(key, 2)))
+        rng_s = time.perf_counter() - t0
+
     p = {k: np.asarray(getattr(prob, f)) for k, f in [("B", "B_KxD"), ("alpha", "alpha_K"), ("beta_star", "beta_star"),
                                                      ("beta_P", "beta_P"), ("beta_weak", "beta_weak")]}
     p.update(sigma=float(prob.sigma), sigma_weak=float(prob.sigma_weak), scales=np.sqrt(np.diag(np.asarray(prob.Sigma_DxD))))
@@ -97,10 +108,14 @@ def main(argv=None) -> dict:
     print(f"jax   : compile {compile_s:.2f} s (excluded); {args.trials} trials in {jax_s:.3f} s = {jax_rate:,.0f} trials/s")
     print(f"numpy : {args.numpy_trials} trials in {np_s:.3f} s = {np_rate:,.0f} trials/s")
     print(f"speed-up (jax / numpy, per trial): {jax_rate / np_rate:.1f}x")
+    rng_rate = args.trials / rng_s
+    print(f"floor : drawing the {normals:,} standard normals of a trial alone runs at {rng_rate:,.0f} trials/s, "
+          f"so no engine drawing them this way can exceed {rng_rate / np_rate:.1f}x here")
     n_cmp = sum(v.shape[1] for v in jax_risk.values())
     print(f"agreement: max |z| over {n_cmp} mean risks = {z_max:.2f} (at {worst}); "
           f"{'OK' if z_max <= 4.5 else 'MISMATCH'} (<= 4.5 expected for {n_cmp} comparisons)")
-    return {"jax_trials_per_s": jax_rate, "numpy_trials_per_s": np_rate, "compile_s": compile_s, "z_max": z_max}
+    return {"jax_trials_per_s": jax_rate, "numpy_trials_per_s": np_rate, "compile_s": compile_s, "z_max": z_max,
+            "rng_floor_trials_per_s": rng_rate}
 
 
 if __name__ == "__main__":
