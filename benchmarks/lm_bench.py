@@ -13,6 +13,10 @@ PyTorch's OpenMP threads slow down by an order of magnitude when the cores are o
 GPU variant (~1B Llama, bf16, no torch; reports train-step MFU = 6 * params * tokens/s / peak):
     python benchmarks/lm_bench.py --device-variant --preset 1b --peak-flops 989e12
 MFU counts 6 FLOPs per parameter per token (embedding included, attention score FLOPs excluded).
+`--breakdown N` prints the N most expensive XLA ops of our train step. The process first makes
+glibc keep freed memory (`w2s_jax.host_memory.reuse_freed_host_memory`, what we recommend for CPU
+runs), which spares XLA:CPU a page fault per page of its per-step scratch buffer; it applies to the
+whole process, the PyTorch side included. `--no-reuse-host-memory` measures with malloc defaults.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from w2s_jax.host_memory import reuse_freed_host_memory
 from w2s_jax.inference import Greedy, generate
 
 # Llama-shaped configs in Hugging Face field names.
@@ -53,6 +58,12 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats (median reported)")
     parser.add_argument("--cpus", type=int, default=None,
                         help="pin the process to this many cores (both frameworks see the same ones)")
+    parser.add_argument("--no-reuse-host-memory", dest="reuse_host_memory", action="store_false",
+                        help="leave glibc's malloc at its defaults; by default the process calls "
+                             "w2s_jax.host_memory.reuse_freed_host_memory() first (whole process, torch "
+                             "included), as docs/benchmarks.md recommends for CPU runs")
+    parser.add_argument("--breakdown", type=int, default=0, metavar="N",
+                        help="also print the N most expensive XLA ops of our train step (jax.profiler)")
     parser.add_argument("--device-variant", action="store_true",
                         help="accelerator run: bf16, no torch, report MFU")
     parser.add_argument("--peak-flops", type=float, default=989e12,
@@ -69,6 +80,29 @@ def _median_seconds(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def _print_op_breakdown(fn, top: int, runs: int = 3) -> None:
+    """Traces `runs` calls of `fn` with jax.profiler and prints the `top` XLA ops by time per call."""
+    import collections
+    import glob
+
+    totals, counts = collections.Counter(), collections.Counter()
+    with tempfile.TemporaryDirectory() as trace_dir:
+        with jax.profiler.trace(trace_dir):
+            for _ in range(runs):
+                fn()
+        (path,) = glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True)
+        profile = jax.profiler.ProfileData.from_file(path)
+    for plane in profile.planes:
+        for line in plane.lines:
+            for event in line.events:
+                if line.name != "python" and "ThunkExecutor" not in event.name:
+                    totals[event.name] += event.duration_ns
+                    counts[event.name] += 1
+    print(f"our train step, XLA ops (ms per step, {sum(totals.values()) / runs / 1e6:.1f} ms in all ops):")
+    for name, ns in totals.most_common(top):
+        print(f"  {ns / runs / 1e6:8.2f}  x{counts[name] // runs:<3d} {name}")
 
 
 def _hf_config(preset: str):
@@ -88,8 +122,11 @@ def _next_token_loss(model, tokens_BxT):
     return optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV[:, :-1], tokens_BxT[:, 1:]).mean()
 
 
-def bench_ours(model, tokens_BxT, prompts, *, new_tokens, repeats) -> dict[str, float]:
-    """Seconds per forward, per train step and per generate call for our model."""
+def bench_ours(model, tokens_BxT, prompts, *, new_tokens, repeats, breakdown: int = 0) -> dict[str, float]:
+    """Seconds per forward, per train step and per generate call for our model.
+
+    With `breakdown` > 0, also prints that many of the train step's most expensive XLA ops.
+    """
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
     @jax.jit
@@ -115,9 +152,12 @@ def bench_ours(model, tokens_BxT, prompts, *, new_tokens, repeats) -> dict[str, 
         train_state[0], train_state[1], loss = train_step(train_state[0], train_state[1], tokens_BxT)
         loss.block_until_ready()
 
+    train = _median_seconds(run_train, repeats)
+    if breakdown:
+        _print_op_breakdown(run_train, breakdown)
     return dict(
         forward=_median_seconds(lambda: forward(params, tokens_BxT).block_until_ready(), repeats),
-        train=_median_seconds(run_train, repeats),
+        train=train,
         generate=_median_seconds(lambda: generate(model, None, prompts, max_new_tokens=new_tokens,
                                                   sampler=Greedy(), eos_token_ids=()), repeats),
     )
@@ -185,7 +225,7 @@ def run_cpu_comparison(args) -> None:
     reference.config._attn_implementation = "sdpa"
     tokens_BxT, prompts = _inputs(config.vocab_size, args.batch_size, seq_len, args.prompt_len)
     kw = dict(new_tokens=args.new_tokens, repeats=args.repeats)
-    ours = bench_ours(model, tokens_BxT, prompts, **kw)
+    ours = bench_ours(model, tokens_BxT, prompts, breakdown=args.breakdown, **kw)
     theirs = bench_torch(reference, tokens_BxT, prompts, **kw)
     n_params = sum(p.numel() for p in reference.parameters())
     train_tokens = args.batch_size * seq_len
@@ -193,7 +233,7 @@ def run_cpu_comparison(args) -> None:
     print(f"preset={args.preset} params={n_params / 1e6:.1f}M batch={args.batch_size} seq_len={seq_len} "
           f"prompt_len={args.prompt_len} new_tokens={args.new_tokens} float32, "
           f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads)")
+          f"({torch.get_num_threads()} threads), reuse-host-memory={args.reuse_host_memory}")
     print(f"| {'tokens/s':<30} | {'w2s-jax':>10} | {'transformers':>12} | {'ratio':>8} |")
     print(f"|{'-' * 32}|{'-' * 12}|{'-' * 14}|{'-' * 10}|")
     for name, label, count in (("forward", "forward", train_tokens),
@@ -215,7 +255,8 @@ def run_device_variant(args) -> None:
     model = Transformer(config, rngs=nnx.Rngs(0), dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
     seq_len = args.seq_len or DEFAULT_SEQ_LEN[args.preset]
     tokens_BxT, prompts = _inputs(config.vocab_size, args.batch_size, seq_len, args.prompt_len)
-    seconds = bench_ours(model, tokens_BxT, prompts, new_tokens=args.new_tokens, repeats=args.repeats)
+    seconds = bench_ours(model, tokens_BxT, prompts, new_tokens=args.new_tokens, repeats=args.repeats,
+                         breakdown=args.breakdown)
     n_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
     train_tps = args.batch_size * seq_len / seconds["train"]
     print(f"preset={args.preset} params={n_params / 1e9:.3f}B bf16 batch={args.batch_size} seq_len={seq_len} "
@@ -231,6 +272,9 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.cpus:  # before the first JAX computation creates the CPU client and its thread pool
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.cpus])
+    if args.reuse_host_memory and not reuse_freed_host_memory():  # before any thread allocates
+        print("reuse_freed_host_memory: mallopt unavailable (not glibc); running with malloc defaults")
+        args.reuse_host_memory = False
     if args.device_variant:
         run_device_variant(args)
     else:

@@ -18,6 +18,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
+from w2s_jax.host_memory import reuse_freed_host_memory
 from w2s_jax.inference import generate, make_sampler, score
 from w2s_jax.models import load_pretrained, load_tokenizer, save_pretrained
 from w2s_jax.parallel import MeshConfig, ShardingRules, make_mesh
@@ -57,4 +58,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
+    reuse_freed_host_memory()  # CPU runs: no page faults on XLA's per-step scratch (w2s_jax/host_memory.py)
     main()

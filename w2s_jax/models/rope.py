@@ -45,8 +45,14 @@ def rope_cos_sin(positions_BxT: jnp.ndarray, config: ModelConfig, dtype) -> tupl
     """cos and sin tables `B x T x H` for integer positions, cast to `dtype`."""
     inv_freq_Hh = jnp.asarray(inverse_frequencies(config))
     angles_BxTxHh = positions_BxT.astype(jnp.float32)[..., None] * inv_freq_Hh
-    angles_BxTxH = jnp.concatenate([angles_BxTxHh, angles_BxTxHh], axis=-1)
-    return jnp.cos(angles_BxTxH).astype(dtype), jnp.sin(angles_BxTxH).astype(dtype)
+    # cos/sin on the H/2 distinct angles, then duplicated: the same values as transformers'
+    # cos(cat(a, a)), but XLA:CPU no longer fuses the transcendental into every consumer (once per
+    # head and use). RoPE on q and k with their transposes, B=8, T=128, 8 x 32 heads, one core:
+    # 1.8 -> 0.3 ms; train step of lm_bench.py --preset small: 226 -> 216 ms.
+    cos_BxTxHh, sin_BxTxHh = jnp.cos(angles_BxTxHh), jnp.sin(angles_BxTxHh)
+    cos_BxTxH = jnp.concatenate([cos_BxTxHh, cos_BxTxHh], axis=-1)
+    sin_BxTxH = jnp.concatenate([sin_BxTxHh, sin_BxTxHh], axis=-1)
+    return cos_BxTxH.astype(dtype), sin_BxTxH.astype(dtype)
 
 
 def apply_rope(x_BxTxNxH: jnp.ndarray, cos_BxTxH: jnp.ndarray, sin_BxTxH: jnp.ndarray) -> jnp.ndarray:

@@ -15,7 +15,15 @@ import jax.numpy as jnp
 from flax import nnx
 
 from w2s_jax.models.config import ModelConfig
-from w2s_jax.models.layers import MLP, Attention, RMSNorm, dense, init_param, softcap
+from w2s_jax.models.layers import (
+    MLP,
+    Attention,
+    RMSNorm,
+    dense,
+    dense_transposed,
+    init_param,
+    softcap,
+)
 from w2s_jax.models.rope import rope_cos_sin
 
 
@@ -111,7 +119,7 @@ class Transformer(nnx.Module):
         """Final norm, output projection and logit softcap; float32 logits `B x T x V`."""
         h_BxTxD = self.final_norm(h_BxTxD)
         if self.config.tie_word_embeddings:
-            logits = dense(h_BxTxD, self.embedding[...].astype(self.dtype).T)  # BTD,VD->BTV
+            logits = dense_transposed(h_BxTxD, self.embedding[...].astype(self.dtype))  # BTD,VD->BTV
         else:
             logits = dense(h_BxTxD, self.lm_head[...].astype(self.dtype))  # BTD,DV->BTV
         return softcap(logits.astype(jnp.float32), self.config.final_logit_softcap)
