@@ -91,3 +91,19 @@ def load_hf_torch_model(path: str | Path):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, attn_implementation="eager").eval()
+
+
+def left_padded_batch(pads: tuple[int, ...], length: int, *, vocab_high: int, seed: int = 0):
+    """A left-padded token batch: row `b` starts with `pads[b]` padding slots (token 0).
+
+    Returns (tokens_BxT, valid_BxT, positions_BxT) as numpy arrays, positions counting from 0 at
+    each row's first real token, as transformers' callers pass them.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    tokens_BxT = rng.integers(4, vocab_high, size=(len(pads), length))
+    valid_BxT = np.arange(length)[None, :] >= np.asarray(pads)[:, None]
+    tokens_BxT[~valid_BxT] = 0
+    positions_BxT = np.maximum(np.cumsum(valid_BxT, axis=1) - 1, 0)
+    return tokens_BxT, valid_BxT, positions_BxT

@@ -17,26 +17,19 @@ import optax
 import pytest
 from flax import nnx
 
-from tests.lm.hf_fixtures import load_hf_torch_model, make_hf_checkpoint
+from tests.lm.hf_fixtures import left_padded_batch, load_hf_torch_model, make_hf_checkpoint
 from w2s_jax.models import load_pretrained
 from w2s_jax.models.convert import tensor_maps
 
 torch = pytest.importorskip("torch", reason="the PyTorch reference needs torch")
 
-B, T = 3, 12
+T = 12
 
 
 def _batch():
-    rng = np.random.default_rng(1)
-    tokens_BxT = rng.integers(4, 90, size=(B, T))
-    valid_BxT = np.ones((B, T), bool)
-    valid_BxT[1, :3] = False  # left padding
-    valid_BxT[2, :6] = False
-    tokens_BxT[~valid_BxT] = 0
-    positions_BxT = np.maximum(np.cumsum(valid_BxT, axis=1) - 1, 0)
+    tokens_BxT, valid_BxT, positions_BxT = left_padded_batch((0, 3, 6), T, vocab_high=90, seed=1)
     # a target counts when both it and the position predicting it are real tokens
-    target_Bx1T = valid_BxT[:, 1:] & valid_BxT[:, :-1]
-    return tokens_BxT, valid_BxT, positions_BxT, target_Bx1T
+    return tokens_BxT, valid_BxT, positions_BxT, valid_BxT[:, 1:] & valid_BxT[:, :-1]
 
 
 def _torch_grads(path, tokens_BxT, valid_BxT, positions_BxT, target_Bx1T):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tests.lm.hf_fixtures import CHAT_TEMPLATE, FAMILIES, load_hf_torch_model, make_hf_checkpoint
+from tests.lm.hf_fixtures import CHAT_TEMPLATE, FAMILIES, left_padded_batch, load_hf_torch_model, make_hf_checkpoint
 from w2s_jax.models import load_pretrained, load_tokenizer, save_pretrained
 from w2s_jax.models.safetensors_format import SafetensorsFile, write_safetensors
 
@@ -22,12 +22,7 @@ ATOL = 1e-4
 
 
 def _batch(vocab_size=40):
-    rng = np.random.default_rng(1)
-    tokens_BxT = rng.integers(4, vocab_size, size=(2, 7))
-    valid_BxT = np.ones((2, 7), bool)
-    valid_BxT[1, :3] = False
-    positions_BxT = np.maximum(np.cumsum(valid_BxT, axis=1) - 1, 0)
-    return tokens_BxT, valid_BxT, positions_BxT
+    return left_padded_batch((0, 3), 7, vocab_high=vocab_size, seed=1)
 
 
 def _ours(model):

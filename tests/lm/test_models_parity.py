@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tests.lm.hf_fixtures import FAMILIES, load_hf_torch_model, make_hf_checkpoint
+from tests.lm.hf_fixtures import FAMILIES, left_padded_batch, load_hf_torch_model, make_hf_checkpoint
 from w2s_jax.models import init_cache, load_pretrained
 
 torch = pytest.importorskip("torch", reason="the PyTorch reference needs torch")
@@ -26,14 +26,7 @@ PROMPT_LEN = 6  # cached test: prefill this many slots, then decode one token at
 
 
 def _batch():
-    rng = np.random.default_rng(0)
-    tokens_BxT = rng.integers(4, 40, size=(B, T))
-    valid_BxT = np.ones((B, T), bool)
-    valid_BxT[1, :2] = False  # left padding
-    valid_BxT[2, :5] = False
-    tokens_BxT[~valid_BxT] = 0
-    positions_BxT = np.maximum(np.cumsum(valid_BxT, axis=1) - 1, 0)
-    return tokens_BxT, valid_BxT, positions_BxT
+    return left_padded_batch((0, 2, 5), T, vocab_high=40, seed=0)
 
 
 def _forward(model, tokens_BxT, valid_BxT, positions_BxT):
