@@ -257,9 +257,10 @@ class MisalignedSweep:
             _check("identifiable exactly when gamma < 1/2", all(i == (g < 0.5) for i, g in zip(ident, g_arr)),
                    "closed form ||bw - bj|| > ||bw - b*||"),
             _check("gamma < 0.45: E[pi*] at n_max > 1/2 and rising in n_icl",
-                   bool(np.all(success[below, -1] > 0.5) and np.all(success[below, -1] > success[below, 0])), ""),
+                   bool(np.all(success[below, -1] > 0.5) and np.all(success[below, -1] > success[below, 0])),
+                   f"min E[pi*] at n_max = {success[below, -1].min():.4f}, at n=0 {success[below, 0].max():.4f}"),
             _check("gamma > 0.55: posterior mass moves to the wrong concept j",
-                   bool(np.all(E_pi[above, -1, j] > 0.5)), ""),
+                   bool(np.all(E_pi[above, -1, j] > 0.5)), f"min E[pi_j] at n_max = {E_pi[above, -1, j].min():.4f}"),
         ]
         rows = [[float(g), i, r, success[a, 0], success[a, self.n_max // 2], success[a, -1], E_pi[a, -1, j]]
                 for a, (g, i, r) in enumerate(zip(self.gammas, ident, rates)) if a % 2 == 0]
