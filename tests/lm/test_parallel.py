@@ -4,6 +4,8 @@ Tolerances: a sharded float32 computation reorders sums (partial sums per shard,
 all-reduce), so results agree to float32 rounding of O(1) values, well inside 1e-5.
 """
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -34,8 +36,8 @@ from w2s_jax.train import (
 CONFIG = ModelConfig.tiny(num_layers=1)  # D=32, N=4, K=2, H=8, F=64, V=128
 
 
-def _model(seed=0):
-    return Transformer(CONFIG, rngs=nnx.Rngs(seed))
+def _model(seed=0, config=CONFIG):
+    return Transformer(config, rngs=nnx.Rngs(seed))
 
 
 def _batch(rows=8, T=12, seed=0):
@@ -178,9 +180,9 @@ def test_load_pretrained_with_mesh_matches_unsharded(tmp_path):
                                np.asarray(_forward(plain, batch)), atol=1e-5, rtol=0)
 
 
-def _two_steps(mesh, rules):
+def _two_steps(mesh, rules, model_config=CONFIG):
     config = TrainConfig.tiny()
-    model = _model()
+    model = _model(config=model_config)
     shard_model(model, mesh, rules)
     optimizer = make_optimizer(model, config)
     shard_model(optimizer, mesh, rules)
@@ -205,6 +207,19 @@ def test_sharded_train_step_equals_unsharded():
                if isinstance(leaf, jax.Array) and leaf.shape == (32, 4, 8)]
     assert len(moments) == 2  # Adam's (mu, nu) of the q_proj
     assert all(_placed_as(m, mesh, P("fsdp", "tp")) for m in moments)
+
+
+def test_sharded_train_step_with_tied_head_equals_unsharded():
+    """The tied LM head has a hand-written VJP (layers.dense_transposed): sharded = unsharded."""
+    tied = dataclasses.replace(CONFIG, tie_word_embeddings=True)
+    mesh = make_mesh(MeshConfig(data=2, fsdp=2, tp=2))
+    plain, _, plain_losses = _two_steps(None, None, tied)
+    sharded, _, sharded_losses = _two_steps(mesh, ShardingRules.fsdp_tp(), tied)
+    assert not hasattr(sharded, "lm_head")
+    np.testing.assert_allclose(sharded_losses, plain_losses, atol=1e-5, rtol=0)
+    for a, b in zip(jax.tree.leaves(nnx.state(plain, nnx.Param)), jax.tree.leaves(nnx.state(sharded, nnx.Param)),
+                    strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-5, rtol=0)
 
 
 def test_greedy_decode_under_mesh_equals_unsharded():
