@@ -118,3 +118,15 @@ def test_chunked_run_equals_one_call_bit_for_bit():
         7, chunk=3)
     for name, v in whole.items():
         np.testing.assert_array_equal(chunked[name], np.asarray(v))
+
+
+def test_final_posterior_is_the_last_slice_of_the_path():
+    """`log_posterior` skips the path for speed; it must be the path's endpoint on the same draw."""
+    p = _tiny_problem()
+    src = RefinedLabels(WeakLabels(p.beta_weak, p.sigma_weak), p.B_KxD, np.log(p.alpha_K), p.sigma,
+                        p.Sigma_DxD, 5)
+    key = jax.random.key(3)
+    path = np.asarray(src.log_posterior_path(7, key=key))
+    assert path.shape == (7, 6, p.B_KxD.shape[0])
+    np.testing.assert_allclose(np.asarray(src.log_posterior(7, key=key)), path[:, -1], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(path[:, 0], np.broadcast_to(np.log(p.alpha_K), path[:, 0].shape), atol=1e-12)
