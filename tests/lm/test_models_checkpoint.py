@@ -13,6 +13,7 @@ import pytest
 from flax import nnx
 
 from tests.lm.hf_fixtures import CHAT_TEMPLATE, FAMILIES, left_padded_batch, load_hf_torch_model, make_hf_checkpoint
+from w2s_jax import parallel
 from w2s_jax.models import load_pretrained, load_tokenizer, save_pretrained
 from w2s_jax.models.safetensors_format import SafetensorsFile, write_safetensors
 
@@ -83,7 +84,6 @@ def test_export_keeps_bfloat16(tmp_path, llama_dir):
 
 
 def test_mesh_loading_shards_each_parameter(llama_dir):
-    parallel = pytest.importorskip("w2s_jax.parallel", reason="the sharding package is not present")
     assert len(jax.devices()) == 8
     mesh = parallel.make_mesh(parallel.MeshConfig(data=1, fsdp=4, tp=2))
     rules = parallel.ShardingRules.fsdp_tp()

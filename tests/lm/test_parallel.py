@@ -145,7 +145,12 @@ def test_shard_batch_splits_rows_over_data_and_fsdp():
     assert tokens.sharding.spec == P(("data", "fsdp"), None)
     assert tokens.addressable_shards[0].data.shape == (2, 12)
     np.testing.assert_array_equal(np.asarray(tokens), _batch()["tokens_BxT"])
-    assert shard_batch(_batch(), None)["tokens_BxT"] is not None  # no-op path
+    host = _batch()
+    unplaced = shard_batch(host, None)  # no mesh: a no-op, the very same host arrays back
+    assert unplaced.keys() == host.keys()
+    for name, array in host.items():
+        assert unplaced[name] is array, name
+        np.testing.assert_array_equal(unplaced[name], _batch()[name])
     with pytest.raises(ValueError, match="not divisible by data\\*fsdp = 4"):
         shard_batch({"x": np.zeros((6, 2))}, mesh)
 
