@@ -122,6 +122,7 @@ def generate(
     batch_size: int | None = None,
     prompt_bucket: int = 16,
     new_token_bucket: int = 16,
+    example_ids: Sequence[int] | None = None,
 ) -> GenerationResult:
     """Generates continuations of ``prompts``.
 
@@ -140,6 +141,9 @@ def generate(
       batch_size: prompts per batch (None: all at once); a short last batch is filled up to
         ``batch_size`` with finished dummy rows so that every batch reuses one compiled program.
       prompt_bucket, new_token_bucket: pad prompt length / cache length up to these multiples.
+      example_ids: each prompt's identity for sampling keys (default: its index in ``prompts``).
+        A caller that reorders prompts (e.g. sorting by length) passes the original indices, so
+        every row draws the same tokens however the list is ordered or batched.
     Returns:
       a :class:`GenerationResult`.
     """
@@ -162,12 +166,18 @@ def generate(
     cache_dtype = getattr(model, "dtype", None)
     if cache_dtype is None:
         cache_dtype = _first_float_dtype(state)
+    if example_ids is None:
+        example_ids = range(len(prompt_ids))
+    if len(example_ids) != len(prompt_ids):
+        raise ValueError(f"{len(example_ids)} example_ids for {len(prompt_ids)} prompts")
+    ids_N = np.asarray(example_ids, dtype=np.int32)
     token_ids, finish_reasons, texts = [], [], []
     for batch in progress(batch_slices(len(prompt_ids), batch_size), desc="generate"):
+        rows = batch.stop - batch.start
+        filler_ids = np.arange(rows, batch_size or rows, dtype=np.int32) + ids_N.max(initial=0) + 1
         ids, reasons, batch_texts = _generate_batch(
             graphdef, state, config, tokenizer, prompt_ids[batch], batch_size=batch_size,
-            example_index_B=np.arange(batch.start, batch.start + (batch_size or len(prompt_ids)),
-                                      dtype=np.int32),
+            example_index_B=np.concatenate([ids_N[batch], filler_ids]),
             max_new_tokens=max_new_tokens, sampler=sampler, key=key, stop_strings=tuple(stop_strings),
             eos_ids=eos_ids, pad_id=pad_id, prompt_bucket=prompt_bucket,
             new_token_bucket=new_token_bucket, cache_dtype=cache_dtype,
