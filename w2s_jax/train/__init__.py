@@ -5,6 +5,9 @@ Quick use::
     data = SFTDataset(rows, tokenizer, max_len=cfg.max_len)
     result = train(model, data, config=cfg, loss_fn=CrossEntropyToTokens(), checkpoint_dir="ckpt")
     merge_lora(model)  # LoRA runs: fold the adapters in before `save_pretrained`
+
+A second `train` call on the same `checkpoint_dir` resumes only the same run (same initial
+weights, data, config and loss); any other raises `CheckpointMismatchError`.
 """
 
 from w2s_jax.train.checkpoint import Checkpointer
@@ -12,6 +15,7 @@ from w2s_jax.train.config import TrainConfig
 from w2s_jax.train.data import SFTDataset
 from w2s_jax.train.lora import LoRAWeight, apply_lora, merge_lora
 from w2s_jax.train.losses import CrossEntropyToTokens, KLToTeacher, LossFn, next_token_mask
+from w2s_jax.train.run_identity import CheckpointMismatchError, weights_fingerprint
 from w2s_jax.train.step import (
     accumulated_loss_and_grads,
     learning_rate_schedule,
@@ -24,6 +28,7 @@ from w2s_jax.train.step import (
 from w2s_jax.train.trainer import TrainResult, evaluate, train
 
 __all__ = [
+    "CheckpointMismatchError",
     "Checkpointer",
     "CrossEntropyToTokens",
     "KLToTeacher",
@@ -44,4 +49,5 @@ __all__ = [
     "optimizer_transform",
     "train",
     "trainable_filter",
+    "weights_fingerprint",
 ]

@@ -14,6 +14,8 @@ position (the number of batches already drawn) exactly.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -115,6 +117,26 @@ class SFTDataset:
 
     def __len__(self) -> int:
         return len(self._rows)
+
+    def fingerprint(self) -> str:
+        """sha256 (hex) of everything that decides the batches: every tokenized row (prompt ids,
+        completion ids, teacher probabilities) and max_len, pad_id, seed, label_ids.
+
+        Two datasets with the same fingerprint yield the same batch at every position; the
+        trainer stores it to refuse resuming a checkpoint on other data.
+        """
+        label_ids = None if self.label_ids is None else self.label_ids.tolist()
+        settings = {"max_len": self.max_len, "pad_id": self.pad_id, "seed": self.seed,
+                    "label_ids": label_ids, "rows": len(self._rows)}
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+        for prompt, completion, teacher in self._rows:
+            # each array is preceded by its rank and shape, so row boundaries are unambiguous
+            arrays = [prompt.astype("<i4"), completion.astype("<i4")]
+            arrays.append(np.zeros((0,), "<f4") if teacher is None else teacher.astype("<f4"))
+            for array in arrays:
+                digest.update(np.asarray([array.ndim, *array.shape], "<i8").tobytes())
+                digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()
 
     def collate(self, indices: Sequence[int]) -> dict[str, np.ndarray]:
         """The left-padded batch of the given rows (see the module docstring for the layout)."""

@@ -3,15 +3,19 @@
 A run is a pure function of (model init, data, config): batch i is fixed by the data seed, the
 step is deterministic, and a checkpoint holds everything else (model, optimizer, data position,
 PRNG key, step). So a run killed after step k and restarted with the same arguments resumes from
-its last checkpoint and ends with the same parameters as an uninterrupted run.
+its last checkpoint and ends with the same parameters as an uninterrupted run. The checkpoint
+directory records which run it belongs to (`run_identity.py`); restarting with another model,
+data, config or loss raises `CheckpointMismatchError` instead of restoring the other run.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -25,6 +29,7 @@ from w2s_jax.train.config import TrainConfig
 from w2s_jax.train.data import SFTDataset
 from w2s_jax.train.lora import LoRAWeight, apply_lora
 from w2s_jax.train.losses import CrossEntropyToTokens, LossFn
+from w2s_jax.train.run_identity import claim_directory, run_identity
 from w2s_jax.train.step import make_eval_step, make_optimizer, make_train_step
 
 Callback = Callable[[int, dict[str, float]], None]
@@ -45,6 +50,13 @@ def _process_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     n, rank = jax.process_count(), jax.process_index()
     rows = next(iter(batch.values())).shape[0] // n
     return {k: v[rank * rows : (rank + 1) * rows] for k, v in batch.items()}
+
+
+def _resume_line(directory: Path, step: int, total_steps: int) -> str:
+    left = max(total_steps - step, 0)
+    if left == 0:
+        return f"resuming {directory} at step {step} of {total_steps}: already complete, 0 steps left"
+    return f"resuming {directory} from step {step} of {total_steps} ({left} step{'s' * (left != 1)} left)"
 
 
 def evaluate(
@@ -76,6 +88,7 @@ def train(
     rules: ShardingRules | None = None,
     callbacks: Sequence[Callback] = (),
     show_progress: bool = True,
+    identity: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Fine-tune `model` in place for `config.total_steps` optimizer steps.
 
@@ -83,14 +96,34 @@ def train(
       model: a `Transformer` (or any module with its call signature), float32 master weights.
         With `config.lora_rank` set, LoRA is added to `config.lora_targets` first (in place).
       loss_fn: the objective (default `CrossEntropyToTokens()`); see `losses.py`.
-      checkpoint_dir: where to checkpoint; if it already holds a checkpoint the run resumes.
+      checkpoint_dir: where to checkpoint. If it already holds checkpoints of the same run (same
+        initial weights, model config, data, config, loss and `identity`) the run resumes from the
+        latest and prints one line to stderr saying from which step (whatever `show_progress`:
+        a resume that trains fewer steps, or none, is never silent). Pass the model as it was
+        before training (e.g. freshly loaded): its initial weights identify the run.
       mesh, rules: shard the model and batches (None: single device).
       callbacks: called as `cb(step, metrics)` after each step (after its checkpoint).
+      show_progress: show a progress bar.
+      identity: JSON-serialisable fields stored with the checkpoints and compared on resume
+        (e.g. the base checkpoint's path), on top of what `train` records itself.
 
     Raises FloatingPointError naming the step when the training loss is NaN/inf; the last good
-    checkpoint is left on disk.
+    checkpoint is left on disk. Raises `CheckpointMismatchError` (a ValueError) naming every
+    field that differs when `checkpoint_dir` holds checkpoints of another run, or checkpoints
+    without a record of their run (written by an older version).
     """
     loss_fn = CrossEntropyToTokens() if loss_fn is None else loss_fn
+    checkpointer = None
+    if checkpoint_dir is not None:
+        # Identify the run by the model as passed in (before LoRA and any restore) and check the
+        # directory before touching the model, so a refused resume leaves it as it was.
+        record = run_identity(model, train_data, config=config, loss_fn=loss_fn, identity=identity)
+        checkpointer = Checkpointer(checkpoint_dir, max_to_keep=config.max_checkpoints)
+        try:
+            claim_directory(checkpointer.directory, record, steps=checkpointer.all_steps())
+        except BaseException:
+            checkpointer.close()
+            raise
     lora_key, run_key = jax.random.split(jax.random.key(config.seed))
     if config.lora_rank is not None and not any(
         isinstance(node, LoRAWeight) for _, node in nnx.iter_graph(model)
@@ -107,11 +140,11 @@ def train(
     shard_model(optimizer, mesh, rules)
 
     step, position, key = 0, 0, run_key
-    checkpointer = None
-    if checkpoint_dir is not None:
-        checkpointer = Checkpointer(checkpoint_dir, max_to_keep=config.max_checkpoints)
-        if checkpointer.latest_step() is not None:
-            step, position, key = checkpointer.restore(model=model, optimizer=optimizer)
+    if checkpointer is not None and checkpointer.latest_step() is not None:
+        step, position, key = checkpointer.restore(model=model, optimizer=optimizer)
+        if jax.process_index() == 0:
+            print(_resume_line(checkpointer.directory, step, config.total_steps), file=sys.stderr,
+                  flush=True)
 
     train_step = make_train_step(loss_fn, config, mesh=mesh, rules=rules)
     eval_step = make_eval_step(loss_fn, config)
