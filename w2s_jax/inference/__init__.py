@@ -3,8 +3,10 @@
     generate(model, tokenizer, prompts, *, max_new_tokens, sampler, key) -> GenerationResult
     score(model, tokenizer, prompts, completions, *, batch_size) -> list[ScoreResult]
     completion_logprobs(model, tokens_BxT, valid_BxT, completion_mask_BxT) -> logprobs_BxT
+    Engine(model, tokenizer, chat=...).generate(prompts, ...) / .score(prompts, completions)
 """
 
+from w2s_jax.inference.engine import Engine, Prompt, as_prompt
 from w2s_jax.inference.generation import GenerationResult, generate
 from w2s_jax.inference.sampling import (
     Greedy,
@@ -20,6 +22,9 @@ from w2s_jax.inference.sampling import (
 from w2s_jax.inference.scoring import ScoreResult, completion_logprobs, score, token_logprobs
 
 __all__ = [
+    "Engine",
+    "Prompt",
+    "as_prompt",
     "GenerationResult",
     "Greedy",
     "Sampler",

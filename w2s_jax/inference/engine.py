@@ -1,0 +1,131 @@
+"""One model, many prompts: the labelling engine the weak-to-strong pipeline calls.
+
+Labelling a training set is one call over a list (the offline ``LLM.generate(prompts)`` pattern):
+the engine renders each :class:`Prompt` (plain text, or the model's chat template with an optional
+system message), sorts the rows by token length so each batch holds prompts of similar length,
+generates or scores them with :func:`~w2s_jax.inference.generate` / :func:`~w2s_jax.inference.score`
+in fixed-size batches whose lengths are padded to coarse buckets (so compiled programs are reused
+from batch to batch), and returns results in the caller's order. Sampling keys follow each row's
+position in the caller's list, so the result does not depend on the sort or the batch size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+
+from w2s_jax.inference.generation import generate
+from w2s_jax.inference.sampling import Greedy, Sampler
+from w2s_jax.inference.scoring import ScoreResult, score
+
+
+@dataclasses.dataclass(frozen=True)
+class Prompt:
+    """A request: the user turn, optionally with a system message.
+
+    Without a chat template (``Engine(chat=False)``) it renders as ``system + "\\n\\n" + user``.
+    """
+
+    user: str
+    system: str | None = None
+
+    def as_text(self) -> str:
+        """The plain-text rendering (no chat template)."""
+        return self.user if not self.system else f"{self.system}\n\n{self.user}"
+
+    def as_messages(self) -> list[dict[str, str]]:
+        """The chat rendering: an optional system message and one user message."""
+        messages = [] if not self.system else [{"role": "system", "content": self.system}]
+        return messages + [{"role": "user", "content": self.user}]
+
+
+def as_prompt(item: Prompt | str) -> Prompt:
+    """A :class:`Prompt` from a prompt or a plain string."""
+    return item if isinstance(item, Prompt) else Prompt(user=str(item))
+
+
+class Engine:
+    """A loaded model and its tokenizer, answering lists of prompts in length-sorted batches.
+
+    Arguments:
+      model: a ``w2s_jax.models.Transformer``.
+      tokenizer: its ``transformers`` tokenizer.
+      chat: render prompts with the tokenizer's chat template (an instruct model).
+      batch_size: rows per compiled batch.
+      length_bucket: prompt lengths are padded up to a multiple of this; coarse buckets let
+        batches of different lengths share one compiled program.
+      name: shown in progress bars and errors.
+    """
+
+    def __init__(self, model, tokenizer, *, chat: bool = False, batch_size: int = 16,
+                 length_bucket: int = 64, name: str = "model"):
+        if batch_size < 1:
+            raise ValueError(f"Engine batch_size must be >= 1, got {batch_size}")
+        if chat and getattr(tokenizer, "chat_template", None) is None:
+            raise ValueError(f"{name}: chat=True but its tokenizer has no chat template")
+        self.model, self.tokenizer, self.chat = model, tokenizer, chat
+        self.batch_size, self.length_bucket, self.name = batch_size, length_bucket, name
+
+    def render(self, prompt: Prompt | str) -> str:
+        """The prompt as the text the model reads (chat template applied when ``chat``)."""
+        prompt = as_prompt(prompt)
+        if not self.chat:
+            return prompt.as_text()
+        return self.tokenizer.apply_chat_template(prompt.as_messages(), add_generation_prompt=True,
+                                                  tokenize=False)
+
+    def encode(self, prompts: Sequence[Prompt | str]) -> list[list[int]]:
+        """Token ids of each rendered prompt (BOS added as the tokenizer does; the chat template
+        brings its own special tokens)."""
+        out = []
+        for index, prompt in enumerate(prompts):
+            ids = list(self.tokenizer(self.render(prompt), add_special_tokens=not self.chat)["input_ids"])
+            if not ids:
+                raise ValueError(f"{self.name}: prompt {index} encodes to no tokens: {prompt!r}")
+            out.append(ids)
+        return out
+
+    def _order(self, lengths: Sequence[int]) -> np.ndarray:
+        return np.argsort(np.asarray(lengths), kind="stable")
+
+    def generate(self, prompts: Sequence[Prompt | str], *, max_new_tokens: int,
+                 sampler: Sampler = Greedy(), key: jax.Array | None = None,
+                 stop_strings: Sequence[str] = ()) -> list[str]:
+        """The generated text of each prompt, in order (see :func:`~w2s_jax.inference.generate`)."""
+        if not prompts:
+            return []
+        ids = self.encode(prompts)
+        order = self._order([len(x) for x in ids])
+        result = generate(self.model, self.tokenizer, [ids[i] for i in order],
+                          max_new_tokens=max_new_tokens, sampler=sampler, key=key,
+                          stop_strings=tuple(stop_strings), batch_size=self.batch_size,
+                          prompt_bucket=self.length_bucket, example_ids=order.tolist())
+        texts: list[str] = [""] * len(prompts)
+        for position, index in enumerate(order):
+            texts[index] = result.texts[position]
+        return texts
+
+    def score(self, prompts: Sequence[Prompt | str], completions: Sequence[str]) -> list[ScoreResult]:
+        """``log p(completion | rendered prompt)`` per pair, completions tokenized on their own
+        (as :class:`~w2s_jax.train.SFTDataset` tokenizes training rows)."""
+        if len(prompts) != len(completions):
+            raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+        if not prompts:
+            return []
+        prompt_ids = self.encode(prompts)
+        completion_ids = [list(self.tokenizer.encode(c, add_special_tokens=False)) for c in completions]
+        for index, ids in enumerate(completion_ids):
+            if not ids:
+                raise ValueError(f"{self.name}: completion {index} encodes to no tokens: "
+                                 f"{completions[index]!r}")
+        order = self._order([len(p) + len(c) for p, c in zip(prompt_ids, completion_ids)])
+        results = score(self.model, None, [prompt_ids[i] for i in order],
+                        [completion_ids[i] for i in order], batch_size=self.batch_size,
+                        length_bucket=self.length_bucket)
+        out: list[ScoreResult | None] = [None] * len(prompts)
+        for position, index in enumerate(order):
+            out[index] = results[position]
+        return out

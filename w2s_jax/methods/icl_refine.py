@@ -1,0 +1,82 @@
+"""``icl-refine``: the strong model relabels each question in context (Algorithm 1).
+
+The training questions are cut into batches of ``batch`` (optionally after a seeded shuffle). For
+each query, the other questions of its batch with their weak answers are the demonstrations, in
+batch order, and the strong model answers the query after them; the query itself is never among
+its demonstrations. Its answer is the query's training label. This is refinement in the sense of
+``docs/theory.md``: the demonstrations sharpen the strong model's posterior over latent concepts
+on the one the weak labels point to, and the answer is read from that posterior.
+
+With ``fixed_demos = n > 0`` every query gets the same n demonstrations instead: the weak answers
+to the first n training questions, which are then not trained on (the paper's math setting).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from w2s_jax.methods.base import Method, label_row, register
+from w2s_jax.methods.demonstrations import QUERY_STOP, batches, clean_answer, in_context_prompt
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ICLRefineOptions:
+    batch: int = 5  # questions per batch; each query sees the other batch - 1 as demonstrations
+    shuffle_seed: int | None = None  # shuffle the questions before batching (None: file order)
+    fixed_demos: int = 0  # > 0: the first n questions' weak answers are every query's demonstrations
+
+    def __post_init__(self):
+        if not isinstance(self.batch, int) or self.batch < 2:
+            raise ValueError(f"methods.icl-refine.batch must be an int >= 2, got {self.batch!r}")
+        if not isinstance(self.fixed_demos, int) or self.fixed_demos < 0:
+            raise ValueError(f"methods.icl-refine.fixed_demos must be an int >= 0, got {self.fixed_demos!r}")
+
+
+def question_text(ctx, position: int) -> str:
+    """The question as the strong model reads it (the task's student prompt text)."""
+    return ctx.task.prompt(ctx.examples[position]).user
+
+
+def refine(ctx, role: str, queries: list[int], demos_of, answers) -> list[str]:
+    """The ``role`` model's in-context answers to ``queries`` (positions); ``demos_of(p)`` lists
+    the demonstration positions of query p and ``answers[p]`` their labels."""
+    prompts = [in_context_prompt([(question_text(ctx, d), answers[d]) for d in demos_of(p)],
+                                 question_text(ctx, p)) for p in queries]
+    generation = ctx.generation
+    if QUERY_STOP not in generation.stop:
+        generation = dataclasses.replace(generation, stop=generation.stop + (QUERY_STOP,))
+    examples = [ctx.examples[p] for p in queries]
+    texts = ctx.task.answer(ctx.engine(role), prompts, examples, generation, key=ctx.key)
+    return [clean_answer(text) for text in texts]
+
+
+@register
+class ICLRefine(Method):
+    """Algorithm 1: the strong model answers each question after its batch's weak pairs."""
+
+    name = "icl-refine"
+    Options = ICLRefineOptions
+    roles = ("strong",)
+
+    def units(self, ctx):
+        n = self.options.fixed_demos
+        if n:
+            if n >= len(ctx.examples):
+                raise ValueError(f"icl-refine: fixed_demos={n} leaves no training question "
+                                 f"(the split has {len(ctx.examples)})")
+            return [(p,) for p in range(n, len(ctx.examples))]
+        return batches(len(ctx.examples), self.options.batch, seed=self.options.shuffle_seed)
+
+    def demos_of(self, unit: tuple[int, ...]):
+        """Demonstration positions for each query of ``unit``."""
+        if self.options.fixed_demos:
+            fixed = tuple(range(self.options.fixed_demos))
+            return lambda p: fixed
+        return lambda p: tuple(d for d in unit if d != p)
+
+    def label(self, ctx, units):
+        demos = {p: self.demos_of(unit)(p) for unit in units for p in unit}
+        queries = list(demos)  # every query of the chunk in one engine call (length-sorted batches)
+        answers = refine(ctx, "strong", queries, demos.__getitem__, ctx.weak)
+        return [label_row(ctx.examples[p], ctx.task.target(ctx.examples[p], a))
+                for p, a in zip(queries, answers)]

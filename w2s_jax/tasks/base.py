@@ -1,0 +1,143 @@
+"""What a task is: its rows, the prompts the models see, how an answer is produced and scored.
+
+A task is one small file: a subclass of :class:`Task` with a ``name``, an ``Options`` frozen
+dataclass (the task's own keys of the experiment file's ``[task]`` table), and four methods::
+
+    example(row, index, source) -> Example       # validate one data row
+    prompt(example) -> Prompt                     # what the strong model / student is asked
+    answer(engine, prompts, examples, gen) -> [str]  # generate (or choose an option)
+    metric(examples, predictions, judge) -> [dict]   # per-item scores, the primary one first
+
+Decorate it with :func:`register`; ``w2s list`` and the experiment loader find it by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from w2s_jax.inference.engine import Engine, Prompt
+
+
+class DataError(ValueError):
+    """A data row that the task cannot use; the message names the file, row and field."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """One validated row.
+
+    Attributes:
+      index: the row's position in its split (0-based), its identity everywhere downstream.
+      question: the text the task asks about.
+      answer: the gold answer text (None when the split has none).
+      fields: the raw row, for tasks that need more than question and answer (e.g. options).
+    """
+
+    index: int
+    question: str
+    answer: str | None
+    fields: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Generation:
+    """How answers are generated (the experiment's ``[generation]`` table)."""
+
+    max_new_tokens: int = 128  # most tokens per answer
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float | None = None  # nucleus mass in (0, 1]
+    top_k: int | None = None  # keep the k most likely tokens
+    stop: tuple[str, ...] = ()  # stop strings ("\n\nQuestion:" keeps base models from rambling on)
+
+    def __post_init__(self):
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise ValueError(f"generation.max_new_tokens must be an int >= 1, got {self.max_new_tokens!r}")
+        if not (isinstance(self.temperature, (int, float)) and 0 <= self.temperature < float("inf")):
+            raise ValueError(f"generation.temperature must be a finite number >= 0, got {self.temperature!r}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"generation.top_p must be in (0, 1], got {self.top_p!r}")
+        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
+            raise ValueError(f"generation.top_k must be an int >= 1, got {self.top_k!r}")
+
+    def sampler(self):
+        """The ``w2s_jax.inference`` sampler for these settings."""
+        from w2s_jax.inference import make_sampler
+
+        return make_sampler(temperature=float(self.temperature), top_k=self.top_k, top_p=self.top_p)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NoOptions:
+    """For tasks without options of their own."""
+
+
+class Task(ABC):
+    """Base class of every task; see the module docstring."""
+
+    name: ClassVar[str]
+    Options: ClassVar[type] = NoOptions
+    higher_is_better: ClassVar[bool] = True
+    needs_judge: ClassVar[bool] = False  # the metric asks a judge model
+
+    def __init__(self, options=None):
+        self.options = self.Options() if options is None else options
+
+    @abstractmethod
+    def example(self, row: Mapping[str, Any], index: int, source: str) -> Example:
+        """Validates one row of ``source`` (a file path or hub name); raises :class:`DataError`."""
+
+    @abstractmethod
+    def prompt(self, example: Example) -> Prompt:
+        """The prompt the strong model and the student answer."""
+
+    def weak_prompt(self, example: Example) -> Prompt:
+        """The prompt the weak supervisor answers (default: the same as :meth:`prompt`)."""
+        return self.prompt(example)
+
+    def answer(self, engine: Engine, prompts: Sequence[Prompt], examples: Sequence[Example],
+               generation: Generation, *, key=None) -> list[str]:
+        """Each prompt's answer text (default: generation)."""
+        return engine.generate(list(prompts), max_new_tokens=generation.max_new_tokens,
+                               sampler=generation.sampler(), key=key, stop_strings=generation.stop)
+
+    def target(self, example: Example, answer: str) -> str:
+        """The training completion for an answer (default: the answer, with a leading space
+        when the prompt ends in ``Answer:`` style text and the answer has none)."""
+        return answer if answer[:1].isspace() or not answer else " " + answer
+
+    @abstractmethod
+    def metric(self, examples: Sequence[Example], predictions: Sequence[str], *,
+               judge=None) -> list[dict[str, float | None]]:
+        """Per-item scores ``{metric_name: value}``; the first key is the primary metric.
+        ``None`` marks an item the metric could not score (e.g. every judgement malformed)."""
+
+    def metric_names(self) -> tuple[str, ...]:
+        """The keys :meth:`metric` returns, primary first."""
+        return ("score",)
+
+
+def field(row: Mapping[str, Any], name: str, index: int, source: str, *, kind=str) -> Any:
+    """``row[name]`` checked to be present, non-empty and of type ``kind``, else a DataError."""
+    if name not in row or row[name] is None:
+        raise DataError(f"{source}: row {index} has no {name!r} field (fields: {sorted(row)})")
+    value = row[name]
+    if not isinstance(value, kind):
+        raise DataError(f"{source}: row {index} field {name!r} must be {kind.__name__}, "
+                        f"got {type(value).__name__}")
+    if isinstance(value, str) and not value.strip():
+        raise DataError(f"{source}: row {index} field {name!r} is empty")
+    return value
+
+
+TASKS: dict[str, type[Task]] = {}
+
+
+def register(cls: type[Task]) -> type[Task]:
+    """Class decorator: make a task available by its ``name``."""
+    if cls.name in TASKS and TASKS[cls.name] is not cls:
+        raise ValueError(f"two tasks named {cls.name!r}: {TASKS[cls.name]} and {cls}")
+    TASKS[cls.name] = cls
+    return cls
