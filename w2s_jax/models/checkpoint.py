@@ -43,7 +43,7 @@ def _open_shards(ckpt_dir: Path) -> dict[str, SafetensorsFile]:
     """Tensor name -> the open file holding it (single file or index.json-sharded)."""
     index_path = ckpt_dir / "model.safetensors.index.json"
     if index_path.is_file():
-        weight_map: dict[str, str] = json.loads(index_path.read_text())["weight_map"]
+        weight_map = _read_weight_map(index_path)
         files: dict[str, SafetensorsFile] = {}
         for shard in sorted(set(weight_map.values())):
             if not (ckpt_dir / shard).is_file():
@@ -66,6 +66,19 @@ def _open_shards(ckpt_dir: Path) -> dict[str, SafetensorsFile]:
     raise FileNotFoundError(f"no model.safetensors or model.safetensors.index.json in {ckpt_dir}")
 
 
+def _read_weight_map(index_path: Path) -> dict[str, str]:
+    """The tensor name -> shard file map of a `model.safetensors.index.json`, checked."""
+    try:
+        index = json.loads(index_path.read_text())
+    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
+        raise ValueError(f"{index_path}: not valid JSON ({error})") from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not all(
+            isinstance(name, str) and isinstance(shard, str) for name, shard in weight_map.items()):
+        raise ValueError(f"{index_path}: no \"weight_map\" object mapping tensor names to shard files")
+    return weight_map
+
+
 def _place(host_array: np.ndarray, dtype, logical_axes, mesh, rules) -> jax.Array:
     """Put one converted host tensor on device(s), sharded per its logical axes when a mesh is given."""
     np_dtype = np.dtype(dtype)
@@ -85,7 +98,9 @@ def load_pretrained(path_or_hub_name: str | Path, *, dtype=jnp.float32, param_dt
     dtype: activation dtype; param_dtype: parameter dtype (default: `dtype`). With `mesh`, each
     parameter is sharded per its `logical_axes` under `rules` (default `ShardingRules.fsdp()`).
     Raises FileNotFoundError (config.json / shard file missing), ValueError (missing, unexpected or
-    wrongly shaped tensor; pickled weights only; unsupported config option).
+    wrongly shaped tensor; pickled weights only; unsupported config option; config.json or index
+    not valid JSON; a safetensors file that is truncated or corrupt, as SafetensorsError), each
+    naming the file.
     """
     ckpt_dir = resolve_checkpoint_dir(path_or_hub_name)
     config = config_from_hf(ckpt_dir / "config.json")

@@ -199,17 +199,50 @@ def _activation(hf: dict[str, Any], model_type: str) -> str:
 def config_from_hf(path_or_dict: str | Path | dict[str, Any]) -> ModelConfig:
     """Parse a Hugging Face `config.json` (a dict, the file, or its directory) into a ModelConfig.
 
-    Raises ValueError naming the field for an unknown `model_type` or an unsupported option
-    (rope type, activation, bidirectional attention, per-layer rope); FileNotFoundError if absent.
+    Raises ValueError naming the field for an unknown `model_type`, an unsupported option (rope
+    type, activation, bidirectional attention, per-layer rope) or a missing or mistyped field, and
+    naming the file too when given one (also when it is not valid JSON); FileNotFoundError if absent.
     """
     if isinstance(path_or_dict, dict):
-        hf = dict(path_or_dict)
-    else:
-        path = Path(path_or_dict)
-        path = path / "config.json" if path.is_dir() else path
-        if not path.is_file():
-            raise FileNotFoundError(f"config.json not found: {path}")
+        return _parse_hf(dict(path_or_dict))
+    path = Path(path_or_dict)
+    path = path / "config.json" if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"config.json not found: {path}")
+    try:
         hf = json.loads(path.read_text())
+    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(hf, dict):
+        raise ValueError(f"{path}: holds a JSON {type(hf).__name__}, not an object of config fields")
+    try:
+        return _parse_hf(hf)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+
+
+def _parse_hf(hf: dict[str, Any]) -> ModelConfig:
+    """The ModelConfig of a config.json dict; ValueError names a missing or unusable field."""
+    try:
+        return _parse_hf_fields(hf)
+    except KeyError as error:
+        raise ValueError(f"required field {error.args[0]!r} is missing") from None
+    except TypeError as error:  # e.g. int(None) or int([..]) for a mistyped field
+        raise ValueError(f"a field has the wrong type ({error})") from None
+
+
+def _required_int(hf: dict[str, Any], name: str) -> int:
+    """`hf[name]` as a positive int (an integral float such as 4096.0 is accepted)."""
+    if name not in hf:
+        raise ValueError(f"required field {name!r} is missing")
+    value = hf[name]
+    if isinstance(value, bool) or not (isinstance(value, int)
+                                       or isinstance(value, float) and value.is_integer()) or value <= 0:
+        raise ValueError(f"{name}={value!r} must be a positive integer")
+    return int(value)
+
+
+def _parse_hf_fields(hf: dict[str, Any]) -> ModelConfig:
     model_type = hf.get("model_type")
     if model_type not in MODEL_TYPES:
         raise ValueError(f"model_type={model_type!r} is not supported; use one of {MODEL_TYPES}")
@@ -217,16 +250,16 @@ def config_from_hf(path_or_dict: str | Path | dict[str, Any]) -> ModelConfig:
         raise ValueError("use_bidirectional_attention=True is not supported")
     if hf.get("pretraining_tp", 1) not in (1, None):
         raise ValueError(f"pretraining_tp={hf['pretraining_tp']!r} is not supported")
-    num_heads = int(hf["num_attention_heads"])
-    hidden = int(hf["hidden_size"])
-    num_layers = int(hf["num_hidden_layers"])
+    num_heads = _required_int(hf, "num_attention_heads")
+    hidden = _required_int(hf, "hidden_size")
+    num_layers = _required_int(hf, "num_hidden_layers")
     head_dim = int(hf.get("head_dim") or _DEFAULT_HEAD_DIM.get(model_type) or hidden // num_heads)
     eos = hf.get("eos_token_id")
     eos_ids = tuple(int(e) for e in eos) if isinstance(eos, list | tuple) else (() if eos is None else (int(eos),))
     fields: dict[str, Any] = dict(
-        model_type=model_type, vocab_size=int(hf["vocab_size"]), hidden_size=hidden, num_layers=num_layers,
+        model_type=model_type, vocab_size=_required_int(hf, "vocab_size"), hidden_size=hidden, num_layers=num_layers,
         num_heads=num_heads, num_kv_heads=int(hf.get("num_key_value_heads") or num_heads), head_dim=head_dim,
-        intermediate_size=int(hf["intermediate_size"]), rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        intermediate_size=_required_int(hf, "intermediate_size"), rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
         max_position_embeddings=int(hf.get("max_position_embeddings", 2048)),
         tie_word_embeddings=bool(hf.get("tie_word_embeddings", model_type in ("gemma", "gemma2"))),
         bos_token_id=hf.get("bos_token_id"), eos_token_ids=eos_ids, pad_token_id=hf.get("pad_token_id"),
