@@ -6,6 +6,10 @@ and exports a Hugging Face checkpoint that ``transformers`` and ``load_pretraine
 About a minute on a laptop CPU for a tiny model; `tests/test_examples.py` runs it on one.
 
     python examples/lm_quickstart.py --model ./Llama-3.2-1B --out runs/quickstart
+
+Fine-tuning checkpoints go to `OUT/ckpt`: rerunning the same command resumes a killed run (and says
+from which step); another model, prompt or `--steps` with the same `--out` is refused with the
+differences named, instead of resuming the other run and exporting its weights.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import jax
@@ -22,10 +27,12 @@ from w2s_jax.host_memory import reuse_freed_host_memory
 from w2s_jax.inference import generate, make_sampler, score
 from w2s_jax.models import load_pretrained, load_tokenizer, save_pretrained
 from w2s_jax.parallel import MeshConfig, ShardingRules, make_mesh
-from w2s_jax.train import CrossEntropyToTokens, SFTDataset, TrainConfig, merge_lora, train
+from w2s_jax.train import (CheckpointMismatchError, CrossEntropyToTokens, SFTDataset, TrainConfig, merge_lora,
+                           train)
 
 
 def main(argv=None) -> dict:
+    """Run the stack; returns the printed summary plus "model", the merged model in memory."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="checkpoint directory or hub name")
     ap.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="run directory")
@@ -54,9 +61,12 @@ def main(argv=None) -> dict:
     summary = {"generated": gen.texts[0], "logp_before": logp.sum_logprob, "logp_after": after.sum_logprob,
                "train_losses": result.train_losses, "export": str(args.out / "merged")}
     print(json.dumps(summary, indent=1))
-    return summary
+    return {**summary, "model": model}
 
 
 if __name__ == "__main__":
     reuse_freed_host_memory()  # CPU runs: no page faults on XLA's per-step scratch (w2s_jax/host_memory.py)
-    main()
+    try:
+        main()
+    except CheckpointMismatchError as err:  # the user's fix is in the message: no traceback
+        sys.exit(f"error: {err}")
