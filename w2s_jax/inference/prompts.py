@@ -15,22 +15,26 @@ def encode_prompts(tokenizer, prompts: Sequence, *, chat: bool = False) -> list[
         generation prompt appended; the template supplies special tokens such as BOS.
     Returns:
       one list of ints per prompt.
+    Raises:
+      ValueError naming the prompt's index when a prompt gives no tokens (an empty string with a
+      tokenizer that adds no BOS token, an empty list), or a string comes without a tokenizer.
     """
     encoded = []
     for index, prompt in enumerate(prompts):
         if isinstance(prompt, str):
             if tokenizer is None:
                 raise ValueError(f"prompt {index} is a string but no tokenizer was given")
-            encoded.append(_encode_text(tokenizer, prompt, chat=chat))
+            encoded.append(_encode_text(tokenizer, prompt, index, chat=chat))
         else:
             ids = [int(t) for t in prompt]
             if not ids:
-                raise ValueError(f"prompt {index} is empty")
+                raise ValueError(f"prompt {index} is an empty token list: the model needs at least "
+                                 "one token to continue from")
             encoded.append(ids)
     return encoded
 
 
-def _encode_text(tokenizer, text: str, *, chat: bool) -> list[int]:
+def _encode_text(tokenizer, text: str, index: int, *, chat: bool) -> list[int]:
     if not chat:
         ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
     else:
@@ -42,7 +46,9 @@ def _encode_text(tokenizer, text: str, *, chat: bool) -> list[int]:
         # The template already contains BOS and friends; do not add them twice.
         ids = list(tokenizer(rendered, add_special_tokens=False)["input_ids"])
     if not ids:
-        raise ValueError(f"prompt {text!r} encodes to no tokens")
+        what = "is empty" if not text else f"{text!r} encodes to no tokens"
+        raise ValueError(f"prompt {index} {what} (the tokenizer adds no start token): the model "
+                         "needs at least one token to continue from")
     return ids
 
 

@@ -15,6 +15,7 @@ jitted decode loop.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Protocol
 
 import jax
@@ -121,9 +122,10 @@ class Temperature:
     filters: tuple = ()  # logit filters applied in order after the temperature, e.g. (TopK(k=50),)
 
     def __post_init__(self):
-        if not self.temperature > 0.0:
+        if not 0.0 < self.temperature < math.inf:
             raise ValueError(
-                f"Temperature.temperature must be > 0, got {self.temperature!r}; use Greedy()"
+                f"Temperature.temperature must be finite and > 0, got {self.temperature!r} "
+                "(for the zero limit, argmax decoding, use Greedy())"
             )
         if not isinstance(self.filters, tuple):
             raise ValueError(f"Temperature.filters must be a tuple, got {type(self.filters)}")
@@ -142,9 +144,13 @@ def make_sampler(
     """Builds a sampler from the usual knobs: ``temperature == 0`` means greedy.
 
     Filters with no effect (``top_k`` None or 0, ``top_p`` None or 1) are left out.
+    Raises ValueError for a temperature that is negative, infinite or NaN, a negative ``top_k``
+    or a ``top_p`` outside (0, 1].
     """
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature!r}")
+    if not 0.0 <= temperature < math.inf:
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+    if top_k is not None and top_k < 0:
+        raise ValueError(f"top_k must be >= 0 (0 or None: no top-k filter), got {top_k!r}")
     filters = []
     if top_k:
         filters.append(TopK(top_k))

@@ -83,6 +83,7 @@ def score(
     Strings are tokenized twice, prompt alone and prompt + completion; the completion tokens are
     those of prompt + completion past the longest common prefix with the prompt's tokens, so a
     token merged across the boundary counts as completion. Token-id lists are concatenated as-is.
+    A pair with no context or nothing to score raises ValueError (see :func:`tokenize_pair`).
 
     Arguments:
       model: a ``w2s_jax.models.Transformer``.
@@ -95,7 +96,7 @@ def score(
     """
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-    pairs = [_tokenize_pair(tokenizer, p, c, i) for i, (p, c) in enumerate(zip(prompts, completions))]
+    pairs = [tokenize_pair(tokenizer, p, c, i) for i, (p, c) in enumerate(zip(prompts, completions))]
     pad_id = _pad_id(model)
     results = []
     for batch in progress(batch_slices(len(pairs), batch_size), desc="score"):
@@ -115,8 +116,24 @@ def score(
     return results
 
 
-def _tokenize_pair(tokenizer, prompt, completion, index) -> tuple[list[int], int]:
-    """Returns (prompt+completion ids, number of leading prompt tokens)."""
+def tokenize_pair(tokenizer, prompt, completion, index: int = 0) -> tuple[list[int], int]:
+    """Token ids of one (prompt, completion) pair, as :func:`score` scores it.
+
+    Strings: the completion's tokens are those of prompt + completion past the longest common
+    prefix with the prompt's own tokens (a token merged across the boundary counts as completion).
+    Token-id lists are concatenated as they are.
+
+    Arguments:
+      tokenizer: a ``transformers`` tokenizer (None is fine for token-id lists).
+      prompt, completion: both strings or both token-id lists.
+      index: the pair's position, named in error messages.
+    Returns:
+      (prompt + completion ids, number of leading ids that are context, not scored).
+    Raises:
+      ValueError naming the pair when there is nothing to score or no context to score it in:
+      the prompt gives no tokens, the completion merges with the prompt's last token so that no
+      prompt token is left, or the completion adds no tokens.
+    """
     if isinstance(prompt, str) != isinstance(completion, str):
         raise ValueError(f"pair {index}: prompt and completion must both be strings or both ids")
     if isinstance(prompt, str):
@@ -131,10 +148,24 @@ def _tokenize_pair(tokenizer, prompt, completion, index) -> tuple[list[int], int
     else:
         prompt_ids, full = [int(t) for t in prompt], [int(t) for t in prompt] + [int(t) for t in completion]
         num_prompt = len(prompt_ids)
-    if num_prompt == 0 and len(full) > 0:
-        raise ValueError(f"pair {index}: the prompt has no tokens, so the first completion token "
-                         "has no context to be scored in")
+    pair = f"pair {index} (prompt {_short(prompt)}, completion {_short(completion)})"
+    if not prompt_ids:
+        raise ValueError(f"{pair}: the prompt gives no tokens, so the first completion token has "
+                         "no context to be scored in; give a non-empty prompt")
+    if num_prompt == 0:
+        # Without a BOS token, a one-token prompt that fuses with the completion leaves nothing.
+        raise ValueError(f"{pair}: the completion merges with the prompt's last token, so no "
+                         "prompt token is left as context to score it in; start the completion at "
+                         f"a token boundary, e.g. with a space: {_short(' ' + completion.lstrip())}")
+    if num_prompt == len(full):
+        raise ValueError(f"{pair}: the completion adds no tokens after the prompt: nothing to score")
     return full, num_prompt
+
+
+def _short(text_or_ids, limit: int = 40) -> str:
+    """``repr`` cut to about ``limit`` characters, for error messages."""
+    shown = repr(text_or_ids)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
 def _pad_id(model) -> int:

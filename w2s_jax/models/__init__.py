@@ -1,10 +1,38 @@
 """Flax NNX decoder-only language models matching Hugging Face transformers (Llama, Mistral, Qwen2,
-Qwen3, Gemma, Gemma 2), with safetensors loading/export and the tokenizer loader."""
+Qwen3, Gemma, Gemma 2), with safetensors loading/export and the tokenizer loader.
 
-from w2s_jax.models.checkpoint import load_pretrained, save_pretrained
-from w2s_jax.models.config import ModelConfig, config_from_hf, config_to_hf
-from w2s_jax.models.tokenizer import load_tokenizer
-from w2s_jax.models.transformer import KVCache, Transformer, init_cache
+Names are imported on first use, so that `w2s_jax.models.tokenizer` or `w2s_jax.models.config`
+can be used without importing JAX and Flax (a command line checks its inputs before paying that).
+"""
 
-__all__ = ["KVCache", "ModelConfig", "Transformer", "config_from_hf", "config_to_hf", "init_cache",
-           "load_pretrained", "load_tokenizer", "save_pretrained"]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+_MODULE_OF = {
+    "KVCache": "transformer", "Transformer": "transformer", "init_cache": "transformer",
+    "ModelConfig": "config", "config_from_hf": "config", "config_to_hf": "config",
+    "load_pretrained": "checkpoint", "save_pretrained": "checkpoint",
+    "load_tokenizer": "tokenizer",
+}
+
+__all__ = sorted(_MODULE_OF)
+
+if TYPE_CHECKING:
+    from w2s_jax.models.checkpoint import load_pretrained, save_pretrained
+    from w2s_jax.models.config import ModelConfig, config_from_hf, config_to_hf
+    from w2s_jax.models.tokenizer import load_tokenizer
+    from w2s_jax.models.transformer import KVCache, Transformer, init_cache
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -19,24 +19,11 @@ from flax import nnx
 
 from w2s_jax.models.config import ModelConfig, config_from_hf, config_to_hf
 from w2s_jax.models.convert import optional_hf_names, tensor_maps
+from w2s_jax.models.hub import resolve_checkpoint_dir
 from w2s_jax.models.safetensors_format import SafetensorsFile, write_safetensors
 from w2s_jax.models.transformer import Transformer
 
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # buffers some old checkpoints saved
-_HUB_PATTERNS = ["*.json", "*.safetensors", "tokenizer*"]
-
-
-def resolve_checkpoint_dir(path_or_hub_name: str | Path) -> Path:
-    """A local directory as is; otherwise download config/safetensors/tokenizer files from the Hub."""
-    path = Path(path_or_hub_name)
-    if path.is_dir():
-        return path
-    name = str(path_or_hub_name)
-    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise FileNotFoundError(f"checkpoint directory not found: {path_or_hub_name}")
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(name, allow_patterns=_HUB_PATTERNS))
 
 
 def _open_shards(ckpt_dir: Path) -> dict[str, SafetensorsFile]:
