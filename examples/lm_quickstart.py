@@ -69,4 +69,4 @@ if __name__ == "__main__":
     try:
         main()
     except CheckpointMismatchError as err:  # the user's fix is in the message: no traceback
-        sys.exit(f"error: {err}")
+        sys.exit(f"error: {err} (here: pass another --out)")
