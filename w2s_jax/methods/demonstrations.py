@@ -44,7 +44,8 @@ def batches(num: int, size: int, *, seed: int | None = None) -> list[tuple[int, 
         random.Random(seed).shuffle(order)
     out = [tuple(order[i : i + size]) for i in range(0, num, size)]
     if len(out) > 1 and len(out[-1]) == 1:
-        out[-2] += out.pop()
+        last = out.pop()  # popped first: `out[-2] += out.pop()` would overwrite the wrong batch
+        out[-1] += last
     return out
 
 
