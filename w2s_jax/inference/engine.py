@@ -93,16 +93,25 @@ class Engine:
 
     def generate(self, prompts: Sequence[Prompt | str], *, max_new_tokens: int,
                  sampler: Sampler = Greedy(), key: jax.Array | None = None,
-                 stop_strings: Sequence[str] = ()) -> list[str]:
-        """The generated text of each prompt, in order (see :func:`~w2s_jax.inference.generate`)."""
+                 stop_strings: Sequence[str] = (), example_ids: Sequence[int] | None = None) -> list[str]:
+        """The generated text of each prompt, in order (see :func:`~w2s_jax.inference.generate`).
+
+        ``example_ids`` (int32 values) name each prompt's sampling key, ``fold_in(key, id)``;
+        by default a prompt's position in ``prompts``. A caller that labels a list in pieces
+        passes ids that do not depend on the piece (e.g. a hash of the request)."""
         if not prompts:
             return []
+        if example_ids is None:
+            example_ids = range(len(prompts))
+        if len(example_ids) != len(prompts):
+            raise ValueError(f"{len(example_ids)} example_ids for {len(prompts)} prompts")
         ids = self.encode(prompts)
         order = self._order([len(x) for x in ids])
         result = generate(self.model, self.tokenizer, [ids[i] for i in order],
                           max_new_tokens=max_new_tokens, sampler=sampler, key=key,
                           stop_strings=tuple(stop_strings), batch_size=self.batch_size,
-                          prompt_bucket=self.length_bucket, example_ids=order.tolist())
+                          prompt_bucket=self.length_bucket,
+                          example_ids=[int(example_ids[i]) for i in order])
         texts: list[str] = [""] * len(prompts)
         for position, index in enumerate(order):
             texts[index] = result.texts[position]
