@@ -1,0 +1,158 @@
+"""From an experiment to its stages: validation up front, then the stage graph in run order.
+
+Per weak supervisor ``s``: ``weak-labels/s``, the supervisor's own test predictions and scores
+(``predict/weak/s``, ``score/weak/s``), and for every method that reads weak labels
+``labels/m/s -> finetune/m/s -> predict/student/m/s -> score/student/m/s``. Methods without a
+weak supervisor (``gold``) run once; ``zero-shot`` is ``predict/zero-shot -> score/zero-shot``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+from w2s_jax.pipeline.config import ExperimentConfig, ExperimentError
+from w2s_jax.pipeline.run import Supervisor, supervisors
+from w2s_jax.pipeline.stage import Stage
+from w2s_jax.pipeline.stages_labels import Labels, WeakLabels
+from w2s_jax.pipeline.stages_student import (
+    Finetune,
+    Predict,
+    Score,
+    StudentSubject,
+    WeakSubject,
+    ZeroShotSubject,
+)
+from w2s_jax.tasks.base import DataError, Example
+
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Subject:
+    """A row of the report: who was scored, and how it relates to the weak supervisors."""
+
+    name: str  # "weak/w0-x", "zero-shot", "student/naive/w0-x", "student/gold"
+    role: str  # "weak", "zero-shot", "method" or "ceiling"
+    method: str | None  # the method's name for students
+    supervisor: str | None  # the weak supervisor's name, when there is one
+    score_stage: Score
+
+
+def check_model(config: ExperimentConfig, name: str, what: str) -> None:
+    """A model must be a checkpoint directory with config.json, or a hub name."""
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ExperimentError(f"{config.source}: {what} {name!r}: no config.json in this directory")
+    elif name.startswith((".", "/", "~")) or not _HUB_NAME.match(name):
+        raise ExperimentError(f"{config.source}: {what} {name!r}: no such directory (and not a hub name)")
+
+
+def load_split(config: ExperimentConfig, which: str) -> list[Example]:
+    """The validated examples of the train or test split (errors name file, row and field)."""
+    from w2s_jax.tasks.data import load_rows
+
+    data = config.data
+    source = data.train if which == "train" else data.test
+    split = data.train_split if which == "train" else data.test_split
+    limit = (data.n_train if which == "train" else data.n_test) or None
+    try:
+        rows = load_rows(source, split=split, hub_config=data.hub_config, limit=limit)
+    except (OSError, ValueError) as error:
+        raise ExperimentError(f"{config.source}: data.{which}: {error}") from None
+    if not rows:
+        raise ExperimentError(f"{config.source}: data.{which} {source!r} has no rows")
+    try:
+        return [config.task.example(row, index, source) for index, row in enumerate(rows)]
+    except DataError as error:
+        raise ExperimentError(str(error)) from None
+
+
+def validate(config: ExperimentConfig) -> tuple[list[Example], list[Example]]:
+    """Everything checkable before expensive work; returns the (train, test) examples."""
+    models = config.models
+    check_model(config, models.strong, "models.strong")
+    for i, name in enumerate(models.weak):
+        check_model(config, name, f"models.weak[{i}]")
+    for i, name in enumerate(models.intermediate):
+        check_model(config, name, f"models.intermediate[{i}]")
+    for i, name in enumerate(models.weak_label_files):
+        if not Path(name).is_file():
+            raise ExperimentError(f"{config.source}: models.weak_label_files[{i}] {name!r}: file not found")
+    if config.task.needs_judge:
+        if not models.judge:
+            raise ExperimentError(f"{config.source}: task {config.task.name!r} is scored by a judge: "
+                                  "set models.judge")
+        check_model(config, models.judge, "models.judge")
+    for method in config.methods:
+        if "intermediate" in method.roles and not models.intermediate:
+            raise ExperimentError(f"{config.source}: method {method.name!r} needs models.intermediate "
+                                  "(the chain of models between weak and strong)")
+    train, test = load_split(config, "train"), load_split(config, "test")
+    if any(m.needs_gold for m in config.methods):
+        missing = [e.index for e in train if e.answer is None]
+        if missing:
+            raise ExperimentError(f"{config.source}: method 'gold' needs gold answers; training rows "
+                                  f"{missing[:5]} of {config.data.train} have none")
+    seen = {e.question.strip(): e.index for e in train}
+    overlap = [(e.index, seen[e.question.strip()]) for e in test if e.question.strip() in seen]
+    if overlap:
+        t, r = overlap[0]
+        raise ExperimentError(f"{config.source}: the test split overlaps training: test row {t} of "
+                              f"{config.data.test} is training row {r} of {config.data.train} "
+                              f"({len(overlap)} overlapping row(s) in all)")
+    return train, test
+
+
+def build_plan(config: ExperimentConfig) -> tuple[list[Stage], list[Subject]]:
+    """The stages in run order, and the report's subjects."""
+    stages: list[Stage] = []
+    subjects: list[Subject] = []
+
+    def scored(subject, role, method=None, supervisor=None):
+        predict = Predict(subject)
+        score = Score(predict)
+        stages.extend([predict, score])
+        subjects.append(Subject(subject.name, role, method, supervisor, score))
+
+    sups: list[Supervisor] = supervisors(config)
+    weak_stages = {s.name: WeakLabels(s) for s in sups}
+    for s in sups:
+        stages.append(weak_stages[s.name])
+        scored(WeakSubject(s), "weak", supervisor=s.name)
+    labels: dict[tuple[str, str | None], Labels] = {}
+    for method in _dependency_order(config.methods):
+        if not method.trains:
+            scored(ZeroShotSubject(), "zero-shot", method=method.name)
+            continue
+        for s in (sups if method.uses_weak else [None]):
+            sup = s.name if s else None
+            upstream = {need: labels[(need, sup)] for need in method.needs}
+            stage = Labels(method, s, weak_stages[sup] if s else None, upstream)
+            labels[(method.name, sup)] = stage
+            finetune = Finetune(stage)
+            stages.extend([stage, finetune])
+            role = "ceiling" if method.needs_gold else "method"
+            scored(StudentSubject(finetune), role, method=method.name, supervisor=sup)
+    return stages, subjects
+
+
+def _dependency_order(methods) -> list:
+    """Methods with every method they need placed before them (else in the file's order)."""
+    by_name, ordered, seen = {m.name: m for m in methods}, [], set()
+
+    def visit(method, path=()):
+        if method.name in seen:
+            return
+        if method.name in path:
+            raise ExperimentError(f"methods need each other in a cycle: {' -> '.join(path + (method.name,))}")
+        for need in method.needs:
+            visit(by_name[need], path + (method.name,))
+        seen.add(method.name)
+        ordered.append(method)
+
+    for method in methods:
+        visit(method)
+    return ordered
