@@ -6,10 +6,14 @@ arrays. Equation numbers refer to ``docs/theory.md``.
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from theory.model import Problem
+from theory.validation import concrete
 from w2s_jax.core import excess_risk
 
 __all__ = [
@@ -20,6 +24,7 @@ __all__ = [
     "segment_bound",
     "orthogonal_bound",
     "refine_population",
+    "refine_risk_bound",
     "residual_cov_2x2",
     "rho",
     "chernoff_terms",
@@ -28,10 +33,40 @@ __all__ = [
     "identifiable",
     "ols_excess_risk",
     "S_GRID",
+    "IsotropyWarning",
 ]
 
-# Grid of Chernoff parameters s in (0, 1); any s gives a valid bound, the grid only tightens it.
-S_GRID = jnp.linspace(0.0005, 0.9995, 2000)
+# Grid of Chernoff parameters s in (0, 1] (step 1/2000, so s = 1 and s = 0.1 are on it); any s
+# gives a valid bound, the grid only tightens it. numpy, so that importing this module starts no
+# JAX backend; it takes the caller's precision when it meets a JAX array.
+S_GRID = np.arange(1, 2001) / 2000.0
+
+
+class IsotropyWarning(UserWarning):
+    """A guarantee that needs ``Sigma = I`` was computed for a problem with ``Sigma != I``.
+
+    The value is still well defined (e.g. the minimum risk over the segment), but it is no longer
+    the bound its docstring states, so a run with ``feature_scales`` gets its numbers and a warning
+    instead of an error.
+    """
+
+
+def _warn_unless_isotropic(p: Problem, what: str) -> None:
+    """Warn when ``p.Sigma_DxD`` is known and not the identity (traced values cannot be inspected)."""
+    Sigma = concrete(p.Sigma_DxD)
+    if Sigma is not None and not np.array_equal(Sigma, np.broadcast_to(np.eye(Sigma.shape[-1]), Sigma.shape)):
+        scales = np.sqrt(np.diagonal(Sigma, axis1=-2, axis2=-1))
+        warnings.warn(f"{what} holds for Sigma = I only (docs/theory.md), but feature scales are "
+                      f"{np.round(scales, 4).tolist()}: the value is not a guaranteed bound here",
+                      IsotropyWarning, stacklevel=3)
+
+
+def _check_nonnegative(name: str, values) -> None:
+    """ValueError naming ``name`` unless every known value is finite and >= 0."""
+    v = concrete(values)
+    if v is not None and not np.all(np.isfinite(v) & (v >= 0)):
+        got = f"{name}={v.tolist()}" if v.ndim == 0 else f"{v[~(np.isfinite(v) & (v >= 0))].tolist()} in {name}"
+        raise ValueError(f"{name} must be finite and >= 0, got {got}")
 
 
 def eps_P2(p: Problem) -> jax.Array:
@@ -51,9 +86,20 @@ def ridge_population(p: Problem, lam_L: jax.Array, beta_label: jax.Array | None 
     + lam beta_P)``, with labels whose regression function is ``beta_label`` (default: weak). For
     ``Sigma = I`` its risk is ``||(beta_label - beta_star) + lam (beta_P - beta_star)||^2 / (1 + lam)^2``.
 
+    Arguments:
+      p: the problem.
+      lam_L: ridge strengths, each finite and >= 0 (a negative one can make ``Sigma + lam I``
+        singular or indefinite: no minimiser). Checked when known; under tracing an invalid
+        strength gives NaN.
+      beta_label: the labels' regression function (default ``p.beta_weak``).
+
     Returns:
       ``(b_LxD, risk_L)``.
+
+    Raises:
+      ValueError: naming the strengths that are negative, NaN or infinite.
     """
+    _check_nonnegative("lam_L", lam_L)
     beta_label = p.beta_weak if beta_label is None else beta_label
     D = p.beta_P.shape[-1]
     eye = jnp.eye(D, dtype=p.beta_P.dtype)
@@ -61,7 +107,9 @@ def ridge_population(p: Problem, lam_L: jax.Array, beta_label: jax.Array | None 
     def one(lam):
         return jnp.linalg.solve(p.Sigma_DxD + lam * eye, p.Sigma_DxD @ beta_label + lam * p.beta_P)
 
-    b_LxD = jax.vmap(one)(jnp.asarray(lam_L, p.beta_P.dtype))
+    lam_L = jnp.asarray(lam_L, p.beta_P.dtype)
+    valid_L = jnp.isfinite(lam_L) & (lam_L >= 0)
+    b_LxD = jnp.where(valid_L[:, None], jax.vmap(one)(jnp.where(valid_L, lam_L, 0.0)), jnp.nan)
     return b_LxD, excess_risk(b_LxD, p.beta_star, p.Sigma_DxD)
 
 
@@ -71,9 +119,31 @@ def gd_population(p: Problem, t_T: jax.Array, lr: float, beta_label: jax.Array |
     ``b_t = beta_label + (I - lr Sigma)^t (beta_P - beta_label)``: for ``Sigma = I`` the path runs
     along the segment from ``beta_P`` (t = 0) to ``beta_label`` (t -> inf).
 
+    Arguments:
+      p: the problem.
+      t_T: step counts, each finite and >= 0.
+      lr: step size, ``0 < lr <= 2 / lambda_max(Sigma)``: beyond that limit ``|1 - lr lambda| > 1``
+        along the top eigenvector and the iterates diverge geometrically (lr = 3 with Sigma = I
+        reaches risks of 1e60 in 100 steps), which is no fine-tuning anyone runs.
+      beta_label: the labels' regression function (default ``p.beta_weak``).
+
     Returns:
       ``(b_TxD, risk_T)``.
+
+    Raises:
+      ValueError: for a bad step count, or a step size outside ``(0, 2 / lambda_max(Sigma)]``
+        (checked when ``lr`` and ``Sigma`` are known, i.e. not traced).
     """
+    _check_nonnegative("t_T", t_T)
+    Sigma, step = concrete(p.Sigma_DxD), concrete(lr)
+    if step is not None:
+        if step.ndim or not np.isfinite(step) or step <= 0:
+            raise ValueError(f"lr must be a finite number > 0, got lr={step.tolist()}")
+        if Sigma is not None and Sigma.ndim == 2:
+            lam_max = float(np.linalg.eigvalsh(Sigma)[-1])
+            if step * lam_max > 2:
+                raise ValueError(f"lr={float(step)} exceeds the stability limit 2 / lambda_max(Sigma) = "
+                                 f"{2 / lam_max:.6g} (lambda_max(Sigma) = {lam_max:.6g}): gradient descent diverges")
     beta_label = p.beta_weak if beta_label is None else beta_label
     s_D = jnp.diag(p.Sigma_DxD)  # the model's Sigma is diagonal
     t_T = jnp.asarray(t_T, p.beta_P.dtype)
@@ -86,9 +156,15 @@ def segment_bound(p: Problem) -> jax.Array:
     """The fine-tuning lower bound: ``min_{s in [0,1]} R((1 - s) beta_P + s beta_weak)`` (eq. T.13).
 
     Every population ridge or gradient-descent estimator (Sigma = I) lies on this segment, and so
-    does the mean of the finite-n estimators (rotation invariance of the Gaussian design), so their
-    expected risk is at least this. Positive whenever beta_star is not on the segment.
+    does the mean of the finite-n ridge estimators (rotation invariance of the Gaussian design), so
+    their expected risk is at least this. Positive whenever beta_star is not on the segment.
+
+    With ``Sigma != I`` the paths leave the segment (``docs/theory.md``, remark after Proposition
+    2.2) and can go below this value, so the function then warns (:class:`IsotropyWarning`) and
+    still returns the segment minimum: the experiments print it as a reference value, and an
+    error would stop a run with ``feature_scales`` whose other claims hold for any Sigma.
     """
+    _warn_unless_isotropic(p, "segment_bound as a lower bound on fine-tuning")
     a = p.beta_P - p.beta_star
     c = p.beta_weak - p.beta_star
     diff = c - a
@@ -113,6 +189,19 @@ def refine_population(p: Problem, E_pi_K: jax.Array, lam: float = 0.0) -> jax.Ar
     beta_ref = E_pi_K @ p.B_KxD
     _, risk = ridge_population(p, jnp.asarray([lam]), beta_label=beta_ref)
     return risk[0]
+
+
+def refine_risk_bound(p: Problem, err: jax.Array) -> jax.Array:
+    """``2 err^2``, with ``err = 1 - E[pi_star]``: the bound of eq. T.15 on :func:`refine_population`.
+
+    ``R_ref = ||E w - e_{k*}||^2 <= (1 - E w_*)^2 + (sum_{k != k*} E w_k)^2`` needs orthonormal
+    concepts in the Sigma geometry, i.e. ``Sigma = I`` here. With other feature scales the risk
+    weights each concept's error by its scale and can exceed this (2.1x for ``d = 6, K = 5``,
+    biased ``delta = 1``, scales ``(2, 1, 1, 1, 1, 0.5)``, at every ``n_icl <= 8``); the function then warns
+    (:class:`IsotropyWarning`) rather than refuses, for the same reason as :func:`segment_bound`.
+    """
+    _warn_unless_isotropic(p, "risk <= 2 (1 - E pi*)^2 (eq. T.15)")
+    return 2 * jnp.square(err)
 
 
 def residual_cov_2x2(p: Problem) -> jax.Array:
@@ -154,13 +243,27 @@ def rho(p: Problem, s_S: jax.Array = S_GRID) -> jax.Array:
 def chernoff_terms(p: Problem, n_icl: jax.Array, s_S: jax.Array = S_GRID) -> jax.Array:
     """``inf_s (alpha_k / alpha_star)^s exp(-n_icl rho_k(s))`` for each k (0 at k = k_star).
 
-    ``E[pi_k] <= E[min(1, pi_k / pi_star)] <= E[(pi_k / pi_star)^s]`` for s in (0, 1), and the
+    ``E[pi_k] <= E[min(1, pi_k / pi_star)] <= E[(pi_k / pi_star)^s]`` for s in (0, 1], and the
     demonstrations are independent, which gives eq. T.18.
+
+    Arguments:
+      p: the problem.
+      n_icl: number of demonstrations, finite and >= 0 (checked when known; NaN when traced and
+        negative). At ``n_icl = 0`` the product over demonstrations is empty, so each term is the
+        prior ratio ``min(1, alpha_k / alpha_star)`` even where the moment ``rho_k(s)`` is infinite.
+      s_S: the grid of Chernoff parameters in (0, 1].
+
+    Raises:
+      ValueError: when ``n_icl`` is negative, NaN or infinite.
     """
+    _check_nonnegative("n_icl", n_icl)
     rho_KxS = rho(p, s_S)
     log_ratio_K = jnp.log(p.alpha_K) - jnp.log(p.alpha_K[p.k_star])
-    log_terms_KxS = s_S[None, :] * log_ratio_K[:, None] - n_icl * rho_KxS
+    # n_icl * rho with 0 * (-inf) = 0: no demonstration, no likelihood-ratio moment (else NaN).
+    n_rho_KxS = jnp.where(n_icl == 0, 0.0, n_icl * rho_KxS)
+    log_terms_KxS = s_S[None, :] * log_ratio_K[:, None] - n_rho_KxS
     terms_K = jnp.exp(jnp.min(log_terms_KxS, axis=-1))
+    terms_K = jnp.where((n_icl >= 0) & jnp.isfinite(n_icl), terms_K, jnp.nan)
     return terms_K.at[p.k_star].set(0.0)
 
 
@@ -170,7 +273,7 @@ def chernoff_bound(p: Problem, n_icl: jax.Array, s_S: jax.Array = S_GRID) -> jax
 
 
 def decay_exponent(p: Problem, s_S: jax.Array = S_GRID) -> jax.Array:
-    """``rho* = min_{k != k*} sup_{s in (0,1)} rho_k(s)``: the rate of :func:`chernoff_bound` in n_icl.
+    """``rho* = min_{k != k*} sup_{s in (0,1]} rho_k(s)``: the rate of :func:`chernoff_bound` in n_icl.
 
     By Cramér's theorem the rate is tight: ``log(1 - E pi_star) = -rho* n_icl + O(log n_icl)``.
     """

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from theory.validation import concrete
 
 __all__ = [
     "ridge_path",
@@ -67,7 +70,9 @@ def ridge_from_spectrum(a_D, V_DxD, c_D, beta_P, lam_L) -> jax.Array:
     den_LxD = a_D[None, :] + lam_Lx1
     # Where a = 0 and lam = 0 the problem is flat along that direction: keep beta_P's coordinate.
     w_LxD = jnp.where(den_LxD > 0, num_LxD / jnp.where(den_LxD > 0, den_LxD, 1.0), w0_D[None, :])
-    return w_LxD @ V_DxD.T
+    # A NaN or negative strength would fall into the branch above and pass for beta_P: make it NaN.
+    valid_Lx1 = jnp.isfinite(lam_Lx1) & (lam_Lx1 >= 0)
+    return jnp.where(valid_Lx1, w_LxD @ V_DxD.T, jnp.nan)
 
 
 def gd_from_spectrum(a_D, V_DxD, c_D, beta_P, t_T, lr) -> jax.Array:
@@ -86,7 +91,13 @@ def ridge_path(
 
     ``lam = 0`` is least squares (the minimum-norm-deviation solution from ``beta_P`` when n < d).
     ``w_N`` (0/1) selects the rows in the sample, so several sample sizes share one compiled shape.
+
+    Raises:
+      ValueError: when a known ``lam`` is negative, NaN or infinite (traced ones give NaN rows).
     """
+    lam = concrete(lam_L)
+    if lam is not None and not np.all(np.isfinite(lam) & (lam >= 0)):
+        raise ValueError(f"lam_L must be finite and >= 0, got lam_L={np.atleast_1d(lam).tolist()}")
     a_D, V_DxD = spectrum(X_NxD, w_N)
     return ridge_from_spectrum(a_D, V_DxD, rotated_target(X_NxD, y_N, V_DxD, w_N), beta_P, lam_L)
 
@@ -97,6 +108,16 @@ def gd_path(
     """Gradient-descent iterates from ``beta_P`` after each step count in ``t_T`` (eq. T.12). Returns ``b_TxD``.
 
     ``w_N`` (0/1) selects the rows in the sample, as in :func:`ridge_path`.
+
+    Raises:
+      ValueError: when ``lr`` and ``X`` are known and ``lr`` is not in ``(0, 2 / lambda_max(A)]``,
+        ``A = X^T W X / n``: beyond it the iterates diverge geometrically along A's top eigenvector.
     """
     a_D, V_DxD = spectrum(X_NxD, w_N)
+    step, a_max = concrete(lr), concrete(jnp.max(a_D))
+    if step is not None and (step.ndim or not np.isfinite(step) or step <= 0):
+        raise ValueError(f"lr must be a finite number > 0, got lr={step.tolist()}")
+    if step is not None and a_max is not None and step * a_max > 2:
+        raise ValueError(f"lr={float(step)} exceeds the stability limit 2 / lambda_max(A) = {2 / float(a_max):.6g} "
+                         f"(lambda_max(A) = {float(a_max):.6g}, A = X^T X / n): gradient descent diverges")
     return gd_from_spectrum(a_D, V_DxD, rotated_target(X_NxD, y_N, V_DxD, w_N), beta_P, t_T, lr)

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Protocol
 
 import jax
 import jax.numpy as jnp
+
+from theory.validation import integer, real
 
 __all__ = ["ConceptModel", "Supervisor", "Biased", "Noisy", "Misaligned", "Problem", "make_problem", "stack_problems"]
 
@@ -40,22 +41,25 @@ class ConceptModel:
     feature_scales: tuple[float, ...] | None = None  # Sigma = diag(scales^2); None = identity
 
     def __post_init__(self):
-        if self.d < 1:
-            raise ValueError(f"d must be >= 1, got d={self.d}")
-        if not 1 <= self.K <= self.d:
-            raise ValueError(f"need 1 <= K <= d, got K={self.K}, d={self.d}")
-        if not 0 <= self.k_star < self.K:
-            raise ValueError(f"k_star must be in [0, K={self.K}), got k_star={self.k_star}")
-        if not (self.sigma > 0 and math.isfinite(self.sigma)):
+        d, K, k_star = integer("d", self.d), integer("K", self.K), integer("k_star", self.k_star)
+        if d < 1:
+            raise ValueError(f"d must be >= 1, got d={d}")
+        if not 1 <= K <= d:
+            raise ValueError(f"need 1 <= K <= d, got K={K}, d={d}")
+        if not 0 <= k_star < K:
+            raise ValueError(f"k_star must be in [0, K={K}), got k_star={k_star}")
+        if not real("sigma", self.sigma) > 0:
             raise ValueError(f"sigma must be > 0, got sigma={self.sigma}")
         if self.alpha is not None:
-            if len(self.alpha) != self.K:
-                raise ValueError(f"alpha has {len(self.alpha)} entries but K={self.K}")
-            if min(self.alpha) <= 0 or abs(sum(self.alpha) - 1.0) > 1e-9:
+            alpha = _reals("alpha", self.alpha)
+            if len(alpha) != K:
+                raise ValueError(f"alpha has {len(alpha)} entries but K={K}")
+            if min(alpha) <= 0 or abs(sum(alpha) - 1.0) > 1e-9:
                 raise ValueError(f"alpha must be on the open simplex (positive, summing to 1), got alpha={self.alpha}")
         if self.feature_scales is not None:
-            if len(self.feature_scales) != self.d or min(self.feature_scales) <= 0:
-                raise ValueError(f"feature_scales must be d={self.d} positive numbers, got {self.feature_scales}")
+            scales = _reals("feature_scales", self.feature_scales)
+            if len(scales) != d or min(scales) <= 0:
+                raise ValueError(f"feature_scales must be d={d} positive numbers, got feature_scales={self.feature_scales}")
 
     @classmethod
     def tiny(cls) -> "ConceptModel":
@@ -69,6 +73,13 @@ class ConceptModel:
     @property
     def alpha_K(self) -> tuple[float, ...]:
         return self.alpha if self.alpha is not None else (1.0 / self.K,) * self.K
+
+
+def _reals(name: str, values) -> tuple[float, ...]:
+    """A sequence of finite reals; NaN would slip past every ``<``/``>`` test, so it is refused here."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+        raise TypeError(f"{name} must be a sequence of numbers, got {name}={values!r}")
+    return tuple(real(f"{name}[{i}]", v) for i, v in enumerate(values))
 
 
 class Supervisor(Protocol):
@@ -94,7 +105,7 @@ class Biased:
     name = "biased"
 
     def __post_init__(self):
-        if not self.delta >= 0:
+        if not real("delta", self.delta) >= 0:
             raise ValueError(f"delta must be >= 0, got delta={self.delta}")
 
     def weak(self, model, B_KxD):
@@ -111,7 +122,7 @@ class Noisy:
     name = "noisy"
 
     def __post_init__(self):
-        if not self.eta >= 0:
+        if not real("eta", self.eta) >= 0:
             raise ValueError(f"eta must be >= 0, got eta={self.eta}")
 
     def weak(self, model, B_KxD):
@@ -129,10 +140,11 @@ class Misaligned:
     name = "misaligned"
 
     def __post_init__(self):
-        if not 0.0 <= self.gamma <= 1.0:
+        if not 0.0 <= real("gamma", self.gamma) <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got gamma={self.gamma}")
-        if not self.delta >= 0:
+        if not real("delta", self.delta) >= 0:
             raise ValueError(f"delta must be >= 0, got delta={self.delta}")
+        integer("j", self.j)
 
     def weak(self, model, B_KxD):
         if not 0 <= self.j < model.K or self.j == model.k_star:

@@ -25,11 +25,12 @@ from tqdm.auto import tqdm
 
 from theory.estimators import gd_from_spectrum, ridge_from_spectrum, rotated_target, sample_features, spectrum
 from theory.model import Problem
+from theory.validation import integer, real
 from w2s_jax.core import READOUTS, GoldLabels, RefinedLabels, WeakLabels, excess_risk
 
 __all__ = ["FitSettings", "simulate_fits", "simulate_posterior", "label_sources", "in_chunks", "TRIAL_CHUNK"]
 
-DEFAULT_LAMS = tuple(float(x) for x in jnp.logspace(-3, 3, 25))
+DEFAULT_LAMS = tuple(float(x) for x in np.logspace(-3, 3, 25))  # numpy: importing starts no JAX backend
 DEFAULT_STEPS = (0, 1, 2, 3, 5, 8, 13, 20, 30, 50, 80, 130, 200, 320, 500, 1000, 3000, 10000)
 
 
@@ -46,18 +47,22 @@ class FitSettings:
     readout: str = "mean"  # posterior readout: mean | map | sample
 
     def __post_init__(self):
-        if not self.ns or min(self.ns) < 1:
+        if not self.ns or min(integer(f"ns[{i}]", n) for i, n in enumerate(self.ns)) < 1:
             raise ValueError(f"ns must be non-empty sizes >= 1, got ns={self.ns}")
-        if self.trials < 1:
+        if integer("trials", self.trials) < 1:
             raise ValueError(f"trials must be >= 1, got trials={self.trials}")
-        if self.n_icl < 0:
+        if integer("n_icl", self.n_icl) < 0:
             raise ValueError(f"n_icl must be >= 0, got n_icl={self.n_icl}")
-        if not self.lams or min(self.lams) < 0:
+        # real() refuses NaN and inf, which every comparison below would let through.
+        if not self.lams or min(real(f"lams[{i}]", x) for i, x in enumerate(self.lams)) < 0:
             raise ValueError(f"lams must be a non-empty tuple of values >= 0, got lams={self.lams}")
-        if not self.steps or min(self.steps) < 0:
+        if not self.steps or min(integer(f"steps[{i}]", t) for i, t in enumerate(self.steps)) < 0:
             raise ValueError(f"steps must be a non-empty tuple of values >= 0, got steps={self.steps}")
-        if not 0 < self.lr < 1:
-            raise ValueError(f"lr must be in (0, 1) so that GD is stable, got lr={self.lr}")
+        # lr < 1 keeps population GD (Sigma = I) monotone, on the segment of docs/theory.md. A
+        # sample's A = X^T X / n has a larger top eigenvalue, about (1 + sqrt(d/n))^2, so with
+        # n << d even lr < 1 can exceed 2 / lambda_max(A); the risks then grow with t, as they should.
+        if not 0 < real("lr", self.lr) < 1:
+            raise ValueError(f"lr must be in (0, 1), got lr={self.lr}")
         if self.readout not in READOUTS:
             raise ValueError(f"unknown readout {self.readout!r}; choose one of {sorted(READOUTS)}")
 
@@ -136,6 +141,12 @@ def in_chunks(run_chunk, trials: int, *, chunk: int = TRIAL_CHUNK, axis: int = 0
 def simulate_posterior(problem: Problem, n_max: int, draws: int, *, key: jax.Array) -> dict:
     """Monte Carlo of the refinement posterior for ``n_icl = 0..n_max`` (nested demonstration sets).
 
+    Arguments:
+      problem: the problem.
+      n_max: the largest number of demonstrations, an integer >= 0 (static).
+      draws: posterior draws per ``n_icl``, an integer >= 2 (static; two for a standard error).
+      key: PRNG key.
+
     Returns:
       ``E_pi_JxK`` (mean posterior; also the mean weight of the sample readout), ``E_map_JxK``
       (mean weight of the MAP readout), ``err_J`` = ``1 - E[pi_star]`` and ``err_se_J`` its standard
@@ -143,6 +154,11 @@ def simulate_posterior(problem: Problem, n_max: int, draws: int, *, key: jax.Arr
       with ``J = n_max + 1``. ``1 - pi_star`` is summed from the other concepts' posteriors, never
       subtracted, so values down to ~1e-300 are exact.
     """
+    # Static arguments: checked at trace time, so a bad value never reaches a compiled program.
+    if integer("n_max", n_max) < 0:
+        raise ValueError(f"n_max must be >= 0, got n_max={n_max}")
+    if integer("draws", draws) < 2:
+        raise ValueError(f"draws must be >= 2 (a mean and its standard error), got draws={draws}")
     src = label_sources(problem, n_max)["refined"]
     log_pi_MxJxK = src.log_posterior_path(draws, key=key)
     pi_MxJxK = jnp.exp(log_pi_MxJxK)

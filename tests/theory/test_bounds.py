@@ -189,3 +189,13 @@ def test_refinement_posterior_concentrates_on_the_closer_concept(gamma):
     assert mass[60] >= 0.99 - Z * se[60], mass[60]
     if gamma > 0.5:
         assert np.asarray(post["E_pi_JxK"])[60, model.k_star] <= 0.01
+
+
+def test_chernoff_bound_at_zero_demonstrations_is_the_prior_ratio_sum():
+    """No demonstration: each term is inf_{s in (0,1]} (alpha_k / alpha_*)^s = alpha_k / alpha_* when
+    alpha_k < alpha_*, even where the moment rho_k(s) is infinite (0 * inf is 0 here, not NaN)."""
+    p = make_problem(ConceptModel(d=8, K=5, sigma=0.5, alpha=(0.6, 0.1, 0.1, 0.1, 0.1)), Biased(delta=1.0))
+    assert np.any(np.isinf(np.asarray(cf.rho(p))))  # the case that used to give NaN
+    assert float(cf.chernoff_bound(p, 0)) == pytest.approx(4 * 0.1 / 0.6, abs=1e-12)
+    np.testing.assert_allclose(np.asarray(cf.chernoff_terms(p, 0)), [0, 1 / 6, 1 / 6, 1 / 6, 1 / 6], atol=1e-12)
+    assert 1 - 0.6 <= float(cf.chernoff_bound(p, 0))  # and it bounds 1 - E[pi*] = 1 - alpha_* at n_icl = 0
