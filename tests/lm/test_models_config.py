@@ -4,6 +4,7 @@ against transformers' own `ROPE_INIT_FUNCTIONS`."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -83,6 +84,29 @@ def test_unsupported_hf_options_raise(field, value, message):
 def test_missing_config_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         config_from_hf(tmp_path)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"model_type": "llama",', r"config\.json: not valid JSON \(Expecting"),
+    ("[1, 2]", r"config\.json: holds a JSON list, not an object"),
+    (json.dumps({k: v for k, v in LLAMA_V4.items() if k != "hidden_size"}),
+     r"config\.json: required field 'hidden_size' is missing"),
+    (json.dumps({**LLAMA_V4, "num_hidden_layers": "two"}),
+     r"config\.json: num_hidden_layers='two' must be a positive integer"),
+    (json.dumps({**LLAMA_V4, "num_attention_heads": 0}),
+     r"config\.json: num_attention_heads=0 must be a positive integer"),
+    (json.dumps({**LLAMA_V4, "rope_scaling": {"rope_type": "linear"}}),
+     r"config\.json: required field 'factor' is missing"),
+])
+def test_broken_config_file_is_named(tmp_path, text, message):
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(ValueError, match=message) as info:
+        config_from_hf(tmp_path)
+    assert str(tmp_path / "config.json") in str(info.value)
+
+
+def test_integral_float_fields_are_accepted():
+    assert config_from_hf({**LLAMA_V4, "hidden_size": 64.0}).hidden_size == 64
 
 
 @pytest.mark.parametrize("family", FAMILIES)
