@@ -55,6 +55,8 @@ import re
 import sys
 from pathlib import Path
 
+from w2s_jax.cli_pipeline import add_list, add_report, add_run
+
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _SEED_LIMIT = 2**32  # jax.random.key folds larger seeds onto smaller ones
 
@@ -100,7 +102,7 @@ def _add_score(subparsers) -> None:
     parser.set_defaults(run=_run_score)
 
 
-_SUBCOMMANDS = (_add_generate, _add_score)
+_SUBCOMMANDS = (_add_generate, _add_score, add_run, add_report, add_list)
 
 
 def build_parser() -> argparse.ArgumentParser:

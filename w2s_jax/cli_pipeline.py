@@ -1,0 +1,110 @@
+"""The pipeline's subcommands of ``w2s``: ``run``, ``report`` and ``list``.
+
+``w2s run EXPERIMENT.toml [--out DIR] [--set key=value ...] [--methods a,b] [--no-progress]``
+    Validates the whole experiment (files, rows, fields, split overlap) before any expensive
+    work, then runs or resumes it in ``DIR`` (default ``runs/<name>``) and prints the results
+    table. A finished stage is never recomputed; a changed setting recomputes the stages it
+    affects in new directories.
+``w2s report RUN_DIR``
+    Rebuilds ``results.json``, ``results.md`` and the figures of a run directory.
+``w2s list``
+    The shipped experiment files, the methods and the tasks.
+
+Exit status as for every ``w2s`` command: 0 success, 2 a usage or input error (one line on
+stderr naming the file, row, key or value), 1 an unexpected internal error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _usage_error(message: str):
+    from w2s_jax.cli import UsageError
+
+    return UsageError(message)
+
+
+def shipped_experiments() -> list[Path]:
+    """The experiment files shipped in the repository's ``experiments/`` folder."""
+    folder = Path(__file__).resolve().parent.parent / "experiments"
+    return sorted(folder.glob("*.toml")) if folder.is_dir() else []
+
+
+def add_run(subparsers) -> None:
+    parser = subparsers.add_parser("run", help="run (or resume) a weak-to-strong experiment")
+    parser.add_argument("experiment", help="experiment file (TOML); see `w2s list`")
+    parser.add_argument("--out", default=None, help="run directory (default runs/<name>)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting, e.g. --set train.total_steps=10 (repeatable)")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated methods to run instead of the file's methods.run")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    parser.set_defaults(run=run_run)
+
+
+def add_report(subparsers) -> None:
+    parser = subparsers.add_parser("report", help="rebuild the report of a run directory")
+    parser.add_argument("run_dir", help="a run directory written by `w2s run`")
+    parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    parser.set_defaults(run=run_report)
+
+
+def add_list(subparsers) -> None:
+    parser = subparsers.add_parser("list", help="shipped experiments, methods and tasks")
+    parser.set_defaults(run=run_list)
+
+
+def _start_up() -> None:
+    """The compilation cache on, and on CPU freed host memory kept, before JAX starts."""
+    from w2s_jax.cli import _reuse_host_memory_on_cpu
+    from w2s_jax.compilation_cache import enable_compilation_cache
+
+    _reuse_host_memory_on_cpu()
+    enable_compilation_cache()
+
+
+def run_run(args) -> int:
+    from w2s_jax.pipeline import ExperimentError, load_experiment, run_experiment
+
+    methods = None if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
+    try:
+        config = load_experiment(args.experiment, overrides=args.set, methods=methods)
+        _start_up()
+        run_experiment(config, run_dir=args.out, show_progress=not args.no_progress,
+                       figures=not args.no_figures)
+    except (ExperimentError, FileNotFoundError) as error:
+        raise _usage_error(str(error)) from None
+    return 0
+
+
+def run_report(args) -> int:
+    from w2s_jax.pipeline import write_report
+    from w2s_jax.pipeline.report import results_markdown
+
+    try:
+        results = write_report(args.run_dir, figures=not args.no_figures)
+    except (FileNotFoundError, ValueError) as error:
+        raise _usage_error(str(error)) from None
+    print(results_markdown(results))
+    return 0
+
+
+def run_list(args) -> int:
+    from w2s_jax.methods import all_methods
+    from w2s_jax.tasks import all_tasks
+
+    def first_line(cls) -> str:
+        return ((cls.__doc__ or "").strip().splitlines() or [""])[0]
+
+    print("experiments:")
+    for path in shipped_experiments():
+        print(f"  {path}")
+    print("methods:")
+    for name, cls in all_methods().items():
+        print(f"  {name:20s} {first_line(cls)}")
+    print("tasks:")
+    for name, cls in all_tasks().items():
+        print(f"  {name:20s} {first_line(cls)}")
+    return 0
