@@ -1,0 +1,210 @@
+"""`w2s run` end to end on tiny random checkpoints: the run directory, the report, resume after a
+kill inside a stage (nothing recomputed, nothing lost, same results), a changed setting
+recomputing exactly the stages after it, and up-front validation errors through the CLI.
+
+The task here is a small test task (registered below) whose metric is word overlap with the gold
+answer, so random models get varied, non-trivial per-item scores; the shipped tasks have their
+own tests.
+"""
+
+import json
+import textwrap
+
+import pytest
+
+from tests.lm.hf_fixtures import WORDS, make_hf_checkpoint
+from w2s_jax.cli import main
+from w2s_jax.inference import Prompt
+from w2s_jax.methods.icl_refine import ICLRefine
+from w2s_jax.pipeline import run_experiment
+from w2s_jax.pipeline import stage as stage_module
+from w2s_jax.tasks.base import Example, Task, field, register
+
+pytest.importorskip("torch", reason="building the tiny checkpoints needs torch")
+
+
+@register
+class OverlapTask(Task):
+    """Test task: answer with words; scored by word overlap (Jaccard) with the gold answer."""
+
+    name = "test-overlap"
+
+    def example(self, row, index, source):
+        return Example(index, field(row, "question", index, source), row.get("answer"), row)
+
+    def prompt(self, example):
+        return Prompt(user=example.question)
+
+    def metric(self, examples, predictions, *, judge=None):
+        out = []
+        for example, prediction in zip(examples, predictions):
+            a, b = set(example.answer.split()), set(prediction.split())
+            out.append({"overlap": len(a & b) / max(len(a | b), 1)})
+        return out
+
+    def metric_names(self):
+        return ("overlap",)
+
+
+def _rows(n, seed):
+    import random
+
+    rng = random.Random(seed)
+    words = WORDS[4:]
+    return [{"question": " ".join(rng.choice(words) for _ in range(rng.randint(3, 6))),
+             "answer": " ".join(rng.choice(words) for _ in range(2))} for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    strong = make_hf_checkpoint(root / "strong", "llama", seed=0)
+    weak = make_hf_checkpoint(root / "weak", "llama", seed=1, num_hidden_layers=1)
+    for name, rows in (("train", _rows(10, 0)), ("test", _rows(6, 1))):
+        (root / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    experiment = root / "tiny.toml"
+    experiment.write_text(textwrap.dedent(f"""
+        name = "tiny"
+        chunk_size = 4
+        [task]
+        name = "test-overlap"
+        [data]
+        train = "{root / 'train.jsonl'}"
+        test = "{root / 'test.jsonl'}"
+        [models]
+        strong = "{strong}"
+        weak = ["{weak}"]
+        batch_size = 4
+        length_bucket = 16
+        [methods]
+        run = ["zero-shot", "naive", "icl-refine", "gold"]
+        [methods.icl-refine]
+        batch = 3
+        [generation]
+        max_new_tokens = 3
+        [train]
+        total_steps = 3
+        warmup_steps = 1
+        batch_size = 4
+        max_len = 64
+        learning_rate = 0.01
+        [report]
+        bootstrap = 200
+    """))
+    return root, experiment
+
+
+def _run(experiment, out, **kw):
+    lines = []
+    results = run_experiment(experiment, run_dir=out, show_progress=False, log=lines.append, **kw)
+    return results, lines
+
+
+def test_run_writes_report_and_a_rerun_recomputes_nothing(world, tmp_path, monkeypatch):
+    root, experiment = world
+    out = tmp_path / "run"
+    assert main(["run", str(experiment), "--out", str(out), "--no-progress"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    names = [r["name"] for r in results["rows"]]
+    assert names[0].startswith("weak/w0-")
+    assert {"zero-shot", "student/gold"} <= set(names)
+    assert any(n.startswith("student/naive/") for n in names)
+    assert any(n.startswith("student/icl-refine/") for n in names)
+    for row in results["rows"]:
+        assert row["overlap"]["n"] == 6
+    method_rows = [r for r in results["rows"] if r["role"] == "method"]
+    assert all(r["pgr"] is not None for r in method_rows)  # computed (NaN when the gap is not significant)
+    assert (out / "results.md").read_text().startswith("# tiny")
+    assert (out / "figures" / "scores.png").stat().st_size > 0
+    assert (out / "figures" / "weak_vs_student.png").stat().st_size > 0
+    labels = [p for p in (out / "stages").iterdir() if p.name.startswith("labels.icl-refine")]
+    assert len(labels) == 1
+    rows = [json.loads(line) for line in (labels[0] / "records.jsonl").read_text().splitlines()]
+    assert sorted(r["index"] for r in rows) == list(range(10))
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a finished stage loaded a model")
+
+    monkeypatch.setattr("w2s_jax.pipeline.models.load_model", no_model)
+    monkeypatch.setattr("w2s_jax.pipeline.stages_student.load_model", no_model)
+    again, lines = _run(experiment, out, figures=False)
+    assert all("(cached)" in line for line in lines if line.startswith("["))
+    assert again["rows"] == json.loads((out / "results.json").read_text())["rows"]
+
+
+def test_kill_inside_a_stage_resumes_without_recomputing(world, tmp_path, monkeypatch):
+    root, experiment = world
+    reference, _ = _run(experiment, tmp_path / "reference", figures=False)
+
+    calls = []
+    original = ICLRefine.label
+
+    def dying_label(self, ctx, units):
+        calls.append([p for unit in units for p in unit])
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed while labelling the second chunk
+        return original(self, ctx, units)
+
+    monkeypatch.setattr(ICLRefine, "label", dying_label)
+    out = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        _run(experiment, out, figures=False)
+    first_chunk = set(calls[0])
+    calls.clear()
+    monkeypatch.setattr(ICLRefine, "label", lambda self, ctx, units: (calls.append(
+        [p for unit in units for p in unit]), original(self, ctx, units))[1])
+    resumed, lines = _run(experiment, out, figures=False)
+    done_again = {p for chunk in calls for p in chunk}
+    assert done_again and not (done_again & first_chunk)  # the finished chunk was not relabelled
+    assert done_again | first_chunk == set(range(10))
+    assert any("weak-labels" in line and "(cached)" in line for line in lines)
+    assert resumed["rows"] == reference["rows"]
+
+
+def test_changed_setting_recomputes_exactly_the_stages_after_it(world, tmp_path):
+    root, experiment = world
+    out = tmp_path / "run"
+    _run(experiment, out, figures=False)
+    _, lines = _run(experiment, out, figures=False, overrides=["methods.icl-refine.batch=4"])
+    ran = {line.split()[1].rstrip(":") for line in lines if line.startswith("[ran]")}
+    cached = {line.split()[1].rstrip(":") for line in lines if line.startswith("[done]")}
+    assert ran and all("icl-refine" in name for name in ran)
+    assert {n for n in ran if n.startswith("labels/")} and {n for n in ran if n.startswith("score/")}
+    assert any(n.startswith("weak-labels/") for n in cached)
+    assert any(n.startswith("labels/naive/") for n in cached)
+    assert "score/zero-shot" in cached
+
+
+def _cli_error(capsys, argv):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    return err
+
+
+def test_validation_errors_are_one_line_before_any_work(world, tmp_path, capsys):
+    root, experiment = world
+    text = experiment.read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace("[train]", "[train]\nlearnign_rate = 0.1"))
+    assert "did you mean 'learning_rate'" in _cli_error(capsys, ["run", str(bad)])
+    bad.write_text(text.replace("train.jsonl", "nope.jsonl"))
+    assert "nope.jsonl" in _cli_error(capsys, ["run", str(bad)])
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"question": "the cat"}\n{"text": "no question here"}\n')
+    bad.write_text(text.replace(str(root / "train.jsonl"), str(rows)))
+    err = _cli_error(capsys, ["run", str(bad), "--out", str(tmp_path / "x")])
+    assert "row 1" in err and "'question'" in err and "rows.jsonl" in err
+    bad.write_text(text.replace(str(root / "test.jsonl"), str(root / "train.jsonl")))
+    assert "overlaps training" in _cli_error(capsys, ["run", str(bad), "--out", str(tmp_path / "y")])
+    bad.write_text(text.replace('strong = "', 'strong = "/no/such/model'))
+    assert "models.strong" in _cli_error(capsys, ["run", str(bad)])
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").glob("stages/*"))
+    assert stage_module.MANIFEST == "manifest.json"
+
+
+def test_w2s_list_names_methods_and_tasks(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("icl-refine", "naive", "gold", "zero-shot", "test-overlap"):
+        assert name in out
