@@ -3,7 +3,9 @@
     generate(model, tokenizer, prompts, *, max_new_tokens, sampler, key) -> GenerationResult
     score(model, tokenizer, prompts, completions, *, batch_size) -> list[ScoreResult]
     completion_logprobs(model, tokens_BxT, valid_BxT, completion_mask_BxT) -> logprobs_BxT
+    next_token_topk(model, prompt_ids, completion_ids, k) -> list[TopKResult]
     Engine(model, tokenizer, chat=...).generate(prompts, ...) / .score(prompts, completions)
+        / .next_token_topk(prompts, completions, k)
 """
 
 from w2s_jax.inference.engine import Engine, Prompt, as_prompt
@@ -20,6 +22,7 @@ from w2s_jax.inference.sampling import (
     top_p_filter,
 )
 from w2s_jax.inference.scoring import ScoreResult, completion_logprobs, score, token_logprobs
+from w2s_jax.inference.topk import TopKResult, next_token_topk, next_token_topk_arrays
 
 __all__ = [
     "Engine",
@@ -31,11 +34,14 @@ __all__ = [
     "ScoreResult",
     "Temperature",
     "TopK",
+    "TopKResult",
     "TopP",
     "completion_logprobs",
     "example_keys",
     "generate",
     "make_sampler",
+    "next_token_topk",
+    "next_token_topk_arrays",
     "score",
     "token_logprobs",
     "top_k_filter",

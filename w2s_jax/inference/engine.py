@@ -20,6 +20,7 @@ import numpy as np
 from w2s_jax.inference.generation import generate
 from w2s_jax.inference.sampling import Greedy, Sampler
 from w2s_jax.inference.scoring import ScoreResult, score
+from w2s_jax.inference.topk import TopKResult, next_token_topk
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +136,31 @@ class Engine:
                         [completion_ids[i] for i in order], batch_size=self.batch_size,
                         length_bucket=self.length_bucket)
         out: list[ScoreResult | None] = [None] * len(prompts)
+        for position, index in enumerate(order):
+            out[index] = results[position]
+        return out
+
+    def next_token_topk(self, prompts: Sequence[Prompt | str], completions: Sequence[str],
+                        k: int) -> list[TopKResult]:
+        """The model's top-k next-token distribution (renormalised over the k) at each completion
+        token given the rendered prompt, per pair, in order; completions are tokenized on their
+        own, as in :meth:`score` and :class:`~w2s_jax.train.SFTDataset`, so row j of a result is
+        the target for completion token j of a training row."""
+        if len(prompts) != len(completions):
+            raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+        if not prompts:
+            return []
+        prompt_ids = self.encode(prompts)
+        completion_ids = [list(self.tokenizer.encode(c, add_special_tokens=False)) for c in completions]
+        for index, ids in enumerate(completion_ids):
+            if not ids:
+                raise ValueError(f"{self.name}: completion {index} encodes to no tokens: "
+                                 f"{completions[index]!r}")
+        order = self._order([len(p) + len(c) for p, c in zip(prompt_ids, completion_ids)])
+        results = next_token_topk(self.model, [prompt_ids[i] for i in order],
+                                  [completion_ids[i] for i in order], k,
+                                  batch_size=self.batch_size, length_bucket=self.length_bucket)
+        out: list[TopKResult | None] = [None] * len(prompts)
         for position, index in enumerate(order):
             out[index] = results[position]
         return out

@@ -1,0 +1,74 @@
+"""Top-k next-token targets against a direct computation: one unpadded forward pass over the
+concatenated tokens, a float64 softmax over the whole vocabulary, the k largest, renormalised."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests.pipeline.tiny_lm import tiny_engine, tiny_tokenizer
+from w2s_jax.inference import Prompt
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    return tiny_engine(tiny_tokenizer(tmp_path_factory.mktemp("topk_tokenizer")), seed=1)
+
+
+def direct_probs(model, ids: list[int]) -> np.ndarray:
+    """``p(. | ids[:t+1])`` at every position t of one unpadded sequence (float64, T x V)."""
+    tokens = jnp.asarray([ids])
+    logits, _ = model(tokens, positions_BxT=jnp.arange(len(ids))[None], valid_BxT=jnp.ones_like(tokens, bool))
+    z = np.asarray(logits[0], np.float64)
+    z = np.exp(z - z.max(-1, keepdims=True))
+    return z / z.sum(-1, keepdims=True)
+
+
+def direct_topk(engine, prompt, completion: str, k: int):
+    """(completion ids, top-k ids, renormalised probabilities, kept mass), computed directly."""
+    prompt_ids = engine.encode([prompt])[0]
+    completion_ids = engine.tokenizer.encode(completion, add_special_tokens=False)
+    probs = direct_probs(engine.model, prompt_ids + completion_ids)
+    rows = probs[len(prompt_ids) - 1 : len(prompt_ids) + len(completion_ids) - 1]
+    ids = np.argsort(-rows, axis=-1, kind="stable")[:, :k]
+    top = np.take_along_axis(rows, ids, axis=-1)
+    return completion_ids, ids, top / top.sum(-1, keepdims=True), top.sum(-1)
+
+
+PROMPTS = [Prompt(user="the cat sat on", system="a dog ran home"), "why is the", Prompt(user="a big red dog ran to the blue mat and then")]
+COMPLETIONS = [" the mat", " weak teacher strong and small", " sat"]
+
+
+@pytest.mark.parametrize("k", [1, 5])
+def test_engine_top_k_equals_the_direct_softmax(engine, k):
+    # batch_size 4 over 3 pairs of different lengths: padded, length-sorted, returned in order
+    results = engine.next_token_topk(PROMPTS, COMPLETIONS, k)
+    assert len(results) == 3
+    for prompt, completion, result in zip(PROMPTS, COMPLETIONS, results):
+        completion_ids, ids, probs, kept = direct_topk(engine, prompt, completion, k)
+        assert result.token_ids == completion_ids and len(completion_ids) == len(completion.split())
+        assert result.topk_ids.shape == result.topk_probs.shape == (len(completion_ids), k)
+        np.testing.assert_array_equal(result.topk_ids, ids)
+        np.testing.assert_allclose(result.topk_probs, probs, atol=1e-5)
+        np.testing.assert_allclose(result.topk_probs.sum(-1), 1.0, atol=1e-5)
+        np.testing.assert_allclose(result.kept_mass, kept, atol=1e-5)
+
+
+def test_top_k_over_the_whole_vocabulary_is_the_softmax(engine):
+    vocab = engine.model.config.vocab_size
+    (result,) = engine.next_token_topk(["the cat"], [" sat on"], vocab)
+    prompt_ids = engine.encode(["the cat"])[0]
+    probs = direct_probs(engine.model, prompt_ids + result.token_ids)[len(prompt_ids) - 1 : -1]
+    np.testing.assert_allclose(result.kept_mass, 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.take_along_axis(probs, result.topk_ids, axis=-1), result.topk_probs, atol=1e-5)
+
+
+def test_bad_requests_name_the_problem(engine):
+    with pytest.raises(ValueError, match=r"top-k must be an int in \[1, 39\]"):
+        engine.next_token_topk(["the"], [" cat"], 40)
+    with pytest.raises(ValueError, match="completion 1 encodes to no tokens"):
+        engine.next_token_topk(["the", "a"], [" cat", " "], 2)
+    with pytest.raises(ValueError, match="2 prompts but 1 completions"):
+        engine.next_token_topk(["the", "a"], [" cat"], 2)
+    assert engine.next_token_topk([], [], 3) == []

@@ -1,0 +1,109 @@
+"""A model's top-k next-token distribution along a completion: the targets of context distillation.
+
+For a prompt ``x_1..x_m`` and a completion ``y_1..y_n`` the model reads ``x + y`` once; the logits
+at the position before ``y_j`` give ``p(. | x, y_<j)``. At each of the n completion positions this
+keeps the k most likely token ids and their probabilities renormalised over those k, so a
+distribution over the vocabulary travels as n x k ids and n x k probabilities. The top-k is taken
+inside the jitted forward pass, so only ``B x T x k`` numbers leave the device. Batches are
+right-padded and masked exactly as in :mod:`~w2s_jax.inference.scoring`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from w2s_jax.inference.batching import batch_slices, pad_sequences, positions_from_valid, progress, round_up
+from w2s_jax.inference.scoring import _pad_id, tokenize_pair
+
+
+@dataclasses.dataclass(frozen=True)
+class TopKResult:
+    """The top-k next-token distribution at each completion token of one (prompt, completion) pair.
+
+    Row j describes the distribution that predicts completion token j (from the prompt and the
+    completion tokens before it).
+    """
+
+    token_ids: list[int]  # the completion's token ids
+    topk_ids: np.ndarray  # int32, n x k: the k most likely next tokens, most likely first
+    topk_probs: np.ndarray  # float32, n x k: their probabilities renormalised to sum to 1 per row
+    kept_mass: np.ndarray  # float32, n: the probability the k tokens had before renormalising
+
+
+@functools.partial(jax.jit, static_argnames="k")
+def _next_token_topk(graphdef, state, tokens_BxT, valid_BxT, *, k):
+    model = nnx.merge(graphdef, state)
+    logits_BxTxV, _ = model(tokens_BxT, positions_BxT=positions_from_valid(valid_BxT),
+                            valid_BxT=valid_BxT)
+    logits_BxTxV = logits_BxTxV.astype(jnp.float32)
+    top_logits_BxTxK, top_ids_BxTxK = jax.lax.top_k(logits_BxTxV, k)
+    # softmax over the k kept logits = the full softmax restricted to them and renormalised
+    probs_BxTxK = jax.nn.softmax(top_logits_BxTxK, axis=-1)
+    kept_BxT = jnp.exp(jax.nn.logsumexp(top_logits_BxTxK, axis=-1) - jax.nn.logsumexp(logits_BxTxV, axis=-1))
+    return top_ids_BxTxK, probs_BxTxK, kept_BxT
+
+
+def next_token_topk_arrays(model, tokens_BxT, valid_BxT, k: int):
+    """Top-k next-token ids, renormalised probabilities and kept mass at every position.
+
+    Arguments:
+      model: a ``w2s_jax.models.Transformer``.
+      tokens_BxT: int token ids, padded anywhere ``valid_BxT`` is False.
+      valid_BxT: bool, False on padding.
+      k: tokens kept per position (1 <= k <= vocabulary size).
+    Returns:
+      ``(ids_BxTxK int32, probs_BxTxK float32, kept_BxT float32)``; position t describes the
+      distribution of token t + 1.
+    """
+    graphdef, state = nnx.split(model)
+    return _next_token_topk(graphdef, state, jnp.asarray(tokens_BxT), jnp.asarray(valid_BxT), k=k)
+
+
+def next_token_topk(
+    model,
+    prompts: Sequence[Sequence[int]],
+    completions: Sequence[Sequence[int]],
+    k: int,
+    *,
+    batch_size: int = 8,
+    length_bucket: int = 16,
+) -> list[TopKResult]:
+    """The model's top-k next-token distribution at each completion token of each pair.
+
+    Arguments:
+      model: a ``w2s_jax.models.Transformer``.
+      prompts, completions: equal-length lists of token-id lists (concatenated as they are).
+      k: tokens kept per position.
+      batch_size: sequences per forward pass (a short last batch is filled with dummy rows).
+      length_bucket: pad lengths up to a multiple of this to limit recompiles.
+    Returns:
+      one :class:`TopKResult` per pair, in order.
+    """
+    if len(prompts) != len(completions):
+        raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+    vocab = int(model.config.vocab_size)
+    if not isinstance(k, int) or not 1 <= k <= vocab:
+        raise ValueError(f"top-k must be an int in [1, {vocab}] (the vocabulary size), got {k!r}")
+    pairs = [tokenize_pair(None, p, c, i) for i, (p, c) in enumerate(zip(prompts, completions))]
+    pad_id = _pad_id(model)
+    results = []
+    for batch in progress(batch_slices(len(pairs), batch_size), desc="top-k"):
+        seqs = [full for full, _ in pairs[batch]]
+        seqs += [[pad_id]] * (batch_size - len(seqs))  # filler rows: one compiled shape per length
+        length = round_up(max(len(s) for s in seqs), length_bucket)
+        tokens_BxT, valid_BxT = pad_sequences(seqs, length=length, pad_id=pad_id, side="right")
+        ids_BxTxK, probs_BxTxK, kept_BxT = (np.asarray(a) for a in
+                                            next_token_topk_arrays(model, tokens_BxT, valid_BxT, k))
+        for row, (full, num_prompt) in enumerate(pairs[batch]):
+            # completion token j sits at num_prompt + j and is predicted from the position before
+            rows = slice(num_prompt - 1, len(full) - 1)
+            results.append(TopKResult(token_ids=full[num_prompt:], topk_ids=ids_BxTxK[row, rows],
+                                      topk_probs=probs_BxTxK[row, rows], kept_mass=kept_BxT[row, rows]))
+    return results
