@@ -130,6 +130,80 @@ def test_kl_to_teacher_over_a_label_set_matches_numpy_and_vanishes_at_the_teache
         KLToTeacher("js")
 
 
+def _top_k_rows():
+    """Two rows with per-token teacher ids: 2 and 1 completion tokens, k = 3."""
+    return [
+        {"prompt": "ab", "completion": "cd", "teacher_ids": [[7, 40, 9], [11, 5, 60]],
+         "teacher_probs": [[0.5, 0.3, 0.2], [0.6, 0.4, 0.0]]},
+        {"prompt": "abcd", "completion": "e", "teacher_ids": [[3, 4, 5]],
+         "teacher_probs": [[1 / 3, 1 / 3, 1 / 3]]},
+    ]
+
+
+def test_teacher_ids_are_collated_at_the_logits_that_predict_each_completion_token():
+    data = SFTDataset(_top_k_rows(), CharTokenizer(), max_len=8)
+    batch = data.collate([0, 1])
+    assert batch["teacher_ids_BxTxC"].shape == batch["teacher_probs_BxTxC"].shape == (2, 8, 3)
+    assert batch["teacher_ids_BxTxC"].dtype == np.int32 and "label_ids_BxC" not in batch
+    # row 0: [pad pad bos a b c d eos]; c (slot 5) is predicted at slot 4, d (slot 6) at slot 5
+    np.testing.assert_array_equal(batch["teacher_mask_BxT"][0], [0, 0, 0, 0, 1, 1, 0, 0])
+    np.testing.assert_array_equal(batch["teacher_ids_BxTxC"][0, 4:6], [[7, 40, 9], [11, 5, 60]])
+    np.testing.assert_allclose(batch["teacher_probs_BxTxC"][0, 4:6], [[0.5, 0.3, 0.2], [0.6, 0.4, 0.0]])
+    # row 1: [pad bos a b c d e eos]; e (slot 6) is predicted at slot 5
+    np.testing.assert_array_equal(batch["teacher_mask_BxT"][1], [0, 0, 0, 0, 0, 1, 0, 0])
+    np.testing.assert_array_equal(batch["teacher_ids_BxTxC"][1, 5], [3, 4, 5])
+    assert not batch["teacher_ids_BxTxC"][~batch["teacher_mask_BxT"]].any()
+
+
+def test_teacher_ids_enter_the_fingerprint_and_bad_ids_are_refused():
+    rows = _top_k_rows()
+    other = [dict(rows[0], teacher_ids=[[7, 40, 9], [11, 5, 61]]), rows[1]]
+    base = SFTDataset(rows, CharTokenizer(), max_len=8).fingerprint()
+    assert SFTDataset(rows, CharTokenizer(), max_len=8).fingerprint() == base
+    assert SFTDataset(other, CharTokenizer(), max_len=8).fingerprint() != base
+    without_ids = [{k: v for k, v in row.items() if k != "teacher_ids"} for row in rows]
+    assert SFTDataset(without_ids, CharTokenizer(), max_len=8).fingerprint() != base
+    with pytest.raises(ValueError, match="either every row or no row must have 'teacher_ids'"):
+        SFTDataset([rows[0], without_ids[1]], CharTokenizer(), max_len=8)
+    with pytest.raises(ValueError, match=r"row 1: teacher_ids of shape \(1, 2\)"):
+        SFTDataset([rows[0], dict(rows[1], teacher_ids=[[3, 4]])], CharTokenizer(), max_len=8)
+    with pytest.raises(ValueError, match="row 0: teacher_ids must be non-negative"):
+        SFTDataset([dict(rows[0], teacher_ids=[[7, -1, 9], [1, 2, 3]])], CharTokenizer(), max_len=8)
+    with pytest.raises(ValueError, match="do not also pass label_ids"):
+        SFTDataset(rows, CharTokenizer(), max_len=8, label_ids=[1, 2, 3])
+    with pytest.raises(ValueError, match="row 0 has 'teacher_ids' but no 'teacher_probs'"):
+        SFTDataset([{"prompt": "a", "completion": "b", "teacher_ids": [[1]]}], CharTokenizer(), max_len=8)
+
+
+def test_kl_to_teacher_at_teacher_ids_matches_numpy_with_a_finite_gradient():
+    import jax
+
+    rng = np.random.default_rng(2)
+    data = SFTDataset(_top_k_rows(), CharTokenizer(), max_len=8)
+    batch = data.collate([0, 1])
+    logits = rng.normal(size=(2, 8, 100)).astype(np.float32)
+    log_q = _log_softmax(logits.astype(np.float64))  # the student's FULL-vocabulary distribution
+    kl = ce = 0.0
+    targets = [(0, 4, [7, 40, 9], [0.5, 0.3, 0.2]), (0, 5, [11, 5, 60], [0.6, 0.4, 0.0]),
+               (1, 5, [3, 4, 5], [1 / 3] * 3)]
+    for b, t, ids, probs in targets:
+        for token, p in zip(ids, probs):
+            if p > 0:
+                kl += p * (np.log(p) - log_q[b, t, token])
+                ce -= p * log_q[b, t, token]
+    np.testing.assert_allclose(float(KLToTeacher()(logits, batch)), kl / 3, rtol=1e-5)
+    np.testing.assert_allclose(float(KLToTeacher("cross_entropy")(logits, batch)), ce / 3, rtol=1e-5)
+    grad = np.asarray(jax.grad(lambda z: KLToTeacher()(z, batch))(logits))
+    assert np.isfinite(grad).all() and np.abs(grad).sum() > 0
+    # only the three scored positions get a gradient, over the whole vocabulary (mass moves there)
+    assert set(zip(*np.nonzero(np.abs(grad).sum(-1)))) == {(0, 4), (0, 5), (1, 5)}
+    # at the optimum the student's full distribution IS the teacher's top-k: KL is 0
+    at_teacher = np.full_like(logits, -1e4)
+    for b, t, ids, probs in targets:
+        at_teacher[b, t, ids] = np.log(np.maximum(probs, 1e-30))
+    assert abs(float(KLToTeacher()(at_teacher, batch))) < 1e-5
+
+
 def test_config_validation_names_bad_values():
     cfg = TrainConfig.tiny()
     with pytest.raises(ValueError, match="batch_size=8 is not divisible by grad_accum_steps=3"):

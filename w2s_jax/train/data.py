@@ -7,6 +7,9 @@ Batch layout (all numpy, leading axis = rows):
   `teacher_mask_BxT` bool, aligned with the LOGITS: position t holds the teacher's distribution
   for token t+1, set where token t+1 is a completion token. With `label_ids`, C is the size of the
   label set and `label_ids_BxC` int32 names its tokens; otherwise C is the vocabulary.
+- With per-token teacher ids (rows carry "teacher_ids" beside "teacher_probs": a teacher's top-k
+  tokens at each completion token), C = k and `teacher_ids_BxTxC` int32, aligned like
+  `teacher_probs_BxTxC`, names the vocabulary id of each of the C columns at each position.
 
 Order is deterministic: batch i is a pure function of (seed, i), so a run resumes from a saved
 position (the number of batches already drawn) exactly.
@@ -51,7 +54,9 @@ class SFTDataset:
         Arguments:
           rows: mappings with "prompt" and "completion" strings, optionally "teacher_probs": a
             (C,) or (n_completion_tokens, C) array of the teacher's probabilities; a (C,) array
-            targets the first completion token only.
+            targets the first completion token only. With "teacher_ids", an (n, k) array of
+            vocabulary ids of the same shape as "teacher_probs", column c of row j is the
+            probability of token teacher_ids[j, c] (a teacher's top-k at completion token j).
           tokenizer: anything with `encode(text, add_special_tokens=False)` and bos/eos ids.
           max_len: row length T; longer rows lose prompt tokens from the left.
           label_ids: the C token ids of a restricted label set for "teacher_probs".
@@ -81,6 +86,7 @@ class SFTDataset:
                     f"label_ids has {len(self.label_ids)} tokens but teacher_probs have "
                     f"{self.num_classes} columns"
                 )
+        self._teacher_ids = self._read_teacher_ids(rows)
 
     def _tokenize(self, index, row, tokenizer, *, add_bos, add_eos):
         for field in ("prompt", "completion"):
@@ -115,12 +121,39 @@ class SFTDataset:
                 )
         return np.asarray(prompt, np.int32), np.asarray(completion, np.int32), teacher
 
+    def _read_teacher_ids(self, rows) -> list[np.ndarray] | None:
+        """Each row's "teacher_ids" as int32 arrays shaped like its teacher_probs (None if no row
+        has them); errors name the row."""
+        has_ids = {"teacher_ids" in row for row in rows}
+        if has_ids == {False}:
+            return None
+        if len(has_ids) > 1:
+            raise ValueError("either every row or no row must have 'teacher_ids'")
+        if self.label_ids is not None:
+            raise ValueError("rows with 'teacher_ids' name their own tokens; do not also pass label_ids")
+        out = []
+        for index, (row, (_, _, probs)) in enumerate(zip(rows, self._rows)):
+            if probs is None:
+                raise ValueError(f"row {index} has 'teacher_ids' but no 'teacher_probs'")
+            ids = np.asarray(row["teacher_ids"])
+            if ids.ndim == 1:
+                ids = ids[None]
+            if ids.shape != probs.shape:
+                raise ValueError(f"row {index}: teacher_ids of shape {ids.shape} must have the shape "
+                                 f"of its teacher_probs {probs.shape}")
+            if ids.size and (not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0
+                             or ids.max() > np.iinfo(np.int32).max):
+                raise ValueError(f"row {index}: teacher_ids must be non-negative int32 token ids, "
+                                 f"got dtype {ids.dtype} in [{ids.min()}, {ids.max()}]")
+            out.append(ids.astype(np.int32))
+        return out
+
     def __len__(self) -> int:
         return len(self._rows)
 
     def fingerprint(self) -> str:
         """sha256 (hex) of everything that decides the batches: every tokenized row (prompt ids,
-        completion ids, teacher probabilities) and max_len, pad_id, seed, label_ids.
+        completion ids, teacher probabilities, teacher ids) and max_len, pad_id, seed, label_ids.
 
         Two datasets with the same fingerprint yield the same batch at every position; the
         trainer stores it to refuse resuming a checkpoint on other data.
@@ -136,6 +169,9 @@ class SFTDataset:
             for array in arrays:
                 digest.update(np.asarray([array.ndim, *array.shape], "<i8").tobytes())
                 digest.update(np.ascontiguousarray(array).tobytes())
+        for ids in self._teacher_ids or ():  # after the rows, so datasets without ids hash as before
+            digest.update(np.asarray([ids.ndim, *ids.shape], "<i8").tobytes())
+            digest.update(np.ascontiguousarray(ids.astype("<i4")).tobytes())
         return digest.hexdigest()
 
     def collate(self, indices: Sequence[int]) -> dict[str, np.ndarray]:
@@ -147,6 +183,8 @@ class SFTDataset:
         if self.has_teacher:
             teacher_probs = np.zeros((B, T, self.num_classes), np.float32)
             teacher_mask = np.zeros((B, T), bool)
+        if self._teacher_ids is not None:
+            teacher_ids = np.zeros((B, T, self.num_classes), np.int32)
         for b, i in enumerate(indices):
             prompt, comp, teacher = self._rows[i]
             n = len(prompt) + len(comp)
@@ -159,6 +197,8 @@ class SFTDataset:
                 start = T - len(comp) - 1
                 teacher_probs[b, start : start + len(teacher)] = teacher
                 teacher_mask[b, start : start + len(teacher)] = True
+                if self._teacher_ids is not None:
+                    teacher_ids[b, start : start + len(teacher)] = self._teacher_ids[i]
         batch = {
             "tokens_BxT": tokens,
             "positions_BxT": np.maximum(np.cumsum(valid, axis=1) - 1, 0).astype(np.int32),
@@ -170,6 +210,8 @@ class SFTDataset:
             batch["teacher_mask_BxT"] = teacher_mask
             if self.label_ids is not None:
                 batch["label_ids_BxC"] = np.tile(self.label_ids, (B, 1))
+            if self._teacher_ids is not None:
+                batch["teacher_ids_BxTxC"] = teacher_ids
         return batch
 
     def batches_per_epoch(self, batch_size: int) -> int:

@@ -64,6 +64,13 @@ class KLToTeacher:
     student's distribution is its softmax restricted to those C label tokens; otherwise C = V.
     `kind="kl"` gives KL(p || q) (0 at the optimum), `kind="cross_entropy"` gives H(p, q); both
     have the same gradient. See `w2s_jax.core.objectives`.
+
+    With `teacher_ids_BxTxC` (a teacher's top-k tokens per position, C = k, probabilities
+    renormalised over them) the student's distribution stays its FULL-vocabulary softmax q, read
+    at those ids: KL(p || q) = sum_c p_c (log p_c - log q[id_c]). Every token outside the teacher's
+    top-k has p = 0, so the optimum is q = p exactly and the student is pushed to put all its mass
+    where the teacher does; a softmax restricted to the k ids would leave the mass outside them
+    unconstrained.
     """
 
     kind: str = "kl"  # "kl" or "cross_entropy"
@@ -73,6 +80,8 @@ class KLToTeacher:
             raise ValueError(f"KLToTeacher.kind must be 'kl' or 'cross_entropy', got {self.kind!r}")
 
     def __call__(self, logits_BxTxV: jax.Array, batch: dict[str, jax.Array]) -> jax.Array:
+        if "teacher_ids_BxTxC" in batch:
+            return self._at_ids(logits_BxTxV, batch)
         probs_BxTxC = batch["teacher_probs_BxTxC"]
         logits_BxTxC = logits_BxTxV.astype(jnp.float32)
         if "label_ids_BxC" in batch:
@@ -82,3 +91,18 @@ class KLToTeacher:
             logits_BxTxC = jnp.take_along_axis(logits_BxTxC, label_ids_BxTxC, axis=-1)
         objective = kl_to_probs if self.kind == "kl" else cross_entropy_to_probs
         return objective(logits_BxTxC, probs_BxTxC, batch["teacher_mask_BxT"])
+
+    def _at_ids(self, logits_BxTxV: jax.Array, batch: dict[str, jax.Array]) -> jax.Array:
+        """The loss against per-position teacher ids (see the class docstring)."""
+        probs_BxTxC = batch["teacher_probs_BxTxC"]
+        logits_BxTxV = logits_BxTxV.astype(jnp.float32)
+        # log q[id] = z_id - logsumexp(z): no B x T x V log-probability array is formed
+        picked_BxTxC = jnp.take_along_axis(logits_BxTxV, batch["teacher_ids_BxTxC"], axis=-1)
+        log_q_BxTxC = picked_BxTxC - jax.nn.logsumexp(logits_BxTxV, axis=-1, keepdims=True)
+        positive_BxTxC = probs_BxTxC > 0
+        terms_BxTxC = -log_q_BxTxC
+        if self.kind == "kl":
+            terms_BxTxC = terms_BxTxC + jnp.log(jnp.where(positive_BxTxC, probs_BxTxC, 1.0))
+        per_position_BxT = jnp.sum(jnp.where(positive_BxTxC, probs_BxTxC * terms_BxTxC, 0.0), axis=-1)
+        mask_BxT = batch["teacher_mask_BxT"].astype(jnp.float32)
+        return jnp.sum(per_position_BxT * mask_BxT) / jnp.maximum(jnp.sum(mask_BxT), 1.0)
