@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -35,8 +36,11 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import jax  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from theory import figures, report  # noqa: E402
+from theory import report  # noqa: E402
 from theory.experiments import EXPERIMENTS, get  # noqa: E402
+from w2s_jax.compilation_cache import enable_compilation_cache  # noqa: E402
+
+SEED_RANGE = (-(2**63), 2**63 - 1)  # jax.random.key takes a signed 64-bit seed
 
 __all__ = ["main", "parse_args", "run_experiment"]
 
@@ -55,10 +59,35 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.trials is not None and args.trials < 2:
         ap.error(f"--trials must be >= 2, got {args.trials}")
+    if not SEED_RANGE[0] <= args.seed <= SEED_RANGE[1]:
+        ap.error(f"--seed must be an integer in [-2**63, 2**63 - 1] (a signed 64-bit seed), got {args.seed}")
     for name in args.experiment or ():
         if name not in EXPERIMENTS:
             ap.error(f"unknown experiment {name!r}; choose from: {', '.join(EXPERIMENTS)}")
+    if args.experiment:
+        args.experiment = list(dict.fromkeys(args.experiment))  # each once, in the order first given
+    if not args.list:
+        problem = _unwritable(args.out)
+        if problem:
+            ap.error(f"--out {args.out}: {problem}; pass a directory you can write to")
     return args
+
+
+def _unwritable(out: Path) -> str | None:
+    """Why results cannot be written under ``out`` (None when they can), found before any compute.
+
+    Creates ``out`` (as the run would) and a scratch file in it: permission bits alone do not tell
+    (root ignores them; a read-only file system does not show in them).
+    """
+    if out.exists() and not out.is_dir():
+        return "exists and is not a directory"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        return f"cannot write there ({error.strerror or error})"
+    return None
 
 
 def _sweep_and_trials(name: str, quick: bool, trials: int | None):
@@ -103,6 +132,10 @@ def main(argv=None) -> int:
         for name, exp in EXPERIMENTS.items():
             print(f"{name:14s} {exp.title}")
         return 0
+    # Compiled programs are the same from run to run: a warm run loads them from disk.
+    enable_compilation_cache()
+    if not args.no_figures:
+        from theory import figures  # matplotlib costs ~0.4 s to import: only when drawing
     names = args.experiment or list(EXPERIMENTS)
     results, t0 = {}, time.perf_counter()
     for name in tqdm(names, desc="experiments", unit="exp", disable=None):

@@ -1,5 +1,5 @@
-"""Closed forms against Monte Carlo (STYLE.md rule 9): every tolerance is 4 Monte Carlo standard
-errors (plus float64 round-off), never a guessed constant.
+"""Closed forms against Monte Carlo: every tolerance is 4 Monte Carlo standard errors (plus
+float64 round-off), never a guessed constant.
 
 * exact finite-n OLS risk ``sigma^2 d / (n - d - 1)`` (Gaussian design) vs ``simulate_fits`` at lam 0;
 * ``simulate_posterior`` (the residual trick of ``RefinedLabels``) vs an explicit brute-force

@@ -1,5 +1,5 @@
-"""Limits that must agree (STYLE.md: neural-tangents' t = 0 / t = inf checks) and population closed
-forms vs the finite-sample estimators at huge n."""
+"""Limits that must agree (each path at t = 0 and t -> inf, lam = 0 and lam -> inf) and population
+closed forms vs the finite-sample estimators at huge n."""
 
 import jax
 import jax.numpy as jnp
