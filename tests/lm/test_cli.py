@@ -183,8 +183,9 @@ def test_chat_without_template_fails_before_the_model_loads(checkpoint, tmp_path
 
 
 def test_text_errors_come_before_the_model_loads(checkpoint, capsys, no_model_loading):
-    _error_line(capsys, ["generate", "--model", checkpoint, "--prompt", ""])
-    _error_line(capsys, ["score", "--model", checkpoint, "--prompt", "the", "--completion", ""])
+    assert "prompt 0 is empty" in _error_line(capsys, ["generate", "--model", checkpoint, "--prompt", ""])
+    assert "adds no tokens" in _error_line(
+        capsys, ["score", "--model", checkpoint, "--prompt", "the", "--completion", ""])
 
 
 # --- broken checkpoint files ----------------------------------------------------------------
