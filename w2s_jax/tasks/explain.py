@@ -1,0 +1,77 @@
+"""``explain``: the weak supervisor explains with a technique; does the student pick it up?
+
+Rows hold a question and optionally a gold answer (``{"question": ..., "answer": ...}``; field
+names are options). The weak model is given the explanation technique as its system prompt
+(:meth:`Explain.weak_prompt`); the strong model and the student see the plain question. The
+judge rates every answer on two rubrics, 1-10 by default (the judge's scale):
+
+- ``technique``: adherence to the technique. This is the primary metric: it is the behaviour
+  weak-to-strong training is meant to transfer here (as the style is in ``persona``).
+- ``accuracy``: the factual accuracy of the explanation; when the row has a gold answer the
+  judge is shown it as a reference.
+
+Per item: ``{"technique": score, "accuracy": score, "_malformed": malformed judgements}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from w2s_jax.inference.engine import Prompt
+from w2s_jax.tasks.base import Example, register
+from w2s_jax.tasks.fields import check_name, optional_text_field, text_field
+from w2s_jax.tasks.judged import JudgedTask, check_template
+
+ANALOGY = "Explain using an analogy to everyday life."
+TECHNIQUE_RUBRIC = ("Rate only how well the response follows this explanation technique: "
+                    "\"{technique}\" The lowest rating means the technique is not used at all; the "
+                    "highest means the whole explanation is built on it. Ignore whether the content is "
+                    "correct.")
+ACCURACY_RUBRIC = ("Rate only the factual accuracy of the response as an answer to the question: "
+                   "the lowest rating for a wrong or misleading answer, the highest for a fully "
+                   "correct one. Ignore the style of the explanation.")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ExplainOptions:
+    question_field: str = "question"  # the row field holding the question
+    answer_field: str | None = "answer"  # the gold answer (optional per row): the judge's reference
+    technique: str = ANALOGY  # the weak model's system prompt
+    technique_rubric: str = TECHNIQUE_RUBRIC  # may use {technique}
+    accuracy_rubric: str = ACCURACY_RUBRIC
+
+    def __post_init__(self):
+        check_name(self.question_field, "task.question_field")
+        if self.answer_field is not None:
+            check_name(self.answer_field, "task.answer_field")
+        if not isinstance(self.technique, str) or not self.technique.strip():
+            raise ValueError(f"task.technique must be a non-empty string, got {self.technique!r}")
+        check_template(self.technique_rubric, "task.technique_rubric", technique=self.technique)
+        check_template(self.accuracy_rubric, "task.accuracy_rubric", technique=self.technique)
+
+
+@register
+class Explain(JudgedTask):
+    """Questions explained with a technique by the weak model; judged on technique and accuracy."""
+
+    name = "explain"
+    Options = ExplainOptions
+    rubric_names = ("technique", "accuracy")
+
+    def example(self, row, index, source):
+        o = self.options
+        return Example(index=index, question=text_field(row, o.question_field, index, source),
+                       answer=optional_text_field(row, o.answer_field, index, source), fields=row)
+
+    def prompt(self, example):
+        return Prompt(user=example.question)
+
+    def weak_prompt(self, example):
+        return Prompt(user=example.question, system=self.options.technique)
+
+    def rubrics(self, example):
+        o = self.options
+        accuracy = o.accuracy_rubric.format(technique=o.technique)
+        if example.answer is not None:
+            accuracy += f"\nA reference answer: {example.answer.strip()}"
+        return {"technique": o.technique_rubric.format(technique=o.technique), "accuracy": accuracy}

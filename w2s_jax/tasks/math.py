@@ -1,0 +1,132 @@
+"""``math`` (GSM8K) and ``math-boxed`` (MATH): exact match on the final answer.
+
+``math``: rows ``{"question": ..., "answer": "...reasoning...\\n#### 72"}`` (GSM8K's format; the
+field names are options). The gold answer's final number is read strictly (``#### x``, a last
+``\\boxed{x}``, or an answer that is just a number); a response's final number robustly (the
+first ``#### x``, else the last ``\\boxed{}``, else the last ``answer is x``, else the last number
+anywhere; see :mod:`w2s_jax.tasks.answers`). Numbers compare exactly as fractions: ``3/4 == 0.75``,
+``72.0 == 72``, ``1,000 == 1000``.
+
+``math-boxed``: rows ``{"problem": ..., "solution": "...\\boxed{\\frac{1}{2}}"}`` (MATH's format),
+or a one-line bare answer (``"\\frac{1}{2}"``). Answers are LaTeX expressions, compared as
+normalised strings (:func:`~w2s_jax.tasks.answers.normalize_math`) and numerically when both
+read as numbers. It is a task of its own rather than an option of ``math`` because every default
+differs (fields, instruction, extraction).
+
+Both score ``{"accuracy": 0 or 1}`` per item (None for a test row without a gold answer) and
+``"_unparsed"``: 1 when the response states no answer at all (a diagnostic: format failures).
+The training target of an example is its gold solution as written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from w2s_jax.inference.engine import Prompt
+from w2s_jax.tasks.answers import extract_expression, extract_number, gold_number, last_boxed, math_equal
+from w2s_jax.tasks.base import DataError, Example, Task, register
+from w2s_jax.tasks.fields import check_name, optional_text_field, text_field
+
+GSM8K_INSTRUCTION = ("Solve the problem step by step. On the last line write the final answer as "
+                     "#### <number>.")
+MATH_INSTRUCTION = "Solve the problem step by step. Put the final answer in \\boxed{}."
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MathOptions:
+    question_field: str = "question"  # the row field holding the problem
+    answer_field: str = "answer"  # the gold solution ending in "#### <number>" (may be absent: unlabelled)
+    instruction: str = GSM8K_INSTRUCTION  # appended to the question on its own line ("" for none)
+
+    def __post_init__(self):
+        check_name(self.question_field, "task.question_field")
+        check_name(self.answer_field, "task.answer_field")
+        if not isinstance(self.instruction, str):
+            raise ValueError(f"task.instruction must be a string, got {self.instruction!r}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MathBoxedOptions(MathOptions):
+    question_field: str = "problem"
+    answer_field: str = "solution"  # a solution with \boxed{answer}, or the bare answer on one line
+    instruction: str = MATH_INSTRUCTION
+
+
+class _FinalAnswerTask(Task):
+    """Shared by both: a question, an instruction, a gold solution and exact-match scoring."""
+
+    def example(self, row, index, source):
+        o = self.options
+        question = text_field(row, o.question_field, index, source)
+        answer = optional_text_field(row, o.answer_field, index, source)
+        if answer is not None:
+            self.gold(answer, lambda why: DataError(
+                f"{source}: row {index} field {o.answer_field!r} {why}: {answer[-80:]!r}"))
+        return Example(index=index, question=question, answer=answer, fields=row)
+
+    def prompt(self, example):
+        instruction = self.options.instruction.strip()
+        return Prompt(user=f"{example.question}\n{instruction}" if instruction else example.question)
+
+    def metric(self, examples, predictions, *, judge=None):
+        if len(examples) != len(predictions):
+            raise ValueError(f"{len(examples)} examples but {len(predictions)} predictions")
+        out = []
+        for example, prediction in zip(examples, predictions):
+            if example.answer is None:
+                out.append({"accuracy": None, "_unparsed": 0})
+                continue
+            correct, parsed = self.compare(prediction, self.gold(example.answer))
+            out.append({"accuracy": float(correct), "_unparsed": int(not parsed)})
+        return out
+
+    def metric_names(self):
+        return ("accuracy", "_unparsed")
+
+    def gold(self, answer: str, error=None):
+        """The gold final answer of a solution; ``error(why)`` builds the exception when absent."""
+        raise NotImplementedError
+
+    def compare(self, prediction: str, gold) -> tuple[bool, bool]:
+        """(whether the response's final answer equals ``gold``, whether it states one)."""
+        raise NotImplementedError
+
+
+@register
+class Math(_FinalAnswerTask):
+    """GSM8K-style word problems: exact match on the final number."""
+
+    name = "math"
+    Options = MathOptions
+
+    def gold(self, answer, error=None):
+        value = gold_number(answer)
+        if value is None:
+            raise (error or ValueError)("has no final number (expected '#### <number>', "
+                                        "'\\boxed{<number>}' or just a number)")
+        return value
+
+    def compare(self, prediction, gold):
+        value = extract_number(prediction)
+        return value is not None and value == gold, value is not None
+
+
+@register
+class MathBoxed(_FinalAnswerTask):
+    """MATH-style problems: the \\boxed{} answer, compared as normalised LaTeX or numerically."""
+
+    name = "math-boxed"
+    Options = MathBoxedOptions
+
+    def gold(self, answer, error=None):
+        boxed = last_boxed(answer)
+        if boxed is not None and boxed.strip():
+            return boxed
+        if boxed is None and "\n" not in answer.strip():
+            return answer.strip()  # a bare one-line answer
+        raise (error or ValueError)("has no final answer (expected a solution with \\boxed{...} "
+                                    "or the bare answer on one line)")
+
+    def compare(self, prediction, gold):
+        expression = extract_expression(prediction)
+        return math_equal(expression, gold), expression is not None
