@@ -3,46 +3,27 @@ concatenated tokens, a float64 softmax over the whole vocabulary, the k largest,
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.pipeline.tiny_lm import tiny_engine, tiny_tokenizer
+from tests.pipeline.tiny_lm import direct_probs, direct_topk, tiny_engine, tiny_tokenizer
 from w2s_jax.inference import Prompt
 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    return tiny_engine(tiny_tokenizer(tmp_path_factory.mktemp("topk_tokenizer")), seed=1)
+    return tiny_engine(tiny_tokenizer(tmp_path_factory.mktemp("topk_tokenizer")), seed=1, batch_size=2)
 
 
-def direct_probs(model, ids: list[int]) -> np.ndarray:
-    """``p(. | ids[:t+1])`` at every position t of one unpadded sequence (float64, T x V)."""
-    tokens = jnp.asarray([ids])
-    logits, _ = model(tokens, positions_BxT=jnp.arange(len(ids))[None], valid_BxT=jnp.ones_like(tokens, bool))
-    z = np.asarray(logits[0], np.float64)
-    z = np.exp(z - z.max(-1, keepdims=True))
-    return z / z.sum(-1, keepdims=True)
-
-
-def direct_topk(engine, prompt, completion: str, k: int):
-    """(completion ids, top-k ids, renormalised probabilities, kept mass), computed directly."""
-    prompt_ids = engine.encode([prompt])[0]
-    completion_ids = engine.tokenizer.encode(completion, add_special_tokens=False)
-    probs = direct_probs(engine.model, prompt_ids + completion_ids)
-    rows = probs[len(prompt_ids) - 1 : len(prompt_ids) + len(completion_ids) - 1]
-    ids = np.argsort(-rows, axis=-1, kind="stable")[:, :k]
-    top = np.take_along_axis(rows, ids, axis=-1)
-    return completion_ids, ids, top / top.sum(-1, keepdims=True), top.sum(-1)
-
-
-PROMPTS = [Prompt(user="the cat sat on", system="a dog ran home"), "why is the", Prompt(user="a big red dog ran to the blue mat and then")]
+PROMPTS = [Prompt(user="the cat sat on", system="a dog ran home"), "why is the",
+           Prompt(user="a big red dog ran to the blue mat and then")]
 COMPLETIONS = [" the mat", " weak teacher strong and small", " sat"]
 
 
 @pytest.mark.parametrize("k", [1, 5])
 def test_engine_top_k_equals_the_direct_softmax(engine, k):
-    # batch_size 4 over 3 pairs of different lengths: padded, length-sorted, returned in order
+    # 3 pairs of different lengths in batches of 2: length-sorted, right-padded, a filler row in
+    # the second batch, and the results back in the caller's order
     results = engine.next_token_topk(PROMPTS, COMPLETIONS, k)
     assert len(results) == 3
     for prompt, completion, result in zip(PROMPTS, COMPLETIONS, results):
@@ -61,7 +42,8 @@ def test_top_k_over_the_whole_vocabulary_is_the_softmax(engine):
     prompt_ids = engine.encode(["the cat"])[0]
     probs = direct_probs(engine.model, prompt_ids + result.token_ids)[len(prompt_ids) - 1 : -1]
     np.testing.assert_allclose(result.kept_mass, 1.0, atol=1e-5)
-    np.testing.assert_allclose(np.take_along_axis(probs, result.topk_ids, axis=-1), result.topk_probs, atol=1e-5)
+    np.testing.assert_allclose(np.take_along_axis(probs, result.topk_ids, axis=-1), result.topk_probs,
+                               atol=1e-5)
 
 
 def test_bad_requests_name_the_problem(engine):

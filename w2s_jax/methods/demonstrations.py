@@ -9,6 +9,7 @@ few-shot form.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Sequence
 
@@ -47,6 +48,13 @@ def batches(num: int, size: int, *, seed: int | None = None) -> list[tuple[int, 
         last = out.pop()  # popped first: `out[-2] += out.pop()` would overwrite the wrong batch
         out[-1] += last
     return out
+
+
+def with_query_stop(generation):
+    """``generation`` (a :class:`~w2s_jax.tasks.Generation`) that also stops at :data:`QUERY_STOP`."""
+    if QUERY_STOP in generation.stop:
+        return generation
+    return dataclasses.replace(generation, stop=generation.stop + (QUERY_STOP,))
 
 
 def clean_answer(text: str) -> str:

@@ -1,0 +1,118 @@
+"""``infer-and-respond``: the strong model states what the weak answers do, then answers so (Algorithm 2).
+
+The training questions are cut into batches of ``batch`` exactly as for ``icl-refine``. For each
+batch the strong model reads all of its (question, weak answer) pairs, in the demonstration format
+of :mod:`~w2s_jax.methods.demonstrations`, and completes one sentence that begins with a fixed
+``prefix`` ("The answers are written in the style of"): its continuation is cut at the first
+sentence end or line break, and prefix + continuation is the inferred behaviour. Then it answers
+each question of the batch alone, told by the system message to follow that sentence; the answer
+is the question's training label. Where ``icl-refine`` shows the behaviour by example, this method
+makes the strong model name it first, so a behaviour that the examples share but no single answer
+pins down (a style, a persona, a technique) is carried to every answer.
+
+Each label row keeps the sentence under ``"inferred"`` for inspection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from w2s_jax.inference.engine import Prompt
+from w2s_jax.methods.base import Method, label_row, register
+from w2s_jax.methods.demonstrations import batches, demonstration
+from w2s_jax.methods.icl_refine import question_text
+
+PREFIXES = {
+    "style": "The answers are written in the style of",  # style and persona tasks
+    "technique": "The answers explain using the technique of",  # explanation tasks
+}
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class InferAndRespondOptions:
+    batch: int = 5  # questions per batch; the behaviour is inferred from all of them
+    shuffle_seed: int | None = None  # shuffle the questions before batching (None: file order)
+    kind: str = "style"  # which default prefix: "style" (style, persona) or "technique" (explanations)
+    prefix: str | None = None  # the sentence's fixed beginning; overrides kind's default
+    describe: str = "Complete the sentence that describes what the answers above have in common."
+    respond: str = "{behaviour} Answer the question in that way."  # the answering system message
+    max_sentence_tokens: int = 48  # most tokens generated to complete the sentence
+
+    def __post_init__(self):
+        name = "methods.infer-and-respond"
+        if not isinstance(self.batch, int) or self.batch < 2:
+            raise ValueError(f"{name}.batch must be an int >= 2, got {self.batch!r}")
+        if self.kind not in PREFIXES:
+            raise ValueError(f"{name}.kind must be one of {sorted(PREFIXES)}, got {self.kind!r}")
+        if self.prefix is not None and (not isinstance(self.prefix, str) or not self.prefix.strip()):
+            raise ValueError(f"{name}.prefix must be a non-empty string, got {self.prefix!r}")
+        if not isinstance(self.describe, str) or not self.describe.strip():
+            raise ValueError(f"{name}.describe must be a non-empty string, got {self.describe!r}")
+        if not isinstance(self.respond, str) or self.respond.count("{behaviour}") != 1:
+            raise ValueError(f"{name}.respond must contain '{{behaviour}}' exactly once (where the "
+                             f"inferred sentence goes), got {self.respond!r}")
+        if not isinstance(self.max_sentence_tokens, int) or self.max_sentence_tokens < 1:
+            raise ValueError(f"{name}.max_sentence_tokens must be an int >= 1, "
+                             f"got {self.max_sentence_tokens!r}")
+
+    @property
+    def sentence_prefix(self) -> str:
+        """The fixed beginning of the inferred sentence (``prefix``, else ``kind``'s default)."""
+        return (self.prefix if self.prefix is not None else PREFIXES[self.kind]).strip()
+
+
+def inference_prompt(pairs: list[tuple[str, str]], describe: str, prefix: str) -> Prompt:
+    """All (question, answer) pairs as demonstrations, then the request and the sentence to complete.
+
+    Without a chat template the model reads the pairs, the request, and ``prefix`` on the last line,
+    so a base model continues the sentence; a chat model answers the request.
+    """
+    return Prompt(system="\n\n".join(demonstration(q, a) for q, a in pairs), user=f"{describe}\n{prefix}")
+
+
+def complete_sentence(prefix: str, continuation: str) -> str:
+    """``prefix`` + the generated continuation up to its first line break or sentence end.
+
+    A model that restates the prefix (a chat model answering afresh) has it removed first. Without
+    a sentence end a period is added. "e.g." and the like also end the sentence (kept simple).
+    """
+    text = continuation.lstrip()
+    if text.lower().startswith(prefix.lower()):
+        text = text[len(prefix):]
+    text = text.strip().split("\n", 1)[0].strip()
+    end = _SENTENCE_END.search(text)
+    text = text[: end.end()] if end else text.rstrip(",;:") + "."
+    return f"{prefix} {text}" if text != "." else prefix + "."
+
+
+@register
+class InferAndRespond(Method):
+    """Algorithm 2: the strong model names the weak answers' behaviour, then answers following it."""
+
+    name = "infer-and-respond"
+    Options = InferAndRespondOptions
+    roles = ("strong",)
+
+    def units(self, ctx):
+        return batches(len(ctx.examples), self.options.batch, seed=self.options.shuffle_seed)
+
+    def infer(self, ctx, units) -> list[str]:
+        """The inferred sentence of each unit (one strong-model call for the whole chunk)."""
+        options, prefix = self.options, self.options.sentence_prefix
+        prompts = [inference_prompt([(question_text(ctx, p), ctx.weak[p]) for p in unit],
+                                    options.describe, prefix) for unit in units]
+        texts = ctx.engine("strong").generate(prompts, max_new_tokens=options.max_sentence_tokens,
+                                              sampler=ctx.generation.sampler(), key=ctx.key)
+        return [complete_sentence(prefix, text) for text in texts]
+
+    def label(self, ctx, units):
+        sentences = self.infer(ctx, units)
+        behaviour = {p: sentence for unit, sentence in zip(units, sentences) for p in unit}
+        queries = list(behaviour)  # every question of the chunk in one call (length-sorted batches)
+        prompts = [Prompt(system=self.options.respond.replace("{behaviour}", behaviour[p]),
+                          user=question_text(ctx, p)) for p in queries]
+        answers = ctx.answer("strong", prompts, queries)
+        return [label_row(ctx.examples[p], ctx.task.target(ctx.examples[p], answer), inferred=behaviour[p])
+                for p, answer in zip(queries, answers)]
