@@ -2,6 +2,10 @@
 
 Every function takes a :class:`~theory.model.Problem` (batch it with ``jax.vmap``) and returns
 arrays. Equation numbers refer to ``docs/theory.md``.
+
+The arithmetic of each function is one jitted program: called eagerly, a few dozen tiny
+operations would each be traced and compiled on their own (a cold ``simulate.py`` spent seconds on
+them). Argument checks and warnings run first, outside the program, on the values they can see.
 """
 
 from __future__ import annotations
@@ -69,11 +73,13 @@ def _check_nonnegative(name: str, values) -> None:
         raise ValueError(f"{name} must be finite and >= 0, got {got}")
 
 
+@jax.jit
 def eps_P2(p: Problem) -> jax.Array:
     """``eps_P^2 = R(beta_P)``: risk of the pre-trained strong model alone."""
     return excess_risk(p.beta_P, p.beta_star, p.Sigma_DxD)
 
 
+@jax.jit
 def eps_W2(p: Problem) -> jax.Array:
     """``eps_W^2 = R(beta_weak)``: risk of the weak supervisor alone."""
     return excess_risk(p.beta_weak, p.beta_star, p.Sigma_DxD)
@@ -100,14 +106,17 @@ def ridge_population(p: Problem, lam_L: jax.Array, beta_label: jax.Array | None 
       ValueError: naming the strengths that are negative, NaN or infinite.
     """
     _check_nonnegative("lam_L", lam_L)
-    beta_label = p.beta_weak if beta_label is None else beta_label
-    D = p.beta_P.shape[-1]
-    eye = jnp.eye(D, dtype=p.beta_P.dtype)
+    return _ridge_population(p, jnp.asarray(lam_L), p.beta_weak if beta_label is None else beta_label)
+
+
+@jax.jit
+def _ridge_population(p: Problem, lam_L: jax.Array, beta_label: jax.Array) -> tuple[jax.Array, jax.Array]:
+    eye = jnp.eye(p.beta_P.shape[-1], dtype=p.beta_P.dtype)
 
     def one(lam):
         return jnp.linalg.solve(p.Sigma_DxD + lam * eye, p.Sigma_DxD @ beta_label + lam * p.beta_P)
 
-    lam_L = jnp.asarray(lam_L, p.beta_P.dtype)
+    lam_L = lam_L.astype(p.beta_P.dtype)
     valid_L = jnp.isfinite(lam_L) & (lam_L >= 0)
     b_LxD = jnp.where(valid_L[:, None], jax.vmap(one)(jnp.where(valid_L, lam_L, 0.0)), jnp.nan)
     return b_LxD, excess_risk(b_LxD, p.beta_star, p.Sigma_DxD)
@@ -144,9 +153,13 @@ def gd_population(p: Problem, t_T: jax.Array, lr: float, beta_label: jax.Array |
             if step * lam_max > 2:
                 raise ValueError(f"lr={float(step)} exceeds the stability limit 2 / lambda_max(Sigma) = "
                                  f"{2 / lam_max:.6g} (lambda_max(Sigma) = {lam_max:.6g}): gradient descent diverges")
-    beta_label = p.beta_weak if beta_label is None else beta_label
+    return _gd_population(p, jnp.asarray(t_T), lr, p.beta_weak if beta_label is None else beta_label)
+
+
+@jax.jit
+def _gd_population(p: Problem, t_T: jax.Array, lr, beta_label: jax.Array) -> tuple[jax.Array, jax.Array]:
     s_D = jnp.diag(p.Sigma_DxD)  # the model's Sigma is diagonal
-    t_T = jnp.asarray(t_T, p.beta_P.dtype)
+    t_T = t_T.astype(p.beta_P.dtype)
     shrink_TxD = jnp.power(1.0 - lr * s_D[None, :], t_T[:, None])
     b_TxD = beta_label[None, :] + shrink_TxD * (p.beta_P - beta_label)[None, :]
     return b_TxD, excess_risk(b_TxD, p.beta_star, p.Sigma_DxD)
@@ -165,6 +178,11 @@ def segment_bound(p: Problem) -> jax.Array:
     error would stop a run with ``feature_scales`` whose other claims hold for any Sigma.
     """
     _warn_unless_isotropic(p, "segment_bound as a lower bound on fine-tuning")
+    return _segment_bound(p)
+
+
+@jax.jit
+def _segment_bound(p: Problem) -> jax.Array:
     a = p.beta_P - p.beta_star
     c = p.beta_weak - p.beta_star
     diff = c - a
@@ -174,6 +192,7 @@ def segment_bound(p: Problem) -> jax.Array:
     return excess_risk(b, p.beta_star, p.Sigma_DxD)
 
 
+@jax.jit
 def orthogonal_bound(eps_p2: jax.Array, eps_w2: jax.Array) -> jax.Array:
     """``eps_P^2 eps_W^2 / (eps_P^2 + eps_W^2)``: :func:`segment_bound` when the errors are orthogonal."""
     return eps_p2 * eps_w2 / (eps_p2 + eps_w2)
@@ -186,8 +205,13 @@ def refine_population(p: Problem, E_pi_K: jax.Array, lam: float = 0.0) -> jax.Ar
     recovers ``beta_ref = sum_k E[w_k] beta_k``, so the risk is ``||B^T E[w] - beta_star||^2_Sigma``;
     with shrinkage ``lam`` towards ``beta_P`` it is that of :func:`ridge_population` at ``beta_ref``.
     """
-    beta_ref = E_pi_K @ p.B_KxD
-    _, risk = ridge_population(p, jnp.asarray([lam]), beta_label=beta_ref)
+    _check_nonnegative("lam", lam)
+    return _refine_population(p, E_pi_K, lam)
+
+
+@jax.jit
+def _refine_population(p: Problem, E_pi_K: jax.Array, lam) -> jax.Array:
+    _, risk = _ridge_population(p, jnp.reshape(lam, (1,)), E_pi_K @ p.B_KxD)
     return risk[0]
 
 
@@ -201,9 +225,15 @@ def refine_risk_bound(p: Problem, err: jax.Array) -> jax.Array:
     (:class:`IsotropyWarning`) rather than refuses, for the same reason as :func:`segment_bound`.
     """
     _warn_unless_isotropic(p, "risk <= 2 (1 - E pi*)^2 (eq. T.15)")
+    return _twice_square(err)
+
+
+@jax.jit
+def _twice_square(err: jax.Array) -> jax.Array:
     return 2 * jnp.square(err)
 
 
+@jax.jit
 def residual_cov_2x2(p: Problem) -> jax.Array:
     """``C_k``: covariance of ``(y' - beta_k^T x, y' - beta_star^T x)`` for every k (eq. T.16).
 
@@ -219,6 +249,7 @@ def residual_cov_2x2(p: Problem) -> jax.Array:
     return jnp.stack([jnp.stack([c11, c12], -1), jnp.stack([c12, c22], -1)], -2)
 
 
+@jax.jit
 def rho(p: Problem, s_S: jax.Array = S_GRID) -> jax.Array:
     """Per-demonstration Chernoff exponent ``rho_k(s) = (1/2) log det(I_2 + C_k M(s))`` (eq. T.17).
 
@@ -257,6 +288,11 @@ def chernoff_terms(p: Problem, n_icl: jax.Array, s_S: jax.Array = S_GRID) -> jax
       ValueError: when ``n_icl`` is negative, NaN or infinite.
     """
     _check_nonnegative("n_icl", n_icl)
+    return _chernoff_terms(p, n_icl, s_S)
+
+
+@jax.jit
+def _chernoff_terms(p: Problem, n_icl: jax.Array, s_S: jax.Array) -> jax.Array:
     rho_KxS = rho(p, s_S)
     log_ratio_K = jnp.log(p.alpha_K) - jnp.log(p.alpha_K[p.k_star])
     # n_icl * rho with 0 * (-inf) = 0: no demonstration, no likelihood-ratio moment (else NaN).
@@ -268,10 +304,20 @@ def chernoff_terms(p: Problem, n_icl: jax.Array, s_S: jax.Array = S_GRID) -> jax
 
 
 def chernoff_bound(p: Problem, n_icl: jax.Array, s_S: jax.Array = S_GRID) -> jax.Array:
-    """``1 - E[pi_star] <= min(1, sum_{k != k*} inf_s (alpha_k/alpha_*)^s exp(-n_icl rho_k(s)))`` (eq. T.18)."""
-    return jnp.minimum(1.0, jnp.sum(chernoff_terms(p, n_icl, s_S)))
+    """``1 - E[pi_star] <= min(1, sum_{k != k*} inf_s (alpha_k/alpha_*)^s exp(-n_icl rho_k(s)))`` (eq. T.18).
+
+    ``n_icl`` as in :func:`chernoff_terms`.
+    """
+    _check_nonnegative("n_icl", n_icl)
+    return _chernoff_bound(p, n_icl, s_S)
 
 
+@jax.jit
+def _chernoff_bound(p: Problem, n_icl: jax.Array, s_S: jax.Array) -> jax.Array:
+    return jnp.minimum(1.0, jnp.sum(_chernoff_terms(p, n_icl, s_S)))
+
+
+@jax.jit
 def decay_exponent(p: Problem, s_S: jax.Array = S_GRID) -> jax.Array:
     """``rho* = min_{k != k*} sup_{s in (0,1]} rho_k(s)``: the rate of :func:`chernoff_bound` in n_icl.
 
@@ -281,6 +327,7 @@ def decay_exponent(p: Problem, s_S: jax.Array = S_GRID) -> jax.Array:
     return jnp.min(rho_max_K.at[p.k_star].set(jnp.inf))
 
 
+@jax.jit
 def identifiable(p: Problem) -> jax.Array:
     """Whether refinement converges to beta_star: ``sup_s rho_k(s) > 0`` for every ``k != k*``.
 
@@ -298,4 +345,9 @@ def ols_excess_risk(n: int, d: int, sigma_label: jax.Array) -> jax.Array:
     """``E R(b_OLS) = sigma_label^2 d / (n - d - 1)`` for unbiased labels and Gaussian design (n > d + 1)."""
     if n <= d + 1:
         raise ValueError(f"the OLS variance needs n > d + 1, got n={n}, d={d}")
-    return jnp.square(sigma_label) * d / (n - d - 1)
+    return _scaled_square(sigma_label, d / (n - d - 1))
+
+
+@jax.jit
+def _scaled_square(x: jax.Array, factor) -> jax.Array:
+    return jnp.square(x) * factor

@@ -23,6 +23,7 @@ from typing import Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from theory.validation import integer, real
 
@@ -87,13 +88,15 @@ class Supervisor(Protocol):
 
     name: str
 
-    def weak(self, model: ConceptModel, B_KxD: jax.Array) -> tuple[jax.Array, jax.Array]: ...
+    def weak(self, model: ConceptModel, B_KxD: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
-def _u(model: ConceptModel, delta: float) -> jax.Array:
+def _u(model: ConceptModel, delta: float) -> np.ndarray:
     if delta != 0 and model.K >= model.d:
         raise ValueError(f"a bias direction orthogonal to span(B) needs K < d, got K={model.K}, d={model.d}")
-    return jnp.zeros(model.d).at[min(model.K, model.d - 1)].set(1.0 if delta != 0 else 0.0)
+    u = np.zeros(model.d)
+    u[min(model.K, model.d - 1)] = 1.0 if delta != 0 else 0.0
+    return u
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -110,7 +113,7 @@ class Biased:
 
     def weak(self, model, B_KxD):
         beta_weak = B_KxD[model.k_star] + self.delta * _u(model, self.delta)
-        return beta_weak, jnp.asarray(model.sigma)
+        return beta_weak, np.asarray(model.sigma)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -126,7 +129,7 @@ class Noisy:
             raise ValueError(f"eta must be >= 0, got eta={self.eta}")
 
     def weak(self, model, B_KxD):
-        return B_KxD[model.k_star], jnp.sqrt(jnp.asarray(model.sigma**2 + self.eta**2))
+        return B_KxD[model.k_star], np.sqrt(np.asarray(model.sigma**2 + self.eta**2))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -150,7 +153,7 @@ class Misaligned:
         if not 0 <= self.j < model.K or self.j == model.k_star:
             raise ValueError(f"j must be a concept other than k_star={model.k_star} in [0, K={model.K}), got j={self.j}")
         beta = (1 - self.gamma) * B_KxD[model.k_star] + self.gamma * B_KxD[self.j]
-        return beta + self.delta * _u(model, self.delta), jnp.asarray(model.sigma)
+        return beta + self.delta * _u(model, self.delta), np.asarray(model.sigma)
 
 
 @functools.partial(
@@ -174,25 +177,38 @@ class Problem:
 
 
 def make_problem(model: ConceptModel, supervisor: Supervisor, dtype=None) -> Problem:
-    """Concepts ``beta_k = e_k``, ``beta_P = alpha^T B``, and the supervisor's ``beta_weak``."""
+    """Concepts ``beta_k = e_k``, ``beta_P = alpha^T B``, and the supervisor's ``beta_weak``.
+
+    Built in float64 numpy and moved to JAX once, in ``dtype`` (default: JAX's float, so float64
+    under ``jax.enable_x64``): a few transfers instead of a dozen tiny compiled programs.
+    """
     dtype = dtype or jnp.result_type(float)
-    B_KxD = jnp.eye(model.K, model.d, dtype=dtype)
-    alpha_K = jnp.asarray(model.alpha_K, dtype=dtype)
+    B_KxD = np.eye(model.K, model.d)
+    alpha_K = np.asarray(model.alpha_K, dtype=np.float64)
     beta_weak, sigma_weak = supervisor.weak(model, B_KxD)
-    scales = jnp.ones(model.d) if model.feature_scales is None else jnp.asarray(model.feature_scales)
-    return Problem(
-        B_KxD=B_KxD,
-        alpha_K=alpha_K,
-        beta_star=B_KxD[model.k_star],
-        beta_P=alpha_K @ B_KxD,
-        beta_weak=jnp.asarray(beta_weak, dtype),
-        sigma=jnp.asarray(model.sigma, dtype),
-        sigma_weak=jnp.asarray(sigma_weak, dtype),
-        Sigma_DxD=jnp.diag(jnp.square(scales)).astype(dtype),
-        k_star=model.k_star,
-    )
+    scales = np.ones(model.d) if model.feature_scales is None else np.asarray(model.feature_scales, dtype=np.float64)
+    arrays = {
+        "B_KxD": B_KxD,
+        "alpha_K": alpha_K,
+        "beta_star": B_KxD[model.k_star],
+        "beta_P": alpha_K @ B_KxD,
+        "beta_weak": beta_weak,
+        "sigma": model.sigma,
+        "sigma_weak": sigma_weak,
+        "Sigma_DxD": np.diag(np.square(scales)),
+    }
+    # device_put of a host array in its final dtype compiles nothing (jnp.asarray would, per shape).
+    return Problem(**{k: jax.device_put(np.asarray(v, dtype)) for k, v in arrays.items()}, k_star=model.k_star)
 
 
 def stack_problems(problems: list[Problem]) -> Problem:
-    """Stack problems along a new leading axis, for ``jax.vmap`` over a parameter grid."""
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *problems)
+    """Stack problems along a new leading axis, for ``jax.vmap`` over a parameter grid.
+
+    Concrete problems are stacked on the host (one transfer per field, no compiled ``stack``).
+    """
+    def stack(*xs):
+        if any(isinstance(x, jax.core.Tracer) for x in xs):
+            return jnp.stack(xs)
+        return jax.device_put(np.stack([np.asarray(x) for x in xs]))
+
+    return jax.tree.map(stack, *problems)
