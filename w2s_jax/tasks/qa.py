@@ -42,7 +42,7 @@ import string
 
 from w2s_jax.inference.engine import Prompt
 from w2s_jax.tasks.answers import extract_number, gold_number, normalize_text
-from w2s_jax.tasks.base import DataError, Example, Task, register
+from w2s_jax.tasks.base import DataError, Example, register
 from w2s_jax.tasks.fields import as_text, check_name, optional_text_field
 from w2s_jax.tasks.judged import JudgedTask
 
