@@ -67,7 +67,11 @@ def _jsonable(obj: Any) -> Any:
         return obj.item()
     if isinstance(obj, Path):
         return str(obj)
-    return obj
+    if hasattr(obj, "name") and hasattr(obj, "options"):  # a task or method strategy object
+        return {"name": obj.name, "options": _jsonable(obj.options)}
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return repr(obj)
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:

@@ -83,7 +83,7 @@ class RunContext:
 
     def task_settings(self) -> dict:
         """The task's identity in stage hashes."""
-        return {"task": self.config.task.name, "options": self.config.task.options}
+        return {"task": {"name": self.config.task.name, "options": self.config.task.options}}
 
     def inference_settings(self) -> dict:
         """Inference settings that change answers (not batch sizes: results do not depend on them)."""

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
 from tqdm.auto import tqdm
 
 from w2s_jax.pipeline.artifacts import (
@@ -91,8 +92,10 @@ class ChunkedStage(Stage):
         """The units of work, in order (their positions are their identities)."""
 
     @abstractmethod
-    def process(self, run, units: list) -> list[list[dict]]:
-        """Records for each of ``units`` (one list per unit)."""
+    def process(self, run, units: list, key) -> list[list[dict]]:
+        """Records for each of ``units`` (one list per unit); ``key`` is the chunk's PRNG key
+        (the stage's key folded with the chunk's first unit number, so every chunk draws
+        independently and a resumed run draws what an uninterrupted one would)."""
 
     def unit_size(self, unit) -> int:
         """Rows in a unit, for chunking (default 1)."""
@@ -116,7 +119,8 @@ class ChunkedStage(Stage):
         with tqdm(total=len(share), initial=len(share) - len(todo), desc=self.name, unit="unit",
                   disable=not run.show_progress, leave=False) as bar:
             for chunk in chunks:
-                per_unit = self.process(run, [units[u] for u in chunk])
+                key = jax.random.fold_in(run.key(self.name), chunk[0])
+                per_unit = self.process(run, [units[u] for u in chunk], key)
                 log.append({**record, "_unit": u} for u, records in zip(chunk, per_unit) for record in records)
                 bar.update(len(chunk))
         run.barrier(f"{self.name}-parts")

@@ -31,7 +31,7 @@ class WeakLabels(ChunkedStage):
     def units(self, run: RunContext) -> list:
         return list(range(len(run.train)))
 
-    def process(self, run: RunContext, units: list) -> list[list[dict]]:
+    def process(self, run: RunContext, units: list, key) -> list[list[dict]]:
         examples = [run.train[p] for p in units]
         if self.supervisor.label_file:
             labels = label_file_answers(run, self.supervisor.label_file, "train")
@@ -39,7 +39,7 @@ class WeakLabels(ChunkedStage):
         task = run.config.task
         engine = run.pool.engine(self.supervisor.model)
         answers = task.answer(engine, [task.weak_prompt(e) for e in examples], examples,
-                              run.config.generation, key=run.key(self.name))
+                              run.config.generation, key=key)
         return [[{"index": e.index, "answer": a.strip()}] for e, a in zip(examples, answers)]
 
     def summarize(self, records):
@@ -109,15 +109,16 @@ class Labels(ChunkedStage):
 
             self._ctx = MethodContext(task=run.config.task, examples=run.train, weak=weak,
                                       upstream=upstream, engine=engine,
-                                      generation=run.config.generation, key=run.key(self.name),
+                                      generation=run.config.generation, key=None,
                                       num_intermediate=len(models.intermediate))
         return self._ctx
 
     def units(self, run: RunContext) -> list:
         return [list(unit) for unit in self.method.units(self.context(run))]
 
-    def process(self, run: RunContext, units: list) -> list[list[dict]]:
+    def process(self, run: RunContext, units: list, key) -> list[list[dict]]:
         ctx = self.context(run)
+        ctx.key = key
         rows = self.method.label(ctx, [tuple(u) for u in units])
         unit_of = {ctx.examples[p].index: i for i, unit in enumerate(units) for p in unit}
         per_unit: list[list[dict]] = [[] for _ in units]

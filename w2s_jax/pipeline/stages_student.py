@@ -157,9 +157,9 @@ class Predict(ChunkedStage):
     def units(self, run):
         return list(range(len(run.test)))
 
-    def process(self, run, units):
+    def process(self, run, units, key):
         examples = [run.test[p] for p in units]
-        answers = self.subject.answer(run, examples, run.key(self.name))
+        answers = self.subject.answer(run, examples, key)
         return [[{"index": e.index, "prediction": a}] for e, a in zip(examples, answers)]
 
     def summarize(self, records):
@@ -186,18 +186,18 @@ class Score(ChunkedStage):
     def units(self, run):
         return list(range(len(run.test)))
 
-    def _judge(self, run):
+    def _judge(self, run, key):
         if not run.config.task.needs_judge:
             return None
         from w2s_jax.tasks.judge import Judge
 
-        return Judge(run.pool.engine(run.config.models.judge), run.config.judge, key=run.key(self.name))
+        return Judge(run.pool.engine(run.config.models.judge), run.config.judge, key=key)
 
-    def process(self, run, units):
+    def process(self, run, units, key):
         predictions = {r["index"]: r["prediction"] for r in self.predict.records(run)}
         examples = [run.test[p] for p in units]
         scores = run.config.task.metric(examples, [predictions[e.index] for e in examples],
-                                        judge=self._judge(run))
+                                        judge=self._judge(run, key))
         return [[{"index": e.index, **s}] for e, s in zip(examples, scores)]
 
     def summarize(self, records):

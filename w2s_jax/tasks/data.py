@@ -75,6 +75,7 @@ def _load_file(source: str):
         raise DataError(f"{source}: the file is empty")
     import datasets
 
+    datasets.disable_progress_bars()  # loading a small file prints no bars over the run's output
     try:
         return datasets.load_dataset(builder, data_files=str(path), split="train")
     except Exception as error:  # datasets wraps parser errors; name the file and the cause
