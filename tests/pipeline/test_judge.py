@@ -221,3 +221,17 @@ def test_expected_mode_on_the_rating_scale(engine):
     (rating,) = Judge(engine, JudgeOptions(mode="expected", scale=(3, 5))).rate_many([("r", "q", "a")])
     assert len(rating.probs) == 3 and 3 <= rating.score <= 5
     assert rating.score == pytest.approx(float(np.dot(rating.probs, [3, 4, 5])))
+
+
+def test_engine_sampling_keys_follow_example_ids(engine):
+    """What the judge's per-item keys rest on: a prompt's sample depends on its id, not its company."""
+    sampler, key = Temperature(1.0), jax.random.key(0)
+    prompts = ["the cat sat on the mat", "how good is it"]
+    together = engine.generate(prompts, max_new_tokens=8, sampler=sampler, key=key, example_ids=[11, 22])
+    alone = engine.generate(prompts[1:], max_new_tokens=8, sampler=sampler, key=key, example_ids=[22])
+    assert together[1] == alone[0]
+    others = {engine.generate(prompts[1:], max_new_tokens=8, sampler=sampler, key=key, example_ids=[i])[0]
+              for i in range(5)}
+    assert len(others) > 1  # the id does change the draw
+    with pytest.raises(ValueError, match="1 example_ids for 2 prompts"):
+        engine.generate(prompts, max_new_tokens=2, sampler=sampler, key=key, example_ids=[1])
