@@ -1,0 +1,33 @@
+"""Every experiment file shipped in experiments/ loads into a typed experiment, names models that
+are hub names or directories, and lists methods and tasks that exist (data and models themselves
+are downloaded on a machine with internet, so they are not fetched here)."""
+
+from pathlib import Path
+
+import pytest
+
+from w2s_jax.cli_pipeline import shipped_experiments
+from w2s_jax.pipeline import load_experiment
+from w2s_jax.pipeline.plan import build_plan, check_model
+
+FILES = shipped_experiments()
+
+
+def test_the_paper_settings_are_shipped():
+    names = {p.stem for p in FILES}
+    assert {"gsm8k", "math", "persona_pirate", "explain_technique"} <= names
+    assert all(p.parent == Path(__file__).resolve().parents[2] / "experiments" for p in FILES)
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
+def test_shipped_experiment_validates(path):
+    config = load_experiment(path)
+    models = config.models
+    for name in (models.strong, *models.weak, *models.intermediate, *([models.judge] if models.judge else [])):
+        check_model(config, name, "model")
+    if config.task.needs_judge:
+        assert models.judge and config.judge is not None
+    stages, subjects = build_plan(config)
+    roles = {s.role for s in subjects}
+    assert "weak" in roles and ("zero-shot" in roles) == any(not m.trains for m in config.methods)
+    assert len({s.name for s in stages}) == len(stages)
