@@ -28,6 +28,9 @@ Reference
     --prompt P / --completion C  one pair per position, as many of each; neither may be empty
     --batch-size N            pairs per forward pass, N >= 1 (default 8)
 
+``w2s run EXPERIMENT.toml``, ``w2s report RUN_DIR``, ``w2s list``
+    The weak-to-strong pipeline (``w2s_jax/cli_pipeline.py``, docs/pipeline.md).
+
 A prompt (score: prompt + completion) longer than the model's ``max_position_embeddings`` is
 refused; generation that would run past it warns on stderr. The tokenizer and config.json are
 checked before the model's weights are loaded.
