@@ -104,7 +104,7 @@ def test_experiment_loads_typed_with_overrides(tmp_path):
     (('run = ["naive", "icl-refine"]', 'run = ["naive", "icl-refin"]'), r"unknown method 'icl-refin' \(did you mean 'icl-refine'\?\)"),
     (("batch = 3", "batch = 1"), r"methods\.icl-refine\.batch must be an int >= 2"),
     (("total_steps = 4", "total_steps = 0"), r"\[train\]: TrainConfig\.total_steps"),
-    (("[data]", "[dta]"), r"unknown key 'dta' at the top level \(did you mean 'data'\?\)"),
+    (("[data]", "[dta]"), r"unknown key 'dta' in the top level \(did you mean 'data'\?\)"),
 ])
 def test_experiment_errors_name_the_file_and_key(tmp_path, edit, message):
     path = _write(tmp_path, _EXPERIMENT.replace(*edit))
@@ -114,9 +114,20 @@ def test_experiment_errors_name_the_file_and_key(tmp_path, edit, message):
 
 
 def test_unknown_task_and_bad_override(tmp_path):
+    with pytest.raises(ExperimentError, match=r"\[methods\.icl-refin\] configures an unknown method \(did you mean 'icl-refine'\?\)"):
+        load_experiment(_write(tmp_path, _EXPERIMENT.replace("[methods.icl-refine]", "[methods.icl-refin]")))
     with pytest.raises(ExperimentError, match="unknown task 'mth'"):
         load_experiment(_write(tmp_path, _EXPERIMENT, task="mth"))
     with pytest.raises(ExperimentError, match="expected KEY=VALUE"):
         load_experiment(_write(tmp_path, _EXPERIMENT), overrides=["train.total_steps"])
     with pytest.raises(ExperimentError, match="not found"):
         load_experiment(tmp_path / "missing.toml")
+
+
+def test_context_distill_must_read_icl_refines_prompts(tmp_path):
+    text = _EXPERIMENT.replace('run = ["naive", "icl-refine"]', 'run = ["icl-refine", "context-distill"]')
+    with pytest.raises(ExperimentError, match=r"context-distill\.batch = 5 differs from methods\.icl-refine\.batch = 3"):
+        load_experiment(_write(tmp_path, text))
+    ok = text + "\n[methods.context-distill]\nbatch = 3\ntop_k = 4\n"
+    config = load_experiment(_write(tmp_path, ok))
+    assert config.method("context-distill").options.top_k == 4

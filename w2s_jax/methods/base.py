@@ -85,6 +85,10 @@ class Method(ABC):
     def __init__(self, options=None):
         self.options = self.Options() if options is None else options
 
+    def check(self, methods: Mapping[str, "Method"]) -> None:
+        """Refuses settings that contradict the other methods of the run (by name), with a
+        ValueError naming both; called when the experiment is loaded. Default: nothing to check."""
+
     def units(self, ctx: MethodContext) -> list[tuple[int, ...]]:
         """Independent units of work as positions into ``ctx.examples`` (default: one each)."""
         return [(position,) for position in range(len(ctx.examples))]

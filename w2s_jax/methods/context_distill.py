@@ -64,6 +64,16 @@ class ContextDistill(Method):
         super().__init__(options)
         self._icl = ICLRefine(self.options.demonstrations())
 
+    def check(self, methods):
+        icl = methods["icl-refine"].options
+        mine = self.options.demonstrations()
+        for field in ("batch", "shuffle_seed", "fixed_demos"):
+            if getattr(icl, field) != getattr(mine, field):
+                raise ValueError(
+                    f"methods.context-distill.{field} = {getattr(mine, field)!r} differs from "
+                    f"methods.icl-refine.{field} = {getattr(icl, field)!r}: the teacher's predictive "
+                    "must be read on the prompts icl-refine answered; set both the same")
+
     def units(self, ctx):
         return self._icl.units(ctx)
 

@@ -210,7 +210,7 @@ def load_experiment(path: str | Path, *, overrides: Sequence[str] = (),
 def experiment_from_dict(raw: Mapping[str, Any], *, source: str = "<experiment>",
                          default_name: str = "experiment") -> ExperimentConfig:
     """The typed experiment of a parsed TOML document (see the module docstring)."""
-    from w2s_jax.methods import get_method
+    from w2s_jax.methods import all_methods, get_method
     from w2s_jax.tasks import get_task
     from w2s_jax.train import TrainConfig
 
@@ -239,16 +239,24 @@ def experiment_from_dict(raw: Mapping[str, Any], *, source: str = "<experiment>"
             raise ExperimentError(f"{source}: [methods] run: {error.args[0]}") from None
         options = build_dataclass(cls.Options, method_table.get(name, {}), f"[methods.{name}]", source)
         method_objs.append(cls(options))
-    for name in method_table:
-        if name not in names:
-            raise ExperimentError(f"{source}: [methods.{name}] configures a method that is not in "
-                                  f"methods.run{_suggest(name, names)}")
+    known = set(all_methods())
+    for name in method_table:  # tables of methods left out of this run (--methods) are kept unused
+        if name not in known:
+            raise ExperimentError(f"{source}: [methods.{name}] configures an unknown method"
+                                  f"{_suggest(name, sorted(known))}")
     if len(set(names)) != len(names):
         raise ExperimentError(f"{source}: methods.run lists a method twice: {names}")
     for method in method_objs:
         for need in method.needs:
             if need not in names:
                 raise ExperimentError(f"{source}: method {method.name!r} needs {need!r} in methods.run")
+
+    by_name = {m.name: m for m in method_objs}
+    for method in method_objs:
+        try:
+            method.check(by_name)
+        except ValueError as error:
+            raise ExperimentError(f"{source}: {error}") from None
 
     judge = None
     if task.needs_judge or "judge" in raw:

@@ -186,18 +186,20 @@ class Score(ChunkedStage):
     def units(self, run):
         return list(range(len(run.test)))
 
-    def _judge(self, run, key):
+    def _judge(self, run):
         if not run.config.task.needs_judge:
             return None
         from w2s_jax.tasks.judge import Judge
 
-        return Judge(run.pool.engine(run.config.models.judge), run.config.judge, key=key)
+        # the stage's key, not the chunk's: the judge folds in each item's own id, so a rating
+        # depends on the item alone, whatever chunk it is scored in
+        return Judge(run.pool.engine(run.config.models.judge), run.config.judge, key=run.key(self.name))
 
     def process(self, run, units, key):
         predictions = {r["index"]: r["prediction"] for r in self.predict.records(run)}
         examples = [run.test[p] for p in units]
         scores = run.config.task.metric(examples, [predictions[e.index] for e in examples],
-                                        judge=self._judge(run, key))
+                                        judge=self._judge(run))
         return [[{"index": e.index, **s}] for e, s in zip(examples, scores)]
 
     def summarize(self, records):
