@@ -3,6 +3,7 @@
 on stderr naming the problem, never a traceback."""
 
 import json
+import os
 import re
 import shutil
 import struct
@@ -256,3 +257,14 @@ def test_console_script_error_has_no_traceback(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "model directory not found" in proc.stderr
+
+
+def test_console_run_fills_the_compilation_cache(checkpoint, tmp_path):
+    cache = tmp_path / "jax-cache"
+    proc = subprocess.run([sys.executable, "-m", "w2s_jax.cli", "score", "--model", str(checkpoint),
+                           "--prompt", "the cat", "--completion", " sat", "--json"],
+                          env={**os.environ, "W2S_COMPILATION_CACHE": str(cache)},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["results"][0]["token_ids"] == [8]  # "sat"
+    assert any(cache.iterdir())  # the compiled forward pass was written for the next run
