@@ -114,7 +114,7 @@ def results_markdown(results: dict) -> str:
         cells = [row["name"], *(_fmt(row[m]) for m in metrics), pgr_text, str(row[metrics[0]]["n"])]
         lines.append("| " + " | ".join(cells) + " |")
     notes = [f"- {row['name']}: " + ", ".join(f"{k.lstrip('_')} {v:g}" for k, v in row["diagnostics"].items())
-             for row in results["rows"] if row["diagnostics"]]
+             for row in results["rows"] if any(row["diagnostics"].values())]
     if notes:
         lines += ["", "Diagnostics (summed over items):", *notes]
     return "\n".join(lines) + "\n"

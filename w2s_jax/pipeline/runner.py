@@ -25,7 +25,7 @@ def prepare(config: ExperimentConfig, run_dir: str | Path, *, show_progress: boo
     stages, subjects = build_plan(config)
     plan = {
         "experiment": config.name, "task": config.task.name, "seed": config.seed,
-        "metrics": list(config.task.metric_names()), "higher_is_better": config.task.higher_is_better,
+        "metrics": [m for m in config.task.metric_names() if not m.startswith("_")], "higher_is_better": config.task.higher_is_better,
         "level": config.report.level, "bootstrap": config.report.bootstrap,
         "subjects": [{"name": s.name, "role": s.role, "method": s.method, "supervisor": s.supervisor,
                       "records": str((s.score_stage.directory(run) / RECORDS).relative_to(run.run_dir))}
