@@ -154,7 +154,7 @@ class Attention(nnx.Module):
     def __call__(self, x_BxTxD: jnp.ndarray, *, cos_BxTxH: jnp.ndarray, sin_BxTxH: jnp.ndarray,
                  mask_BxTxS: jnp.ndarray, kv_cache: tuple[jnp.ndarray, jnp.ndarray] | None = None,
                  index: jnp.ndarray | None = None):
-        """Attend; with `kv_cache` = (k_BxSxKxH, v_BxSxKxH), write the new keys at `index` first.
+        """Attend; with `kv_cache` = (k_BxKxSxH, v_BxKxSxH), write the new keys at `index` first.
 
         Returns (out_BxTxD, updated kv_cache or None).
         """
@@ -167,30 +167,38 @@ class Attention(nnx.Module):
             k_BxTxKxH = self.k_norm(k_BxTxKxH)
         q_BxTxNxH = apply_rope(q_BxTxNxH, cos_BxTxH, sin_BxTxH)
         k_BxTxKxH = apply_rope(k_BxTxKxH, cos_BxTxH, sin_BxTxH)
-        if kv_cache is not None:
-            k_cache, v_cache = kv_cache
-            start = (0, index, 0, 0)
-            k_BxSxKxH = jax.lax.dynamic_update_slice(k_cache, k_BxTxKxH.astype(k_cache.dtype), start)
-            v_BxSxKxH = jax.lax.dynamic_update_slice(v_cache, v_BxTxKxH.astype(v_cache.dtype), start)
-            kv_cache = (k_BxSxKxH, v_BxSxKxH)
-            k_BxSxKxH, v_BxSxKxH = k_BxSxKxH.astype(self.dtype), v_BxSxKxH.astype(self.dtype)
-        else:
-            k_BxSxKxH, v_BxSxKxH = k_BxTxKxH, v_BxTxKxH
         B, T, N, H = q_BxTxNxH.shape
-        K, S = c.num_kv_heads, k_BxSxKxH.shape[1]
+        K = c.num_kv_heads
         G = N // K
         # Batch axes (B, K) leading and the G*T query rows of each kv head stacked, so both
         # contractions and the softmax are plain rank-4 batched ops. Measured on XLA:CPU (attention
         # alone, B=8, T=128, 8 heads): forward+backward 6.5 ms (G=1) / 7.0 ms (G=4), against 9.4 /
         # 7.7 ms with rank-5 scores and 11.7 ms for the "BTKGH,BSKH->BKGTS" einsum. Same values.
         q_BxKxGTxH = q_BxTxNxH.reshape(B, T, K, G, H).transpose(0, 2, 3, 1, 4).reshape(B, K, G * T, H)
-        k_BxKxSxH = k_BxSxKxH.transpose(0, 2, 1, 3)
-        v_BxKxSxH = v_BxSxKxH.transpose(0, 2, 1, 3)
-        # k^T materialised behind a barrier: the backward pass then forms dk^T = q^T dS (the small
-        # operand transposed), not dk = dS^T q, which XLA:CPU ran 3x slower (2.4 vs 0.8 ms per layer,
-        # B=8, T=128, 8 heads; train step of lm_bench.py --preset small on one core: about -6 ms).
-        k_BxKxHxS = jax.lax.optimization_barrier(k_BxKxSxH.swapaxes(-1, -2))
-        scores = (q_BxKxGTxH @ k_BxKxHxS) * jnp.asarray(c.attn_scale, self.dtype)
+        if kv_cache is not None:
+            # The cache is stored head-major (B x K x S x H), the layout the contractions read, so
+            # a decode step transposes only its T new keys, never the S cached ones (copying the
+            # whole cache every step was 40% of a decode step: lm_bench small shapes, B=16, S=512).
+            k_cache, v_cache = kv_cache
+            start = (0, 0, index, 0)
+            k_BxKxSxH = jax.lax.dynamic_update_slice(
+                k_cache, k_BxTxKxH.transpose(0, 2, 1, 3).astype(k_cache.dtype), start)
+            v_BxKxSxH = jax.lax.dynamic_update_slice(
+                v_cache, v_BxTxKxH.transpose(0, 2, 1, 3).astype(v_cache.dtype), start)
+            kv_cache = (k_BxKxSxH, v_BxKxSxH)
+            k_BxKxSxH, v_BxKxSxH = k_BxKxSxH.astype(self.dtype), v_BxKxSxH.astype(self.dtype)
+            scores = jnp.einsum("bkqh,bksh->bkqs", q_BxKxGTxH, k_BxKxSxH)  # inference: no backward
+        else:
+            k_BxKxSxH = k_BxTxKxH.transpose(0, 2, 1, 3)
+            v_BxKxSxH = v_BxTxKxH.transpose(0, 2, 1, 3)
+            # k^T materialised behind a barrier: the backward pass then forms dk^T = q^T dS (the
+            # small operand transposed), not dk = dS^T q, which XLA:CPU ran 3x slower (2.4 vs 0.8 ms
+            # per layer, B=8, T=128, 8 heads; train step of lm_bench.py --preset small on one core:
+            # about -6 ms).
+            k_BxKxHxS = jax.lax.optimization_barrier(k_BxKxSxH.swapaxes(-1, -2))
+            scores = q_BxKxGTxH @ k_BxKxHxS
+        S = k_BxKxSxH.shape[2]
+        scores = scores * jnp.asarray(c.attn_scale, self.dtype)
         scores = softcap(scores, c.attn_logit_softcap)
         mask_Bx1xGTxS = jnp.broadcast_to(mask_BxTxS[:, None, None], (B, 1, G, T, S)).reshape(B, 1, G * T, S)
         scores = jnp.where(mask_Bx1xGTxS, scores, jnp.finfo(scores.dtype).min)

@@ -32,8 +32,9 @@ from w2s_jax.models.rope import rope_cos_sin
 class KVCache:
     """Keys/values of every layer for B rows and S slots (prompts left-padded).
 
-    keys, values: per-layer tuples of `B x S x K x H` arrays; valid_BxS: False on padding and
-    unwritten slots; index: int32 scalar, the next slot to write (shared by all rows).
+    keys, values: per-layer tuples of `B x K x S x H` arrays (head-major: attention reads them
+    without a transpose); valid_BxS: False on padding and unwritten slots; index: int32 scalar, the
+    next slot to write (shared by all rows).
     """
 
     keys: tuple[jax.Array, ...]
@@ -51,7 +52,7 @@ def init_cache(config: ModelConfig, *, batch_size: int, max_len: int, dtype=jnp.
     """An empty cache (all slots invalid, index 0) for `batch_size` rows and `max_len` slots."""
     if batch_size <= 0 or max_len <= 0:
         raise ValueError(f"batch_size={batch_size} and max_len={max_len} must be positive")
-    shape = (batch_size, max_len, config.num_kv_heads, config.head_dim)
+    shape = (batch_size, config.num_kv_heads, max_len, config.head_dim)
     keys = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
     values = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
     return KVCache(keys=keys, values=values, valid_BxS=jnp.zeros((batch_size, max_len), bool),
