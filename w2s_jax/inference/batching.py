@@ -22,6 +22,20 @@ def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+def geometric_bucket(n: int, *, minimum: int = 1, per_octave: int = 2) -> int:
+    """Smallest length ``>= max(n, minimum)`` on a grid of ``per_octave`` steps per doubling.
+
+    Above 2**k the steps are 2**k / per_octave apart (per_octave=2: ..., 256, 384, 512, 768, 1024,
+    ...), so lengths up to a few thousand fall into a dozen buckets and at most a fraction
+    1 / per_octave of a bucket is padding. ``per_octave`` must be a power of two.
+    """
+    if per_octave < 1 or per_octave & (per_octave - 1):
+        raise ValueError(f"per_octave must be a power of two, got {per_octave}")
+    n = max(int(n), int(minimum), 1)
+    octave = 1 << ((n - 1).bit_length() - 1) if n > 1 else 1  # largest power of two below n
+    return round_up(n, max(octave // per_octave, 1))
+
+
 def pad_sequences(
     seqs: Sequence[Sequence[int]], *, length: int, pad_id: int, side: str
 ) -> tuple[np.ndarray, np.ndarray]:

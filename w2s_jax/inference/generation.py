@@ -1,14 +1,24 @@
 """Batched autoregressive generation with a KV cache.
 
-Per batch: prompts are left-padded to a bucketed length P, a cache of P + N slots is made (N the
-bucketed ``max_new_tokens``), one jitted prefill writes the prompts and samples the first token,
-and one jitted decode loop (``lax.while_loop`` over single-token steps) produces the rest. The loop
-exits as soon as every row has hit EOS or the step budget. Stop strings need the tokenizer, so
-with stop strings the loop runs in chunks of ``_STOP_CHECK_EVERY`` steps and the host marks rows
-whose decoded text contains a stop string as finished between chunks.
+Per batch: prompts are left-padded so that their last token sits at slot P - 1, where P - 1 is a
+multiple of ``prompt_bucket`` (C); a cache of S slots is made, S the smallest length bucket (two
+per octave: 256, 384, 512, 768, ...) holding P + N (N the bucketed ``max_new_tokens``). One jitted
+prefill writes the prompts into the cache C slots at a time in a loop whose trip count is an
+argument, then runs the last prompt token alone and samples the first new token from its logits
+(the full-length logits are never formed); one jitted decode loop (``lax.while_loop`` over
+single-token steps) produces the rest. The loop exits as soon as every row has hit EOS or the step
+budget. Stop strings need the tokenizer, so with stop strings the loop runs in chunks of
+``_STOP_CHECK_EVERY`` steps and the host marks rows whose decoded text contains a stop string as
+finished between chunks.
 
-Both jitted functions take the model as ``nnx.split`` graphdef (static) + state, so they compile
-once per (batch size, prompt bucket, new-token bucket, sampler) and are reused across calls.
+Both jitted functions take the model as ``nnx.split`` graphdef (static) + state, and their shapes
+depend on the prompt length only through S, so they compile once per (batch size, S, new-token
+bucket, sampler): prompts of 200 to 400 tokens with 64 new tokens share two cache lengths, four
+programs, and later calls reuse them.
+
+With a ``mesh`` (``w2s_jax.parallel``), every per-row array and the cache are placed with the
+batch axis split over the mesh's ("data", "fsdp") axes; the model is placed by ``shard_model`` or
+``load_pretrained(..., mesh=)``, and jit follows both placements.
 """
 
 from __future__ import annotations
@@ -23,10 +33,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 
-from w2s_jax.inference.batching import batch_slices, pad_sequences, positions_from_valid, progress, round_up
+from w2s_jax.inference.batching import (
+    batch_slices,
+    geometric_bucket,
+    pad_sequences,
+    positions_from_valid,
+    progress,
+    round_up,
+)
 from w2s_jax.inference.prompts import encode_prompts, find_stop
 from w2s_jax.inference.sampling import Greedy, Sampler, example_keys
+from w2s_jax.parallel import batch_sharding, shard_batch
 
 _STOP_CHECK_EVERY = 16  # decode steps between host-side stop-string checks
 # Trace counters (a Python side effect runs only while tracing); tests use them to prove that the
@@ -58,26 +77,45 @@ def _is_eos(token_B, eos_ids: tuple[int, ...]):
     return jnp.isin(token_B, jnp.asarray(eos_ids, jnp.int32))
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "sampler", "eos_ids", "num_new"),
+@functools.partial(jax.jit, static_argnames=("graphdef", "sampler", "eos_ids", "num_new", "chunk"),
                    donate_argnames=("cache",))
-def _prefill(graphdef, state, tokens_BxP, valid_BxP, active_B, cache, key, example_index_B, *,
-             sampler, eos_ids, num_new):
+def _prefill(graphdef, state, tokens_BxS, valid_BxS, num_chunks, active_B, cache, key, example_index_B, *,
+             sampler, eos_ids, num_new, chunk):
     """Runs the prompts through the model, filling the cache, and samples the first new token.
 
-    Rows with ``active_B`` False are batch filler: they start finished.
+    The prompts fill slots [0, num_chunks * chunk] of ``tokens_BxS`` (left-padded, so every row's
+    last prompt token is at slot ``num_chunks * chunk``). Slots [0, num_chunks * chunk) go through
+    the model ``chunk`` at a time (their logits are dead code, so XLA never computes them), then
+    the last slot alone gives the logits to sample from. ``num_chunks`` is traced: one program
+    serves every prompt length that fits the cache. Rows with ``active_B`` False are batch filler:
+    they start finished.
     """
     TRACE_COUNTS["prefill"] += 1
+    positions_BxS = positions_from_valid(valid_BxS)
+
+    def slots(x_BxS, start, size):
+        return jax.lax.dynamic_slice_in_dim(x_BxS, start, size, axis=1)
+
+    def write_chunk(i, cache):
+        model = nnx.merge(graphdef, state)
+        start = i * chunk
+        _, cache = model(slots(tokens_BxS, start, chunk), positions_BxT=slots(positions_BxS, start, chunk),
+                         valid_BxT=slots(valid_BxS, start, chunk), cache=cache)
+        return cache
+
+    cache = jax.lax.fori_loop(0, num_chunks, write_chunk, cache)
+    last = num_chunks * chunk
     model = nnx.merge(graphdef, state)
-    positions_BxP = positions_from_valid(valid_BxP)
-    logits_BxPxV, cache = model(tokens_BxP, positions_BxT=positions_BxP, valid_BxT=valid_BxP,
-                                cache=cache)
-    token_B = sampler(logits_BxPxV[:, -1], keys_B=example_keys(key, example_index_B, 0))
-    batch_size = tokens_BxP.shape[0]
+    last_position_B = slots(positions_BxS, last, 1)[:, 0]
+    logits_Bx1xV, cache = model(slots(tokens_BxS, last, 1), positions_BxT=last_position_B[:, None],
+                                valid_BxT=slots(valid_BxS, last, 1), cache=cache)
+    token_B = sampler(logits_Bx1xV[:, -1], keys_B=example_keys(key, example_index_B, 0))
+    batch_size = tokens_BxS.shape[0]
     tokens_BxN = jnp.zeros((batch_size, num_new), jnp.int32).at[:, 0].set(token_B)
     return _DecodeState(
         cache=cache,
         tokens_BxN=tokens_BxN,
-        position_B=positions_BxP[:, -1] + 1,
+        position_B=last_position_B + 1,
         done_B=~active_B | _is_eos(token_B, eos_ids),
         step=jnp.asarray(1, jnp.int32),
     )
@@ -123,6 +161,7 @@ def generate(
     prompt_bucket: int = 16,
     new_token_bucket: int = 16,
     example_ids: Sequence[int] | None = None,
+    mesh=None,
 ) -> GenerationResult:
     """Generates continuations of ``prompts``.
 
@@ -140,10 +179,15 @@ def generate(
       chat: apply the tokenizer's chat template to string prompts (one user turn).
       batch_size: prompts per batch (None: all at once); a short last batch is filled up to
         ``batch_size`` with finished dummy rows so that every batch reuses one compiled program.
-      prompt_bucket, new_token_bucket: pad prompt length / cache length up to these multiples.
+      prompt_bucket: C, prompts are left-padded to 1 + a multiple of C tokens and prefilled C
+        tokens at a time (a larger C: fewer, larger steps and more padding).
+      new_token_bucket: the generated-token buffer is ``max_new_tokens`` rounded up to this.
       example_ids: each prompt's identity for sampling keys (default: its index in ``prompts``).
         A caller that reorders prompts (e.g. sorting by length) passes the original indices, so
         every row draws the same tokens however the list is ordered or batched.
+      mesh: a ``jax.sharding.Mesh`` from ``w2s_jax.parallel.make_mesh``; rows are split over its
+        ("data", "fsdp") axes, so ``batch_size`` must be a multiple of data * fsdp (with
+        ``batch_size=None`` the one batch is filled up to a multiple).
     Returns:
       a :class:`GenerationResult`.
     """
@@ -161,6 +205,11 @@ def generate(
     eos_ids = tuple(int(t) for t in eos_token_ids)
     pad_id = _pad_id(config, eos_ids)
     prompt_ids = encode_prompts(tokenizer, prompts, chat=chat)
+    if not prompt_ids:
+        return GenerationResult(token_ids=[], texts=[] if tokenizer is not None else None,
+                                finish_reasons=[], prompt_token_ids=[])
+    rows_per_batch = batch_size or round_up(len(prompt_ids), row_splits(mesh))
+    check_rows_divide(rows_per_batch, mesh, what="generate batch_size")
 
     graphdef, state = nnx.split(model)
     cache_dtype = getattr(model, "dtype", None)
@@ -174,13 +223,13 @@ def generate(
     token_ids, finish_reasons, texts = [], [], []
     for batch in progress(batch_slices(len(prompt_ids), batch_size), desc="generate"):
         rows = batch.stop - batch.start
-        filler_ids = np.arange(rows, batch_size or rows, dtype=np.int32) + ids_N.max(initial=0) + 1
+        filler_ids = np.arange(rows, rows_per_batch, dtype=np.int32) + ids_N.max(initial=0) + 1
         ids, reasons, batch_texts = _generate_batch(
-            graphdef, state, config, tokenizer, prompt_ids[batch], batch_size=batch_size,
+            graphdef, state, config, tokenizer, prompt_ids[batch], batch_size=rows_per_batch,
             example_index_B=np.concatenate([ids_N[batch], filler_ids]),
             max_new_tokens=max_new_tokens, sampler=sampler, key=key, stop_strings=tuple(stop_strings),
             eos_ids=eos_ids, pad_id=pad_id, prompt_bucket=prompt_bucket,
-            new_token_bucket=new_token_bucket, cache_dtype=cache_dtype,
+            new_token_bucket=new_token_bucket, cache_dtype=cache_dtype, mesh=mesh,
         )
         token_ids += ids
         finish_reasons += reasons
@@ -193,31 +242,58 @@ def generate(
     )
 
 
+def row_splits(mesh) -> int:
+    """How many ways a batch's rows are split on ``mesh``: data * fsdp (1 without a mesh)."""
+    return 1 if mesh is None else mesh.shape["data"] * mesh.shape["fsdp"]
+
+
+def check_rows_divide(rows: int, mesh, *, what: str) -> None:
+    """Raises a ValueError naming ``what`` unless ``rows`` splits evenly over ``mesh``'s row axes."""
+    splits = row_splits(mesh)
+    if rows % splits:
+        raise ValueError(f"{what}={rows} is not a multiple of the mesh's data * fsdp = {splits} (each "
+                         f"device holds the same number of rows): use {round_up(rows, splits)} or "
+                         f"{max(rows // splits, 1) * splits}")
+
+
 def _pad_id(config, eos_ids) -> int:
     if getattr(config, "pad_token_id", None) is not None:
         return int(config.pad_token_id)
     return eos_ids[0] if eos_ids else 0
 
 
+_CACHE_MIN_SLOTS = 64  # smallest cache: tiny prompts all share one program
+
+
+def prompt_layout(max_prompt_len: int, num_new: int, chunk: int) -> tuple[int, int]:
+    """(number of prefill chunks, cache slots S) for a batch whose longest prompt has this many
+    tokens: the prompts end at slot ``num_chunks * chunk`` and S holds them plus ``num_new``."""
+    num_chunks = -(-(max_prompt_len - 1) // chunk)
+    return num_chunks, geometric_bucket(num_chunks * chunk + 1 + num_new, minimum=_CACHE_MIN_SLOTS)
+
+
 def _generate_batch(graphdef, state, config, tokenizer, prompt_ids, *, batch_size, example_index_B,
                     max_new_tokens, sampler, key, stop_strings, eos_ids, pad_id, prompt_bucket,
-                    new_token_bucket, cache_dtype):
-    from w2s_jax.models import init_cache  # models import flax modules; keep this module light
-
-    prompt_len = round_up(max(len(p) for p in prompt_ids), prompt_bucket)
+                    new_token_bucket, cache_dtype, mesh):
     num_new = round_up(max_new_tokens, new_token_bucket)
+    num_chunks, cache_len = prompt_layout(max(len(p) for p in prompt_ids), num_new, prompt_bucket)
     num_rows = len(prompt_ids)
-    filler = [[pad_id]] * ((batch_size or num_rows) - num_rows)
-    active_B = jnp.arange(num_rows + len(filler)) < num_rows
+    filler = [[pad_id]] * (batch_size - num_rows)
+    prompt_len = num_chunks * prompt_bucket + 1
     tokens_BxP, valid_BxP = pad_sequences(prompt_ids + filler, length=prompt_len, pad_id=pad_id,
                                           side="left")
-    cache = init_cache(config, batch_size=len(tokens_BxP), max_len=prompt_len + num_new,
-                       dtype=cache_dtype)
-    decode_state = _prefill(graphdef, state, jnp.asarray(tokens_BxP), jnp.asarray(valid_BxP),
-                            active_B, cache, key, example_index_B, sampler=sampler, eos_ids=eos_ids,
-                            num_new=num_new)
+    # Prompt slots then empty ones up to the cache length: the array's shape depends on S only.
+    tail = ((0, 0), (0, cache_len - prompt_len))
+    rows = shard_batch(dict(tokens_BxS=np.pad(tokens_BxP, tail, constant_values=pad_id),
+                            valid_BxS=np.pad(valid_BxP, tail), active_B=np.arange(batch_size) < num_rows,
+                            example_index_B=np.asarray(example_index_B, np.int32)), mesh)
+    cache = _empty_cache(config, batch_size, cache_len, cache_dtype, mesh)
+    decode_state = _prefill(graphdef, state, rows["tokens_BxS"], rows["valid_BxS"],
+                            np.asarray(num_chunks, np.int32), rows["active_B"], cache, key,
+                            rows["example_index_B"], sampler=sampler, eos_ids=eos_ids, num_new=num_new,
+                            chunk=prompt_bucket)
     stopped = {}  # row -> (num_tokens, text) for rows finished by a stop string
-    chunk = _STOP_CHECK_EVERY if stop_strings else max_new_tokens
+    steps_per_call = _STOP_CHECK_EVERY if stop_strings else max_new_tokens
     while True:
         if stop_strings:
             decode_state = _mark_stopped(decode_state, tokenizer, stop_strings, eos_ids, stopped,
@@ -225,8 +301,8 @@ def _generate_batch(graphdef, state, config, tokenizer, prompt_ids, *, batch_siz
         step = int(decode_state.step)
         if step >= max_new_tokens or bool(jnp.all(decode_state.done_B)):
             break
-        stop_step = jnp.asarray(min(step + chunk, max_new_tokens), jnp.int32)
-        decode_state = _decode(graphdef, state, decode_state, stop_step, key, example_index_B,
+        stop_step = np.asarray(min(step + steps_per_call, max_new_tokens), np.int32)
+        decode_state = _decode(graphdef, state, decode_state, stop_step, key, rows["example_index_B"],
                                sampler=sampler, eos_ids=eos_ids, pad_id=pad_id)
     tokens_BxN = np.asarray(decode_state.tokens_BxN)[:num_rows, :step]
     ids, reasons, texts = [], [], []
@@ -242,6 +318,24 @@ def _generate_batch(graphdef, state, config, tokenizer, prompt_ids, *, batch_siz
         reasons.append(reason)
         texts.append(text)
     return ids, reasons, texts
+
+
+@functools.lru_cache(maxsize=64)
+def _cache_factory(config, batch_size: int, max_len: int, dtype, mesh):
+    """A jitted ``init_cache`` whose arrays are created already placed: rows over the mesh's
+    ("data", "fsdp") axes (a cache built on one device first might not fit there)."""
+    from w2s_jax.models import init_cache  # models import flax modules; keep this module light
+
+    make = functools.partial(init_cache, config, batch_size=batch_size, max_len=max_len, dtype=dtype)
+    if mesh is None:
+        return jax.jit(make)
+    shardings = jax.tree.map(lambda leaf: batch_sharding(mesh, leaf.ndim) if leaf.ndim
+                             else NamedSharding(mesh, PartitionSpec()), jax.eval_shape(make))
+    return jax.jit(make, out_shardings=shardings)
+
+
+def _empty_cache(config, batch_size, max_len, dtype, mesh):
+    return _cache_factory(config, batch_size, max_len, dtype, mesh)()
 
 
 def _trim(row_ids: list[int], eos_ids) -> tuple[list[int], str]:
@@ -264,7 +358,8 @@ def _mark_stopped(decode_state, tokenizer, stop_strings, eos_ids, stopped, num_r
         if hit is not None:
             stopped[row] = hit
             done_B[row] = True
-    return decode_state._replace(done_B=jnp.asarray(done_B))
+    # Placed as before (rows over the mesh): a different placement would compile _decode again.
+    return decode_state._replace(done_B=jax.device_put(done_B, decode_state.done_B.sharding))
 
 
 def _first_float_dtype(state):
