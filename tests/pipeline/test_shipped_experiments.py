@@ -31,3 +31,13 @@ def test_shipped_experiment_validates(path):
     roles = {s.role for s in subjects}
     assert "weak" in roles and ("zero-shot" in roles) == any(not m.trains for m in config.methods)
     assert len({s.name for s in stages}) == len(stages)
+
+
+def test_readme_experiment_example_loads(tmp_path):
+    """The experiment file shown in README.md is a valid experiment (its keys and values)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "example.toml").write_text(block)
+    config = load_experiment(tmp_path / "example.toml")
+    assert config.task.name == "math" and [m.name for m in config.methods][:2] == ["zero-shot", "naive"]
+    assert config.train.lora_rank == 16
