@@ -176,10 +176,7 @@ def _load_config_and_tokenizer(ckpt_dir: Path, model: str):
 
 
 def _load_model(ckpt_dir: Path, model: str, dtype_name: str):
-    """The Transformer, after the compilation cache is on and before any JAX computation runs."""
-    from w2s_jax.compilation_cache import enable_compilation_cache
-
-    enable_compilation_cache()
+    """The Transformer (call :func:`_prepare_jax` first)."""
     import jax.numpy as jnp
 
     from w2s_jax.models.checkpoint import load_pretrained
@@ -207,12 +204,16 @@ def _runs_on_cpu() -> bool:
     return not has_plugin
 
 
-def _reuse_host_memory_on_cpu() -> None:
-    """On CPU, keep freed host memory mapped; must run before JAX starts its CPU client."""
+def _prepare_jax() -> None:
+    """Before any JAX computation: on CPU keep freed host memory mapped (before JAX starts its CPU
+    client and threads), and turn the persistent compilation cache on (before the first compile)."""
     if _runs_on_cpu():
         from w2s_jax.host_memory import reuse_freed_host_memory
 
         reuse_freed_host_memory()
+    from w2s_jax.compilation_cache import enable_compilation_cache
+
+    enable_compilation_cache()
 
 
 def _check_positions(lengths: list[int], limit: int, what: str) -> None:
@@ -248,7 +249,7 @@ def _check_generate_flags(args) -> None:
 def _run_generate(args) -> int:
     _check_generate_flags(args)
     ckpt_dir = _checkpoint_dir(args.model)
-    _reuse_host_memory_on_cpu()
+    _prepare_jax()
     config, tokenizer = _load_config_and_tokenizer(ckpt_dir, args.model)
     if args.chat and getattr(tokenizer, "chat_template", None) is None:
         raise UsageError(f"--chat: the tokenizer of {args.model!r} has no chat template")
@@ -298,7 +299,7 @@ def _run_score(args) -> int:
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     ckpt_dir = _checkpoint_dir(args.model)
-    _reuse_host_memory_on_cpu()
+    _prepare_jax()
     config, tokenizer = _load_config_and_tokenizer(ckpt_dir, args.model)
     from w2s_jax.inference.scoring import tokenize_pair
 

@@ -17,7 +17,9 @@ _MODULE_OF = {
     "load_tokenizer": "tokenizer",
 }
 
-__all__ = sorted(_MODULE_OF)
+__all__ = ["KVCache", "ModelConfig", "Transformer", "config_from_hf", "config_to_hf", "init_cache",
+           "load_pretrained", "load_tokenizer", "save_pretrained"]
+assert sorted(_MODULE_OF) == __all__  # one list of names: the lazy table and the exports agree
 
 if TYPE_CHECKING:
     from w2s_jax.models.checkpoint import load_pretrained, save_pretrained
