@@ -60,7 +60,8 @@ class ConceptModel:
         if self.feature_scales is not None:
             scales = _reals("feature_scales", self.feature_scales)
             if len(scales) != d or min(scales) <= 0:
-                raise ValueError(f"feature_scales must be d={d} positive numbers, got feature_scales={self.feature_scales}")
+                raise ValueError(
+                    f"feature_scales must be d={d} positive numbers, got feature_scales={self.feature_scales}")
 
     @classmethod
     def tiny(cls) -> "ConceptModel":

@@ -81,11 +81,13 @@ class LambdaSweep:
         s = FitSettings(ns=self.ns, trials=trials, n_icl=self.n_icl, lams=self.lams)
         out = _fits(p, s, fit_key)
         post = simulate_posterior(p, self.n_icl, 20 * trials, key=post_key)
-        beta_ref = np.asarray(post["E_pi_JxK"])[self.n_icl] @ np.asarray(p.B_KxD)  # on the host: no tiny programs
+        # beta_ref on the host: eager jnp indexing and matmul would each compile a tiny program.
+        beta_ref = np.asarray(post["E_pi_JxK"])[self.n_icl] @ np.asarray(p.B_KxD)
         bound = float(cf.segment_bound(p))
         weak_risk = float(cf.eps_W2(p))
         pop_weak = np.asarray(cf.ridge_population(p, self.lams)[1])
-        pop_ref = np.asarray(cf.ridge_population(p, self.lams, beta_label=jax.device_put(beta_ref.astype(p.beta_P.dtype)))[1])
+        beta_ref = jax.device_put(beta_ref.astype(p.beta_P.dtype))
+        pop_ref = np.asarray(cf.ridge_population(p, self.lams, beta_label=beta_ref)[1])
         rows, series, ok_bound, worst = [], {"lams": list(self.lams), "steps": list(s.steps), "bound": bound}, True, np.inf
         for i, n in enumerate(self.ns):
             m = {name: _mean_se(out[name][:, i]) for name in out}
