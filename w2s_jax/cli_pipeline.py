@@ -58,11 +58,9 @@ def add_list(subparsers) -> None:
 
 def _start_up() -> None:
     """The compilation cache on, and on CPU freed host memory kept, before JAX starts."""
-    from w2s_jax.cli import _reuse_host_memory_on_cpu
-    from w2s_jax.compilation_cache import enable_compilation_cache
+    from w2s_jax.cli import _prepare_jax
 
-    _reuse_host_memory_on_cpu()
-    enable_compilation_cache()
+    _prepare_jax()
 
 
 def run_run(args) -> int:
