@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from w2s_jax.atomic_write import atomic_write_bytes
 
 __all__ = ["format_table", "write_json_atomic", "save_figure", "write_summary", "to_jsonable"]
 
@@ -58,23 +59,10 @@ def to_jsonable(x):
     return x
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_json_atomic(path: Path, payload: dict) -> None:
     """Write JSON via a temporary file and ``os.replace``: a reader never sees a partial file."""
     data = json.dumps(to_jsonable(payload), indent=1, allow_nan=False).encode()
-    _atomic_write(Path(path), lambda f: f.write(data))
+    atomic_write_bytes(Path(path), data)
 
 
 def save_figure(fig, stem: Path) -> list[Path]:
@@ -84,7 +72,9 @@ def save_figure(fig, stem: Path) -> list[Path]:
     paths = []
     for ext in ("png", "pdf"):
         path = Path(f"{stem}.{ext}")
-        _atomic_write(path, lambda f, ext=ext: fig.savefig(f, format=ext, dpi=130, bbox_inches="tight"))
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=ext, dpi=130, bbox_inches="tight")
+        atomic_write_bytes(path, buffer.getvalue())
         paths.append(path)
     plt.close(fig)
     return paths
@@ -98,5 +88,4 @@ def write_summary(path: Path, results: dict, header: str) -> None:
         for c in r["checks"]:
             lines.append(f"- **{'PASS' if c['passed'] else 'FAIL'}** {c['claim']} ({c['detail']})")
         lines += ["", f"Figure: `{name}.png`, data: `{name}.json`.", ""]
-    text = "\n".join(lines).encode()
-    _atomic_write(Path(path), lambda f: f.write(text))
+    atomic_write_bytes(Path(path), "\n".join(lines).encode())

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from w2s_jax.inference.engine import Engine, Prompt
+from w2s_jax.registry import Registry
 from w2s_jax.tasks.base import Example, Generation, Task
 
 
@@ -107,12 +108,5 @@ def label_row(example: Example, completion: str, **extra: Any) -> dict:
     return {"index": example.index, "completion": completion, **extra}
 
 
-METHODS: dict[str, type[Method]] = {}
-
-
-def register(cls: type[Method]) -> type[Method]:
-    """Class decorator: make a method available by its ``name``."""
-    if cls.name in METHODS and METHODS[cls.name] is not cls:
-        raise ValueError(f"two methods named {cls.name!r}: {METHODS[cls.name]} and {cls}")
-    METHODS[cls.name] = cls
-    return cls
+METHODS: Registry[type[Method]] = Registry("method", "w2s_jax.methods")
+register = METHODS.register  # class decorator: make a method available by its ``name``

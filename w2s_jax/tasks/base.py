@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from w2s_jax.inference.engine import Engine, Prompt
+from w2s_jax.registry import Registry
 
 
 class DataError(ValueError):
@@ -93,6 +94,12 @@ class Task(ABC):
     def prompt(self, example: Example) -> Prompt:
         """The prompt the strong model and the student answer."""
 
+    def question_text(self, example: Example) -> str:
+        """The question as the in-context methods show it (``Question: {this}``); default: the user
+        text of :meth:`prompt`. A task whose prompt is already in that format returns the bare
+        question here, so the format is not applied twice."""
+        return self.prompt(example).user
+
     def weak_prompt(self, example: Example) -> Prompt:
         """The prompt the weak supervisor answers (default: the same as :meth:`prompt`)."""
         return self.prompt(example)
@@ -132,12 +139,5 @@ def field(row: Mapping[str, Any], name: str, index: int, source: str, *, kind=st
     return value
 
 
-TASKS: dict[str, type[Task]] = {}
-
-
-def register(cls: type[Task]) -> type[Task]:
-    """Class decorator: make a task available by its ``name``."""
-    if cls.name in TASKS and TASKS[cls.name] is not cls:
-        raise ValueError(f"two tasks named {cls.name!r}: {TASKS[cls.name]} and {cls}")
-    TASKS[cls.name] = cls
-    return cls
+TASKS: Registry[type[Task]] = Registry("task", "w2s_jax.tasks")
+register = TASKS.register  # class decorator: make a task available by its ``name``

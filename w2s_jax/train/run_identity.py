@@ -22,8 +22,6 @@ import hashlib
 import inspect
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,8 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+
+from w2s_jax.atomic_write import atomic_write_text
 
 IDENTITY_FILE = "run_identity.json"
 FORMAT = "w2s_jax.run_identity/1"
@@ -198,17 +198,7 @@ def differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[s
 
 def write_identity(directory: Path, record: Mapping[str, Any]) -> None:
     """Write `record` to `directory / IDENTITY_FILE` atomically (temp file, fsync, rename)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{IDENTITY_FILE}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, directory / IDENTITY_FILE)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_text(Path(directory) / IDENTITY_FILE, json.dumps(record, indent=1, sort_keys=True))
 
 
 def claim_directory(directory: str | Path, record: Mapping[str, Any], *, steps: list[int]) -> None:
