@@ -81,7 +81,8 @@ def _add_generate(subparsers) -> None:
     _add_model_flags(parser)
     parser.add_argument("--prompt", action="append", required=True,
                         help="prompt text (repeat for a batch)")
-    parser.add_argument("--max-new-tokens", type=int, default=64, help=">= 1 (default 64)")
+    parser.add_argument("--max-new-tokens", type=int, default=64,
+                        help="most new tokens per prompt, >= 1 (default 64)")
     parser.add_argument("--temperature", type=float, default=0.0,
                         help="finite, >= 0; 0 means greedy (default)")
     parser.add_argument("--top-k", type=int, default=None,
