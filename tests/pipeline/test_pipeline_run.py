@@ -214,3 +214,30 @@ def test_w2s_list_names_methods_and_tasks(capsys):
     out = capsys.readouterr().out
     for name in ("icl-refine", "naive", "gold", "zero-shot", "test-overlap"):
         assert name in out
+
+
+def test_weak_labels_from_a_file(world, tmp_path, capsys):
+    """A supervisor given as a label file: its answers are the weak labels and its test score."""
+    root, experiment = world
+    train = [json.loads(line) for line in (root / "train.jsonl").read_text().splitlines()]
+    test = [json.loads(line) for line in (root / "test.jsonl").read_text().splitlines()]
+    labels = [{"split": "train", "index": i, "answer": r["answer"]} for i, r in enumerate(train)]
+    labels += [{"split": "test", "index": i, "answer": r["answer"] if i % 2 else "no"} for i, r in enumerate(test)]
+    (tmp_path / "labels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in labels))
+    text = experiment.read_text().replace("weak = [", f'weak_label_files = ["{tmp_path / "labels.jsonl"}"]\nweak = [')
+    text = text.replace(text[text.index("weak = ["):text.index("]", text.index("weak = [")) + 1], "weak = []")
+    path = tmp_path / "file.toml"
+    path.write_text(text)
+    results, _ = _run(path, tmp_path / "run", methods=["naive"], figures=False)
+    rows = {r["name"]: r for r in results["rows"]}
+    weak = rows["weak/w0-labels.jsonl"]
+    given = {r["index"]: r["answer"] for r in labels if r["split"] == "test"}
+    scores = OverlapTask().metric(*zip(*[(OverlapTask().example(r, i, "t"), given[i]) for i, r in enumerate(test)]))
+    assert weak["overlap"]["mean"] == pytest.approx(sum(s["overlap"] for s in scores) / len(test), abs=1e-12)
+    assert weak["overlap"]["mean"] >= 0.5  # the odd rows are exact
+    naive = next((tmp_path / "run" / "stages").glob("labels.naive*"))
+    completions = [json.loads(line)["completion"] for line in (naive / "records.jsonl").read_text().splitlines()]
+    assert completions == [" " + r["answer"] for r in train]
+    (tmp_path / "labels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in labels[:-1]))
+    err = _cli_error(capsys, ["run", str(path), "--out", str(tmp_path / "other")])
+    assert "no test label for row(s) [5]" in err and "weak_label_files[0]" in err

@@ -15,7 +15,7 @@ from pathlib import Path
 from w2s_jax.pipeline.config import ExperimentConfig, ExperimentError
 from w2s_jax.pipeline.run import Supervisor, supervisors
 from w2s_jax.pipeline.stage import Stage
-from w2s_jax.pipeline.stages_labels import Labels, WeakLabels
+from w2s_jax.pipeline.stages_labels import Labels, WeakLabels, label_file_answers
 from w2s_jax.pipeline.stages_student import (
     Finetune,
     Predict,
@@ -91,6 +91,12 @@ def validate(config: ExperimentConfig) -> tuple[list[Example], list[Example]]:
             raise ExperimentError(f"{config.source}: method {method.name!r} needs models.intermediate "
                                   "(the chain of models between weak and strong)")
     train, test = load_split(config, "train"), load_split(config, "test")
+    for i, name in enumerate(models.weak_label_files):
+        for split, examples in (("train", train), ("test", test)):
+            try:
+                label_file_answers(name, split, examples)
+            except (OSError, ValueError) as error:
+                raise ExperimentError(f"{config.source}: models.weak_label_files[{i}]: {error}") from None
     if any(m.needs_gold for m in config.methods):
         missing = [e.index for e in train if e.answer is None]
         if missing:

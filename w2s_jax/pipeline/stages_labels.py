@@ -34,7 +34,7 @@ class WeakLabels(ChunkedStage):
     def process(self, run: RunContext, units: list, key) -> list[list[dict]]:
         examples = [run.train[p] for p in units]
         if self.supervisor.label_file:
-            labels = label_file_answers(run, self.supervisor.label_file, "train")
+            labels = label_file_answers(self.supervisor.label_file, "train", run.train)
             return [[{"index": e.index, "answer": labels[e.index]}] for e in examples]
         task = run.config.task
         engine = run.pool.engine(self.supervisor.model)
@@ -46,18 +46,17 @@ class WeakLabels(ChunkedStage):
         return f"{len(records)} weak answers"
 
 
-def label_file_answers(run: RunContext, path: str, split: str) -> dict[int, str]:
-    """``{index: answer}`` of one split of a weak-label file; every example needs one."""
+def label_file_answers(path: str, split: str, examples) -> dict[int, str]:
+    """``{index: answer}`` of one split of a weak-label file; every one of ``examples`` needs one."""
     from w2s_jax.tasks.data import load_rows
 
     answers = {}
     for number, row in enumerate(load_rows(path)):
         for field in ("split", "index", "answer"):
-            if field not in row:
+            if field not in row or row[field] is None:
                 raise ValueError(f"{path}: row {number} has no {field!r} field")
         if row["split"] == split:
             answers[int(row["index"])] = str(row["answer"])
-    examples = run.train if split == "train" else run.test
     missing = [e.index for e in examples if e.index not in answers]
     if missing:
         raise ValueError(f"{path}: no {split} label for row(s) {missing[:5]}"

@@ -106,7 +106,7 @@ class WeakSubject(Subject):
 
     def answer(self, run, examples, key):
         if self.supervisor.label_file:
-            labels = label_file_answers(run, self.supervisor.label_file, "test")
+            labels = label_file_answers(self.supervisor.label_file, "test", run.test)
             return [labels[e.index] for e in examples]
         task = run.config.task
         return task.answer(run.pool.engine(self.supervisor.model), [task.weak_prompt(e) for e in examples],
