@@ -41,6 +41,8 @@ def add_run(subparsers) -> None:
                         help="comma-separated methods to run instead of the file's methods.run")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    parser.add_argument("--quick", action="store_true",
+                        help="the experiment kind's quick preset (kind = \"concept-world\")")
     parser.set_defaults(run=run_run)
 
 
@@ -68,6 +70,17 @@ def run_run(args) -> int:
 
     methods = None if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
     try:
+        if _kind(args.experiment) == "concept-world":
+            from w2s_jax.concept_world.experiment import run_concept_world
+
+            _start_up()
+            run_concept_world(args.experiment, out=args.out, overrides=args.set, quick=args.quick,
+                              methods=methods, show_progress=not args.no_progress,
+                              figures=not args.no_figures)
+            return 0
+        if args.quick:
+            raise _usage_error(f"{args.experiment}: --quick is for experiment kinds with a quick preset "
+                               "(kind = \"concept-world\"); this is a standard experiment")
         config = load_experiment(args.experiment, overrides=args.set, methods=methods)
         _start_up()
         run_experiment(config, run_dir=args.out, show_progress=not args.no_progress,
@@ -75,6 +88,19 @@ def run_run(args) -> int:
     except (ExperimentError, FileNotFoundError) as error:
         raise _usage_error(str(error)) from None
     return 0
+
+
+def _kind(path: str) -> str:
+    """The experiment file's ``kind`` (a missing or broken file is left to the loader to report)."""
+    import tomllib
+
+    from w2s_jax.pipeline.config import experiment_kind
+
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return "standard"
+    return experiment_kind(raw, path)
 
 
 def run_report(args) -> int:

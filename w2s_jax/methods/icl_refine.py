@@ -34,7 +34,7 @@ class ICLRefineOptions:
 
 def question_text(ctx, position: int) -> str:
     """The question as the strong model reads it (the task's student prompt text)."""
-    return ctx.task.prompt(ctx.examples[position]).user
+    return ctx.task.question_text(ctx.examples[position])
 
 
 def refine(ctx, role: str, queries: list[int], demos_of, answers) -> list[str]:

@@ -1,0 +1,243 @@
+"""The concept-world experiment file: ``kind = "concept-world"`` and its own tables.
+
+::
+
+    kind = "concept-world"
+    name = "concept-world"
+    seeds = [0, 1, 2]            # one target concept, split and labeller draw per seed
+
+    [world]                      # WorldConfig: K, |X|, |Y|, alpha, pairs per document, eps, seed
+    [strong]                     # PretrainConfig of the strong model
+    [weak]                       # PretrainConfig of the weak model (smaller, shorter-trained)
+    [weak_finetune]              # the weak model's fine-tuning on a few gold examples of k*
+    [split]                      # how many inputs are training questions (the rest are test)
+    [supervisors]                # the main run's weak supervisors
+    [sweeps]                     # the three sweeps
+
+    # tables passed to every pipeline run as they are (see docs/pipeline.md):
+    [methods] [train] [generation] [models] [report]    (and chunk_size)
+
+The world and the two pre-trainings do not depend on the seed; the target concept k*, the rival
+concept j, the train/test split of the inputs, the labellers' draws, the weak model's gold
+examples and the pipeline's seed do. ``--quick`` applies :data:`QUICK` (a small world, short
+budgets, one seed) after the file and before ``--set``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from w2s_jax.concept_world.pretrain import PretrainConfig
+from w2s_jax.concept_world.world import WorldConfig
+from w2s_jax.pipeline.config import ExperimentError, apply_overrides, build_dataclass
+
+KIND = "concept-world"
+PIPELINE_TABLES = ("methods", "train", "generation", "models", "report")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WeakFinetuneConfig:
+    """The weak model's supervision: a few gold examples of the target concept."""
+
+    gold_examples: int = 6  # training questions (the first ones) with their gold answers
+    steps: int = 30  # Adam steps on them
+    learning_rate: float = 1e-3
+    batch_size: int = 6
+
+    def __post_init__(self):
+        for name in ("gold_examples", "steps", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"weak_finetune.{name} must be an int >= 1, got {value!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"weak_finetune.learning_rate must be > 0, got {self.learning_rate!r}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SplitConfig:
+    """Which inputs are training questions: ``n_train`` of them, the rest are test questions."""
+
+    n_train: int = 28
+
+    def __post_init__(self):
+        if not isinstance(self.n_train, int) or self.n_train < 2:
+            raise ValueError(f"split.n_train must be an int >= 2, got {self.n_train!r}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SupervisorsConfig:
+    """The main run's weak supervisors: the weak model and controlled labellers."""
+
+    weak_model: bool = True  # the pre-trained weak model fine-tuned on gold examples
+    noisy: tuple[float, ...] = ()  # eta of each noisy labeller
+    biased: tuple[float, ...] = (0.3,)  # delta of each biased labeller
+    misaligned: tuple[float, ...] = (0.3,)  # gamma of each misaligned labeller
+
+    def __post_init__(self):
+        for name in ("noisy", "biased", "misaligned"):
+            _levels(self, name, "supervisors")
+        if not (self.weak_model or self.noisy or self.biased or self.misaligned):
+            raise ValueError("supervisors: name at least one weak supervisor")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SweepsConfig:
+    """The three sweeps (an empty list skips that sweep)."""
+
+    demos: tuple[int, ...] = (0, 1, 2, 3, 4, 6, 8, 11)  # demonstrations per query
+    demos_eta: float = 0.2  # the demonstrations' labeller in the demos sweep: noisy with this eta
+    quality: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6)  # eta of the noisy labellers of the quality sweep
+    quality_methods: tuple[str, ...] = ("naive", "icl-refine", "gold")  # methods of its pipeline run
+    gamma: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0)
+    gamma_demos: int = 11  # demonstrations per query in the gamma sweep
+    repeats: int = 4  # demonstration draws per test question (demos and gamma sweeps)
+
+    def __post_init__(self):
+        for name in ("quality", "gamma"):
+            _levels(self, name, "sweeps")
+        for name in ("demos", "quality_methods"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        if any(not isinstance(n, int) or n < 0 for n in self.demos):
+            raise ValueError(f"sweeps.demos must be ints >= 0, got {list(self.demos)}")
+        for name in ("gamma_demos", "repeats"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"sweeps.{name} must be an int >= 1, got {value!r}")
+        if not 0 <= self.demos_eta < 1:
+            raise ValueError(f"sweeps.demos_eta must be in [0, 1), got {self.demos_eta!r}")
+
+
+def _levels(obj, name: str, table: str) -> None:
+    value = getattr(obj, name)
+    if isinstance(value, (int, float)):
+        value = (value,)
+    value = tuple(value)
+    if any(not isinstance(v, (int, float)) or not 0 <= v <= 1 for v in value):
+        raise ValueError(f"{table}.{name} must be numbers in [0, 1], got {list(value)}")
+    object.__setattr__(obj, name, tuple(float(v) for v in value))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ConceptWorldConfig:
+    """A whole concept-world experiment (see the module docstring)."""
+
+    name: str = "concept-world"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    world: WorldConfig = WorldConfig()
+    strong: PretrainConfig = PretrainConfig()
+    weak: PretrainConfig = PretrainConfig(hidden_size=32, num_layers=1, steps=300)
+    weak_finetune: WeakFinetuneConfig = WeakFinetuneConfig()
+    split: SplitConfig = SplitConfig()
+    supervisors: SupervisorsConfig = SupervisorsConfig()
+    sweeps: SweepsConfig = SweepsConfig()
+    pipeline: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # pipeline tables as given
+    source: str = ""
+
+    def __post_init__(self):
+        if isinstance(self.seeds, int):
+            object.__setattr__(self, "seeds", (self.seeds,))
+        seeds = tuple(self.seeds)
+        if not seeds or any(not isinstance(s, int) or s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct ints >= 0, got {list(seeds)}")
+        object.__setattr__(self, "seeds", seeds)
+        if not self.split.n_train < self.world.num_inputs:
+            raise ValueError(f"split.n_train = {self.split.n_train} leaves no test input "
+                             f"(world.num_inputs = {self.world.num_inputs})")
+        if self.weak_finetune.gold_examples > self.split.n_train:
+            raise ValueError(f"weak_finetune.gold_examples = {self.weak_finetune.gold_examples} exceeds "
+                             f"split.n_train = {self.split.n_train}")
+        if max(self.sweeps.demos, default=0) > self.split.n_train - 1 or \
+                self.sweeps.gamma_demos > self.split.n_train - 1:
+            raise ValueError(f"sweeps.demos and sweeps.gamma_demos draw demonstrations from the "
+                             f"{self.split.n_train} training questions: at most {self.split.n_train - 1}")
+        longest = max(max(self.sweeps.demos, default=0), self.sweeps.gamma_demos) + 1
+        if longest > self.world.pairs_per_document:
+            raise ValueError(f"a sweep prompt of {longest} pairs is longer than a pre-training document "
+                             f"(world.pairs_per_document = {self.world.pairs_per_document})")
+
+
+# The --quick preset: a small world, short budgets, one seed (dotted keys, applied after the file).
+QUICK: dict[str, Any] = {
+    "seeds": [0],
+    "world.num_concepts": 4, "world.num_inputs": 16, "world.num_outputs": 16,
+    "world.pairs_per_document": 8, "world.noise": 0.1,
+    "strong.hidden_size": 32, "strong.steps": 300, "strong.batch_size": 32, "strong.documents": 4096,
+    "strong.warmup_steps": 20, "strong.checkpoint_every": 0,
+    "weak.hidden_size": 16, "weak.num_heads": 2, "weak.steps": 40, "weak.batch_size": 16,
+    "weak.documents": 1024, "weak.warmup_steps": 5, "weak.checkpoint_every": 0,
+    "weak_finetune.gold_examples": 3, "weak_finetune.steps": 5, "weak_finetune.batch_size": 3,
+    "split.n_train": 10,
+    "supervisors.biased": [], "supervisors.misaligned": [0.3],
+    "sweeps.demos": [0, 1, 2, 4], "sweeps.quality": [0.0, 0.5], "sweeps.gamma": [0.0, 0.5, 1.0],
+    "sweeps.gamma_demos": 4, "sweeps.repeats": 1, "sweeps.quality_methods": ["naive", "icl-refine"],
+    "train.total_steps": 4, "train.warmup_steps": 1, "train.batch_size": 5,
+    "report.bootstrap": 100,
+}
+
+_TOP = ("kind", "name", "seeds", "description", "chunk_size", "world", "strong", "weak", "weak_finetune",
+        "split", "supervisors", "sweeps", *PIPELINE_TABLES)
+
+
+def _nested(dotted: Mapping[str, Any]) -> list[str]:
+    import json
+
+    return [f"{key}={json.dumps(value)}" for key, value in dotted.items()]
+
+
+def read_raw(path: str | Path) -> dict:
+    """The parsed TOML of an experiment file (errors name the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExperimentError(f"{path}: experiment file not found")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ExperimentError(f"{path}: not valid TOML: {error}") from None
+
+
+def load_concept_world(path: str | Path, *, overrides: Sequence[str] = (), quick: bool = False) -> ConceptWorldConfig:
+    """Reads a concept-world file; ``quick`` applies :data:`QUICK` before ``overrides``.
+
+    Unknown keys are errors naming the file, the table and the closest valid key.
+    """
+    source = str(path)
+    raw = read_raw(path)
+    if quick:
+        raw = apply_overrides(raw, _nested(QUICK), source)
+    raw = apply_overrides(raw, overrides, source)
+    return concept_world_from_dict(raw, source=source, default_name=Path(path).stem)
+
+
+def concept_world_from_dict(raw: Mapping[str, Any], *, source: str = "<experiment>",
+                            default_name: str = KIND) -> ConceptWorldConfig:
+    """The typed experiment of a parsed concept-world document."""
+    from w2s_jax.pipeline.config import _check_keys
+
+    _check_keys(raw, _TOP, "the top level", source)
+    if raw.get("kind") != KIND:
+        raise ExperimentError(f"{source}: kind must be {KIND!r} for this loader, got {raw.get('kind')!r}")
+    tables = {}
+    for name, cls in (("world", WorldConfig), ("strong", PretrainConfig), ("weak", PretrainConfig),
+                      ("weak_finetune", WeakFinetuneConfig), ("split", SplitConfig),
+                      ("supervisors", SupervisorsConfig), ("sweeps", SweepsConfig)):
+        if name in raw:
+            base = dataclasses.asdict(getattr(ConceptWorldConfig, name)) if name == "weak" else {}
+            tables[name] = build_dataclass(cls, {**base, **raw[name]}, f"[{name}]", source)
+    pipeline = {k: raw[k] for k in (*PIPELINE_TABLES, "chunk_size") if k in raw}
+    for key in ("task", "data"):
+        if key in raw:
+            raise ExperimentError(f"{source}: [{key}] is written by the concept world; remove it")
+    for key in ("strong", "weak", "weak_label_files", "intermediate"):
+        if key in raw.get("models", {}):
+            raise ExperimentError(f"{source}: models.{key} is set by the concept world; remove it")
+    try:
+        return ConceptWorldConfig(name=str(raw.get("name", default_name)),
+                                  seeds=raw.get("seeds", ConceptWorldConfig.seeds), pipeline=pipeline,
+                                  source=source, **tables)
+    except (TypeError, ValueError) as error:
+        raise ExperimentError(f"{source}: {error}") from None
