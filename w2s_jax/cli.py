@@ -53,12 +53,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
 import sys
 from pathlib import Path
 
-from w2s_jax.cli_pipeline import add_list, add_report, add_run
+from w2s_jax.cli_pipeline import PipelineUsageError, add_list, add_report, add_run
+from w2s_jax.startup import prepare_jax
 
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _SEED_LIMIT = 2**32  # jax.random.key folds larger seeds onto smaller ones
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_.code or 0)
     try:
         return args.run(args)
-    except UsageError as error:
+    except (UsageError, PipelineUsageError) as error:
         print(f"w2s {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -177,7 +177,7 @@ def _load_config_and_tokenizer(ckpt_dir: Path, model: str):
 
 
 def _load_model(ckpt_dir: Path, model: str, dtype_name: str):
-    """The Transformer (call :func:`_prepare_jax` first)."""
+    """The Transformer (call :func:`~w2s_jax.startup.prepare_jax` first)."""
     import jax.numpy as jnp
 
     from w2s_jax.models.checkpoint import load_pretrained
@@ -188,33 +188,6 @@ def _load_model(ckpt_dir: Path, model: str, dtype_name: str):
     except Exception as error:  # noqa: BLE001 -- any loader failure is reported in one line
         raise UsageError(f"could not load {model!r}: {_one_line(error)}") from None
     return model_
-
-
-def _runs_on_cpu() -> bool:
-    """Whether JAX will compute on the CPU, decided without starting JAX (which would fix it)."""
-    platforms = os.environ.get("JAX_PLATFORMS") or os.environ.get("JAX_PLATFORM_NAME") or ""
-    if platforms.strip():
-        return platforms.split(",")[0].strip().lower() == "cpu"
-    import importlib.metadata
-    import importlib.util
-
-    # An accelerator needs a PJRT plugin (jax-cuda*-plugin, libtpu, ...); JAX finds them the same way.
-    has_plugin = (bool(importlib.metadata.entry_points(group="jax_plugins"))
-                  or importlib.util.find_spec("jax_plugins") is not None
-                  or importlib.util.find_spec("libtpu") is not None)
-    return not has_plugin
-
-
-def _prepare_jax() -> None:
-    """Before any JAX computation: on CPU keep freed host memory mapped (before JAX starts its CPU
-    client and threads), and turn the persistent compilation cache on (before the first compile)."""
-    if _runs_on_cpu():
-        from w2s_jax.host_memory import reuse_freed_host_memory
-
-        reuse_freed_host_memory()
-    from w2s_jax.compilation_cache import enable_compilation_cache
-
-    enable_compilation_cache()
 
 
 def _check_positions(lengths: list[int], limit: int, what: str) -> None:
@@ -250,7 +223,7 @@ def _check_generate_flags(args) -> None:
 def _run_generate(args) -> int:
     _check_generate_flags(args)
     ckpt_dir = _checkpoint_dir(args.model)
-    _prepare_jax()
+    prepare_jax()
     config, tokenizer = _load_config_and_tokenizer(ckpt_dir, args.model)
     if args.chat and getattr(tokenizer, "chat_template", None) is None:
         raise UsageError(f"--chat: the tokenizer of {args.model!r} has no chat template")
@@ -300,7 +273,7 @@ def _run_score(args) -> int:
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     ckpt_dir = _checkpoint_dir(args.model)
-    _prepare_jax()
+    prepare_jax()
     config, tokenizer = _load_config_and_tokenizer(ckpt_dir, args.model)
     from w2s_jax.inference.scoring import tokenize_pair
 

@@ -18,11 +18,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from w2s_jax.startup import prepare_jax
 
-def _usage_error(message: str):
-    from w2s_jax.cli import UsageError
 
-    return UsageError(message)
+class PipelineUsageError(Exception):
+    """A bad experiment, file or run directory: ``w2s`` prints it as one line and exits 2."""
+
+
+def _usage_error(message: str) -> PipelineUsageError:
+    return PipelineUsageError(message)
 
 
 def shipped_experiments() -> list[Path]:
@@ -58,13 +62,6 @@ def add_list(subparsers) -> None:
     parser.set_defaults(run=run_list)
 
 
-def _start_up() -> None:
-    """The compilation cache on, and on CPU freed host memory kept, before JAX starts."""
-    from w2s_jax.cli import _prepare_jax
-
-    _prepare_jax()
-
-
 def run_run(args) -> int:
     from w2s_jax.pipeline import ExperimentError, load_experiment, run_experiment
 
@@ -73,7 +70,7 @@ def run_run(args) -> int:
         if _kind(args.experiment) == "concept-world":
             from w2s_jax.concept_world.experiment import run_concept_world
 
-            _start_up()
+            prepare_jax()
             run_concept_world(args.experiment, out=args.out, overrides=args.set, quick=args.quick,
                               methods=methods, show_progress=not args.no_progress,
                               figures=not args.no_figures)
@@ -82,11 +79,11 @@ def run_run(args) -> int:
             raise _usage_error(f"{args.experiment}: --quick is for experiment kinds with a quick preset "
                                "(kind = \"concept-world\"); this is a standard experiment")
         config = load_experiment(args.experiment, overrides=args.set, methods=methods)
-        _start_up()
+        prepare_jax()
         run_experiment(config, run_dir=args.out, show_progress=not args.no_progress,
                        figures=not args.no_figures)
     except (ExperimentError, FileNotFoundError) as error:
-        raise _usage_error(str(error)) from None
+        raise PipelineUsageError(str(error)) from None
     return 0
 
 
@@ -110,7 +107,7 @@ def run_report(args) -> int:
     try:
         results = write_report(args.run_dir, figures=not args.no_figures)
     except (FileNotFoundError, ValueError) as error:
-        raise _usage_error(str(error)) from None
+        raise PipelineUsageError(str(error)) from None
     print(results_markdown(results))
     return 0
 
