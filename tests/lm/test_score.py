@@ -55,6 +55,29 @@ def test_score_token_ids_equal_strings(checkpoint):
         np.testing.assert_allclose(a.token_logprobs, b.token_logprobs, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype, atol", [("float32", 2e-5), ("bfloat16", 0.1)])
+def test_score_batches_only_its_rows_and_ignores_batch_size(checkpoint, monkeypatch, dtype, atol):
+    """One pair runs as one row, three as four; log-probabilities agree across batch sizes up to
+    the dtype's rounding (bf16 keeps 8 bits of mantissa: a few hundredths on values of ~-5)."""
+    from w2s_jax.inference import scoring
+
+    _, tokenizer, _, path = checkpoint
+    model, _ = load_pretrained(path, dtype=getattr(jnp, dtype))
+    rows_seen = []
+    forward = scoring.completion_logprobs
+    monkeypatch.setattr(scoring, "completion_logprobs",
+                        lambda m, tokens_BxT, *rest: rows_seen.append(len(tokens_BxT)) or forward(m, tokens_BxT, *rest))
+    alone = score(model, tokenizer, PROMPTS[:1], COMPLETIONS[:1], batch_size=8)
+    assert rows_seen == [1]
+    by_batch = {size: score(model, tokenizer, PROMPTS, COMPLETIONS, batch_size=size) for size in (1, 2, 8)}
+    assert rows_seen[1:] == [1, 1, 1, 2, 1, 4]
+    np.testing.assert_allclose(alone[0].token_logprobs, by_batch[1][0].token_logprobs, atol=atol, rtol=0)
+    for size in (2, 8):
+        for a, b in zip(by_batch[size], by_batch[1]):
+            assert a.token_ids == b.token_ids
+            np.testing.assert_allclose(a.token_logprobs, b.token_logprobs, atol=atol, rtol=0)
+
+
 def test_completion_logprobs_masks_and_is_padding_invariant(checkpoint):
     model, _, reference, _ = checkpoint
     seq = [1, 5, 9, 4, 12, 7]

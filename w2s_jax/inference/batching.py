@@ -82,3 +82,14 @@ def batch_slices(num_items: int, batch_size: int | None) -> list[slice]:
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
     return [slice(i, min(i + batch_size, num_items)) for i in range(0, num_items, batch_size)]
+
+
+def row_bucket(num_rows: int, batch_size: int) -> int:
+    """Rows a batch of ``num_rows`` is padded to: the next power of two, at most ``batch_size``.
+
+    A lone prompt then runs as one row rather than ``batch_size``, while batches of any size share
+    at most log2(batch_size) + 1 compiled shapes.
+    """
+    if not 1 <= num_rows <= batch_size:
+        raise ValueError(f"num_rows={num_rows} must be in [1, batch_size={batch_size}]")
+    return min(1 << (num_rows - 1).bit_length(), batch_size)

@@ -16,7 +16,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from w2s_jax.inference.batching import batch_slices, pad_sequences, positions_from_valid, progress, round_up
+from w2s_jax.inference.batching import (
+    batch_slices,
+    pad_sequences,
+    positions_from_valid,
+    progress,
+    round_up,
+    row_bucket,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +96,8 @@ def score(
       model: a ``w2s_jax.models.Transformer``.
       tokenizer: a ``transformers`` tokenizer (may be None when all inputs are token-id lists).
       prompts, completions: equal-length lists of strings or token-id lists.
-      batch_size: sequences per forward pass (a short last batch is filled with dummy rows).
+      batch_size: most sequences per forward pass (a short batch is filled with dummy rows
+        up to the next power of two only).
       length_bucket: pad lengths up to a multiple of this to limit recompiles.
     Returns:
       one :class:`ScoreResult` per pair, in order.
@@ -101,7 +109,9 @@ def score(
     results = []
     for batch in progress(batch_slices(len(pairs), batch_size), desc="score"):
         seqs = [full for full, _ in pairs[batch]]
-        seqs += [[pad_id]] * (batch_size - len(seqs))  # filler rows: one compiled shape per length
+        # Filler rows up to a power of two (at most batch_size): few compiled shapes, and a
+        # short batch computes few dummy rows.
+        seqs += [[pad_id]] * (row_bucket(len(seqs), batch_size) - len(seqs))
         length = round_up(max(len(s) for s in seqs), length_bucket)
         tokens_BxT, valid_BxT = pad_sequences(seqs, length=length, pad_id=pad_id, side="right")
         mask_BxT = np.zeros_like(valid_BxT)

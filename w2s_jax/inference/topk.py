@@ -19,7 +19,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from w2s_jax.inference.batching import batch_slices, pad_sequences, positions_from_valid, progress, round_up
+from w2s_jax.inference.batching import (
+    batch_slices,
+    pad_sequences,
+    positions_from_valid,
+    progress,
+    round_up,
+    row_bucket,
+)
 from w2s_jax.inference.scoring import _pad_id, tokenize_pair
 
 
@@ -81,7 +88,8 @@ def next_token_topk(
       model: a ``w2s_jax.models.Transformer``.
       prompts, completions: equal-length lists of token-id lists (concatenated as they are).
       k: tokens kept per position.
-      batch_size: sequences per forward pass (a short last batch is filled with dummy rows).
+      batch_size: most sequences per forward pass (a short batch is filled with dummy rows
+        up to the next power of two only).
       length_bucket: pad lengths up to a multiple of this to limit recompiles.
     Returns:
       one :class:`TopKResult` per pair, in order.
@@ -96,7 +104,9 @@ def next_token_topk(
     results = []
     for batch in progress(batch_slices(len(pairs), batch_size), desc="top-k"):
         seqs = [full for full, _ in pairs[batch]]
-        seqs += [[pad_id]] * (batch_size - len(seqs))  # filler rows: one compiled shape per length
+        # Filler rows up to a power of two (at most batch_size): few compiled shapes, and a
+        # short batch computes few dummy rows.
+        seqs += [[pad_id]] * (row_bucket(len(seqs), batch_size) - len(seqs))
         length = round_up(max(len(s) for s in seqs), length_bucket)
         tokens_BxT, valid_BxT = pad_sequences(seqs, length=length, pad_id=pad_id, side="right")
         ids_BxTxK, probs_BxTxK, kept_BxT = (np.asarray(a) for a in
