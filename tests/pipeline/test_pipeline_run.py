@@ -241,3 +241,65 @@ def test_weak_labels_from_a_file(world, tmp_path, capsys):
     (tmp_path / "labels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in labels[:-1]))
     err = _cli_error(capsys, ["run", str(path), "--out", str(tmp_path / "other")])
     assert "no test label for row(s) [5]" in err and "weak_label_files[0]" in err
+
+
+def test_a_kill_in_any_stage_loses_nothing_and_recomputes_nothing(world, tmp_path, monkeypatch, capfd):
+    """Killed in turn inside weak-labels, labels, fine-tuning, predict and score (each after its
+    first chunk or step), then resumed: every unit is processed exactly once in all, the trainer
+    resumes from its checkpoint, and the report equals an uninterrupted run's."""
+    import w2s_jax.train as train_module
+    from w2s_jax.pipeline.stages_labels import Labels, WeakLabels
+    from w2s_jax.pipeline.stages_student import Predict, Score
+
+    root, experiment = world
+    kw = dict(methods=["naive"], overrides=["train.checkpoint_every=1"], figures=False)
+    reference, _ = _run(experiment, tmp_path / "reference", **kw)
+    processed: dict[str, list] = {}
+    for cls in (WeakLabels, Labels, Predict, Score):
+        original = cls.process
+
+        def counted(self, run, units, key, _original=original):
+            result = _original(self, run, units, key)
+            processed.setdefault(self.name, []).extend(map(str, units))
+            return result
+
+        monkeypatch.setattr(cls, "process", counted)
+
+    def die_on_second_call(cls):
+        original, calls = cls.process, []
+
+        def dying(self, run, units, key):
+            calls.append(1)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+            return original(self, run, units, key)
+
+        monkeypatch.setattr(cls, "process", dying)
+        return lambda: monkeypatch.setattr(cls, "process", original)
+
+    out = tmp_path / "killed"
+    for cls in (WeakLabels, Labels, Predict, Score):
+        restore = die_on_second_call(cls)
+        with pytest.raises(KeyboardInterrupt):
+            _run(experiment, out, **kw)
+        restore()
+        if cls is Labels:  # next: a kill inside fine-tuning, after its second optimizer step
+            original_train = train_module.train
+
+            def dying_train(*args, **kwargs):
+                def stop(step, metrics):
+                    if step == 2:
+                        raise KeyboardInterrupt
+
+                return original_train(*args, callbacks=(stop,), **kwargs)
+
+            monkeypatch.setattr(train_module, "train", dying_train)
+            with pytest.raises(KeyboardInterrupt):
+                _run(experiment, out, **kw)
+            monkeypatch.setattr(train_module, "train", original_train)
+    resumed, _ = _run(experiment, out, **kw)
+    assert "from step 2 of 3" in capfd.readouterr().err  # the student resumed from its checkpoint
+    assert _same(resumed["rows"], reference["rows"])
+    reference_counts = {name: len(units) for name, units in processed.items()}
+    assert all(len(set(units)) == len(units) for units in processed.values()), reference_counts
+    assert {n.split("/")[0] for n in processed} == {"weak-labels", "labels", "predict", "score"}
