@@ -16,11 +16,13 @@ from collections.abc import Sequence
 
 import jax
 import numpy as np
+from flax import nnx
 
-from w2s_jax.inference.generation import generate
+from w2s_jax.inference.generation import check_rows_divide, generate
 from w2s_jax.inference.sampling import Greedy, Sampler
 from w2s_jax.inference.scoring import ScoreResult, score
 from w2s_jax.inference.topk import TopKResult, next_token_topk
+from w2s_jax.parallel import shard_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +45,18 @@ class Prompt:
         return messages + [{"role": "user", "content": self.user}]
 
 
+def _check_on_mesh(model, mesh, name: str) -> None:
+    """Raises a ValueError unless every parameter of ``model`` lives on ``mesh``'s devices."""
+    devices = set(mesh.devices.flat)
+    for path, node in nnx.iter_graph(model):
+        value = node.get_value() if isinstance(node, nnx.Variable) else None
+        if isinstance(value, jax.Array) and set(value.sharding.device_set) != devices:
+            raise ValueError(
+                f"{name}: parameter {'.'.join(map(str, path))} is on {len(value.sharding.device_set)} "
+                f"device(s), not on the mesh's {len(devices)}: load the model with "
+                f"load_pretrained(..., mesh=mesh, rules=rules), or pass Engine(..., rules=) to place it")
+
+
 def as_prompt(item: Prompt | str) -> Prompt:
     """A :class:`Prompt` from a prompt or a plain string."""
     return item if isinstance(item, Prompt) else Prompt(user=str(item))
@@ -56,19 +70,33 @@ class Engine:
       tokenizer: its ``transformers`` tokenizer.
       chat: render prompts with the tokenizer's chat template (an instruct model).
       batch_size: rows per compiled batch.
-      length_bucket: prompt lengths are padded up to a multiple of this; coarse buckets let
-        batches of different lengths share one compiled program.
+      length_bucket: generation prefills prompts this many tokens at a time (prompts are padded
+        to 1 + a multiple of it) and scoring pads lengths to a multiple of it; compiled programs
+        depend on coarser cache-length buckets, so batches of different lengths share them.
       name: shown in progress bars and errors.
+      mesh: a ``jax.sharding.Mesh`` (``w2s_jax.parallel.make_mesh``): generation splits each
+        batch's rows over the mesh's ("data", "fsdp") axes. ``batch_size`` must then be a
+        multiple of data * fsdp (a ValueError names the nearest valid sizes: rounding up in
+        silence would change the memory each device needs).
+      rules: ``w2s_jax.parallel.ShardingRules``: place the model's parameters on ``mesh``
+        under these rules (in place). None: the model is used as placed, which must be on
+        ``mesh`` already (``load_pretrained(..., mesh=, rules=)`` or ``shard_model``).
     """
 
     def __init__(self, model, tokenizer, *, chat: bool = False, batch_size: int = 16,
-                 length_bucket: int = 64, name: str = "model"):
+                 length_bucket: int = 64, name: str = "model", mesh=None, rules=None):
         if batch_size < 1:
             raise ValueError(f"Engine batch_size must be >= 1, got {batch_size}")
         if chat and getattr(tokenizer, "chat_template", None) is None:
             raise ValueError(f"{name}: chat=True but its tokenizer has no chat template")
+        check_rows_divide(batch_size, mesh, what=f"{name}: Engine batch_size")
+        if mesh is not None and rules is not None:
+            shard_model(model, mesh, rules)
+        elif mesh is not None:
+            _check_on_mesh(model, mesh, name)
         self.model, self.tokenizer, self.chat = model, tokenizer, chat
         self.batch_size, self.length_bucket, self.name = batch_size, length_bucket, name
+        self.mesh = mesh
 
     def render(self, prompt: Prompt | str) -> str:
         """The prompt as the text the model reads (chat template applied when ``chat``)."""
@@ -111,7 +139,7 @@ class Engine:
         result = generate(self.model, self.tokenizer, [ids[i] for i in order],
                           max_new_tokens=max_new_tokens, sampler=sampler, key=key,
                           stop_strings=tuple(stop_strings), batch_size=self.batch_size,
-                          prompt_bucket=self.length_bucket,
+                          prompt_bucket=self.length_bucket, mesh=self.mesh,
                           example_ids=[int(example_ids[i]) for i in order])
         texts: list[str] = [""] * len(prompts)
         for position, index in enumerate(order):

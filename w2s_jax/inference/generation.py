@@ -284,9 +284,10 @@ def _generate_batch(graphdef, state, config, tokenizer, prompt_ids, *, batch_siz
                                           side="left")
     # Prompt slots then empty ones up to the cache length: the array's shape depends on S only.
     tail = ((0, 0), (0, cache_len - prompt_len))
-    rows = shard_batch(dict(tokens_BxS=np.pad(tokens_BxP, tail, constant_values=pad_id),
-                            valid_BxS=np.pad(valid_BxP, tail), active_B=np.arange(batch_size) < num_rows,
-                            example_index_B=np.asarray(example_index_B, np.int32)), mesh)
+    rows = shard_batch({"tokens_BxS": np.pad(tokens_BxP, tail, constant_values=pad_id),
+                        "valid_BxS": np.pad(valid_BxP, tail),
+                        "active_B": np.arange(batch_size) < num_rows,
+                        "example_index_B": np.asarray(example_index_B, np.int32)}, mesh)
     cache = _empty_cache(config, batch_size, cache_len, cache_dtype, mesh)
     decode_state = _prefill(graphdef, state, rows["tokens_BxS"], rows["valid_BxS"],
                             np.asarray(num_chunks, np.int32), rows["active_B"], cache, key,
@@ -324,7 +325,8 @@ def _generate_batch(graphdef, state, config, tokenizer, prompt_ids, *, batch_siz
 def _cache_factory(config, batch_size: int, max_len: int, dtype, mesh):
     """A jitted ``init_cache`` whose arrays are created already placed: rows over the mesh's
     ("data", "fsdp") axes (a cache built on one device first might not fit there)."""
-    from w2s_jax.models import init_cache  # models import flax modules; keep this module light
+    # models import flax modules; keep this module light
+    from w2s_jax.models import init_cache
 
     make = functools.partial(init_cache, config, batch_size=batch_size, max_len=max_len, dtype=dtype)
     if mesh is None:
