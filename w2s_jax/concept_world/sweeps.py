@@ -77,10 +77,11 @@ def _draws(setup: SeedSetup, n: int, repeats: int, salt: int):
     return demo_sets, queries
 
 
-def fitted_rate(ns: Sequence[int], accuracy: Sequence[float], floor: float = 1e-3) -> float | None:
+def fitted_rate(ns: Sequence[int], accuracy: Sequence[float]) -> float | None:
     """The exponential rate rho of ``1 - accuracy ~ C exp(-rho n)``: least squares of
-    ``log(max(1 - accuracy, floor))`` on n over the points with n >= 1 (None with fewer than 2)."""
-    points = [(n, math.log(max(1 - a, floor))) for n, a in zip(ns, accuracy) if n >= 1]
+    ``log(1 - accuracy)`` on n over the points with n >= 1 and a nonzero error (an error of 0 has
+    no logarithm; None with fewer than 2 such points)."""
+    points = [(n, math.log(1 - a)) for n, a in zip(ns, accuracy) if n >= 1 and a < 1]
     if len(points) < 2:
         return None
     x, y = np.array(points).T

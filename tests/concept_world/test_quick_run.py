@@ -1,0 +1,58 @@
+"""`w2s run experiments/concept_world.toml --quick` end to end: setup stages, the pipeline per seed,
+the sweeps and the report; a rerun recomputes nothing; input errors exit 2 before any work."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from w2s_jax.cli import main
+
+EXPERIMENT = Path(__file__).resolve().parents[2] / "experiments" / "concept_world.toml"
+
+
+def test_quick_concept_world_through_w2s_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", str(EXPERIMENT), "--quick", "--out", str(out), "--no-progress"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    names = {r["name"] for r in results["main"]["rows"]}
+    assert {"zero-shot", "student/gold", "weak/w0-weak-model", "student/icl-refine/w1-misaligned-0.30.jsonl",
+            "student/context-distill/w0-weak-model", "student/bootstrap/w0-weak-model"} <= names
+    assert all(0 <= r["accuracy"]["mean"] <= 1 and r["accuracy"]["n"] == 6 for r in results["main"]["rows"])
+    assert [p["eta"] for p in sorted(results["quality"]["curve"], key=lambda p: p["eta"])] == [0.0, 0.5]
+    assert results["quality"]["curve"][-1]["weak"] == 1.0  # eta = 0 labels every test row right
+    assert [r["n"] for r in results["demos"]["rows"]] == [0, 1, 2, 4]
+    assert results["demos"]["rows"][-1]["bayes"] >= results["demos"]["rows"][0]["bayes"]
+    assert [r["gamma"] for r in results["gamma"]["rows"]] == [0.0, 0.5, 1.0]
+    assert results["gamma"]["rows"][0]["rho_star"] > 0 == results["gamma"]["rows"][-1]["rho_star"]
+    for figure in ("demos.png", "quality.png", "gamma.png"):
+        assert (out / "figures" / figure).stat().st_size > 1000
+    assert (out / "seed-0" / "main" / "results.json").is_file()
+    strong = next((out / "stages").glob("pretrain.strong-*")) / "model"
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in strong.iterdir()}
+    capsys.readouterr()
+    assert main(["run", str(EXPERIMENT), "--quick", "--out", str(out), "--no-progress", "--no-figures"]) == 0
+    rerun = capsys.readouterr().out
+    assert "[ran]" not in rerun and rerun.count("(cached)") > 20
+    assert json.loads((out / "results.json").read_text())["main"] == results["main"]
+
+
+@pytest.mark.parametrize("edit, message", [
+    ('kind = "concept-world"\n[world]\nnum_concept = 3\n', "did you mean 'num_concepts'"),
+    ('kind = "concept-world"\n[split]\nn_train = 99\n', "split.n_train = 99 leaves no test input"),
+    ('kind = "concept-world"\n[models]\nstrong = "x"\n', "models.strong is set by the concept world"),
+    ('kind = "concept-wrld"\n', "unknown kind 'concept-wrld'"),
+])
+def test_bad_concept_world_files_exit_2(tmp_path, capsys, edit, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(edit)
+    assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_quick_is_refused_for_a_standard_experiment(tmp_path, capsys):
+    path = tmp_path / "standard.toml"
+    path.write_text('[task]\nname = "concept"\n')
+    assert main(["run", str(path), "--quick"]) == 2
+    assert "--quick" in capsys.readouterr().err
