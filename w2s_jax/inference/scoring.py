@@ -24,6 +24,7 @@ from w2s_jax.inference.batching import (
     round_up,
     row_bucket,
 )
+from w2s_jax.models.logits import target_logprobs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,28 +53,51 @@ def token_logprobs(logits_BxTxV: jax.Array, tokens_BxT: jax.Array, mask_BxT: jax
     return jnp.where(mask_BxT, picked_BxT, 0.0)
 
 
+def gather_positions(mask_BxT, *, minimum: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column indices of the True entries of ``mask_BxT`` (host-side), padded with row
+    index B (past the end: dropped on scatter) up to a power of two >= ``minimum`` entries, so
+    batches with similar numbers of scored tokens share one compiled program."""
+    mask_BxT = np.asarray(mask_BxT, bool)
+    rows_N, cols_N = np.nonzero(mask_BxT)
+    size = max(minimum, 1 << max(len(rows_N) - 1, 0).bit_length())
+    pad = size - len(rows_N)
+    return (np.concatenate([rows_N, np.full(pad, mask_BxT.shape[0])]).astype(np.int32),
+            np.concatenate([cols_N, np.zeros(pad, np.int64)]).astype(np.int32))
+
+
 @jax.jit
-def _completion_logprobs(graphdef, state, tokens_BxT, valid_BxT, completion_mask_BxT):
+def _completion_logprobs(graphdef, state, tokens_BxT, valid_BxT, rows_N, cols_N):
     model = nnx.merge(graphdef, state)
-    logits_BxTxV, _ = model(tokens_BxT, positions_BxT=positions_from_valid(valid_BxT),
-                            valid_BxT=valid_BxT)
-    return token_logprobs(logits_BxTxV, tokens_BxT, completion_mask_BxT & valid_BxT)
+    h_BxTxD, _ = model.hidden(tokens_BxT, positions_BxT=positions_from_valid(valid_BxT), valid_BxT=valid_BxT)
+    B, T = tokens_BxT.shape
+    # token (row, col) is predicted by the hidden state at (row, col - 1); padding entries (row B)
+    # read row B - 1 and are dropped when scattered back
+    safe_rows_N, safe_cols_N = jnp.minimum(rows_N, B - 1), jnp.clip(cols_N, 1, T - 1)
+    logprobs_N = target_logprobs(model, h_BxTxD[safe_rows_N, safe_cols_N - 1],
+                                 tokens_BxT[safe_rows_N, safe_cols_N])
+    return jnp.zeros((B, T), jnp.float32).at[rows_N, cols_N].set(logprobs_N, mode="drop")
 
 
 def completion_logprobs(model, tokens_BxT, valid_BxT, completion_mask_BxT) -> jax.Array:
     """Per-token log-probabilities of the masked tokens under ``model`` (one jitted forward pass).
 
+    Only the positions that predict a scored token are unembedded, a chunk of rows at a time
+    (``w2s_jax.models.logits``): no ``B x T x V`` array is formed.
+
     Arguments:
       model: a ``w2s_jax.models.Transformer``.
       tokens_BxT: int token ids, padded anywhere ``valid_BxT`` is False.
       valid_BxT: bool, False on padding.
-      completion_mask_BxT: bool, True on the tokens to score.
+      completion_mask_BxT: bool, True on the tokens to score (position 0, without context, never is).
     Returns:
       float32 ``logprobs_BxT``, 0 where not scored; ``.sum(-1)`` is each row's log-likelihood.
     """
+    scored_BxT = np.asarray(completion_mask_BxT, bool) & np.asarray(valid_BxT, bool)
+    scored_BxT[:, 0] = False
+    rows_N, cols_N = gather_positions(scored_BxT)
     graphdef, state = nnx.split(model)
     return _completion_logprobs(graphdef, state, jnp.asarray(tokens_BxT), jnp.asarray(valid_BxT),
-                                jnp.asarray(completion_mask_BxT))
+                                rows_N, cols_N)
 
 
 def score(

@@ -4,7 +4,8 @@ For a prompt ``x_1..x_m`` and a completion ``y_1..y_n`` the model reads ``x + y`
 at the position before ``y_j`` give ``p(. | x, y_<j)``. At each of the n completion positions this
 keeps the k most likely token ids and their probabilities renormalised over those k, so a
 distribution over the vocabulary travels as n x k ids and n x k probabilities. The top-k is taken
-inside the jitted forward pass, so only ``B x T x k`` numbers leave the device. Batches are
+inside the jitted forward pass at the completion positions only, a chunk of rows at a time, so
+no ``B x T x V`` array is formed and only ``N x k`` numbers leave the device. Batches are
 right-padded and masked exactly as in :mod:`~w2s_jax.inference.scoring`.
 """
 
@@ -27,7 +28,8 @@ from w2s_jax.inference.batching import (
     round_up,
     row_bucket,
 )
-from w2s_jax.inference.scoring import _pad_id, tokenize_pair
+from w2s_jax.inference.scoring import _pad_id, gather_positions, tokenize_pair
+from w2s_jax.models.logits import topk_next_tokens
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,16 +47,11 @@ class TopKResult:
 
 
 @functools.partial(jax.jit, static_argnames="k")
-def _next_token_topk(graphdef, state, tokens_BxT, valid_BxT, *, k):
+def _next_token_topk(graphdef, state, tokens_BxT, valid_BxT, rows_N, cols_N, *, k):
+    """Top-k at the hidden states (rows_N, cols_N), `N x ...`; row index B marks padding."""
     model = nnx.merge(graphdef, state)
-    logits_BxTxV, _ = model(tokens_BxT, positions_BxT=positions_from_valid(valid_BxT),
-                            valid_BxT=valid_BxT)
-    logits_BxTxV = logits_BxTxV.astype(jnp.float32)
-    top_logits_BxTxK, top_ids_BxTxK = jax.lax.top_k(logits_BxTxV, k)
-    # softmax over the k kept logits = the full softmax restricted to them and renormalised
-    probs_BxTxK = jax.nn.softmax(top_logits_BxTxK, axis=-1)
-    kept_BxT = jnp.exp(jax.nn.logsumexp(top_logits_BxTxK, axis=-1) - jax.nn.logsumexp(logits_BxTxV, axis=-1))
-    return top_ids_BxTxK, probs_BxTxK, kept_BxT
+    h_BxTxD, _ = model.hidden(tokens_BxT, positions_BxT=positions_from_valid(valid_BxT), valid_BxT=valid_BxT)
+    return topk_next_tokens(model, h_BxTxD[jnp.minimum(rows_N, tokens_BxT.shape[0] - 1), cols_N], k)
 
 
 def next_token_topk_arrays(model, tokens_BxT, valid_BxT, k: int):
@@ -69,8 +66,12 @@ def next_token_topk_arrays(model, tokens_BxT, valid_BxT, k: int):
       ``(ids_BxTxK int32, probs_BxTxK float32, kept_BxT float32)``; position t describes the
       distribution of token t + 1.
     """
-    graphdef, state = nnx.split(model)
-    return _next_token_topk(graphdef, state, jnp.asarray(tokens_BxT), jnp.asarray(valid_BxT), k=k)
+    B, T = np.shape(tokens_BxT)
+    rows_N, cols_N = gather_positions(np.ones((B, T), bool))
+    ids_NxK, probs_NxK, kept_N = _next_token_topk(*nnx.split(model), jnp.asarray(tokens_BxT),
+                                                   jnp.asarray(valid_BxT), rows_N, cols_N, k=k)
+    return (ids_NxK[: B * T].reshape(B, T, k), probs_NxK[: B * T].reshape(B, T, k),
+            kept_N[: B * T].reshape(B, T))
 
 
 def next_token_topk(
@@ -101,6 +102,7 @@ def next_token_topk(
         raise ValueError(f"top-k must be an int in [1, {vocab}] (the vocabulary size), got {k!r}")
     pairs = [tokenize_pair(None, p, c, i) for i, (p, c) in enumerate(zip(prompts, completions))]
     pad_id = _pad_id(model)
+    graphdef, state = nnx.split(model)
     results = []
     for batch in progress(batch_slices(len(pairs), batch_size), desc="top-k"):
         seqs = [full for full, _ in pairs[batch]]
@@ -109,11 +111,18 @@ def next_token_topk(
         seqs += [[pad_id]] * (row_bucket(len(seqs), batch_size) - len(seqs))
         length = round_up(max(len(s) for s in seqs), length_bucket)
         tokens_BxT, valid_BxT = pad_sequences(seqs, length=length, pad_id=pad_id, side="right")
-        ids_BxTxK, probs_BxTxK, kept_BxT = (np.asarray(a) for a in
-                                            next_token_topk_arrays(model, tokens_BxT, valid_BxT, k))
+        # completion token j sits at num_prompt + j and is predicted from the position before:
+        # only those positions are unembedded
+        predicting_BxT = np.zeros_like(valid_BxT)
         for row, (full, num_prompt) in enumerate(pairs[batch]):
-            # completion token j sits at num_prompt + j and is predicted from the position before
-            rows = slice(num_prompt - 1, len(full) - 1)
-            results.append(TopKResult(token_ids=full[num_prompt:], topk_ids=ids_BxTxK[row, rows],
-                                      topk_probs=probs_BxTxK[row, rows], kept_mass=kept_BxT[row, rows]))
+            predicting_BxT[row, num_prompt - 1 : len(full) - 1] = True
+        rows_N, cols_N = gather_positions(predicting_BxT)
+        ids_NxK, probs_NxK, kept_N = (np.asarray(a) for a in _next_token_topk(
+            graphdef, state, jnp.asarray(tokens_BxT), jnp.asarray(valid_BxT), rows_N, cols_N, k=k))
+        start = 0
+        for full, num_prompt in pairs[batch]:  # np.nonzero lists positions row by row, in order
+            taken = slice(start, start + len(full) - num_prompt)
+            start = taken.stop
+            results.append(TopKResult(token_ids=full[num_prompt:], topk_ids=ids_NxK[taken],
+                                      topk_probs=probs_NxK[taken], kept_mass=kept_N[taken]))
     return results

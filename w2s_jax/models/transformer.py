@@ -117,7 +117,8 @@ class Transformer(nnx.Module):
         return x_BxTxD
 
     def unembed(self, h_BxTxD: jax.Array) -> jax.Array:
-        """Final norm, output projection and logit softcap; float32 logits `B x T x V`."""
+        """Final norm, output projection and logit softcap; float32 logits `... x V` for hidden
+        states `... x D` (any leading axes: `B x T x D`, or `N x D` gathered positions)."""
         h_BxTxD = self.final_norm(h_BxTxD)
         if self.config.tie_word_embeddings:
             logits = dense_transposed(h_BxTxD, self.embedding[...].astype(self.dtype))  # BTD,VD->BTV
@@ -132,6 +133,17 @@ class Transformer(nnx.Module):
         positions_BxT: RoPE positions (int); valid_BxT: False on left padding. With `cache`, the
         tokens are written at slots [cache.index, cache.index + T); the caller keeps
         cache.index + T <= cache.max_len (XLA clamps out-of-range writes instead of failing).
+        A caller that needs logits at a few positions only calls :meth:`hidden` and unembeds
+        those (`unembed` or `target_logprobs`): the full array is B x T x V float32.
+        """
+        h_BxTxD, cache = self.hidden(tokens_BxT, positions_BxT=positions_BxT, valid_BxT=valid_BxT, cache=cache)
+        return self.unembed(h_BxTxD), cache
+
+    def hidden(self, tokens_BxT: jax.Array, *, positions_BxT: jax.Array, valid_BxT: jax.Array,
+               cache: KVCache | None = None) -> tuple[jax.Array, KVCache | None]:
+        """The last layer's output `B x T x D` (before the final norm) and the updated cache.
+
+        Same arguments as `__call__`; `unembed(hidden(...)[0])` are its logits.
         """
         c = self.config
         T = tokens_BxT.shape[1]
@@ -155,8 +167,7 @@ class Transformer(nnx.Module):
             if kv is not None:
                 keys.append(kv[0])
                 values.append(kv[1])
-        logits_BxTxV = self.unembed(x_BxTxD)
         if cache is None:
-            return logits_BxTxV, None
-        return logits_BxTxV, KVCache(keys=tuple(keys), values=tuple(values), valid_BxS=kv_valid_BxS,
+            return x_BxTxD, None
+        return x_BxTxD, KVCache(keys=tuple(keys), values=tuple(values), valid_BxS=kv_valid_BxS,
                                      index=(index + T).astype(jnp.int32))

@@ -14,7 +14,14 @@ from w2s_jax.train.checkpoint import Checkpointer
 from w2s_jax.train.config import TrainConfig
 from w2s_jax.train.data import SFTDataset
 from w2s_jax.train.lora import LoRAWeight, apply_lora, merge_lora
-from w2s_jax.train.losses import CrossEntropyToTokens, KLToTeacher, LossFn, next_token_mask
+from w2s_jax.train.losses import (
+    CrossEntropyToTokens,
+    KLToTeacher,
+    LossFn,
+    PositionwiseLoss,
+    loss_from_hidden,
+    next_token_mask,
+)
 from w2s_jax.train.run_identity import CheckpointMismatchError, weights_fingerprint
 from w2s_jax.train.step import (
     accumulated_loss_and_grads,
@@ -34,6 +41,7 @@ __all__ = [
     "KLToTeacher",
     "LoRAWeight",
     "LossFn",
+    "PositionwiseLoss",
     "SFTDataset",
     "TrainConfig",
     "TrainResult",
@@ -41,6 +49,7 @@ __all__ = [
     "apply_lora",
     "evaluate",
     "learning_rate_schedule",
+    "loss_from_hidden",
     "make_eval_step",
     "make_optimizer",
     "make_train_step",

@@ -23,7 +23,7 @@ from jax.sharding import Mesh
 
 from w2s_jax.parallel import ShardingRules, constrain_model
 from w2s_jax.train.config import TrainConfig
-from w2s_jax.train.losses import LossFn, num_scored
+from w2s_jax.train.losses import LossFn, loss_from_hidden, num_scored
 
 
 def learning_rate_schedule(config: TrainConfig) -> optax.Schedule:
@@ -88,10 +88,11 @@ def _forward_loss(graphdef, trainable, frozen, batch, loss_fn: LossFn, compute_d
     model = nnx.merge(
         graphdef, _cast_floats(trainable, compute_dtype), _cast_floats(frozen, compute_dtype)
     )
-    logits_BxTxV, _ = model(
+    h_BxTxD, _ = model.hidden(
         batch["tokens_BxT"], positions_BxT=batch["positions_BxT"], valid_BxT=batch["valid_BxT"]
     )
-    return loss_fn(logits_BxTxV.astype(jnp.float32), batch)
+    # a PositionwiseLoss unembeds a chunk of positions at a time; any other loss gets all logits
+    return loss_from_hidden(loss_fn, model, h_BxTxD, batch)
 
 
 def accumulated_loss_and_grads(
