@@ -29,3 +29,18 @@ def test_lm_bench_cpu_comparison_prints_every_ratio(capsys):
     for row in ("forward", "train step", "generate"):
         match = re.search(rf"\| {row}[^|]*\|\s+(\d+) \|\s+(\d+) \|\s+([\d.]+)x \|", table)
         assert match and float(match.group(3)) > 0, table
+
+
+def test_pipeline_bench_prints_every_ratio(capsys):
+    pytest.importorskip("torch", reason="the labelling benchmark compares against transformers' generate")
+    from benchmarks import pipeline_bench
+
+    ratios = pipeline_bench.main(["--preset", "tiny", "--queries", "6", "--icl-batch", "3", "--batch-size", "4",
+                                  "--max-new-tokens", "4", "--repeats", "1", "--no-reuse-host-memory"])
+    out = capsys.readouterr().out
+    assert "greedy tokens of the first batch agree with transformers" in out, out
+    assert "batched labels equal one-at-a-time labels" in out, out
+    for side in ("one_at_a_time", "transformers"):
+        match = re.search(rf"ratio ours/{side}: ([\d.]+)x wall \(([\d.]+)x CPU time\)", out)
+        assert match and float(match.group(1)) > 0 and float(match.group(2)) > 0, out
+        assert ratios[side] == pytest.approx(float(match.group(1)), abs=0.01)

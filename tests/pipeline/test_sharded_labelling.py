@@ -92,7 +92,7 @@ def test_sharded_sampling_draws_the_same_tokens(tokenizer, mesh):
     """Sampling keys follow each prompt's identity, not the device its row lands on; a last batch
     of 2 prompts is filled up to the 4 rows the mesh splits."""
     prompts = [Prompt(user=q) for q in QUESTIONS[:6]]
-    kwargs = dict(max_new_tokens=5, sampler=Temperature(1.0), key=jax.random.key(3))
+    kwargs = {"max_new_tokens": 5, "sampler": Temperature(1.0), "key": jax.random.key(3)}
     single = Engine(_model(tokenizer), tokenizer, batch_size=4, length_bucket=16)
     sharded = Engine(_model(tokenizer), tokenizer, batch_size=4, length_bucket=16, mesh=mesh,
                      rules=ShardingRules.fsdp())
