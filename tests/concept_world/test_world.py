@@ -107,3 +107,7 @@ def test_labellers_and_the_chernoff_rate_of_the_misaligned_transition():
     assert rates[0.0] > rates[0.3] > 0 and rates[0.7] == rates[1.0] == 0
     biased = deterministic_labels_X(world, 0, Labeller(kind="biased", level=0.5), seed=0)
     assert np.mean(biased != world.tables_KxX[0]) == pytest.approx(0.5)
+    split = deterministic_labels_X(world, 0, Labeller(kind="biased", level=0.25), seed=0,
+                                   groups=[range(0, 8), range(8, 40)])
+    assert np.sum(split[:8] != world.tables_KxX[0, :8]) == 2  # the fraction is exact per split
+    assert np.sum(split[8:] != world.tables_KxX[0, 8:]) == 8

@@ -8,8 +8,9 @@ Each labeller answers an input x with a label derived from the target concept's 
 - ``misaligned`` (gamma, concept j): a fixed subset of a fraction gamma of the inputs gets concept
   j's label ``f_j(x)``, the others ``f*(x)`` (the theory's misaligned supervisor).
 
-Subsets are nested: the first ``round(fraction |X|)`` inputs of one seeded permutation, so the
-labellers of a sweep differ only where their fractions do. A label file holds rows
+Subsets are nested: in each split, the first ``round(fraction n)`` of its n inputs in one seeded
+permutation, so the fraction is exact on every split and the labellers of a sweep differ only
+where their fractions do. A label file holds rows
 ``{"split", "index", "answer"}`` for both splits (``models.weak_label_files``).
 """
 
@@ -55,13 +56,26 @@ def subset_order(world: World, seed: int) -> np.ndarray:
     return np.random.default_rng([world.config.seed, 2, seed]).permutation(world.config.num_inputs)
 
 
-def deterministic_labels_X(world: World, target: int, labeller: Labeller, seed: int) -> np.ndarray:
-    """The label of every input under a biased or misaligned labeller (shape |X|)."""
+def chosen_inputs(world: World, fraction: float, seed: int, groups: Sequence[Sequence[int]]) -> np.ndarray:
+    """The inputs a biased or misaligned labeller changes: in each group (a split's inputs), the
+    ``round(fraction * len(group))`` that come first in :func:`subset_order`, so the fraction is
+    exact on every split (the demonstrations of refinement come from one split)."""
+    rank = np.argsort(subset_order(world, seed))
+    chosen = [np.asarray(sorted(g, key=lambda x: rank[x])[: int(round(fraction * len(g)))], np.int64)
+              for g in groups]
+    return np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
+
+
+def deterministic_labels_X(world: World, target: int, labeller: Labeller, seed: int,
+                           groups: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+    """The label of every input under a biased or misaligned labeller (shape |X|); ``groups``
+    are the splits' inputs (default: all inputs as one group)."""
     if labeller.kind == "noisy":
         raise ValueError("a noisy labeller draws its labels per row; use labels_for")
     size = world.config.num_outputs
     labels = world.tables_KxX[target].copy()
-    chosen = subset_order(world, seed)[: int(round(labeller.level * world.config.num_inputs))]
+    groups = [range(world.config.num_inputs)] if groups is None else groups
+    chosen = chosen_inputs(world, labeller.level, seed, groups)
     if labeller.kind == "misaligned":
         labels[chosen] = world.tables_KxX[labeller.rival, chosen]
     else:
@@ -71,12 +85,12 @@ def deterministic_labels_X(world: World, target: int, labeller: Labeller, seed: 
 
 
 def labels_for(world: World, target: int, labeller: Labeller, inputs: Sequence[int], *, seed: int,
-               stream: int) -> list[int]:
+               stream: int, groups: Sequence[Sequence[int]] | None = None) -> list[int]:
     """The labeller's output for each of ``inputs`` (rows of one split; ``stream`` tells the
-    splits' noise apart)."""
+    splits' noise apart; ``groups`` as in :func:`deterministic_labels_X`)."""
     inputs = np.asarray(inputs, np.int64)
     if labeller.kind != "noisy":
-        return deterministic_labels_X(world, target, labeller, seed)[inputs].tolist()
+        return deterministic_labels_X(world, target, labeller, seed, groups)[inputs].tolist()
     size = world.config.num_outputs
     rng = np.random.default_rng([world.config.seed, 4, seed, stream, int(round(labeller.level * 1e6))])
     labels = world.tables_KxX[target, inputs].copy()
@@ -93,7 +107,8 @@ def write_label_file(world: World, target: int, labeller: Labeller, splits: dict
 
     lines, accuracy = [], {}
     for stream, (split, inputs) in enumerate(sorted(splits.items())):
-        labels = labels_for(world, target, labeller, inputs, seed=seed, stream=stream)
+        labels = labels_for(world, target, labeller, inputs, seed=seed, stream=stream,
+                            groups=list(splits.values()))
         gold = world.tables_KxX[target, np.asarray(inputs, np.int64)]
         accuracy[split] = float(np.mean(np.asarray(labels) == gold))
         lines += [json.dumps({"split": split, "index": i, "answer": world.output_token(y)})

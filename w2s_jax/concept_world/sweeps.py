@@ -124,7 +124,8 @@ def gamma_sweep(engine, world: World, setup: SeedSetup, *, gammas: Sequence[floa
     rival = [int(world.tables_KxX[setup.rival, setup.test_inputs[q]]) for q in queries]
     for gamma in gammas:
         labeller = Labeller(kind="misaligned", level=gamma, rival=setup.rival)
-        table = deterministic_labels_X(world, setup.target, labeller, setup.seed)
+        table = deterministic_labels_X(world, setup.target, labeller, setup.seed,
+                                       [setup.train_inputs, setup.test_inputs])
         labels = [int(table[x]) for x in setup.train_inputs]
         answers = _refine_batch(engine, world, setup, demo_sets, queries, dict(enumerate(labels)), generation)
         bayes = [bayes_answer(world, [setup.train_inputs[d] for d in ds], [labels[d] for d in ds],
