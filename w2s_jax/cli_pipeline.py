@@ -5,6 +5,9 @@
     work, then runs or resumes it in ``DIR`` (default ``runs/<name>``) and prints the results
     table. A finished stage is never recomputed; a changed setting recomputes the stages it
     affects in new directories.
+    A file with ``kind = "concept-world"`` runs the concept world instead
+    (``w2s_jax.concept_world``): it builds its own models and data, then runs the pipeline per
+    seed; ``--quick`` applies its small preset.
 ``w2s report RUN_DIR``
     Rebuilds ``results.json``, ``results.md`` and the figures of a run directory.
 ``w2s list``
