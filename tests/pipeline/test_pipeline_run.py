@@ -303,3 +303,21 @@ def test_a_kill_in_any_stage_loses_nothing_and_recomputes_nothing(world, tmp_pat
     reference_counts = {name: len(units) for name, units in processed.items()}
     assert all(len(set(units)) == len(units) for units in processed.values()), reference_counts
     assert {n.split("/")[0] for n in processed} == {"weak-labels", "labels", "predict", "score"}
+
+
+def test_sharded_run_equals_one_device(world, tmp_path):
+    """`models.mesh = {fsdp = -1}` on the 8 test devices: labelling, fine-tuning and prediction
+    sharded give the same weak labels, training labels and predictions as one device."""
+    root, experiment = world
+    base = ["models.batch_size=8", "train.batch_size=8"]
+    kw = dict(methods=["zero-shot", "naive"], figures=False)
+    _run(experiment, tmp_path / "one", overrides=base, **kw)
+    _, lines = _run(experiment, tmp_path / "mesh", overrides=base + ["models.mesh={fsdp = -1}"], **kw)
+    assert "(cached)" not in "".join(lines)
+
+    def records(run_dir, prefix):
+        [stage] = [p for p in (run_dir / "stages").iterdir() if p.name.startswith(prefix)]
+        return [json.loads(line) for line in (stage / "records.jsonl").read_text().splitlines()]
+
+    for prefix in ("weak-labels", "labels.naive", "predict.zero-shot", "predict.student.naive"):
+        assert records(tmp_path / "one", prefix) == records(tmp_path / "mesh", prefix), prefix

@@ -79,8 +79,21 @@ class ModelsConfig:
     batch_size: int = 16  # rows per compiled inference batch
     length_bucket: int = 64  # prompt lengths are padded to a multiple of this
     max_loaded: int = 2  # models kept in memory at once (least recently used is dropped)
+    # Shard over a device mesh, e.g. {fsdp = -1} or {data = 2, fsdp = -1}: w2s_jax.parallel.MeshConfig
+    # fields. Inference uses each process's own devices, fine-tuning all of them. None: one device.
+    mesh: Any = None
 
     def __post_init__(self):
+        if self.mesh is not None and not hasattr(self.mesh, "resolve"):
+            from w2s_jax.parallel import MeshConfig
+
+            if not isinstance(self.mesh, Mapping):
+                raise ValueError(f"models.mesh must be a table like {{fsdp = -1}}, got {self.mesh!r}")
+            unknown = set(self.mesh) - {"data", "fsdp", "tp"}
+            if unknown:
+                raise ValueError(f"models.mesh has unknown axis {sorted(unknown)[0]!r}; axes: data, fsdp, tp")
+            # axes not named are 1 (MeshConfig's own default puts every device on fsdp)
+            object.__setattr__(self, "mesh", MeshConfig(**{"data": 1, "fsdp": 1, "tp": 1, **self.mesh}))
         for name in ("weak", "weak_label_files", "intermediate"):  # a lone string means one entry
             if isinstance(getattr(self, name), str):
                 object.__setattr__(self, name, (getattr(self, name),))

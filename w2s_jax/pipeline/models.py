@@ -75,7 +75,7 @@ class ModelPool:
             self._engines.popitem(last=False)
         model, tokenizer = load_model(name, dtype=self.dtype, mesh=self.mesh, rules=self.rules)
         engine = Engine(model, tokenizer, chat=self.chat, batch_size=self.batch_size,
-                        length_bucket=self.length_bucket, name=name)
+                        length_bucket=self.length_bucket, name=name, mesh=self.mesh)
         self._engines[name] = engine
         return engine
 

@@ -50,9 +50,19 @@ class RunContext:
         self.train, self.test = train, test
         self.show_progress = show_progress
         m = config.models
-        self.pool = pool or ModelPool(dtype=m.dtype, chat=m.chat, batch_size=m.batch_size,
-                                      length_bucket=m.length_bucket, max_loaded=m.max_loaded)
         self.process_index, self.process_count = jax.process_index(), jax.process_count()
+        self.mesh = self.train_mesh = self.rules = None
+        if m.mesh is not None:
+            from w2s_jax.parallel import ShardingRules, make_mesh
+
+            # inference: this process's devices (each process labels its own share of the units);
+            # fine-tuning: every device of every process (one model trained together)
+            self.mesh = make_mesh(m.mesh, devices=jax.local_devices())
+            self.train_mesh = self.mesh if self.process_count == 1 else make_mesh(m.mesh)
+            self.rules = ShardingRules.fsdp()
+        self.pool = pool or ModelPool(dtype=m.dtype, chat=m.chat, batch_size=m.batch_size,
+                                      length_bucket=m.length_bucket, max_loaded=m.max_loaded,
+                                      mesh=self.mesh, rules=self.rules)
         self.students: dict[str, Any] = {}  # fine-tuned models of this process, by stage name
         self._fingerprints: dict[str, str] = {}
         self.data_hash = content_hash({

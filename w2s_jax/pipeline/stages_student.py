@@ -34,7 +34,8 @@ class Finetune(Stage):
         from w2s_jax.train import CrossEntropyToTokens, KLToTeacher, SFTDataset
 
         run.pool.clear()  # the student and its optimizer need the memory the labellers held
-        model, tokenizer = load_model(run.config.models.strong, dtype="float32")
+        model, tokenizer = load_model(run.config.models.strong, dtype="float32", mesh=run.train_mesh,
+                                      rules=run.rules)
         render = Engine(model, tokenizer, chat=run.config.models.chat, name="student").render
         by_index = {e.index: e for e in run.train}
         task, rows, dropped = run.config.task, [], 0
@@ -66,7 +67,7 @@ class Finetune(Stage):
         result = train(model, data, config=run.config.train, loss_fn=loss,
                        checkpoint_dir=directory / "checkpoints",
                        identity={"stage": self.name, "key": self.key(run)},
-                       show_progress=run.show_progress)
+                       show_progress=run.show_progress, mesh=run.train_mesh, rules=run.rules)
         run.students = {self.name: (model, tokenizer)}  # one student in memory at a time
         return result, dropped, len(data)
 
@@ -137,7 +138,7 @@ class StudentSubject(Subject):
         model, tokenizer = self.finetune.student(run)
         m = run.config.models
         engine = Engine(model, tokenizer, chat=m.chat, batch_size=m.batch_size,
-                        length_bucket=m.length_bucket, name=self.name)
+                        length_bucket=m.length_bucket, name=self.name, mesh=run.mesh)
         task = run.config.task
         return task.answer(engine, [task.prompt(e) for e in examples], examples,
                            run.config.generation, key=key)
