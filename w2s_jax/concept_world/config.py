@@ -44,8 +44,8 @@ class WeakFinetuneConfig:
     """The weak model's supervision: a few gold examples of the target concept."""
 
     gold_examples: int = 6  # training questions (the first ones) with their gold answers
-    steps: int = 30  # Adam steps on them
-    learning_rate: float = 1e-3
+    steps: int = 40  # Adam steps on them
+    learning_rate: float = 3e-3
     batch_size: int = 6
 
     def __post_init__(self):
@@ -61,7 +61,7 @@ class WeakFinetuneConfig:
 class SplitConfig:
     """Which inputs are training questions: ``n_train`` of them, the rest are test questions."""
 
-    n_train: int = 28
+    n_train: int = 12
 
     def __post_init__(self):
         if not isinstance(self.n_train, int) or self.n_train < 2:
@@ -92,7 +92,7 @@ class SweepsConfig:
     demos_eta: float = 0.2  # the demonstrations' labeller in the demos sweep: noisy with this eta
     quality: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6)  # eta of the noisy labellers of the quality sweep
     quality_methods: tuple[str, ...] = ("naive", "icl-refine", "gold")  # methods of its pipeline run
-    gamma: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0)
+    gamma: tuple[float, ...] = (0.0, 0.1667, 0.3333, 0.4167, 0.5, 0.5833, 0.6667, 0.8333, 1.0)
     gamma_demos: int = 11  # demonstrations per query in the gamma sweep
     repeats: int = 4  # demonstration draws per test question (demos and gamma sweeps)
 
@@ -127,10 +127,10 @@ class ConceptWorldConfig:
     """A whole concept-world experiment (see the module docstring)."""
 
     name: str = "concept-world"
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     world: WorldConfig = WorldConfig()
     strong: PretrainConfig = PretrainConfig()
-    weak: PretrainConfig = PretrainConfig(hidden_size=32, num_layers=1, steps=300)
+    weak: PretrainConfig = PretrainConfig(steps=400)  # the strong shape, trained shorter
     weak_finetune: WeakFinetuneConfig = WeakFinetuneConfig()
     split: SplitConfig = SplitConfig()
     supervisors: SupervisorsConfig = SupervisorsConfig()
@@ -160,16 +160,23 @@ class ConceptWorldConfig:
             raise ValueError(f"a sweep prompt of {longest} pairs is longer than a pre-training document "
                              f"(world.pairs_per_document = {self.world.pairs_per_document})")
 
+    @classmethod
+    def quick(cls) -> "ConceptWorldConfig":
+        """The ``--quick`` preset on its own (:data:`QUICK` over the defaults)."""
+        return concept_world_from_dict(apply_overrides({"kind": KIND}, _nested(QUICK), "<quick>"),
+                                       source="<quick>")
+
 
 # The --quick preset: a small world, short budgets, one seed (dotted keys, applied after the file).
 QUICK: dict[str, Any] = {
     "seeds": [0],
     "world.num_concepts": 4, "world.num_inputs": 16, "world.num_outputs": 16,
-    "world.pairs_per_document": 8, "world.noise": 0.1,
+    "world.pairs_per_document": 8, "world.noise": 0.2,
     "strong.hidden_size": 32, "strong.steps": 300, "strong.batch_size": 32, "strong.documents": 4096,
     "strong.warmup_steps": 20, "strong.checkpoint_every": 0,
-    "weak.hidden_size": 16, "weak.num_heads": 2, "weak.steps": 40, "weak.batch_size": 16,
-    "weak.documents": 1024, "weak.warmup_steps": 5, "weak.checkpoint_every": 0,
+    # the weak model is the strong one's shape trained shorter: its compiled programs are shared
+    "weak.hidden_size": 32, "weak.num_layers": 2, "weak.num_heads": 4, "weak.steps": 40,
+    "weak.batch_size": 32, "weak.documents": 1024, "weak.warmup_steps": 5, "weak.checkpoint_every": 0,
     "weak_finetune.gold_examples": 3, "weak_finetune.steps": 5, "weak_finetune.batch_size": 3,
     "split.n_train": 10,
     "supervisors.biased": [], "supervisors.misaligned": [0.3],

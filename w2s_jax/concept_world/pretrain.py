@@ -22,8 +22,8 @@ class PretrainConfig:
     hidden_size: int = 64  # model width D
     num_layers: int = 2  # decoder blocks
     num_heads: int = 4  # attention heads (head width D / heads)
-    steps: int = 1500  # Adam steps
-    batch_size: int = 64  # documents per step
+    steps: int = 2500  # Adam steps
+    batch_size: int = 32  # documents per step
     learning_rate: float = 3e-3  # peak learning rate (cosine decay to 10%)
     warmup_steps: int = 50  # linear warmup
     documents: int = 32768  # distinct pre-training documents (cycled through in epochs)

@@ -68,6 +68,23 @@ def pooled_run(dirs: Mapping[int, Path]) -> dict:
     return {"seeds": seeds, "level": level, "rows": rows}
 
 
+def weak_train_accuracy(dirs: Mapping[int, Path], data: Mapping[int, Path]) -> dict[str, float]:
+    """Each weak supervisor's accuracy on the training labels it gave (what the students are
+    trained on), pooled over seeds; it can differ from its test accuracy, e.g. for a weak model
+    fine-tuned on some of the training questions."""
+    import json
+
+    hits: dict[str, list[float]] = {}
+    for seed, run_dir in dirs.items():
+        gold = [json.loads(line)["answer"] for line in (Path(data[seed]) / "train.jsonl").read_text().splitlines()]
+        for path in sorted(Path(run_dir).glob("stages/weak-labels.*/records.jsonl")):
+            name = path.parent.name.removeprefix("weak-labels.").rsplit("-", 1)[0]
+            for record in JsonlLog(path).read():
+                words = record["answer"].split()
+                hits.setdefault(name, []).append(float(bool(words) and words[0] == gold[record["index"]]))
+    return {name: float(np.mean(values)) for name, values in sorted(hits.items())}
+
+
 def quality_curve(pooled: dict, levels: Mapping[str, float]) -> tuple[list[dict], float | None]:
     """Per noisy labeller (by eta): weak and students' accuracy pooled over seeds, sorted by weak
     accuracy; and the gold ceiling (None without one)."""
@@ -105,6 +122,7 @@ def write_concept_report(run_dir: str | Path, config, runs: Mapping[str, Mapping
                      "world": config.world, "setup": {str(s): read_json(Path(d) / "setup.json") for s, d in data.items()}}
     if "main" in runs:
         results["main"] = pooled_run(runs["main"])
+        results["main"]["weak_train_accuracy"] = weak_train_accuracy(runs["main"], data)
     if "quality" in runs:
         pooled = pooled_run(runs["quality"])
         supervisors = {r["supervisor"]: float(r["supervisor"].split("noisy-")[1].removesuffix(".jsonl"))
@@ -177,7 +195,10 @@ def results_markdown(results: dict) -> str:
     lines = [f"# {results['experiment']}: concept world, seeds {results['seeds']}", ""]
     if "main" in results:
         lines += ["## Main run (test accuracy pooled over seeds; PGR paired by item)", "",
-                  *pooled_table(results["main"]), ""]
+                  *pooled_table(results["main"]), "",
+                  "Weak supervisors' accuracy on the training labels they gave (pooled): " + ", ".join(
+                      f"{name.replace('.jsonl', '')} {value:.3f}"
+                      for name, value in results["main"].get("weak_train_accuracy", {}).items()) + ".", ""]
     if "quality" in results:
         q = results["quality"]
         lines += ["## Quality sweep: students against noisy labellers", "",

@@ -36,11 +36,11 @@ FORMAT_TOKENS = ("Question:", "Answer:")
 class WorldConfig:
     """The world's sizes, prior and noise (the concept-world file's ``[world]`` table)."""
 
-    num_concepts: int = 8  # K latent concepts
-    num_inputs: int = 48  # |X|
-    num_outputs: int = 32  # |Y|
+    num_concepts: int = 6  # K latent concepts
+    num_inputs: int = 24  # |X|
+    num_outputs: int = 16  # |Y|
     alpha: tuple[float, ...] = ()  # prior over concepts (normalised); () = uniform
-    pairs_per_document: int = 16  # (x, y) pairs per pre-training document
+    pairs_per_document: int = 12  # (x, y) pairs per pre-training document
     noise: float = 0.2  # eps: probability that a document's output is replaced by a uniform one
     seed: int = 0  # the concept tables and every pre-training document are drawn from this
 
