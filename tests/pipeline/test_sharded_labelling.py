@@ -74,7 +74,7 @@ def test_sharded_icl_refine_labels_equal_one_device(tokenizer, mesh, monkeypatch
     prefill = generation._prefill
 
     def spy(graphdef, state, tokens_BxS, valid_BxS, num_chunks, active_B, cache, *args, **kwargs):
-        placements.append((tokens_BxS.sharding, cache.keys[0].sharding))
+        placements.append((tokens_BxS.sharding, jax.tree.leaves(cache.keys)[0].sharding))
         return prefill(graphdef, state, tokens_BxS, valid_BxS, num_chunks, active_B, cache, *args, **kwargs)
 
     expected = _labels(single)
@@ -84,7 +84,7 @@ def test_sharded_icl_refine_labels_equal_one_device(tokenizer, mesh, monkeypatch
     assert len(placements) == 2  # 8 queries in batches of 4
     for tokens_sharding, keys_sharding in placements:
         assert tokens_sharding.spec[0] == ("data", "fsdp") and len(tokens_sharding.device_set) == 8
-        assert keys_sharding.spec[0] == ("data", "fsdp")
+        assert ("data", "fsdp") in tuple(keys_sharding.spec)  # the rows axis of the cache
     assert any(row["completion"].strip() for row in got), got  # labels with words in them
 
 
