@@ -119,6 +119,23 @@ def test_batches_with_filler_rows_match_one_batch(tiny_model):
     assert generate(tiny_model, None, prompts, max_new_tokens=4, batch_size=2) == whole
 
 
+def test_chunked_prefill_matches_no_cache_forward_and_shares_one_program(tiny_model):
+    """Prompts longer than one prefill chunk (prompt_bucket=4: an 11-token prompt is 3 chunks
+    and its last token) give each greedy token the no-cache argmax, and prompts of 1 to 3
+    chunks share one compiled prefill: its shapes depend on the cache length only."""
+    prompts = [[1, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14], [1, 10, 11]]
+    result = generate(tiny_model, None, prompts, max_new_tokens=5, prompt_bucket=4)
+    for prompt, generated in zip(prompts, result.token_ids):
+        seq = jnp.asarray([prompt + generated])
+        logits, _ = tiny_model(seq, positions_BxT=jnp.arange(seq.shape[1])[None],
+                               valid_BxT=jnp.ones(seq.shape, bool))
+        assert np.asarray(logits[0, len(prompt) - 1 : -1].argmax(-1)).tolist() == generated
+    before = generation.TRACE_COUNTS["prefill"]
+    for length in (2, 6, 9, 13):  # 1, 2, 2 and 3 chunks
+        generate(tiny_model, None, [[1] + [7] * (length - 1)], max_new_tokens=5, prompt_bucket=4)
+    assert generation.TRACE_COUNTS["prefill"] - before <= 1
+
+
 def test_sharded_model_generates_the_same_tokens(tiny_model):
     """FSDP x TP on 8 fake CPU devices: the jitted prefill/decode follow the parameter shardings."""
     from w2s_jax.parallel import MeshConfig, ShardingRules, make_mesh, shard_model
