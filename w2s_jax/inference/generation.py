@@ -13,8 +13,8 @@ finished between chunks.
 
 Both jitted functions take the model as ``nnx.split`` graphdef (static) + state, and their shapes
 depend on the prompt length only through S, so they compile once per (batch size, S, new-token
-bucket, sampler): prompts of 200 to 400 tokens with 64 new tokens share two cache lengths, four
-programs, and later calls reuse them.
+bucket, sampler): with C = 64 and 64 new tokens, prompts of 193 to 384 tokens share two cache
+lengths (384 and 512 slots), four programs, and later calls reuse them.
 
 With a ``mesh`` (``w2s_jax.parallel``), every per-row array and the cache are placed with the
 batch axis split over the mesh's ("data", "fsdp") axes; the model is placed by ``shard_model`` or
