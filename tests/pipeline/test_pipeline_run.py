@@ -128,6 +128,11 @@ def test_run_writes_report_and_a_rerun_recomputes_nothing(world, tmp_path, monke
     rows = [json.loads(line) for line in (labels[0] / "records.jsonl").read_text().splitlines()]
     assert sorted(r["index"] for r in rows) == list(range(10))
 
+    (out / "results.md").unlink()
+    assert main(["report", str(out), "--no-figures"]) == 0  # rebuilt from the run directory alone
+    assert (out / "results.md").read_text().startswith("# tiny")
+    assert main(["report", str(tmp_path)]) == 2  # not a run directory: one line, exit 2
+
     def no_model(*args, **kwargs):
         raise AssertionError("a finished stage loaded a model")
 
