@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from w2s_jax.concept_world.bayes import chernoff_rate, label_law
 from w2s_jax.concept_world.sweeps import fitted_rate, theory_transition, transition
+from w2s_jax.concept_world.world import World
 from w2s_jax.core.metrics import pgr
 from w2s_jax.pipeline.artifacts import JsonlLog, atomic_write_json, atomic_write_text, read_json
 from w2s_jax.pipeline.report import PLAN, bootstrap_mean
@@ -101,6 +103,13 @@ def quality_curve(pooled: dict, levels: Mapping[str, float]) -> tuple[list[dict]
     return sorted(out, key=lambda p: p.get("weak", 0.0)), ceiling
 
 
+def noisy_rate(world, setup: dict, eta: float) -> float:
+    """rho* of the noisy labeller (eta) on a seed's training inputs (``setup.json``)."""
+    inputs = setup["train_inputs"]
+    law = label_law(world, None, inputs, target=setup["target"], eta=eta)
+    return chernoff_rate(world, law, inputs, setup["target"])
+
+
 def averaged_sweep(results: list[dict], x: str, keys: tuple[str, ...]) -> list[dict]:
     """Sweep rows averaged over seeds point by point (points present in every seed)."""
     rows = []
@@ -128,6 +137,9 @@ def write_concept_report(run_dir: str | Path, config, runs: Mapping[str, Mapping
         supervisors = {r["supervisor"]: float(r["supervisor"].split("noisy-")[1].removesuffix(".jsonl"))
                        for r in pooled["rows"] if r["role"] == "weak"}
         curve, ceiling = quality_curve(pooled, supervisors)
+        for point in curve:  # the theory's rate for this labeller, averaged over seeds
+            point["rho_star"] = float(np.mean([noisy_rate(World(config.world), setup, point["eta"])
+                                               for setup in results["setup"].values()]))
         results["quality"] = {"pooled": pooled, "curve": curve, "ceiling": ceiling}
     if "sweep-demos" in runs:
         per_seed = [read_json(Path(d) / "result.json") for _, d in sorted(runs["sweep-demos"].items())]
@@ -202,9 +214,9 @@ def results_markdown(results: dict) -> str:
     if "quality" in results:
         q = results["quality"]
         lines += ["## Quality sweep: students against noisy labellers", "",
-                  "| eta | weak | naive | icl-refine |", "|---|---|---|---|"]
+                  "| eta | weak | naive | icl-refine | rho* |", "|---|---|---|---|---|"]
         lines += [f"| {p['eta']:.2f} | {_num(p.get('weak'))} | {_num(p.get('naive'))} | "
-                  f"{_num(p.get('icl-refine'))} |" for p in q["curve"]]
+                  f"{_num(p.get('icl-refine'))} | {_num(p.get('rho_star'))} |" for p in q["curve"]]
         lines += ["", f"Gold ceiling: {_num(q['ceiling'])}.", ""]
     if "demos" in results:
         d = results["demos"]
@@ -223,5 +235,5 @@ def results_markdown(results: dict) -> str:
                   f"{_num(r['rho_star'])} |" for r in g["rows"]]
         lines += ["", f"Transition (accuracy below the midpoint of its ends): transformer "
                       f"{_num(g['transition_transformer'], 2)}, Bayes-optimal {_num(g['transition_bayes'], 2)}; "
-                      f"rho* reaches 0 at {_num(g['transition_theory'], 2)} (theory: 1/2).", ""]
+                      f"rho* first 0 at gamma = {_num(g['transition_theory'], 2)} (theory: 1/2).", ""]
     return "\n".join(lines)

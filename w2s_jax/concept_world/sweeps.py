@@ -158,9 +158,9 @@ def transition(gammas: Sequence[float], accuracy: Sequence[float]) -> float | No
 
 
 def theory_transition(rows: Sequence[dict]) -> float | None:
-    """The first gamma at which the Chernoff rate rho* reaches 0 (the target stops being
-    identifiable), interpolated from the last gamma with a positive rate; None if it never does."""
+    """The smallest gamma of the grid at which the Chernoff rate rho* is 0 (the target is no
+    longer identifiable from the labeller), after a gamma where it is positive; None if none."""
     for previous, row in zip(rows, rows[1:]):
         if previous["rho_star"] > 0 and row["rho_star"] <= 0:
-            return float((previous["gamma"] + row["gamma"]) / 2)
+            return float(row["gamma"])
     return None
