@@ -93,7 +93,7 @@ def test_mesh_loading_shards_each_parameter(llama_dir):
         expected = parallel.logical_to_sharding(variable.get_metadata()["logical_axes"], mesh, rules,
                                                 shape=variable.get_value().shape)
         assert variable.get_value().sharding.is_equivalent_to(expected, variable.get_value().ndim), path
-    q = dict(flat)[("layers", 0, "attn", "q_proj")].get_value()
+    q = dict(flat)[("layers", "attn", "q_proj")].get_value()  # stacked: L x D x N x H
     assert len({str(s.index) for s in q.addressable_shards}) > 1  # really split, not replicated
     unsharded, _ = load_pretrained(llama_dir)
     np.testing.assert_allclose(_ours(model), _ours(unsharded), atol=1e-5, rtol=0)

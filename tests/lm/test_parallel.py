@@ -114,15 +114,16 @@ def test_shard_model_places_transformer_params_per_rules():
     mesh = make_mesh(MeshConfig(fsdp=4, tp=2))
     model = _model()
     shard_model(model, mesh, ShardingRules.fsdp_tp())
-    attn, mlp = model.layers[0].attn, model.layers[0].mlp
+    attn, mlp = model.layers.attn, model.layers.mlp  # stacked: the layer axis is never split
     expected = {
         "embedding": (model.embedding, P("tp", "fsdp")),
         "lm_head": (model.lm_head, P("fsdp", "tp")),
-        "q_proj": (attn.q_proj, P("fsdp", "tp", None)),
-        "k_proj": (attn.k_proj, P("fsdp", "tp", None)),
-        "o_proj": (attn.o_proj, P("tp", None, "fsdp")),
-        "gate_proj": (mlp.gate_proj, P("fsdp", "tp")),
-        "down_proj": (mlp.down_proj, P("tp", "fsdp")),
+        "q_proj": (attn.q_proj, P(None, "fsdp", "tp", None)),
+        "k_proj": (attn.k_proj, P(None, "fsdp", "tp", None)),
+        "o_proj": (attn.o_proj, P(None, "tp", None, "fsdp")),
+        "gate_proj": (mlp.gate_proj, P(None, "fsdp", "tp")),
+        "down_proj": (mlp.down_proj, P(None, "tp", "fsdp")),
+        "input_norm": (model.layers.input_norm.weight, P(None, None)),
         "final_norm": (model.final_norm.weight, P(None)),
     }
     for name, (param, spec) in expected.items():
@@ -134,8 +135,8 @@ def test_shard_model_places_transformer_params_per_rules():
     model = _model()
     shard_model(model, fsdp_mesh, ShardingRules.fsdp())
     assert model.embedding.get_value().sharding.spec == P(None, "fsdp")
-    assert model.layers[0].mlp.down_proj.get_value().sharding.spec == P(None, "fsdp")
-    assert len(model.layers[0].mlp.down_proj.get_value().addressable_shards) == 8
+    assert model.layers.mlp.down_proj.get_value().sharding.spec == P(None, None, "fsdp")
+    assert len(model.layers.mlp.down_proj.get_value().addressable_shards) == 8
 
 
 def test_shard_batch_splits_rows_over_data_and_fsdp():
@@ -174,8 +175,8 @@ def test_load_pretrained_with_mesh_matches_unsharded(tmp_path):
     mesh = make_mesh(MeshConfig(fsdp=4, tp=2))
     sharded, config = load_pretrained(path, mesh=mesh, rules=ShardingRules.fsdp_tp())
     plain, _ = load_pretrained(path)
-    q = sharded.layers[0].attn.q_proj.get_value()
-    assert q.sharding.spec == P("fsdp", "tp", None)
+    q = sharded.layers.attn.q_proj.get_value()  # stacked: L x D x N x H
+    assert q.sharding.spec == P(None, "fsdp", "tp", None)
     rng = np.random.default_rng(1)
     tokens = rng.integers(4, config.vocab_size, (8, 10)).astype(np.int32)
     valid = np.ones((8, 10), bool)
@@ -206,12 +207,12 @@ def test_sharded_train_step_equals_unsharded():
     for a, b in zip(plain_params, sharded_params, strict=True):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-5, rtol=0)
     # parameters and the Adam moments stay sharded per the rules after the update
-    assert _placed_as(sharded.layers[0].attn.q_proj.get_value(), mesh, P("fsdp", "tp"))
-    assert _placed_as(sharded.layers[0].mlp.down_proj.get_value(), mesh, P("tp", "fsdp"))
+    assert _placed_as(sharded.layers.attn.q_proj.get_value(), mesh, P(None, "fsdp", "tp"))
+    assert _placed_as(sharded.layers.mlp.down_proj.get_value(), mesh, P(None, "tp", "fsdp"))
     moments = [leaf for leaf in jax.tree.leaves(nnx.state(optimizer))
-               if isinstance(leaf, jax.Array) and leaf.shape == (32, 4, 8)]
-    assert len(moments) == 2  # Adam's (mu, nu) of the q_proj
-    assert all(_placed_as(m, mesh, P("fsdp", "tp")) for m in moments)
+               if isinstance(leaf, jax.Array) and leaf.shape == (1, 32, 4, 8)]
+    assert len(moments) == 2  # Adam's (mu, nu) of the (stacked, one-layer) q_proj
+    assert all(_placed_as(m, mesh, P(None, "fsdp", "tp")) for m in moments)
 
 
 def test_sharded_train_step_with_tied_head_equals_unsharded():
@@ -279,7 +280,7 @@ def test_sharded_run_checkpoints_and_resumes_onto_the_mesh(tmp_path):
     resumed = _model()
     train(resumed, data, config=config, mesh=mesh, rules=rules, checkpoint_dir=tmp_path,
           show_progress=False)
-    assert _placed_as(resumed.layers[0].attn.q_proj.get_value(), mesh, P("fsdp", "tp"))
+    assert _placed_as(resumed.layers.attn.q_proj.get_value(), mesh, P(None, "fsdp", "tp"))
     for a, b in zip(jax.tree.leaves(nnx.state(reference, nnx.Param)),
                     jax.tree.leaves(nnx.state(resumed, nnx.Param)), strict=True):
         np.testing.assert_array_equal(np.asarray(b), np.asarray(a))

@@ -331,8 +331,11 @@ def _cache_factory(config, batch_size: int, max_len: int, dtype, mesh):
     make = functools.partial(init_cache, config, batch_size=batch_size, max_len=max_len, dtype=dtype)
     if mesh is None:
         return jax.jit(make)
-    shardings = jax.tree.map(lambda leaf: batch_sharding(mesh, leaf.ndim) if leaf.ndim
-                             else NamedSharding(mesh, PartitionSpec()), jax.eval_shape(make))
+    abstract = jax.eval_shape(make)
+    # keys/values are stacked L x B x K x S x H: rows are their second axis (layers unsplit)
+    kv_rows = batch_sharding(mesh, abstract.keys.ndim, axis=1)
+    shardings = type(abstract)(keys=kv_rows, values=kv_rows, valid_BxS=batch_sharding(mesh, 2),
+                               index=NamedSharding(mesh, PartitionSpec()))
     return jax.jit(make, out_shardings=shardings)
 
 

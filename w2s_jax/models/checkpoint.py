@@ -1,15 +1,19 @@
 """Load Hugging Face checkpoints (config.json + safetensors) into a Transformer, and export back.
 
 The module is built abstractly (`nnx.eval_shape`), then each parameter is filled from its
-memory-mapped checkpoint tensor straight into a device array — with a mesh, through
-`jax.make_array_from_callback`, so each device reads only its slice. The whole model is never
-held on the host twice. Pickled `.bin` checkpoints are refused, remote code is never run.
+memory-mapped checkpoint tensors: the layers' tensors are read in parallel threads straight into
+one host array in the parameter's dtype and stacked layout (layout change and dtype conversion in
+one pass), which is then placed on device — with a mesh, through `jax.make_array_from_callback`,
+so each device gets only its slice. One parameter is on the host at a time. Pickled `.bin`
+checkpoints are refused, remote code is never run.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jax
@@ -18,7 +22,7 @@ import numpy as np
 from flax import nnx
 
 from w2s_jax.models.config import ModelConfig, config_from_hf, config_to_hf
-from w2s_jax.models.convert import optional_hf_names, tensor_maps
+from w2s_jax.models.convert import TensorMap, optional_hf_names, tensor_maps
 from w2s_jax.models.hub import resolve_checkpoint_dir
 from w2s_jax.models.safetensors_format import SafetensorsFile, write_safetensors
 from w2s_jax.models.transformer import Transformer
@@ -66,16 +70,36 @@ def _read_weight_map(index_path: Path) -> dict[str, str]:
     return weight_map
 
 
-def _place(host_array: np.ndarray, dtype, logical_axes, mesh, rules) -> jax.Array:
+def _place(host_array: np.ndarray, logical_axes, mesh, rules) -> jax.Array:
     """Put one converted host tensor on device(s), sharded per its logical axes when a mesh is given."""
-    np_dtype = np.dtype(dtype)
     if mesh is None:
-        return jax.device_put(np.asarray(host_array, dtype=np_dtype))
+        return jax.device_put(host_array)
     from w2s_jax.parallel import logical_to_sharding  # lazy: written concurrently, optional
 
     sharding = logical_to_sharding(logical_axes, mesh, rules, shape=host_array.shape)
-    return jax.make_array_from_callback(host_array.shape, sharding,
-                                        lambda index: np.asarray(host_array[index], dtype=np_dtype))
+    return jax.make_array_from_callback(host_array.shape, sharding, lambda index: host_array[index])
+
+
+def _read(maps: list[TensorMap], tensors: dict[str, SafetensorsFile], shape, dtype,
+          pool: ThreadPoolExecutor) -> np.ndarray:
+    """One parameter as a host array of `dtype`: a single tensor, or the layers' tensors written
+    into slices of the stacked array by the threads of `pool` (numpy copies release the GIL)."""
+    for m in maps:
+        file = tensors[m.hf_name]
+        if file.shape(m.hf_name) != m.hf_shape:
+            raise ValueError(f"tensor {m.hf_name!r} in {file.path.name} has shape {file.shape(m.hf_name)}, "
+                             f"expected {m.hf_shape} from config.json")
+    out = np.empty(shape, np.dtype(dtype))
+    if maps[0].layer is None:
+        out[...] = maps[0].from_hf(tensors[maps[0].hf_name].get(maps[0].hf_name))
+        return out
+
+    def fill(m: TensorMap) -> None:
+        # from_hf is a view of the memory map: the assignment transposes and converts in one pass
+        out[m.layer] = m.from_hf(tensors[m.hf_name].get(m.hf_name))
+
+    list(pool.map(fill, maps))
+    return out
 
 
 def load_pretrained(path_or_hub_name: str | Path, *, dtype=jnp.float32, param_dtype=None, mesh=None,
@@ -97,28 +121,29 @@ def load_pretrained(path_or_hub_name: str | Path, *, dtype=jnp.float32, param_dt
 
         rules = ShardingRules.fsdp()
     tensors = _open_shards(ckpt_dir)
-    maps = {m.path: m for m in tensor_maps(config)}
-    missing = sorted(m.hf_name for m in maps.values() if m.hf_name not in tensors)
+    maps = tensor_maps(config)
+    missing = sorted(m.hf_name for m in maps if m.hf_name not in tensors)
     if missing:
         raise ValueError(f"checkpoint {ckpt_dir} is missing tensor(s) {missing[:8]}"
                          f"{' ...' if len(missing) > 8 else ''}")
-    expected = {m.hf_name for m in maps.values()} | optional_hf_names(config)
+    expected = {m.hf_name for m in maps} | optional_hf_names(config)
     unexpected = sorted(n for n in tensors if n not in expected and not n.endswith(_IGNORED_SUFFIXES))
     if unexpected:
         raise ValueError(f"checkpoint {ckpt_dir} has unexpected tensor(s) {unexpected[:8]} for "
                          f"model_type={config.model_type!r} (is config.json right?)")
     abstract = nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype))
     graphdef, state = nnx.split(abstract)
-    for path, variable in nnx.to_flat_state(state):
-        m = maps.get(path)
-        if m is None:
-            raise ValueError(f"parameter {path} has no checkpoint mapping")
-        file = tensors[m.hf_name]
-        if file.shape(m.hf_name) != m.hf_shape:
-            raise ValueError(f"tensor {m.hf_name!r} in {file.path.name} has shape {file.shape(m.hf_name)}, "
-                             f"expected {m.hf_shape} from config.json")
-        host_array = m.from_hf(file.get(m.hf_name))
-        variable.set_value(_place(host_array, param_dtype, variable.get_metadata().get("logical_axes"), mesh, rules))
+    by_path: dict[tuple, list[TensorMap]] = defaultdict(list)
+    for m in maps:
+        by_path[m.path].append(m)
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        for path, variable in nnx.to_flat_state(state):
+            if path not in by_path:
+                raise ValueError(f"parameter {path} has no checkpoint mapping")
+            abstract_value = variable.get_value()
+            host_array = _read(by_path[path], tensors, abstract_value.shape, param_dtype, pool)
+            variable.set_value(_place(host_array, variable.get_metadata().get("logical_axes"), mesh, rules))
+            del host_array  # one parameter on the host at a time
     return nnx.merge(graphdef, state), config
 
 
@@ -135,9 +160,9 @@ def save_pretrained(model: Transformer, config: ModelConfig, out_dir: str | Path
     if unmapped:
         raise ValueError(f"parameters {unmapped[:4]} have no HF name (merge adapters into the base weights first)")
     tensors = []
+    host = {path: np.asarray(jax.device_get(params[path].get_value())) for path in {m.path for m in maps}}
     for m in maps:
-        host_array = np.asarray(jax.device_get(params[m.path].get_value()))
-        tensors.append((m.hf_name, np.ascontiguousarray(m.to_hf(host_array))))
+        tensors.append((m.hf_name, np.ascontiguousarray(m.to_hf(host[m.path]))))
     dtypes = {str(a.dtype) for _, a in tensors}
     write_safetensors(out_dir / "model.safetensors", tensors)
     hf_config = config_to_hf(config, dtype_name=dtypes.pop() if len(dtypes) == 1 else "float32")

@@ -1,7 +1,8 @@
 """The table between Hugging Face tensor names/layouts and our parameter paths/layouts.
 
 HF `nn.Linear` weights are `out x in`; ours are `in x out` with heads split out
-(q: D x N x H, o: N x H x D). Each entry converts a tensor both ways with numpy views where
+(q: D x N x H, o: N x H x D). Per-layer HF tensors (`model.layers.{i}.*`) are slice i of our
+stacked layer parameters (leading layer axis): their entries carry `layer=i`. Each entry converts a tensor both ways with numpy views where
 possible, so a memory-mapped checkpoint tensor is not copied until it is placed on a device.
 """
 
@@ -21,11 +22,12 @@ Path = tuple[str | int, ...]
 class TensorMap:
     """One parameter: our path, the HF name, and the layout conversions both ways."""
 
-    path: Path  # our nnx state path, e.g. ("layers", 0, "attn", "q_proj")
+    path: Path  # our nnx state path, e.g. ("layers", "attn", "q_proj")
     hf_name: str  # e.g. "model.layers.0.self_attn.q_proj.weight"
     hf_shape: tuple[int, ...]  # shape of the tensor in the HF checkpoint
-    from_hf: Callable[[np.ndarray], np.ndarray]  # HF layout -> ours
-    to_hf: Callable[[np.ndarray], np.ndarray]  # ours -> HF layout
+    from_hf: Callable[[np.ndarray], np.ndarray]  # HF layout -> ours (layer `layer`'s slice if stacked)
+    to_hf: Callable[[np.ndarray], np.ndarray]  # our parameter at `path` (stacked: all layers) -> HF layout
+    layer: int | None = None  # index on the stacked parameter's layer axis; None: not per-layer
 
 
 def _same(shape):
@@ -41,6 +43,11 @@ def _linear_in_back(out_in):
     return lambda w: w.reshape(out_in[1], out_in[0]).T
 
 
+def _at_layer(layer: int, to_hf):
+    """`to_hf` of slice `layer` of a stacked parameter."""
+    return lambda w: to_hf(w[layer])
+
+
 def tensor_maps(config: ModelConfig) -> list[TensorMap]:
     """Every parameter of `Transformer(config)` with its HF counterpart."""
     c = config
@@ -52,20 +59,21 @@ def tensor_maps(config: ModelConfig) -> list[TensorMap]:
         maps.append(TensorMap(("lm_head",), "lm_head.weight", (V, D), _linear_in((D, V)), _linear_in_back((V, D))))
     for i in range(c.num_layers):
         hf = f"model.layers.{i}."
-        ours: Path = ("layers", i)
+        ours: Path = ("layers",)
 
         def linear(sub: tuple, name: str, out_in: tuple[int, int], ours_shape: tuple[int, ...]):
             maps.append(TensorMap(ours + sub, hf + name + ".weight", out_in, _linear_in(ours_shape),
-                                  _linear_in_back(out_in)))
+                                  _at_layer(i, _linear_in_back(out_in)), layer=i))
 
         def vector(sub: tuple, name: str, hf_len: int, ours_shape: tuple[int, ...]):
-            maps.append(TensorMap(ours + sub, hf + name, (hf_len,), _same(ours_shape), _same((hf_len,))))
+            maps.append(TensorMap(ours + sub, hf + name, (hf_len,), _same(ours_shape),
+                                  _at_layer(i, _same((hf_len,))), layer=i))
 
         linear(("attn", "q_proj"), "self_attn.q_proj", (N * H, D), (D, N, H))
         linear(("attn", "k_proj"), "self_attn.k_proj", (K * H, D), (D, K, H))
         linear(("attn", "v_proj"), "self_attn.v_proj", (K * H, D), (D, K, H))
         maps.append(TensorMap(ours + ("attn", "o_proj"), hf + "self_attn.o_proj.weight", (D, N * H),
-                              _linear_in((N, H, D)), _linear_in_back((D, N * H))))
+                              _linear_in((N, H, D)), _at_layer(i, _linear_in_back((D, N * H))), layer=i))
         if c.qkv_bias:
             vector(("attn", "q_bias"), "self_attn.q_proj.bias", N * H, (N, H))
             vector(("attn", "k_bias"), "self_attn.k_proj.bias", K * H, (K, H))

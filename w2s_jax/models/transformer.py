@@ -1,5 +1,12 @@
 """The decoder-only Transformer, its KV cache and the attention masks.
 
+Layers are stacked: every parameter of `Transformer.layers` has a leading layer axis (logical
+axis "layers", never sharded) and the forward pass is one `jax.lax.scan` over it, so the compiled
+program holds one layer whatever the depth (compile time does not grow with it) and a weight
+stored in bfloat16 is converted for its matmuls inside its own layer's step, never all at once.
+Per-layer differences are per-layer data: whether a layer uses the sliding window is a boolean
+scanned with the weights. The KV cache is stacked the same way (`L x B x K x S x H`).
+
 Slots: without a cache, query t and key s are slots t and s of the input; with a cache, the T
 new tokens occupy slots [index, index + T) of an S-slot cache. A query at slot q sees key slot s
 iff s is valid, s <= q, and (for sliding-window layers) s > q - W — the slot arithmetic
@@ -32,8 +39,8 @@ from w2s_jax.models.rope import rope_cos_sin
 class KVCache:
     """Keys/values of every layer for B rows and S slots (prompts left-padded).
 
-    keys, values: per-layer tuples of `B x K x S x H` arrays (head-major: attention reads them
-    without a transpose); valid_BxS: False on padding and unwritten slots; index: int32 scalar, the
+    keys, values: `L x B x K x S x H` arrays, one `B x K x S x H` slice per layer (head-major:
+    attention reads them without a transpose); valid_BxS: False on padding and unwritten slots; index: int32 scalar, the
     next slot to write (shared by all rows).
     """
 
@@ -52,10 +59,8 @@ def init_cache(config: ModelConfig, *, batch_size: int, max_len: int, dtype=jnp.
     """An empty cache (all slots invalid, index 0) for `batch_size` rows and `max_len` slots."""
     if batch_size <= 0 or max_len <= 0:
         raise ValueError(f"batch_size={batch_size} and max_len={max_len} must be positive")
-    shape = (batch_size, config.num_kv_heads, max_len, config.head_dim)
-    keys = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
-    values = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
-    return KVCache(keys=keys, values=values, valid_BxS=jnp.zeros((batch_size, max_len), bool),
+    shape = (config.num_layers, batch_size, config.num_kv_heads, max_len, config.head_dim)
+    return KVCache(keys=jnp.zeros(shape, dtype), values=jnp.zeros(shape, dtype), valid_BxS=jnp.zeros((batch_size, max_len), bool),
                    index=jnp.zeros((), jnp.int32))
 
 
@@ -93,17 +98,49 @@ class DecoderLayer(nnx.Module):
         x_BxTxD = x_BxTxD + h_BxTxD
         return x_BxTxD + self.mlp(self.post_attn_norm(x_BxTxD)), kv_cache
 
+    def __getitem__(self, layer: int) -> DecoderLayer:
+        """Layer `layer` of a stacked DecoderLayer, as its own module (slices of the stacked
+        arrays: a copy, for inspection; the model itself scans the stack)."""
+        graphdef, state = nnx.split(self)
+        return nnx.merge(graphdef, jax.tree.map(lambda x: x[layer], state))
+
+
+def stacked_layers(config: ModelConfig, *, rngs: nnx.Rngs, dtype, param_dtype) -> DecoderLayer:
+    """`config.num_layers` DecoderLayers as one, every parameter stacked on a leading axis whose
+    logical axis is "layers" (each layer initialised with its own keys, as a loop of layers is)."""
+    layers = [DecoderLayer(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+              for _ in range(config.num_layers)]
+    graphdef, first = nnx.split(layers[0])
+    states = [first] + [nnx.split(layer)[1] for layer in layers[1:]]
+    stacked = nnx.merge(graphdef, jax.tree.map(lambda *xs: jnp.stack(xs), *states))
+    for _, node in nnx.iter_graph(stacked):
+        if isinstance(node, nnx.Variable):
+            axes = node.get_metadata().get("logical_axes")
+            node.set_metadata("logical_axes", ("layers",) + tuple(axes or (None,) * (node.get_value().ndim - 1)))
+    return stacked
+
+
+REMAT_POLICIES = {
+    "full": None,  # keep nothing inside a layer: recompute its whole forward pass
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep matmul outputs
+}
+
 
 class Transformer(nnx.Module):
     """Decoder-only LM for every family in `ModelConfig.model_type` (see the shared API contract)."""
 
-    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32,
+                 remat: str | None = None):
+        """remat: None, or a key of `REMAT_POLICIES`: recompute each layer in the backward pass
+        ("full") or all but its matmul outputs ("dots"), for training at depth."""
         c = config
+        if remat is not None and remat not in REMAT_POLICIES:
+            raise ValueError(f"remat={remat!r} is not a policy; use None or one of {sorted(REMAT_POLICIES)}")
         self.config = config
         self.dtype = dtype
+        self.remat = remat
         self.embedding = init_param(rngs, (c.vocab_size, c.hidden_size), ("vocab", "embed"), param_dtype)
-        self.layers = nnx.List([DecoderLayer(c, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-                                for _ in range(c.num_layers)])
+        self.layers = stacked_layers(c, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.final_norm = RMSNorm(c.hidden_size, eps=c.rms_norm_eps, style=c.norm_style, rngs=rngs,
                                   param_dtype=param_dtype)
         if not c.tie_word_embeddings:
@@ -157,17 +194,25 @@ class Transformer(nnx.Module):
             index = cache.index
             q_slot_T = index + jnp.arange(T)
             kv_valid_BxS = jax.lax.dynamic_update_slice(cache.valid_BxS, valid_BxT.astype(bool), (0, index))
-        masks = {w: attention_mask(kv_valid_BxS, q_slot_T, w)
-                 for w in {c.layer_window(i) for i in range(c.num_layers)}}
-        keys, values = [], []
-        for i, layer in enumerate(self.layers):
-            kv = None if cache is None else (cache.keys[i], cache.values[i])
-            x_BxTxD, kv = layer(x_BxTxD, cos_BxTxH=cos_BxTxH, sin_BxTxH=sin_BxTxH,
-                                mask_BxTxS=masks[c.layer_window(i)], kv_cache=kv, index=index)
-            if kv is not None:
-                keys.append(kv[0])
-                values.append(kv[1])
+        windows = {c.layer_window(i) for i in range(c.num_layers)}
+        full_mask_BxTxS = attention_mask(kv_valid_BxS, q_slot_T, None)
+        window_mask_BxTxS = (full_mask_BxTxS if c.sliding_window is None or windows == {None}
+                             else attention_mask(kv_valid_BxS, q_slot_T, c.sliding_window))
+        sliding_L = jnp.asarray([c.layer_window(i) is not None for i in range(c.num_layers)])
+        graphdef, layer_params = nnx.split(self.layers)
+
+        def layer_step(x_BxTxD, per_layer):
+            params, sliding, kv = per_layer
+            layer = nnx.merge(graphdef, params)
+            mask_BxTxS = jnp.where(sliding, window_mask_BxTxS, full_mask_BxTxS)
+            return layer(x_BxTxD, cos_BxTxH=cos_BxTxH, sin_BxTxH=sin_BxTxH, mask_BxTxS=mask_BxTxS,
+                         kv_cache=kv, index=index)
+
+        if self.remat is not None:
+            layer_step = jax.checkpoint(layer_step, policy=REMAT_POLICIES[self.remat])
+        kv_L = None if cache is None else (cache.keys, cache.values)
+        x_BxTxD, kv_L = jax.lax.scan(layer_step, x_BxTxD, (layer_params, sliding_L, kv_L))
         if cache is None:
             return x_BxTxD, None
-        return x_BxTxD, KVCache(keys=tuple(keys), values=tuple(values), valid_BxS=kv_valid_BxS,
-                                     index=(index + T).astype(jnp.int32))
+        return x_BxTxD, KVCache(keys=kv_L[0], values=kv_L[1], valid_BxS=kv_valid_BxS,
+                                index=(index + T).astype(jnp.int32))

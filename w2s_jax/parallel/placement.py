@@ -40,9 +40,12 @@ def shard_model(model: nnx.Module, mesh: Mesh | None, rules: ShardingRules | Non
             node.set_value(jax.device_put(node.get_value(), variable_sharding(node, mesh, rules)))
 
 
-def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
-    """Leading (batch) axis over ("data", "fsdp"), every other axis replicated."""
-    return NamedSharding(mesh, PartitionSpec(BATCH_AXES, *([None] * (ndim - 1))))
+def batch_sharding(mesh: Mesh, ndim: int, *, axis: int = 0) -> NamedSharding:
+    """The batch axis (`axis`, leading by default; 1 for the stacked `L x B x ...` KV cache) over
+    ("data", "fsdp"), every other axis replicated."""
+    spec = [None] * ndim
+    spec[axis] = BATCH_AXES
+    return NamedSharding(mesh, PartitionSpec(*spec))
 
 
 def shard_batch(x, mesh: Mesh | None):

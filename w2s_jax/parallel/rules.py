@@ -16,7 +16,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from w2s_jax.parallel.mesh import MESH_AXES
 
-LOGICAL_AXES = ("vocab", "embed", "heads", "kv_heads", "head_dim", "mlp", "lora_rank")
+LOGICAL_AXES = ("layers", "vocab", "embed", "heads", "kv_heads", "head_dim", "mlp", "lora_rank")
 
 MeshAxes = str | tuple[str, ...] | None
 
@@ -25,6 +25,9 @@ MeshAxes = str | tuple[str, ...] | None
 class ShardingRules:
     """Which mesh axis (or axes, or None = replicated) each logical axis is split over."""
 
+    # the stacked layers' leading axis: never sharded (the layer scan reads one slice per step;
+    # split over devices, every step would gather a whole layer from one device)
+    layers: MeshAxes = None
     vocab: MeshAxes = None  # vocabulary rows of the embedding / columns of the LM head
     embed: MeshAxes = None  # model width d
     heads: MeshAxes = None  # query heads
@@ -36,6 +39,9 @@ class ShardingRules:
     fallback: str | None = None
 
     def __post_init__(self):
+        if self.layers is not None:
+            raise ValueError(f"ShardingRules.layers={self.layers!r}: the layer axis is never sharded "
+                             "(the layer scan reads one layer per step); leave it None")
         for name in LOGICAL_AXES:
             for mesh_axis in _as_tuple(getattr(self, name)):
                 if mesh_axis not in MESH_AXES:
@@ -110,9 +116,12 @@ def logical_to_spec(
         used.update(chosen)
         spec.append(chosen)
     fallback = rules.fallback
-    if fallback is not None and shape is not None and len(shape) >= 2 and fallback not in used:
+    # the fallback is for matrices (a per-layer vector stacked over layers is still a vector)
+    matrix = sum(axis != "layers" for axis in logical_axes) >= 2
+    if fallback is not None and shape is not None and matrix and fallback not in used:
         size = mesh.shape[fallback]
-        free = [d for d in range(len(shape)) if not spec[d] and shape[d] % size == 0]
+        free = [d for d in range(len(shape)) if not spec[d] and shape[d] % size == 0
+                and logical_axes[d] != "layers"]
         if size > 1 and free:
             spec[max(free, key=lambda d: shape[d])] = [fallback]
     return PartitionSpec(*(None if not c else c[0] if len(c) == 1 else tuple(c) for c in spec))

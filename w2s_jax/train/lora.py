@@ -28,19 +28,25 @@ class LoRAWeight(nnx.Module):
     def __init__(self, base: nnx.Param, *, rank: int, scale: float, key: jax.Array):
         value = base.get_value()
         logical_axes = tuple(base.get_metadata().get("logical_axes") or (None,) * value.ndim)
-        self.num_in = _num_input_axes(logical_axes, value.ndim)
-        fan_in = math.prod(value.shape[: self.num_in])
-        fan_out = math.prod(value.shape[self.num_in :])
+        # a stacked layer weight (leading "layers" axis) gets one adapter per layer: A and B
+        # stacked the same way, so each step of the layer scan reads its own layer's slices
+        stack = tuple(value.shape[:1]) if logical_axes[:1] == ("layers",) else ()
+        logical_axes, shape = logical_axes[len(stack):], value.shape[len(stack):]
+        self.num_in = _num_input_axes(logical_axes, len(shape))
+        fan_in = math.prod(shape[: self.num_in])
+        fan_out = math.prod(shape[self.num_in :])
         self.scale = scale
         self.base = base
-        a_axes = (logical_axes[0] if self.num_in == 1 else None, "lora_rank")
-        b_axes = ("lora_rank", logical_axes[-1] if value.ndim - self.num_in == 1 else None)
-        a = jax.random.normal(key, (fan_in, rank), value.dtype) / math.sqrt(fan_in)
+        layer_axes = ("layers",) * len(stack)
+        a_axes = (*layer_axes, logical_axes[0] if self.num_in == 1 else None, "lora_rank")
+        b_axes = (*layer_axes, "lora_rank", logical_axes[-1] if len(shape) - self.num_in == 1 else None)
+        a = jax.random.normal(key, (*stack, fan_in, rank), value.dtype) / math.sqrt(fan_in)
         self.lora_a = nnx.LoRAParam(a, logical_axes=a_axes)
-        self.lora_b = nnx.LoRAParam(jnp.zeros((rank, fan_out), value.dtype), logical_axes=b_axes)
+        self.lora_b = nnx.LoRAParam(jnp.zeros((*stack, rank, fan_out), value.dtype), logical_axes=b_axes)
 
     def delta(self) -> jax.Array:
-        """(alpha / r) * A @ B in the base weight's shape."""
+        """(alpha / r) * A @ B in the base weight's shape (per layer for a stacked weight: inside
+        the layer scan the arrays are one layer's slices, outside A @ B is a batched matmul)."""
         w = self.base[...]
         ab = self.lora_a[...] @ self.lora_b[...]
         return (self.scale * ab).reshape(w.shape).astype(w.dtype)

@@ -1,0 +1,54 @@
+"""The stacked layers: one parameter per weight with a leading layer axis, rematerialisation that
+changes no gradient, a layer view equal to its slice, and a layer axis that is never sharded."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from w2s_jax.models import ModelConfig, Transformer
+from w2s_jax.parallel import ShardingRules
+
+CONFIG = dataclasses.replace(ModelConfig.tiny("gemma2", num_layers=3), sliding_window=3, sliding_layers=(0, 2))
+
+
+def _grads(remat):
+    model = Transformer(CONFIG, rngs=nnx.Rngs(0), remat=remat)
+    graphdef, params = nnx.split(model)
+    tokens = jnp.asarray(np.random.default_rng(0).integers(0, CONFIG.vocab_size, (2, 7)), jnp.int32)
+
+    def loss(params):
+        logits, _ = nnx.merge(graphdef, params)(tokens, positions_BxT=jnp.broadcast_to(jnp.arange(7), (2, 7)),
+                                                valid_BxT=jnp.ones((2, 7), bool))
+        return jnp.mean(jax.nn.logsumexp(logits, -1) - logits[..., 0])
+
+    return jax.tree.leaves(jax.jit(jax.grad(loss))(params))
+
+
+@pytest.mark.parametrize("remat", ["full", "dots"])
+def test_remat_changes_no_gradient(remat):
+    plain = _grads(None)
+    for a, b in zip(_grads(remat), plain, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert max(float(jnp.abs(g).max()) for g in plain) > 1e-3
+
+
+def test_parameters_are_stacked_and_a_layer_view_is_its_slice():
+    model = Transformer(CONFIG, rngs=nnx.Rngs(0))
+    q = model.layers.attn.q_proj
+    assert q.get_value().shape == (3, CONFIG.hidden_size, CONFIG.num_heads, CONFIG.head_dim)
+    assert q.get_metadata()["logical_axes"] == ("layers", "embed", "heads", "head_dim")
+    assert model.layers.input_norm.weight.get_metadata()["logical_axes"] == ("layers", None)
+    np.testing.assert_array_equal(model.layers[2].attn.q_proj.get_value(), q.get_value()[2])
+    # each layer was initialised with its own keys, as separate layers are
+    assert not np.allclose(q.get_value()[0], q.get_value()[1])
+
+
+def test_unknown_remat_policy_and_a_sharded_layer_axis_are_refused():
+    with pytest.raises(ValueError, match="remat='some' is not a policy"):
+        Transformer(CONFIG, rngs=nnx.Rngs(0), remat="some")
+    with pytest.raises(ValueError, match="layer axis is never sharded"):
+        ShardingRules(layers="fsdp")
