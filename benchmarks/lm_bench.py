@@ -37,7 +37,7 @@ from flax import nnx
 from w2s_jax.compilation_cache import enable_compilation_cache
 from w2s_jax.host_memory import reuse_freed_host_memory
 from w2s_jax.inference import Greedy, generate
-from w2s_jax.train import CrossEntropyToTokens
+from w2s_jax.train import CrossEntropyToTokens, loss_from_hidden
 
 # Llama-shaped configs in Hugging Face field names.
 PRESETS = {
@@ -68,6 +68,8 @@ def parse_args(argv=None):
                         help="also print the N most expensive XLA ops of our train step (jax.profiler)")
     parser.add_argument("--device-variant", action="store_true",
                         help="accelerator run: bf16, no torch, report MFU")
+    parser.add_argument("--remat", choices=("full", "dots"), default=None,
+                        help="device variant: recompute each layer in the backward pass (Transformer remat=)")
     parser.add_argument("--peak-flops", type=float, default=989e12,
                         help="peak FLOP/s for MFU (default: H100 SXM dense bf16)")
     return parser.parse_args(argv)
@@ -127,12 +129,13 @@ def _hf_config(preset: str):
 
 def _next_token_loss(model, tokens_BxT):
     """The library's SFT loss (`CrossEntropyToTokens`) with every position a completion token:
-    the mean next-token cross-entropy over the T - 1 predicted positions."""
+    the mean next-token cross-entropy over the T - 1 predicted positions, computed as the train
+    step does (`loss_from_hidden`: logits a chunk of positions at a time at large B x T)."""
     B, T = tokens_BxT.shape
     batch = {"tokens_BxT": tokens_BxT, "positions_BxT": jnp.broadcast_to(jnp.arange(T), (B, T)),
              "valid_BxT": jnp.ones((B, T), bool), "completion_mask_BxT": jnp.ones((B, T), bool)}
-    logits_BxTxV, _ = model(tokens_BxT, positions_BxT=batch["positions_BxT"], valid_BxT=batch["valid_BxT"])
-    return CrossEntropyToTokens()(logits_BxTxV, batch)
+    h_BxTxD, _ = model.hidden(tokens_BxT, positions_BxT=batch["positions_BxT"], valid_BxT=batch["valid_BxT"])
+    return loss_from_hidden(CrossEntropyToTokens(), model, h_BxTxD, batch)
 
 
 def bench_ours(model, tokens_BxT, prompts, *, new_tokens, repeats, breakdown: int = 0) -> dict[str, float]:
@@ -271,7 +274,9 @@ def run_device_variant(args) -> None:
                          num_kv_heads=hf["num_key_value_heads"], head_dim=hf["head_dim"],
                          intermediate_size=hf["intermediate_size"], rms_norm_eps=1e-5, rope_theta=500_000.0,
                          tie_word_embeddings=True, bos_token_id=1, eos_token_ids=(2,), pad_token_id=0)
-    model = Transformer(config, rngs=nnx.Rngs(0), dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
+    # the layers are one scan (compile time independent of depth); --remat trades compute for memory
+    model = Transformer(config, rngs=nnx.Rngs(0), dtype=jnp.bfloat16, param_dtype=jnp.bfloat16,
+                        remat=args.remat)
     seq_len = args.seq_len or DEFAULT_SEQ_LEN[args.preset]
     tokens_BxT, prompts = _inputs(config.vocab_size, args.batch_size, seq_len, args.prompt_len)
     seconds = bench_ours(model, tokens_BxT, prompts, new_tokens=args.new_tokens, repeats=args.repeats,

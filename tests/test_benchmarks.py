@@ -44,3 +44,16 @@ def test_pipeline_bench_prints_every_ratio(capsys):
         match = re.search(rf"ratio ours/{side}: ([\d.]+)x wall \(([\d.]+)x CPU time\)", out)
         assert match and float(match.group(1)) > 0 and float(match.group(2)) > 0, out
         assert ratios[side] == pytest.approx(float(match.group(1)), abs=0.01)
+
+
+def test_lm_scale_bench_tiny_checkpoint_agrees_with_transformers(capsys, tmp_path):
+    pytest.importorskip("torch", reason="the scale benchmark compares against transformers' PyTorch model")
+    from benchmarks import lm_scale_bench
+
+    lm_scale_bench.main(["--preset", "tiny", "--in-process", "--repeats", "1", "--checkpoint-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert len(list(tmp_path.glob("model-0000?-of-00003.safetensors"))) == 3  # sharded like a release
+    for row in ("load", "peak anon memory", "compile", "generate 16 tokens", "score"):
+        cell = r"\s+-?[\d.]+ \|"  # compile: first call minus a warm one, may be ~0 or below for transformers
+        assert re.search(rf"\| {row}[^|]*\|({cell}){{2}}\s+-?[\d.]+x \|({cell}){{2}}\s+-?[\d.]+x \|", out), out
+    assert "float32: 16 greedy tokens identical: True" in out, out
