@@ -172,7 +172,7 @@ QUICK: dict[str, Any] = {
     "seeds": [0],
     "world.num_concepts": 4, "world.num_inputs": 16, "world.num_outputs": 16,
     "world.pairs_per_document": 8, "world.noise": 0.2,
-    "strong.hidden_size": 32, "strong.steps": 300, "strong.batch_size": 32, "strong.documents": 4096,
+    "strong.hidden_size": 32, "strong.steps": 200, "strong.batch_size": 32, "strong.documents": 2048,
     "strong.warmup_steps": 20, "strong.checkpoint_every": 0,
     # the weak model is the strong one's shape trained shorter: its compiled programs are shared
     "weak.hidden_size": 32, "weak.num_layers": 2, "weak.num_heads": 4, "weak.steps": 40,
