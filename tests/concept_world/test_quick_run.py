@@ -2,6 +2,7 @@
 the sweeps and the report; a rerun recomputes nothing; input errors exit 2 before any work."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,11 @@ def test_quick_concept_world_through_w2s_run(tmp_path, capsys):
     assert (out / "seed-0" / "main" / "results.json").is_file()
     strong = next((out / "stages").glob("pretrain.strong-*")) / "model"
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in strong.iterdir()}
-    capsys.readouterr()
+    capsys.readouterr()  # the pre-trained checkpoint works with `w2s generate` like any other
+    assert main(["generate", "--model", str(strong), "--prompt", "Question: x1\nAnswer: y2\n\nQuestion: x3\nAnswer:",
+                 "--max-new-tokens", "1", "--json"]) == 0
+    generated = json.loads(capsys.readouterr().out)["results"][0]["text"]
+    assert re.fullmatch(r"y\d+", generated.strip()), generated  # an output token after the query
     assert main(["run", str(EXPERIMENT), "--quick", "--out", str(out), "--no-progress", "--no-figures"]) == 0
     rerun = capsys.readouterr().out
     assert "[ran]" not in rerun and rerun.count("(cached)") > 20
