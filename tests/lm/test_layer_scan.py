@@ -52,3 +52,20 @@ def test_unknown_remat_policy_and_a_sharded_layer_axis_are_refused():
         Transformer(CONFIG, rngs=nnx.Rngs(0), remat="some")
     with pytest.raises(ValueError, match="layer axis is never sharded"):
         ShardingRules(layers="fsdp")
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_take_layer_is_the_slice_in_value_and_gradient(dtype):
+    from w2s_jax.models.transformer import take_layer
+
+    stacked = jnp.asarray(np.random.default_rng(0).normal(size=(4, 3, 5)), dtype)
+    weights = jnp.arange(15.0, dtype=dtype).reshape(3, 5)
+    np.testing.assert_array_equal(take_layer(stacked, jnp.asarray(2)), stacked[2])
+    grad = jax.grad(lambda w: jnp.sum(take_layer(w, jnp.asarray(1)) * weights).astype(jnp.float32))(stacked)
+    expected = jax.grad(lambda w: jnp.sum(w[1] * weights).astype(jnp.float32))(stacked)
+    assert grad.dtype == dtype
+    np.testing.assert_array_equal(grad, expected)
+    # bf16 weights are sliced as raw bits inside the scan: no float32 copy of the whole stack
+    if dtype == jnp.bfloat16:
+        hlo = jax.jit(take_layer).lower(stacked, jnp.asarray(1)).as_text()
+        assert "u16" in hlo or "ui16" in hlo

@@ -120,6 +120,37 @@ def stacked_layers(config: ModelConfig, *, rngs: nnx.Rngs, dtype, param_dtype) -
     return stacked
 
 
+@jax.custom_vjp
+def take_layer(stacked: jax.Array, layer: jax.Array) -> jax.Array:
+    """`stacked[layer]`; a 16-bit float weight is sliced as its raw bits.
+
+    XLA:CPU computes bf16 matmuls in float32 and makes the slice of a bf16 array a float32 op
+    too, converting its whole operand: sliced from the scan's inputs, every layer's weights were
+    converted before the loop, a float32 copy of all of them (4.7 GB for 1.24B parameters). Bits
+    (uint16) are sliced as they are, so only the layer in use is converted. The gradient is that
+    of the plain slice.
+    """
+    if stacked.dtype.itemsize == 2 and jnp.issubdtype(stacked.dtype, jnp.floating):
+        bits = jax.lax.bitcast_convert_type(stacked, jnp.uint16)
+        return jax.lax.bitcast_convert_type(jax.lax.dynamic_index_in_dim(bits, layer, keepdims=False),
+                                            stacked.dtype)
+    return jax.lax.dynamic_index_in_dim(stacked, layer, keepdims=False)
+
+
+def _take_layer_fwd(stacked, layer):
+    return take_layer(stacked, layer), (jax.ShapeDtypeStruct(stacked.shape, stacked.dtype), layer)
+
+
+def _take_layer_bwd(residuals, ct):
+    shape, layer = residuals
+    grad = jax.lax.dynamic_update_index_in_dim(jnp.zeros(shape.shape, shape.dtype), ct.astype(shape.dtype),
+                                               layer, axis=0)
+    return grad, None
+
+
+take_layer.defvjp(_take_layer_fwd, _take_layer_bwd)
+
+
 REMAT_POLICIES = {
     "full": None,  # keep nothing inside a layer: recompute its whole forward pass
     "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep matmul outputs
@@ -202,7 +233,8 @@ class Transformer(nnx.Module):
         graphdef, layer_params = nnx.split(self.layers)
 
         def layer_step(x_BxTxD, per_layer):
-            params, sliding, kv = per_layer
+            layer_index, sliding, kv = per_layer
+            params = jax.tree.map(lambda w: take_layer(w, layer_index), layer_params)
             layer = nnx.merge(graphdef, params)
             mask_BxTxS = jnp.where(sliding, window_mask_BxTxS, full_mask_BxTxS)
             return layer(x_BxTxD, cos_BxTxH=cos_BxTxH, sin_BxTxH=sin_BxTxH, mask_BxTxS=mask_BxTxS,
@@ -211,7 +243,7 @@ class Transformer(nnx.Module):
         if self.remat is not None:
             layer_step = jax.checkpoint(layer_step, policy=REMAT_POLICIES[self.remat])
         kv_L = None if cache is None else (cache.keys, cache.values)
-        x_BxTxD, kv_L = jax.lax.scan(layer_step, x_BxTxD, (layer_params, sliding_L, kv_L))
+        x_BxTxD, kv_L = jax.lax.scan(layer_step, x_BxTxD, (jnp.arange(c.num_layers), sliding_L, kv_L))
         if cache is None:
             return x_BxTxD, None
         return x_BxTxD, KVCache(keys=kv_L[0], values=kv_L[1], valid_BxS=kv_valid_BxS,
