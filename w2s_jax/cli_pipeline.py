@@ -107,6 +107,11 @@ def run_report(args) -> int:
     from w2s_jax.pipeline import write_report
     from w2s_jax.pipeline.report import results_markdown
 
+    if (Path(args.run_dir) / "concept_world.json").is_file():  # a concept-world run directory
+        from w2s_jax.concept_world.report import rebuild_concept_report
+
+        rebuild_concept_report(args.run_dir, figures=not args.no_figures)
+        return 0
     try:
         results = write_report(args.run_dir, figures=not args.no_figures)
     except (FileNotFoundError, ValueError) as error:

@@ -40,6 +40,9 @@ def test_quick_concept_world_through_w2s_run(tmp_path, capsys):
     rerun = capsys.readouterr().out
     assert "[ran]" not in rerun and rerun.count("(cached)") > 20
     assert json.loads((out / "results.json").read_text())["main"] == results["main"]
+    (out / "results.json").unlink()
+    assert main(["report", str(out), "--no-figures"]) == 0  # rebuilt from concept_world.json
+    assert json.loads((out / "results.json").read_text())["gamma"] == results["gamma"]
 
 
 @pytest.mark.parametrize("edit, message", [

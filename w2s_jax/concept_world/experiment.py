@@ -9,7 +9,8 @@
    hop of ``bootstrap``) and ``seed-s/quality`` (``sweeps.quality_methods`` against noisy labellers
    of every ``sweeps.quality`` level: the quality sweep).
 3. Per seed, the demonstrations and gamma sweeps (stages, cached like the rest).
-4. The report over seeds (:mod:`.report`): ``results.json``, ``results.md``, ``figures/``.
+4. The report over seeds (:mod:`.report`): ``results.json``, ``results.md``, ``figures/``, and
+   ``concept_world.json``, from which ``w2s report RUN_DIR`` rebuilds them.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def run_concept_world(path: str | Path, *, out: str | Path | None = None, overri
       overrides: ``--set`` items; ``quick``: the ``--quick`` preset first.
       methods: replaces the main run's ``methods.run``.
     """
-    from w2s_jax.concept_world.report import write_concept_report
+    from w2s_jax.concept_world.report import report_meta, write_concept_report
     from w2s_jax.pipeline.config import experiment_from_dict
     from w2s_jax.pipeline.runner import run_experiment
 
@@ -100,5 +101,5 @@ def run_concept_world(path: str | Path, *, out: str | Path | None = None, overri
         run_stages(sweeps, run, log=log)
         for stage in sweeps:
             runs.setdefault(f"sweep-{stage.kind}", {})[seed] = stage.directory(run)
-    return write_concept_report(run_dir, config, runs, data={s: data[s].directory(run) for s in config.seeds},
+    return write_concept_report(run_dir, report_meta(config), runs, data={s: data[s].directory(run) for s in config.seeds},
                                 figures=figures, log=log)

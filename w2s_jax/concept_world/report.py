@@ -18,7 +18,7 @@ import numpy as np
 
 from w2s_jax.concept_world.bayes import chernoff_rate, label_law
 from w2s_jax.concept_world.sweeps import fitted_rate, theory_transition, transition
-from w2s_jax.concept_world.world import World
+from w2s_jax.concept_world.world import World, WorldConfig
 from w2s_jax.core.metrics import pgr
 from w2s_jax.pipeline.artifacts import JsonlLog, atomic_write_json, atomic_write_text, read_json
 from w2s_jax.pipeline.report import PLAN, bootstrap_mean
@@ -122,13 +122,45 @@ def averaged_sweep(results: list[dict], x: str, keys: tuple[str, ...]) -> list[d
     return rows
 
 
-def write_concept_report(run_dir: str | Path, config, runs: Mapping[str, Mapping[int, Path]], *,
+INDEX = "concept_world.json"  # what `w2s report` needs to rebuild the report of a run directory
+
+
+def report_meta(config) -> dict:
+    """The experiment's settings the report reads (JSON-able)."""
+    import dataclasses
+
+    return {"name": config.name, "seeds": list(config.seeds), "world": dataclasses.asdict(config.world),
+            "demos_eta": config.sweeps.demos_eta, "gamma_demos": config.sweeps.gamma_demos}
+
+
+def rebuild_concept_report(run_dir: str | Path, *, figures: bool = True,
+                           log: Callable[[str], None] = print) -> dict:
+    """The report of a concept-world run directory rebuilt from its ``concept_world.json``."""
+    index = read_json(Path(run_dir) / INDEX)
+    runs = {part: {int(s): Path(d) for s, d in by_seed.items()} for part, by_seed in index["runs"].items()}
+    data = {int(s): Path(d) for s, d in index["data"].items()}
+    return write_concept_report(run_dir, index["meta"], runs, data=data, figures=figures, log=log)
+
+
+def write_concept_report(run_dir: str | Path, meta: Mapping, runs: Mapping[str, Mapping[int, Path]], *,
                          data: Mapping[int, Path], figures: bool = True,
                          log: Callable[[str], None] = print) -> dict:
-    """Writes the report of a concept-world run directory; returns the results."""
+    """Writes the report of a concept-world run directory; returns the results.
+
+    Arguments:
+      run_dir: the run directory.
+      meta: :func:`report_meta` of the experiment.
+      runs: ``{"main" | "quality" | "sweep-demos" | "sweep-gamma": {seed: directory}}``: the
+        pipeline run directories and the sweep stage directories.
+      data: each seed's data stage directory (``setup.json``, ``train.jsonl``).
+    """
     run_dir = Path(run_dir)
-    results: dict = {"experiment": config.name, "kind": "concept-world", "seeds": list(config.seeds),
-                     "world": config.world, "setup": {str(s): read_json(Path(d) / "setup.json") for s, d in data.items()}}
+    atomic_write_json(run_dir / INDEX, {"meta": meta, "data": {str(s): str(d) for s, d in data.items()},
+                                        "runs": {part: {str(s): str(d) for s, d in by_seed.items()}
+                                                 for part, by_seed in runs.items()}})
+    world_config = WorldConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["world"].items()})
+    results: dict = {"experiment": meta["name"], "kind": "concept-world", "seeds": list(meta["seeds"]),
+                     "world": world_config, "setup": {str(s): read_json(Path(d) / "setup.json") for s, d in data.items()}}
     if "main" in runs:
         results["main"] = pooled_run(runs["main"])
         results["main"]["weak_train_accuracy"] = weak_train_accuracy(runs["main"], data)
@@ -138,7 +170,7 @@ def write_concept_report(run_dir: str | Path, config, runs: Mapping[str, Mapping
                        for r in pooled["rows"] if r["role"] == "weak"}
         curve, ceiling = quality_curve(pooled, supervisors)
         for point in curve:  # the theory's rate for this labeller, averaged over seeds
-            point["rho_star"] = float(np.mean([noisy_rate(World(config.world), setup, point["eta"])
+            point["rho_star"] = float(np.mean([noisy_rate(World(world_config), setup, point["eta"])
                                                for setup in results["setup"].values()]))
         results["quality"] = {"pooled": pooled, "curve": curve, "ceiling": ceiling}
     if "sweep-demos" in runs:
@@ -146,7 +178,7 @@ def write_concept_report(run_dir: str | Path, config, runs: Mapping[str, Mapping
         rows = averaged_sweep(per_seed, "n", ("transformer", "bayes"))
         ns = [r["n"] for r in rows]
         results["demos"] = {
-            "eta": config.sweeps.demos_eta, "rows": rows,
+            "eta": meta["demos_eta"], "rows": rows,
             "rate_transformer": fitted_rate(ns, [r["transformer"] for r in rows]),
             "rate_bayes": fitted_rate(ns, [r["bayes"] for r in rows]),
             "rho_star": float(np.mean([r["rho_star"] for r in per_seed])),
@@ -157,7 +189,7 @@ def write_concept_report(run_dir: str | Path, config, runs: Mapping[str, Mapping
                                                   "bayes_rival", "rho_star"))
         gammas = [r["gamma"] for r in rows]
         results["gamma"] = {
-            "demos": config.sweeps.gamma_demos, "rows": rows,
+            "demos": meta["gamma_demos"], "rows": rows,
             "transition_transformer": transition(gammas, [r["transformer"] for r in rows]),
             "transition_bayes": transition(gammas, [r["bayes"] for r in rows]),
             "transition_theory": theory_transition(rows), "per_seed": per_seed}
