@@ -5,7 +5,12 @@ import itertools
 import numpy as np
 import pytest
 
-from w2s_jax.concept_world.bayes import chernoff_rate, label_law, posterior_K, predictive_Y
+from w2s_jax.concept_world.bayes import (
+    chernoff_rate,
+    label_law,
+    posterior_K,
+    predictive_Y,
+)
 from w2s_jax.concept_world.labellers import Labeller, deterministic_labels_X, labels_for
 from w2s_jax.concept_world.world import World, WorldConfig, save_tokenizer
 
@@ -108,6 +113,6 @@ def test_labellers_and_the_chernoff_rate_of_the_misaligned_transition():
     biased = deterministic_labels_X(world, 0, Labeller(kind="biased", level=0.5), seed=0)
     assert np.mean(biased != world.tables_KxX[0]) == pytest.approx(0.5)
     split = deterministic_labels_X(world, 0, Labeller(kind="biased", level=0.25), seed=0,
-                                   groups=[range(0, 8), range(8, 40)])
+                                   groups=[range(8), range(8, 40)])
     assert np.sum(split[:8] != world.tables_KxX[0, :8]) == 2  # the fraction is exact per split
     assert np.sum(split[8:] != world.tables_KxX[0, 8:]) == 8

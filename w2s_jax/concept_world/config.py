@@ -161,7 +161,7 @@ class ConceptWorldConfig:
                              f"(world.pairs_per_document = {self.world.pairs_per_document})")
 
     @classmethod
-    def quick(cls) -> "ConceptWorldConfig":
+    def quick(cls) -> ConceptWorldConfig:
         """The ``--quick`` preset on its own (:data:`QUICK` over the defaults)."""
         return concept_world_from_dict(apply_overrides({"kind": KIND}, _nested(QUICK), "<quick>"),
                                        source="<quick>")

@@ -82,7 +82,10 @@ def run_concept_world(path: str | Path, *, out: str | Path | None = None, overri
     runs = {}
     for seed in config.seeds:
         setup = data[seed].setup(run)
-        files = lambda labellers: [str(data[seed].path(run, f"labellers/{l.name}.jsonl")) for l in labellers]
+
+        def files(labellers, seed=seed):
+            return [str(data[seed].path(run, f"labellers/{labeller.name}.jsonl")) for labeller in labellers]
+
         plans = {"main": (main_methods, [str(weak[seed].model_dir(run))] if config.supervisors.weak_model else [],
                           files(main_labellers(config, setup)))}
         if config.sweeps.quality:

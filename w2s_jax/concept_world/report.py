@@ -20,7 +20,12 @@ from w2s_jax.concept_world.bayes import chernoff_rate, label_law
 from w2s_jax.concept_world.sweeps import fitted_rate, theory_transition, transition
 from w2s_jax.concept_world.world import World, WorldConfig
 from w2s_jax.core.metrics import pgr
-from w2s_jax.pipeline.artifacts import JsonlLog, atomic_write_json, atomic_write_text, read_json
+from w2s_jax.pipeline.artifacts import (
+    JsonlLog,
+    atomic_write_json,
+    atomic_write_text,
+    read_json,
+)
 from w2s_jax.pipeline.report import PLAN, bootstrap_mean
 
 
@@ -255,8 +260,8 @@ def results_markdown(results: dict) -> str:
         lines += [f"## Refined-label accuracy against demonstrations (noisy labeller, eta = {d['eta']})", "",
                   "| n | transformer | Bayes-optimal |", "|---|---|---|"]
         lines += [f"| {r['n']} | {_num(r['transformer'])} | {_num(r['bayes'])} |" for r in d["rows"]]
-        lines += ["", f"Fitted rates of 1 - accuracy ~ exp(-rho n): transformer {_num(d['rate_transformer'])}, "
-                      f"Bayes-optimal {_num(d['rate_bayes'])}; Chernoff rate rho* {_num(d['rho_star'])}.", ""]
+        lines += ["", (f"Fitted rates of 1 - accuracy ~ exp(-rho n): transformer {_num(d['rate_transformer'])}, "
+                      f"Bayes-optimal {_num(d['rate_bayes'])}; Chernoff rate rho* {_num(d['rho_star'])}."), ""]
     if "gamma" in results:
         g = results["gamma"]
         lines += [f"## Refinement against gamma (misaligned labeller, {g['demos']} demonstrations)", "",
@@ -265,7 +270,7 @@ def results_markdown(results: dict) -> str:
         lines += [f"| {r['gamma']:.2f} | {_num(r['weak'])} | {_num(r['transformer'])} | "
                   f"{_num(r['transformer_rival'])} | {_num(r['bayes'])} | {_num(r['bayes_rival'])} | "
                   f"{_num(r['rho_star'])} |" for r in g["rows"]]
-        lines += ["", f"Transition (accuracy below the midpoint of its ends): transformer "
+        lines += ["", (f"Transition (accuracy below the midpoint of its ends): transformer "
                       f"{_num(g['transition_transformer'], 2)}, Bayes-optimal {_num(g['transition_bayes'], 2)}; "
-                      f"rho* first 0 at gamma = {_num(g['transition_theory'], 2)} (theory: 1/2).", ""]
+                      f"rho* first 0 at gamma = {_num(g['transition_theory'], 2)} (theory: 1/2)."), ""]
     return "\n".join(lines)

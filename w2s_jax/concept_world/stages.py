@@ -148,8 +148,8 @@ class WeakFinetune(Stage):
         return self.directory(run) / "weak-model"
 
     def execute(self, run: SetupRun, directory: Path) -> str:
-        from w2s_jax.pipeline.models import load_model
         from w2s_jax.models import save_pretrained
+        from w2s_jax.pipeline.models import load_model
         from w2s_jax.tasks.concept import Concept
         from w2s_jax.train import SFTDataset, TrainConfig, train
 

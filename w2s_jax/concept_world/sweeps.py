@@ -11,6 +11,7 @@ students). The third sweep (student accuracy against labeller quality) is a pipe
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -151,7 +152,7 @@ def transition(gammas: Sequence[float], accuracy: Sequence[float]) -> float | No
     if len(gammas) < 2:
         return None
     mid = (accuracy[0] + accuracy[-1]) / 2
-    for (g0, a0), (g1, a1) in zip(zip(gammas, accuracy), zip(gammas[1:], accuracy[1:])):
+    for (g0, a0), (g1, a1) in itertools.pairwise(zip(gammas, accuracy)):
         if a0 >= mid > a1:
             return float(g0 + (g1 - g0) * (a0 - mid) / (a0 - a1))
     return None
@@ -160,7 +161,7 @@ def transition(gammas: Sequence[float], accuracy: Sequence[float]) -> float | No
 def theory_transition(rows: Sequence[dict]) -> float | None:
     """The smallest gamma of the grid at which the Chernoff rate rho* is 0 (the target is no
     longer identifiable from the labeller), after a gamma where it is positive; None if none."""
-    for previous, row in zip(rows, rows[1:]):
+    for previous, row in itertools.pairwise(rows):
         if previous["rho_star"] > 0 and row["rho_star"] <= 0:
             return float(row["gamma"])
     return None
