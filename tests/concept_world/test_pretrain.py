@@ -44,3 +44,14 @@ def test_in_context_accuracy_rises_with_demonstrations_after_pretraining(tmp_pat
     # none the best answer is the output most concepts share (about 0.5 in this small world)
     assert trained[3] >= 0.7 and trained[3] >= trained[0] + 0.2, trained
     assert before[3] < 0.4 and abs(before[3] - before[0]) < 0.2, before
+
+
+def test_pretraining_resumes_from_the_trainers_checkpoints(tmp_path):
+    world = World(WorldConfig(num_concepts=2, num_inputs=4, num_outputs=4, pairs_per_document=2))
+    config = PretrainConfig(hidden_size=16, num_layers=1, num_heads=2, steps=6, batch_size=4,
+                            warmup_steps=1, documents=16, checkpoint_every=3)
+    first = pretrain(world, config, tmp_path / "a", checkpoint_dir=tmp_path / "ckpt", stream=0)
+    again = pretrain(world, config, tmp_path / "b", checkpoint_dir=tmp_path / "ckpt", stream=0)
+    assert first["steps"] == again["steps"] == 6 and first["last_loss"] is not None
+    assert again["last_loss"] is None  # restored at the last step: nothing retrained
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
