@@ -75,26 +75,31 @@ def run_concept_world(path: str | Path, *, out: str | Path | None = None, overri
     strong, weak_base = Pretrain("strong"), Pretrain("weak")
     data = {s: SeedData(s) for s in config.seeds}
     weak = {s: WeakFinetune(s, weak_base, data[s]) for s in config.seeds}
-    log(f"w2s run {config.name} (concept world): seeds {list(config.seeds)} -> {run_dir}")
-    run_stages([strong, weak_base, *(x for s in config.seeds for x in (data[s], weak[s]))], run, log=log)
-
     main_methods = list(methods or config.pipeline.get("methods", {}).get("run", DEFAULT_METHODS))
-    runs = {}
-    for seed in config.seeds:
+
+    def experiments(seed: int) -> dict:
+        """The seed's pipeline experiments by part (paths point into stage directories)."""
         setup = data[seed].setup(run)
 
-        def files(labellers, seed=seed):
+        def files(labellers):
             return [str(data[seed].path(run, f"labellers/{labeller.name}.jsonl")) for labeller in labellers]
 
         plans = {"main": (main_methods, [str(weak[seed].model_dir(run))] if config.supervisors.weak_model else [],
                           files(main_labellers(config, setup)))}
         if config.sweeps.quality:
             plans["quality"] = (list(config.sweeps.quality_methods), [], files(quality_labellers(config)))
-        for part, (names, weak_models, label_files) in plans.items():
-            raw = pipeline_dict(config, name=f"{config.name}-{part}-seed{seed}", seed=seed, data=data[seed],
-                                run=run, strong=strong, weak_base=weak_base, weak_models=weak_models,
-                                label_files=label_files, methods=names)
-            experiment = experiment_from_dict(raw, source=config.source)
+        return {part: experiment_from_dict(
+                    pipeline_dict(config, name=f"{config.name}-{part}-seed{seed}", seed=seed, data=data[seed],
+                                  run=run, strong=strong, weak_base=weak_base, weak_models=weak_models,
+                                  label_files=label_files, methods=names), source=config.source)
+                for part, (names, weak_models, label_files) in plans.items()}
+
+    experiments(config.seeds[0])  # the pipeline tables are checked before any pre-training
+    log(f"w2s run {config.name} (concept world): seeds {list(config.seeds)} -> {run_dir}")
+    run_stages([strong, weak_base, *(x for s in config.seeds for x in (data[s], weak[s]))], run, log=log)
+    runs = {}
+    for seed in config.seeds:
+        for part, experiment in experiments(seed).items():
             directory = run_dir / f"seed-{seed}" / part
             log(f"--- seed {seed}: {part} ---")
             run_experiment(experiment, run_dir=directory, show_progress=show_progress, figures=figures, log=log)
