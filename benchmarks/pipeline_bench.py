@@ -219,14 +219,14 @@ def run(args) -> dict[str, float]:
 
     from w2s_jax.inference import Engine, generate
     from w2s_jax.methods.base import MethodContext
-    from w2s_jax.methods.demonstrations import (
+    from w2s_jax.methods.icl_refine import ICLRefine, ICLRefineOptions, question_text
+    from w2s_jax.models import load_pretrained, load_tokenizer
+    from w2s_jax.tasks.base import Generation
+    from w2s_jax.tasks.demonstrations import (
         QUERY_STOP,
         clean_answer,
         in_context_prompt,
     )
-    from w2s_jax.methods.icl_refine import ICLRefine, ICLRefineOptions, question_text
-    from w2s_jax.models import load_pretrained, load_tokenizer
-    from w2s_jax.tasks.base import Generation
 
     preset = PRESETS[args.preset]
     torch.set_num_threads(len(os.sched_getaffinity(0)))  # as many threads as XLA's CPU pool

@@ -7,7 +7,7 @@ from flax import nnx
 from w2s_jax.concept_world.pretrain import PretrainConfig, pretrain
 from w2s_jax.concept_world.world import World, WorldConfig, save_tokenizer
 from w2s_jax.inference import Engine
-from w2s_jax.methods.demonstrations import in_context_prompt
+from w2s_jax.tasks.demonstrations import in_context_prompt
 from w2s_jax.models import Transformer, save_pretrained
 from w2s_jax.pipeline.models import load_model
 

@@ -20,10 +20,14 @@ from w2s_jax.methods import MethodContext, get_method
 from w2s_jax.methods.ask_to_improve import AskToImproveOptions
 from w2s_jax.methods.bootstrap import BootstrapOptions
 from w2s_jax.methods.context_distill import ContextDistillOptions
-from w2s_jax.methods.demonstrations import QUERY_STOP
 from w2s_jax.methods.icl_refine import ICLRefineOptions
-from w2s_jax.methods.infer_and_respond import PREFIXES, InferAndRespondOptions, complete_sentence
+from w2s_jax.methods.infer_and_respond import (
+    PREFIXES,
+    InferAndRespondOptions,
+    complete_sentence,
+)
 from w2s_jax.tasks import Example, Generation, Task
+from w2s_jax.tasks.demonstrations import QUERY_STOP
 
 
 class QuestionTask(Task):
@@ -288,7 +292,7 @@ def test_context_distill_asks_for_top_k_after_icl_refines_exact_prompt(tokenizer
 def test_context_distill_targets_equal_the_strong_models_direct_probabilities(tokenizer):
     """The stored targets are the softmax of one unpadded forward pass over prompt + completion,
     its top-k, renormalised (``direct_topk``)."""
-    from w2s_jax.methods.demonstrations import in_context_prompt
+    from w2s_jax.tasks.demonstrations import in_context_prompt
 
     strong = tiny_engine(tokenizer, seed=2)
     completions = [" the cat sat", " yes", " a big dog", " no it is"]

@@ -6,10 +6,10 @@ import pytest
 
 from w2s_jax.inference import Prompt
 from w2s_jax.tasks import DataError, all_tasks, get_task
+from w2s_jax.tasks.explain import ExplainOptions
 from w2s_jax.tasks.judge import Rating
 from w2s_jax.tasks.math import MathBoxedOptions, MathOptions
 from w2s_jax.tasks.persona import PIRATE, PersonaOptions
-from w2s_jax.tasks.explain import ExplainOptions
 from w2s_jax.tasks.qa import QAOptions, template_fields
 
 

@@ -6,7 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.pipeline.tiny_lm import direct_probs, direct_topk, tiny_engine, tiny_tokenizer
+from tests.pipeline.tiny_lm import (
+    direct_probs,
+    direct_topk,
+    tiny_engine,
+    tiny_tokenizer,
+)
 from w2s_jax.inference import Prompt
 
 

@@ -4,7 +4,7 @@ A concept k is a table ``f_k: X -> Y`` drawn uniformly at random. A pre-training
 concept ``k ~ alpha`` and lists ``pairs_per_document`` distinct inputs with their outputs under
 ``f_k``, each output replaced by a uniformly random output token with probability ``noise``
 (pre-training label noise, the analogue of the theory's sigma > 0). Documents use the pipeline's
-demonstration format (``w2s_jax.methods.demonstrations``)::
+demonstration format (``w2s_jax.tasks.demonstrations``)::
 
     Question: x5
     Answer: y12
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from w2s_jax.methods.demonstrations import demonstration
+from w2s_jax.tasks.demonstrations import demonstration
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2

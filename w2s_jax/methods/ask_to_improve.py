@@ -1,7 +1,7 @@
 """``ask-to-improve``: the strong model rewrites each weak answer to improve it (Algorithm 3).
 
 For each training question the strong model reads the question and its weak answer, in the
-demonstration format of :mod:`~w2s_jax.methods.demonstrations`, after a system message asking for
+demonstration format of :mod:`~w2s_jax.tasks.demonstrations`, after a system message asking for
 an improved answer and nothing else, and its rewrite is the question's training label. Unlike the
 in-context methods it sees one weak answer at a time: it can fix that answer but cannot learn,
 from other examples, what the weak answers have in common. Unit: one example.
@@ -13,8 +13,8 @@ import dataclasses
 
 from w2s_jax.inference.engine import Prompt
 from w2s_jax.methods.base import Method, label_row, register
-from w2s_jax.methods.demonstrations import clean_answer, demonstration, with_query_stop
 from w2s_jax.methods.icl_refine import question_text
+from w2s_jax.tasks.demonstrations import clean_answer, demonstration, with_query_stop
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

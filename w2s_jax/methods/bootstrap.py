@@ -18,8 +18,8 @@ from __future__ import annotations
 import dataclasses
 
 from w2s_jax.methods.base import Method, label_row, register
-from w2s_jax.methods.demonstrations import batches
 from w2s_jax.methods.icl_refine import refine
+from w2s_jax.tasks.demonstrations import batches
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

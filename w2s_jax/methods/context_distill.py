@@ -23,8 +23,8 @@ from __future__ import annotations
 import dataclasses
 
 from w2s_jax.methods.base import Method, label_row, register
-from w2s_jax.methods.demonstrations import in_context_prompt
 from w2s_jax.methods.icl_refine import ICLRefine, ICLRefineOptions, question_text
+from w2s_jax.tasks.demonstrations import in_context_prompt
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

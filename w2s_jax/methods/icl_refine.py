@@ -16,7 +16,12 @@ from __future__ import annotations
 import dataclasses
 
 from w2s_jax.methods.base import Method, label_row, register
-from w2s_jax.methods.demonstrations import QUERY_STOP, batches, clean_answer, in_context_prompt
+from w2s_jax.tasks.demonstrations import (
+    QUERY_STOP,
+    batches,
+    clean_answer,
+    in_context_prompt,
+)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -2,7 +2,7 @@
 
 The training questions are cut into batches of ``batch`` exactly as for ``icl-refine``. For each
 batch the strong model reads all of its (question, weak answer) pairs, in the demonstration format
-of :mod:`~w2s_jax.methods.demonstrations`, and completes one sentence that begins with a fixed
+of :mod:`~w2s_jax.tasks.demonstrations`, and completes one sentence that begins with a fixed
 ``prefix`` ("The answers are written in the style of"): its continuation is cut at the first
 sentence end or line break, and prefix + continuation is the inferred behaviour. Then it answers
 each question of the batch alone, told by the system message to follow that sentence; the answer
@@ -20,8 +20,8 @@ import re
 
 from w2s_jax.inference.engine import Prompt
 from w2s_jax.methods.base import Method, label_row, register
-from w2s_jax.methods.demonstrations import batches, demonstration
 from w2s_jax.methods.icl_refine import question_text
+from w2s_jax.tasks.demonstrations import batches, demonstration
 
 PREFIXES = {
     "style": "The answers are written in the style of",  # style and persona tasks

@@ -13,8 +13,8 @@ from __future__ import annotations
 import dataclasses
 
 from w2s_jax.inference.engine import Prompt
-from w2s_jax.methods.demonstrations import clean_answer, query
 from w2s_jax.tasks.base import DataError, Example, Task, field, register
+from w2s_jax.tasks.demonstrations import clean_answer, query
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
