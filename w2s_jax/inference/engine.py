@@ -149,24 +149,8 @@ class Engine:
     def score(self, prompts: Sequence[Prompt | str], completions: Sequence[str]) -> list[ScoreResult]:
         """``log p(completion | rendered prompt)`` per pair, completions tokenized on their own
         (as :class:`~w2s_jax.train.SFTDataset` tokenizes training rows)."""
-        if len(prompts) != len(completions):
-            raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-        if not prompts:
-            return []
-        prompt_ids = self.encode(prompts)
-        completion_ids = [list(self.tokenizer.encode(c, add_special_tokens=False)) for c in completions]
-        for index, ids in enumerate(completion_ids):
-            if not ids:
-                raise ValueError(f"{self.name}: completion {index} encodes to no tokens: "
-                                 f"{completions[index]!r}")
-        order = self._order([len(p) + len(c) for p, c in zip(prompt_ids, completion_ids)])
-        results = score(self.model, None, [prompt_ids[i] for i in order],
-                        [completion_ids[i] for i in order], batch_size=self.batch_size,
-                        length_bucket=self.length_bucket)
-        out: list[ScoreResult | None] = [None] * len(prompts)
-        for position, index in enumerate(order):
-            out[index] = results[position]
-        return out
+        return self._over_pairs(prompts, completions, lambda p, c: score(
+            self.model, None, p, c, batch_size=self.batch_size, length_bucket=self.length_bucket))
 
     def next_token_topk(self, prompts: Sequence[Prompt | str], completions: Sequence[str],
                         k: int) -> list[TopKResult]:
@@ -174,6 +158,11 @@ class Engine:
         token given the rendered prompt, per pair, in order; completions are tokenized on their
         own, as in :meth:`score` and :class:`~w2s_jax.train.SFTDataset`, so row j of a result is
         the target for completion token j of a training row."""
+        return self._over_pairs(prompts, completions, lambda p, c: next_token_topk(
+            self.model, p, c, k, batch_size=self.batch_size, length_bucket=self.length_bucket))
+
+    def _over_pairs(self, prompts, completions, run) -> list:
+        """``run(prompt_ids, completion_ids)`` over the pairs sorted by length, results in order."""
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
         if not prompts:
@@ -185,10 +174,8 @@ class Engine:
                 raise ValueError(f"{self.name}: completion {index} encodes to no tokens: "
                                  f"{completions[index]!r}")
         order = self._order([len(p) + len(c) for p, c in zip(prompt_ids, completion_ids)])
-        results = next_token_topk(self.model, [prompt_ids[i] for i in order],
-                                  [completion_ids[i] for i in order], k,
-                                  batch_size=self.batch_size, length_bucket=self.length_bucket)
-        out: list[TopKResult | None] = [None] * len(prompts)
+        results = run([prompt_ids[i] for i in order], [completion_ids[i] for i in order])
+        out: list = [None] * len(prompts)
         for position, index in enumerate(order):
             out[index] = results[position]
         return out
