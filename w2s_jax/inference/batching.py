@@ -93,3 +93,20 @@ def row_bucket(num_rows: int, batch_size: int) -> int:
     if not 1 <= num_rows <= batch_size:
         raise ValueError(f"num_rows={num_rows} must be in [1, batch_size={batch_size}]")
     return min(1 << (num_rows - 1).bit_length(), batch_size)
+
+
+def pair_batches(pairs: Sequence[tuple[list[int], int]], *, batch_size: int, length_bucket: int,
+                 pad_id: int, desc: str):
+    """Right-padded batches of (prompt + completion ids, number of prompt ids) pairs.
+
+    Yields ``(batch_pairs, tokens_BxT, valid_BxT)``: a short batch is filled with dummy rows up
+    to the next power of two (at most ``batch_size``: few compiled shapes, few dummy rows) and
+    lengths are padded up to a multiple of ``length_bucket``. Scoring and top-k read the rows of
+    ``batch_pairs`` only.
+    """
+    for batch in progress(batch_slices(len(pairs), batch_size), desc=desc):
+        seqs = [full for full, _ in pairs[batch]]
+        seqs += [[pad_id]] * (row_bucket(len(seqs), batch_size) - len(seqs))
+        length = round_up(max(len(s) for s in seqs), length_bucket)
+        tokens_BxT, valid_BxT = pad_sequences(seqs, length=length, pad_id=pad_id, side="right")
+        yield pairs[batch], tokens_BxT, valid_BxT

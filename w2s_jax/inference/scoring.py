@@ -16,14 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from w2s_jax.inference.batching import (
-    batch_slices,
-    pad_sequences,
-    positions_from_valid,
-    progress,
-    round_up,
-    row_bucket,
-)
+from w2s_jax.inference.batching import pair_batches, positions_from_valid
 from w2s_jax.models.logits import target_logprobs
 
 
@@ -131,18 +124,13 @@ def score(
     pairs = [tokenize_pair(tokenizer, p, c, i) for i, (p, c) in enumerate(zip(prompts, completions))]
     pad_id = _pad_id(model)
     results = []
-    for batch in progress(batch_slices(len(pairs), batch_size), desc="score"):
-        seqs = [full for full, _ in pairs[batch]]
-        # Filler rows up to a power of two (at most batch_size): few compiled shapes, and a
-        # short batch computes few dummy rows.
-        seqs += [[pad_id]] * (row_bucket(len(seqs), batch_size) - len(seqs))
-        length = round_up(max(len(s) for s in seqs), length_bucket)
-        tokens_BxT, valid_BxT = pad_sequences(seqs, length=length, pad_id=pad_id, side="right")
+    for batch, tokens_BxT, valid_BxT in pair_batches(pairs, batch_size=batch_size, pad_id=pad_id,
+                                                     length_bucket=length_bucket, desc="score"):
         mask_BxT = np.zeros_like(valid_BxT)
-        for row, (full, num_prompt) in enumerate(pairs[batch]):
+        for row, (full, num_prompt) in enumerate(batch):
             mask_BxT[row, num_prompt : len(full)] = True
         logprobs_BxT = np.asarray(completion_logprobs(model, tokens_BxT, valid_BxT, mask_BxT))
-        for row, (full, num_prompt) in enumerate(pairs[batch]):
+        for row, (full, num_prompt) in enumerate(batch):
             row_logprobs = logprobs_BxT[row, num_prompt : len(full)].astype(np.float64)
             results.append(ScoreResult(token_ids=full[num_prompt:],
                                        token_logprobs=row_logprobs.tolist(),

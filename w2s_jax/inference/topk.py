@@ -20,14 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from w2s_jax.inference.batching import (
-    batch_slices,
-    pad_sequences,
-    positions_from_valid,
-    progress,
-    round_up,
-    row_bucket,
-)
+from w2s_jax.inference.batching import pair_batches, positions_from_valid
 from w2s_jax.inference.scoring import _pad_id, gather_positions, tokenize_pair
 from w2s_jax.models.logits import topk_next_tokens
 
@@ -104,23 +97,18 @@ def next_token_topk(
     pad_id = _pad_id(model)
     graphdef, state = nnx.split(model)
     results = []
-    for batch in progress(batch_slices(len(pairs), batch_size), desc="top-k"):
-        seqs = [full for full, _ in pairs[batch]]
-        # Filler rows up to a power of two (at most batch_size): few compiled shapes, and a
-        # short batch computes few dummy rows.
-        seqs += [[pad_id]] * (row_bucket(len(seqs), batch_size) - len(seqs))
-        length = round_up(max(len(s) for s in seqs), length_bucket)
-        tokens_BxT, valid_BxT = pad_sequences(seqs, length=length, pad_id=pad_id, side="right")
+    for batch, tokens_BxT, valid_BxT in pair_batches(pairs, batch_size=batch_size, pad_id=pad_id,
+                                                     length_bucket=length_bucket, desc="top-k"):
         # completion token j sits at num_prompt + j and is predicted from the position before:
         # only those positions are unembedded
         predicting_BxT = np.zeros_like(valid_BxT)
-        for row, (full, num_prompt) in enumerate(pairs[batch]):
+        for row, (full, num_prompt) in enumerate(batch):
             predicting_BxT[row, num_prompt - 1 : len(full) - 1] = True
         rows_N, cols_N = gather_positions(predicting_BxT)
         ids_NxK, probs_NxK, kept_N = (np.asarray(a) for a in _next_token_topk(
             graphdef, state, jnp.asarray(tokens_BxT), jnp.asarray(valid_BxT), rows_N, cols_N, k=k))
         start = 0
-        for full, num_prompt in pairs[batch]:  # np.nonzero lists positions row by row, in order
+        for full, num_prompt in batch:  # np.nonzero lists positions row by row, in order
             taken = slice(start, start + len(full) - num_prompt)
             start = taken.stop
             results.append(TopKResult(token_ids=full[num_prompt:], topk_ids=ids_NxK[taken],
