@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from w2s_jax.inference.engine import Prompt
-from w2s_jax.tasks.base import Example, register
-from w2s_jax.tasks.fields import check_name, optional_text_field, text_field
-from w2s_jax.tasks.judged import JudgedTask, check_template
+from w2s_jax.tasks.base import register
+from w2s_jax.tasks.fields import check_name
+from w2s_jax.tasks.judged import WeakSystemTask, check_template
 
 ANALOGY = "Explain using an analogy to everyday life."
 TECHNIQUE_RUBRIC = ("Rate only how well the response follows this explanation technique: "
@@ -51,23 +50,15 @@ class ExplainOptions:
 
 
 @register
-class Explain(JudgedTask):
+class Explain(WeakSystemTask):
     """Questions explained with a technique by the weak model; judged on technique and accuracy."""
 
     name = "explain"
     Options = ExplainOptions
     rubric_names = ("technique", "accuracy")
 
-    def example(self, row, index, source):
-        o = self.options
-        return Example(index=index, question=text_field(row, o.question_field, index, source),
-                       answer=optional_text_field(row, o.answer_field, index, source), fields=row)
-
-    def prompt(self, example):
-        return Prompt(user=example.question)
-
-    def weak_prompt(self, example):
-        return Prompt(user=example.question, system=self.options.technique)
+    question_option = "question_field"
+    system_option = "technique"
 
     def rubrics(self, example):
         o = self.options

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from w2s_jax.inference.engine import Prompt
 from w2s_jax.tasks.base import Example, Task
+from w2s_jax.tasks.fields import optional_text_field, text_field
 
 
 def check_template(template: str, what: str, **values: str) -> None:
@@ -61,3 +63,23 @@ class JudgedTask(Task):
 
     def metric_names(self) -> tuple[str, ...]:
         return self.rubric_names + ("_malformed",)
+
+
+class WeakSystemTask(JudgedTask):
+    """A judged task whose weak supervisor alone gets a system prompt (a persona, a technique):
+    rows hold a question field and an optional reference answer (``options.answer_field``), the
+    strong model and the student see the question alone. Subclasses name the options fields."""
+
+    question_option: str = "question_field"  # the Options field naming the row's question field
+    system_option: str = ""  # the Options field holding the weak model's system prompt
+
+    def example(self, row, index, source):
+        o = self.options
+        return Example(index=index, question=text_field(row, getattr(o, self.question_option), index, source),
+                       answer=optional_text_field(row, o.answer_field, index, source), fields=row)
+
+    def prompt(self, example):
+        return Prompt(user=example.question)
+
+    def weak_prompt(self, example):
+        return Prompt(user=example.question, system=getattr(self.options, self.system_option))

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from w2s_jax.inference.engine import Prompt
-from w2s_jax.tasks.base import Example, register
-from w2s_jax.tasks.fields import check_name, optional_text_field, text_field
-from w2s_jax.tasks.judged import JudgedTask, check_template
+from w2s_jax.tasks.base import register
+from w2s_jax.tasks.fields import check_name
+from w2s_jax.tasks.judged import WeakSystemTask, check_template
 
 PIRATE = "You are a pirate. Answer every question in the voice of a pirate."
 STYLE_RUBRIC = ("Rate only how well the response adopts this persona: \"{persona}\" The lowest rating "
@@ -51,23 +50,15 @@ class PersonaOptions:
 
 
 @register
-class Persona(JudgedTask):
+class Persona(WeakSystemTask):
     """Instructions answered in a persona's voice by the weak model; judged on style and quality."""
 
     name = "persona"
     Options = PersonaOptions
     rubric_names = ("style", "quality")
 
-    def example(self, row, index, source):
-        o = self.options
-        return Example(index=index, question=text_field(row, o.instruction_field, index, source),
-                       answer=optional_text_field(row, o.answer_field, index, source), fields=row)
-
-    def prompt(self, example):
-        return Prompt(user=example.question)
-
-    def weak_prompt(self, example):
-        return Prompt(user=example.question, system=self.options.persona)
+    question_option = "instruction_field"
+    system_option = "persona"
 
     def rubrics(self, example):
         o = self.options
