@@ -2,7 +2,7 @@
 
 Per batch: prompts are left-padded so that their last token sits at slot P - 1, where P - 1 is a
 multiple of ``prompt_bucket`` (C); a cache of S slots is made, S the smallest length bucket (two
-per octave: 256, 384, 512, 768, ...) holding P + N (N the bucketed ``max_new_tokens``). One jitted
+per octave: 256, 384, 512, 768, ...) holding P + N - 1 (N the bucketed ``max_new_tokens``). One jitted
 prefill writes the prompts into the cache C slots at a time in a loop whose trip count is an
 argument, then runs the last prompt token alone and samples the first new token from its logits
 (the full-length logits are never formed); one jitted decode loop (``lax.while_loop`` over
@@ -13,7 +13,7 @@ finished between chunks.
 
 Both jitted functions take the model as ``nnx.split`` graphdef (static) + state, and their shapes
 depend on the prompt length only through S, so they compile once per (batch size, S, new-token
-bucket, sampler): with C = 64 and 64 new tokens, prompts of 193 to 384 tokens share two cache
+bucket, sampler): with C = 64 and 64 new tokens, prompts of 194 to 385 tokens share two cache
 lengths (384 and 512 slots), four programs, and later calls reuse them.
 
 With a ``mesh`` (``w2s_jax.parallel``), every per-row array and the cache are placed with the
@@ -267,9 +267,11 @@ _CACHE_MIN_SLOTS = 64  # smallest cache: tiny prompts all share one program
 
 def prompt_layout(max_prompt_len: int, num_new: int, chunk: int) -> tuple[int, int]:
     """(number of prefill chunks, cache slots S) for a batch whose longest prompt has this many
-    tokens: the prompts end at slot ``num_chunks * chunk`` and S holds them plus ``num_new``."""
+    tokens: the prompts end at slot ``num_chunks * chunk`` and S holds them plus ``num_new - 1``
+    new tokens (the last new token is sampled, never fed back, so it needs no slot: with C = 64
+    and 64 new tokens, a 321-token prompt fits 384 slots, not 512)."""
     num_chunks = -(-(max_prompt_len - 1) // chunk)
-    return num_chunks, geometric_bucket(num_chunks * chunk + 1 + num_new, minimum=_CACHE_MIN_SLOTS)
+    return num_chunks, geometric_bucket(num_chunks * chunk + num_new, minimum=_CACHE_MIN_SLOTS)
 
 
 def _generate_batch(graphdef, state, config, tokenizer, prompt_ids, *, batch_size, example_index_B,

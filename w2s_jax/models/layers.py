@@ -209,9 +209,17 @@ class Attention(nnx.Module):
         scores = scores * jnp.asarray(c.attn_scale, self.dtype)
         scores = softcap(scores, c.attn_logit_softcap)
         mask_Bx1xGTxS = jnp.broadcast_to(mask_BxTxS[:, None, None], (B, 1, G, T, S)).reshape(B, 1, G * T, S)
-        scores = jnp.where(mask_Bx1xGTxS, scores, jnp.finfo(scores.dtype).min)
-        probs = softmax(scores.astype(jnp.float32)).astype(self.dtype)
-        out_BxKxGTxH = probs @ v_BxKxSxH
+        scores = jnp.where(mask_Bx1xGTxS, scores, jnp.finfo(scores.dtype).min).astype(jnp.float32)
+        if kv_cache is not None:
+            # inference (no backward pass): normalise after the matmul, GT x H divisions instead
+            # of GT x S, and no softmax for XLA:CPU to fuse into the matmul's operand
+            out_BxKxGTxH = _attend_unnormalized(scores, v_BxKxSxH, self.dtype)
+        else:
+            # probs materialised behind a barrier: fused into the matmul's operand, the softmax made
+            # the forward pass 2.2x slower (B=16, 4 kv heads, 128 x 512 scores, one core: 22.9 ->
+            # 10.5 ms); the backward pass is unchanged (13.9 vs 14.1 ms)
+            probs = jax.lax.optimization_barrier(softmax(scores).astype(self.dtype))
+            out_BxKxGTxH = probs @ v_BxKxSxH
         out_BxTxNxH = out_BxKxGTxH.reshape(B, K, G, T, H).transpose(0, 3, 1, 2, 4).reshape(B, T, N, H)
         out_BxTxD = dense(out_BxTxNxH, self.o_proj[...].astype(self.dtype), contract=2)  # BTNH,NHD->BTD
         if c.o_bias:
@@ -247,6 +255,18 @@ class Attention(nnx.Module):
         if c.o_bias:
             out_BxD = out_BxD + self.o_bias[...].astype(self.dtype)
         return out_BxD
+
+
+def _attend_unnormalized(scores_BxKxQxS, v_BxKxSxH, dtype):
+    """softmax(scores) @ v as (exp(scores - max) @ v) / sum(exp(scores - max)), for inference.
+
+    The same value up to float rounding, with the division on the Q x H output instead of the
+    Q x S probabilities: 8.9 ms against 22.9 ms for softmax-then-matmul (B=16, 4 kv heads,
+    128 x 512 scores, one core, XLA:CPU).
+    """
+    unnormalized = jnp.exp(scores_BxKxQxS - jnp.max(scores_BxKxQxS, axis=-1, keepdims=True))
+    out = unnormalized.astype(dtype) @ v_BxKxSxH
+    return (out / jnp.sum(unnormalized, axis=-1, keepdims=True).astype(dtype)).astype(dtype)
 
 
 _ACTIVATIONS = {
