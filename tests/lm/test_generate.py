@@ -160,9 +160,11 @@ def test_decode_step_compiles_once(tiny_model):
 
 
 def test_decode_program_does_not_grow_with_depth(monkeypatch):
-    """The layers are one scan: a 16-layer model traces the decode step once, its program is the
-    size of a 2-layer one's (a Python loop of layers made it 4.3x larger) and compiles in about
-    the same time."""
+    """The layers are one scan: a 16-layer model traces the decode step once and compiles it in
+    about the time a 2-layer one takes. Only the reads of each layer's own cache arrays are
+    per-layer code (one contraction per `lax.switch` branch, `models/kv_cache.py`): the program
+    grows by under 10% of the 2-layer program per extra layer (a Python loop of layers grew it
+    by 24% per layer: 4.3x at 16 layers)."""
     import time
 
     real_decode, calls = generation._decode, []
@@ -174,20 +176,27 @@ def test_decode_program_does_not_grow_with_depth(monkeypatch):
 
     monkeypatch.setattr(generation, "_decode", spy)
     sizes, seconds, traces = {}, {}, {}
-    for num_layers in (2, 16):
-        model = Transformer(ModelConfig.tiny("llama", num_layers=num_layers, eos_token_ids=()),
-                            rngs=nnx.Rngs(0))
-        before = generation.TRACE_COUNTS["decode_step"]
-        generate(model, None, PROMPTS, max_new_tokens=5)
-        traces[num_layers] = generation.TRACE_COUNTS["decode_step"] - before
-        args, kwargs = calls[-1]
-        lowered = real_decode.lower(*args, **kwargs)
-        sizes[num_layers] = len(lowered.as_text())
-        start = time.perf_counter()
-        lowered.compile()
-        seconds[num_layers] = time.perf_counter() - start
+    cache_was_on = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)  # compile, never load from disk
+    try:
+        for num_layers in (2, 16):
+            model = Transformer(ModelConfig.tiny("llama", num_layers=num_layers, eos_token_ids=()),
+                                rngs=nnx.Rngs(0))
+            generate(model, None, PROMPTS, max_new_tokens=1)  # prefill only: compiled here
+            before = generation.TRACE_COUNTS["decode_step"]
+            start = time.perf_counter()
+            generate(model, None, PROMPTS, max_new_tokens=5)  # + tracing and compiling decode
+            first = time.perf_counter() - start
+            start = time.perf_counter()
+            generate(model, None, PROMPTS, max_new_tokens=5)
+            seconds[num_layers] = first - (time.perf_counter() - start)
+            traces[num_layers] = generation.TRACE_COUNTS["decode_step"] - before
+            args, kwargs = calls[-1]
+            sizes[num_layers] = len(real_decode.lower(*args, **kwargs).as_text())
+    finally:
+        jax.config.update("jax_enable_compilation_cache", cache_was_on)
     assert traces == {2: 1, 16: 1}
-    assert sizes[16] < 1.1 * sizes[2], sizes
+    assert (sizes[16] - sizes[2]) / 14 < 0.1 * sizes[2], sizes
     assert seconds[16] < 1.5 * seconds[2] + 0.5, seconds
 
 

@@ -334,8 +334,8 @@ def _cache_factory(config, batch_size: int, max_len: int, dtype, mesh):
     if mesh is None:
         return jax.jit(make)
     abstract = jax.eval_shape(make)
-    # keys/values are stacked L x B x K x S x H: rows are their second axis (layers unsplit)
-    kv_rows = batch_sharding(mesh, abstract.keys.ndim, axis=1)
+    # one B x K x S x H keys and values array per layer: rows are their first axis
+    kv_rows = tuple(batch_sharding(mesh, 4) for _ in abstract.keys)
     shardings = type(abstract)(keys=kv_rows, values=kv_rows, valid_BxS=batch_sharding(mesh, 2),
                                index=NamedSharding(mesh, PartitionSpec()))
     return jax.jit(make, out_shardings=shardings)

@@ -11,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 _MODULE_OF = {
-    "KVCache": "transformer", "Transformer": "transformer", "init_cache": "transformer",
+    "KVCache": "kv_cache", "Transformer": "transformer", "init_cache": "kv_cache",
     "ModelConfig": "config", "config_from_hf": "config", "config_to_hf": "config",
     "load_pretrained": "checkpoint", "save_pretrained": "checkpoint",
     "load_tokenizer": "tokenizer",
@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from w2s_jax.models.checkpoint import load_pretrained, save_pretrained
     from w2s_jax.models.config import ModelConfig, config_from_hf, config_to_hf
     from w2s_jax.models.tokenizer import load_tokenizer
-    from w2s_jax.models.transformer import KVCache, Transformer, init_cache
+    from w2s_jax.models.kv_cache import KVCache, init_cache
+    from w2s_jax.models.transformer import Transformer
 
 
 def __getattr__(name: str):

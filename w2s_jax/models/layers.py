@@ -7,6 +7,7 @@ placed where transformers places them so float32 runs match the PyTorch referenc
 
 from __future__ import annotations
 
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -152,14 +153,14 @@ class Attention(nnx.Module):
         return y
 
     def __call__(self, x_BxTxD: jnp.ndarray, *, cos_BxTxH: jnp.ndarray, sin_BxTxH: jnp.ndarray,
-                 mask_BxTxS: jnp.ndarray, kv_cache: tuple[jnp.ndarray, jnp.ndarray] | None = None,
-                 index: jnp.ndarray | None = None):
-        """Attend; with `kv_cache` = (k_BxKxSxH, v_BxKxSxH), this layer's cache before the call,
-        the T new tokens occupy slots [index, index + T) and attend to it and to each other.
+                 mask_BxTxS: jnp.ndarray, kv_cache=None, index: jnp.ndarray | None = None):
+        """Attend; with `kv_cache` (a `kv_cache.LayerCache`: this layer's cache before the call),
+        the T new tokens occupy slots [index, index + T) and attend to the slots written before
+        and to each other.
 
         Returns (out_BxTxD, None without a cache, else the new tokens' (k_BxKxTxH, v_BxKxTxH)
         in the cache's dtype, for the caller to write at slot `index`: the cache itself is only
-        read here, so a decode step never copies it).
+        read here, so neither a decode step nor a prefill chunk copies it).
         """
         c = self.config
         q_BxTxNxH = self._project(x_BxTxD, "q")
@@ -180,22 +181,17 @@ class Attention(nnx.Module):
         q_BxKxGTxH = q_BxTxNxH.reshape(B, T, K, G, H).transpose(0, 2, 3, 1, 4).reshape(B, K, G * T, H)
         if kv_cache is not None:
             # The cache is stored head-major (B x K x S x H), the layout the contractions read, so
-            # a decode step transposes only its T new keys, never the S cached ones (copying the
-            # whole cache every step was 40% of a decode step: lm_bench small shapes, B=16, S=512).
-            k_cache, v_cache = kv_cache
-            new_kv = (k_BxTxKxH.transpose(0, 2, 1, 3).astype(k_cache.dtype),
-                      v_BxTxKxH.transpose(0, 2, 1, 3).astype(v_cache.dtype))
+            # only the T new keys are transposed, never the S cached ones.
+            new_kv = (k_BxTxKxH.transpose(0, 2, 1, 3).astype(kv_cache.dtype),
+                      v_BxTxKxH.transpose(0, 2, 1, 3).astype(kv_cache.dtype))
             k_new_BxKxTxH, v_new_BxKxTxH = (x.astype(self.dtype) for x in new_kv)
-            if T == 1:
-                out_BxD = self._decode_step(q_BxKxGTxH, k_cache.astype(self.dtype), v_cache.astype(self.dtype),
-                                            k_new_BxKxTxH, v_new_BxKxTxH, mask_BxTxS[:, 0], index)
-                return out_BxD[:, None], new_kv
-            # several new tokens (a prefill chunk): this layer's cache with them written in
-            start = (0, 0, index, 0)
-            k_BxKxSxH = jax.lax.dynamic_update_slice(k_cache.astype(self.dtype), k_new_BxKxTxH, start)
-            v_BxKxSxH = jax.lax.dynamic_update_slice(v_cache.astype(self.dtype), v_new_BxKxTxH, start)
+            S = kv_cache.max_len
+            cached_BxTxS = mask_BxTxS & (jnp.arange(S) < index)  # slots written before this call
+            new_BxTxT = jax.lax.dynamic_slice_in_dim(mask_BxTxS, index, T, axis=2)  # the T new slots
+            out_BxKxGTxH = self._attend_cached(q_BxKxGTxH, kv_cache, k_new_BxKxTxH=k_new_BxKxTxH,
+                                               v_new_BxKxTxH=v_new_BxKxTxH, cached_BxTxS=cached_BxTxS,
+                                               new_BxTxT=new_BxTxT)
             kv_cache = new_kv
-            scores = jnp.einsum("bkqh,bksh->bkqs", q_BxKxGTxH, k_BxKxSxH)  # inference: no backward
         else:
             k_BxKxSxH = k_BxTxKxH.transpose(0, 2, 1, 3)
             v_BxKxSxH = v_BxTxKxH.transpose(0, 2, 1, 3)
@@ -204,17 +200,7 @@ class Attention(nnx.Module):
             # per layer, B=8, T=128, 8 heads; train step of lm_bench.py --preset small on one core:
             # about -6 ms).
             k_BxKxHxS = jax.lax.optimization_barrier(k_BxKxSxH.swapaxes(-1, -2))
-            scores = q_BxKxGTxH @ k_BxKxHxS
-        S = k_BxKxSxH.shape[2]
-        scores = scores * jnp.asarray(c.attn_scale, self.dtype)
-        scores = softcap(scores, c.attn_logit_softcap)
-        mask_Bx1xGTxS = jnp.broadcast_to(mask_BxTxS[:, None, None], (B, 1, G, T, S)).reshape(B, 1, G * T, S)
-        scores = jnp.where(mask_Bx1xGTxS, scores, jnp.finfo(scores.dtype).min).astype(jnp.float32)
-        if kv_cache is not None:
-            # inference (no backward pass): normalise after the matmul, GT x H divisions instead
-            # of GT x S, and no softmax for XLA:CPU to fuse into the matmul's operand
-            out_BxKxGTxH = _attend_unnormalized(scores, v_BxKxSxH, self.dtype)
-        else:
+            scores = self._scores(q_BxKxGTxH @ k_BxKxHxS, mask_BxTxS, G)
             out_BxKxGTxH = softmax(scores).astype(self.dtype) @ v_BxKxSxH
         out_BxTxNxH = out_BxKxGTxH.reshape(B, K, G, T, H).transpose(0, 3, 1, 2, 4).reshape(B, T, N, H)
         out_BxTxD = dense(out_BxTxNxH, self.o_proj[...].astype(self.dtype), contract=2)  # BTNH,NHD->BTD
@@ -222,48 +208,54 @@ class Attention(nnx.Module):
             out_BxTxD = out_BxTxD + self.o_bias[...].astype(self.dtype)
         return out_BxTxD, kv_cache
 
-    def _decode_step(self, q_BxKxGxH, k_BxKxSxH, v_BxKxSxH, k_new_BxKx1xH, v_new_BxKx1xH, mask_BxS, index):
-        """One new token per row (at slot `index`) attending to the cache slots before it and to
-        itself: the same keys and values as the matmul form over the updated cache.
-
-        Written as products summed over an axis: with one query per head the matmuls are G x H by
-        H x S, which XLA:CPU sends to a general matmul kernel at several times the cost of this
-        fused multiply-and-sum (one layer's attention, S = 384, 4 kv heads of 32, G = 2: 55 -> 29
-        us at B = 1). Returns out_BxD.
-        """
+    def _scores(self, raw_BxKxGTxS, mask_BxTxS, G: int) -> jnp.ndarray:
+        """Scaled, soft-capped and masked float32 attention scores (mask broadcast over G)."""
         c = self.config
-        B, K, G, H = q_BxKxGxH.shape
-        S = k_BxKxSxH.shape[2]
-        scale = jnp.asarray(c.attn_scale, self.dtype)
-        cached_BxKxGxS = jnp.sum(q_BxKxGxH[:, :, :, None, :] * k_BxKxSxH[:, :, None], axis=-1)
-        own_BxKxGx1 = jnp.sum(q_BxKxGxH * k_new_BxKx1xH, axis=-1, keepdims=True)
-        scores_BxKxGxS1 = softcap(jnp.concatenate([cached_BxKxGxS, own_BxKxGx1], axis=-1) * scale,
-                                  c.attn_logit_softcap)
-        # cache slots before `index` (the slot at `index` is this token, not yet written), then itself
-        visible_BxS1 = jnp.concatenate([mask_BxS & (jnp.arange(S) < index),
-                                        jax.lax.dynamic_slice_in_dim(mask_BxS, index, 1, axis=1)], axis=1)
-        scores_BxKxGxS1 = jnp.where(visible_BxS1[:, None, None], scores_BxKxGxS1,
-                                    jnp.finfo(scores_BxKxGxS1.dtype).min)
-        probs_BxKxGxS1 = softmax(scores_BxKxGxS1.astype(jnp.float32)).astype(self.dtype)
-        out_BxKxGxH = (jnp.sum(probs_BxKxGxS1[..., :S, None] * v_BxKxSxH[:, :, None], axis=-2)
-                       + probs_BxKxGxS1[..., S:] * v_new_BxKx1xH)
-        out_BxD = dense(out_BxKxGxH.reshape(B, K * G, H), self.o_proj[...].astype(self.dtype), contract=2)
-        if c.o_bias:
-            out_BxD = out_BxD + self.o_bias[...].astype(self.dtype)
-        return out_BxD
+        B, _, GT, S = raw_BxKxGTxS.shape
+        scores = softcap(raw_BxKxGTxS * jnp.asarray(c.attn_scale, self.dtype), c.attn_logit_softcap)
+        T = GT // G
+        mask_Bx1xGTxS = jnp.broadcast_to(mask_BxTxS[:, None, None], (B, 1, G, T, S)).reshape(B, 1, GT, S)
+        return jnp.where(mask_Bx1xGTxS, scores, jnp.finfo(scores.dtype).min).astype(jnp.float32)
 
+    def _attend_cached(self, q_BxKxGTxH, kv_cache, *, k_new_BxKxTxH, v_new_BxKxTxH, cached_BxTxS,
+                       new_BxTxT) -> jnp.ndarray:
+        """The T new queries over the S cached slots (where `cached_BxTxS`) and the T new keys
+        (where `new_BxTxT`), as one softmax over S + T; returns out_BxKxGTxH. Inference only.
 
-def _attend_unnormalized(scores_BxKxQxS, v_BxKxSxH, dtype):
-    """softmax(scores) @ v as (exp(scores - max) @ v) / sum(exp(scores - max)), for inference.
-
-    The same value up to float rounding, with the division on the Q x H output instead of the
-    Q x S probabilities: 8.9 ms against 10.5 ms for softmax-then-matmul (B=16, 4 kv heads,
-    128 x 512 scores, one core, XLA:CPU). Training keeps softmax-then-matmul: autodiff of this
-    form was 1.9x slower in the backward pass (29.9 against 15.8 ms).
-    """
-    unnormalized = jnp.exp(scores_BxKxQxS - jnp.max(scores_BxKxQxS, axis=-1, keepdims=True))
-    out = unnormalized.astype(dtype) @ v_BxKxSxH
-    return (out / jnp.sum(unnormalized, axis=-1, keepdims=True).astype(dtype)).astype(dtype)
+        The cached and the new keys are contracted separately, never concatenated (that would copy
+        the cache), each cache contraction on the layer's own array (`LayerCache.with_keys`), and
+        the softmax is normalised after the PV products: the division is then on GT x H outputs,
+        not GT x S probabilities, and XLA:CPU has no softmax to fuse into the matmul's operand
+        (8.9 against 10.5 ms, B=16, 4 kv heads, 128 x 512 scores, one core; training keeps
+        softmax-then-matmul, whose backward pass was 1.9x faster than autodiff of this form).
+        One query per head (a decode step) uses products summed over an axis: the matmuls would
+        be G x H by H x S, which XLA:CPU sends to a general matmul kernel at several times the
+        cost of this fused multiply-and-sum (one layer's attention, S = 384, 4 kv heads of 32,
+        G = 2: 55 -> 29 us at B = 1).
+        """
+        GT, T = q_BxKxGTxH.shape[2], k_new_BxKxTxH.shape[2]
+        G = GT // T
+        as_dtype = lambda x: x.astype(self.dtype)  # noqa: E731
+        if T == 1:
+            cached = kv_cache.with_keys(
+                lambda k: jnp.sum(q_BxKxGTxH[:, :, :, None, :] * as_dtype(k)[:, :, None], axis=-1))
+            new = jnp.sum(q_BxKxGTxH * k_new_BxKxTxH, axis=-1, keepdims=True)
+        else:
+            cached = kv_cache.with_keys(lambda k: jnp.einsum("bkqh,bksh->bkqs", q_BxKxGTxH, as_dtype(k)))
+            new = jnp.einsum("bkqh,bkth->bkqt", q_BxKxGTxH, k_new_BxKxTxH)
+        # one softmax over the S + T slots, in two parts sharing their max (no concatenation)
+        cached = self._scores(cached, cached_BxTxS, G)
+        new = self._scores(new, new_BxTxT, G)
+        peak = jnp.maximum(jnp.max(cached, axis=-1, keepdims=True), jnp.max(new, axis=-1, keepdims=True))
+        e_cached, e_new = jnp.exp(cached - peak), jnp.exp(new - peak)
+        total = jnp.sum(e_cached, axis=-1, keepdims=True) + jnp.sum(e_new, axis=-1, keepdims=True)
+        p_cached, p_new = e_cached.astype(self.dtype), e_new.astype(self.dtype)
+        if T == 1:
+            out = kv_cache.with_values(
+                lambda v: jnp.sum(p_cached[..., None] * as_dtype(v)[:, :, None], axis=-2)) + p_new * v_new_BxKxTxH
+        else:
+            out = kv_cache.with_values(lambda v: p_cached @ as_dtype(v)) + p_new @ v_new_BxKxTxH
+        return (out / total.astype(self.dtype)).astype(self.dtype)
 
 
 _ACTIVATIONS = {

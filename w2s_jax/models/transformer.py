@@ -5,7 +5,7 @@ axis "layers", never sharded) and the forward pass is one `jax.lax.scan` over it
 program holds one layer whatever the depth (compile time does not grow with it) and a weight
 stored in bfloat16 is converted for its matmuls inside its own layer's step, never all at once.
 Per-layer differences are per-layer data: whether a layer uses the sliding window is a boolean
-scanned with the weights. The KV cache is stacked the same way (`L x B x K x S x H`).
+scanned with the weights. The KV cache keeps one array per layer (`kv_cache.py` says why).
 
 Slots: without a cache, query t and key s are slots t and s of the input; with a cache, the T
 new tokens occupy slots [index, index + T) of an S-slot cache. A query at slot q sees key slot s
@@ -15,13 +15,12 @@ transformers uses (its `cache_position`), so left padding shifts no windows.
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from w2s_jax.models.config import ModelConfig
+from w2s_jax.models.kv_cache import KVCache
 from w2s_jax.models.layers import (
     MLP,
     Attention,
@@ -32,36 +31,6 @@ from w2s_jax.models.layers import (
     softcap,
 )
 from w2s_jax.models.rope import rope_cos_sin
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class KVCache:
-    """Keys/values of every layer for B rows and S slots (prompts left-padded).
-
-    keys, values: `L x B x K x S x H` arrays, one `B x K x S x H` slice per layer (head-major:
-    attention reads them without a transpose); valid_BxS: False on padding and unwritten slots; index: int32 scalar, the
-    next slot to write (shared by all rows).
-    """
-
-    keys: tuple[jax.Array, ...]
-    values: tuple[jax.Array, ...]
-    valid_BxS: jax.Array
-    index: jax.Array
-
-    @property
-    def max_len(self) -> int:
-        """Number of slots S."""
-        return self.valid_BxS.shape[1]
-
-
-def init_cache(config: ModelConfig, *, batch_size: int, max_len: int, dtype=jnp.float32) -> KVCache:
-    """An empty cache (all slots invalid, index 0) for `batch_size` rows and `max_len` slots."""
-    if batch_size <= 0 or max_len <= 0:
-        raise ValueError(f"batch_size={batch_size} and max_len={max_len} must be positive")
-    shape = (config.num_layers, batch_size, config.num_kv_heads, max_len, config.head_dim)
-    return KVCache(keys=jnp.zeros(shape, dtype), values=jnp.zeros(shape, dtype), valid_BxS=jnp.zeros((batch_size, max_len), bool),
-                   index=jnp.zeros((), jnp.int32))
 
 
 def attention_mask(valid_BxS: jax.Array, q_slot_T: jax.Array, window: int | None) -> jax.Array:
@@ -233,23 +202,20 @@ class Transformer(nnx.Module):
         graphdef, layer_params = nnx.split(self.layers)
 
         def layer_step(x_BxTxD, per_layer):
-            layer_index, sliding, kv = per_layer
+            layer_index, sliding = per_layer
             params = jax.tree.map(lambda w: take_layer(w, layer_index), layer_params)
             layer = nnx.merge(graphdef, params)
             mask_BxTxS = jnp.where(sliding, window_mask_BxTxS, full_mask_BxTxS)
             return layer(x_BxTxD, cos_BxTxH=cos_BxTxH, sin_BxTxH=sin_BxTxH, mask_BxTxS=mask_BxTxS,
-                         kv_cache=kv, index=index)
+                         kv_cache=None if cache is None else cache.layer(layer_index), index=index)
 
         if self.remat is not None:
             layer_step = jax.checkpoint(layer_step, policy=REMAT_POLICIES[self.remat])
-        kv_L = None if cache is None else (cache.keys, cache.values)
-        # The layers only read the cache and return their T new keys and values, written into it
-        # here in one update in place: a cache passed through the scan and returned from it was
-        # copied whole in every decode step (3x slower decoding, lm_bench small shapes).
-        x_BxTxD, new_L = jax.lax.scan(layer_step, x_BxTxD, (jnp.arange(c.num_layers), sliding_L, kv_L))
+        # The layers only read the cache (each layer's arrays in place, `kv_cache.LayerCache`) and
+        # return their T new keys and values, written into it here in one update per layer, in
+        # place: a cache passed through the scan and returned from it was copied whole in every
+        # decode step (3x slower decoding, lm_bench small shapes).
+        x_BxTxD, new_L = jax.lax.scan(layer_step, x_BxTxD, (jnp.arange(c.num_layers), sliding_L))
         if cache is None:
             return x_BxTxD, None
-        start = (0, 0, 0, index, 0)
-        return x_BxTxD, KVCache(keys=jax.lax.dynamic_update_slice(cache.keys, new_L[0], start),
-                                values=jax.lax.dynamic_update_slice(cache.values, new_L[1], start),
-                                valid_BxS=kv_valid_BxS, index=(index + T).astype(jnp.int32))
+        return x_BxTxD, cache.written(new_L[0], new_L[1], kv_valid_BxS, T)
