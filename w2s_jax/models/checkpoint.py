@@ -1,12 +1,14 @@
 """Load Hugging Face checkpoints (config.json + safetensors) into a Transformer, and export back.
 
-The module is built abstractly (`nnx.eval_shape`), then each parameter is filled from its
-memory-mapped checkpoint tensors, the layers' tensors read in parallel threads into the stacked
-layout. Without a mesh they are copied as stored and one jitted program per parameter changes
-layout and dtype on the device; with a mesh they are converted into one host array (layout and
-dtype in one pass) and placed through `jax.make_array_from_callback`, so each device gets only
-its slice. One parameter is in flight at a time. Pickled `.bin`
-checkpoints are refused, remote code is never run.
+The module is built abstractly (`nnx.eval_shape`), then each parameter is written, in our layout
+and dtype, into one preallocated host array straight from its memory-mapped checkpoint tensors
+(linear weights by tiled transposes, `host_copy`; the stacked layers' tensors into their slices;
+in parallel threads), so a parameter is converted in one pass with no intermediate copy and no
+device program to compile. Without a mesh the array goes to the default device with one
+`jax.device_put`, which on the CPU adopts the page-aligned array as the device buffer: the
+loaded weights cost their own size once. With a mesh it is placed through
+`jax.make_array_from_callback`, so each device gets only its slice. One parameter is in flight
+at a time. Pickled `.bin` checkpoints are refused, remote code is never run.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ from flax import nnx
 
 from w2s_jax.models.config import ModelConfig, config_from_hf, config_to_hf
 from w2s_jax.models.convert import TensorMap, optional_hf_names, tensor_maps
+from w2s_jax.models.host_copy import host_buffer, copy_into, transpose_into
 from w2s_jax.models.hub import resolve_checkpoint_dir
 from w2s_jax.models.safetensors_format import SafetensorsFile, write_safetensors
 from w2s_jax.models.transformer import Transformer
 
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # buffers some old checkpoints saved
+_CHUNK_BYTES = 16 << 20  # source bytes per copy job: large tensors are split across the threads
 
 
 def _open_shards(ckpt_dir: Path) -> dict[str, SafetensorsFile]:
@@ -88,45 +92,40 @@ def _check_shapes(maps: list[TensorMap], tensors: dict[str, SafetensorsFile]) ->
                              f"expected {m.hf_shape} from config.json")
 
 
+def _row_chunks(rows: int, row_bytes: int) -> list[slice]:
+    """Slices of about `_CHUNK_BYTES` over `rows` rows: the pieces one tensor is copied in by
+    several threads."""
+    per = max(1, _CHUNK_BYTES // max(1, row_bytes))
+    return [slice(r, min(r + per, rows)) for r in range(0, rows, per)]
+
+
+def _fill(out: np.ndarray, maps: list[TensorMap], tensors: dict[str, SafetensorsFile],
+          pool: ThreadPoolExecutor) -> None:
+    """Write one parameter's checkpoint tensors into `out` (our layout and dtype, stacked layers at
+    `out[layer]`): linear weights by tiled transposes, the rest by plain copies, each tensor cut
+    into row chunks run by the threads of `pool`. The dtype changes on the way, so no other copy
+    of the parameter is made; the source is read once, through the memory map."""
+    jobs = []
+    for m in maps:
+        src = tensors[m.hf_name].get(m.hf_name)
+        dst = out if m.layer is None else out[m.layer]
+        if m.transposed:  # dst is contiguous: a (in, out) view of it takes the (out, in) rows transposed
+            dst = dst.reshape(src.shape[::-1])
+            jobs += [(transpose_into, dst[:, rows], src[rows]) for rows in _row_chunks(len(src), src[0].nbytes)]
+        elif src.ndim >= 2:
+            dst = dst.reshape(src.shape)
+            jobs += [(copy_into, dst[rows], src[rows]) for rows in _row_chunks(len(src), src[0].nbytes)]
+        else:
+            jobs.append((copy_into, dst.reshape(src.shape), src))
+    list(pool.map(lambda job: job[0](job[1], job[2]), jobs))
+
+
 def _read(maps: list[TensorMap], tensors: dict[str, SafetensorsFile], shape, dtype,
           pool: ThreadPoolExecutor) -> np.ndarray:
-    """One parameter as a host array of `dtype` in our layout: a single tensor, or the layers'
-    tensors written into slices of the stacked array by the threads of `pool`."""
-    out = np.empty(shape, np.dtype(dtype))
-    if maps[0].layer is None:
-        out[...] = maps[0].from_hf(tensors[maps[0].hf_name].get(maps[0].hf_name))
-        return out
-
-    def fill(m: TensorMap) -> None:
-        # from_hf is a view of the memory map: the assignment transposes and converts in one pass
-        out[m.layer] = m.from_hf(tensors[m.hf_name].get(m.hf_name))
-
-    list(pool.map(fill, maps))
+    """One parameter as a page-aligned host array of `dtype` in our layout (see `_fill`)."""
+    out = host_buffer(tuple(shape), dtype)
+    _fill(out, maps, tensors, pool)
     return out
-
-
-def _read_on_device(maps: list[TensorMap], tensors: dict[str, SafetensorsFile], dtype,
-                    pool: ThreadPoolExecutor) -> jax.Array:
-    """One parameter on the default device: the HF tensors are copied as they are (sequential
-    reads of the memory map, the layers' in parallel threads), then one jitted program changes the
-    layout and the dtype. numpy's transposing copy of a large strided array runs at a fraction
-    of memory speed (load time of a 1.24B model: 19.7 s, 16.7 s of it in those copies); XLA's
-    transpose is blocked and multi-threaded."""
-    first = tensors[maps[0].hf_name].get(maps[0].hf_name)
-    if maps[0].layer is None:
-        raw = jax.device_put(first)
-        to_ours = maps[0].from_hf
-    else:
-        host = np.empty((len(maps), *first.shape), first.dtype)
-
-        def fill(m: TensorMap) -> None:
-            host[m.layer] = tensors[m.hf_name].get(m.hf_name)
-
-        list(pool.map(fill, maps))
-        raw = jax.device_put(host)
-        del host
-        to_ours = jax.vmap(maps[0].from_hf)  # every layer's entry converts the same way
-    return jax.jit(lambda r: to_ours(r).astype(dtype))(raw)
 
 
 def load_pretrained(path_or_hub_name: str | Path, *, dtype=jnp.float32, param_dtype=None, mesh=None,
@@ -168,12 +167,12 @@ def load_pretrained(path_or_hub_name: str | Path, *, dtype=jnp.float32, param_dt
             if path not in by_path:
                 raise ValueError(f"parameter {path} has no checkpoint mapping")
             _check_shapes(by_path[path], tensors)
-            if mesh is None:
-                variable.set_value(_read_on_device(by_path[path], tensors, param_dtype, pool))
-                continue
             host_array = _read(by_path[path], tensors, variable.get_value().shape, param_dtype, pool)
-            variable.set_value(_place(host_array, variable.get_metadata().get("logical_axes"), mesh, rules))
-            del host_array  # one parameter on the host at a time
+            if mesh is None:  # on the CPU the device buffer is host_array itself (no copy)
+                variable.set_value(jax.device_put(host_array))
+            else:
+                variable.set_value(_place(host_array, variable.get_metadata().get("logical_axes"), mesh, rules))
+            del host_array  # one parameter in flight at a time
     return nnx.merge(graphdef, state), config
 
 

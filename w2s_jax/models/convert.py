@@ -2,8 +2,10 @@
 
 HF `nn.Linear` weights are `out x in`; ours are `in x out` with heads split out
 (q: D x N x H, o: N x H x D). Per-layer HF tensors (`model.layers.{i}.*`) are slice i of our
-stacked layer parameters (leading layer axis): their entries carry `layer=i`. Each entry converts a tensor both ways with numpy views where
-possible, so a memory-mapped checkpoint tensor is not copied until it is placed on a device.
+stacked layer parameters (leading layer axis): their entries carry `layer=i`. Each entry converts
+a tensor both ways with numpy views where possible, so a memory-mapped checkpoint tensor is not
+copied until it is placed on a device; `transposed` marks the linear weights, whose conversion
+is a transpose the loader does tile by tile (`host_copy.transpose_into`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class TensorMap:
     from_hf: Callable[[np.ndarray], np.ndarray]  # HF layout -> ours (layer `layer`'s slice if stacked)
     to_hf: Callable[[np.ndarray], np.ndarray]  # our parameter at `path` (stacked: all layers) -> HF layout
     layer: int | None = None  # index on the stacked parameter's layer axis; None: not per-layer
+    transposed: bool = False  # from_hf is `w.T.reshape(...)`: the loader copies it as a transpose
 
 
 def _same(shape):
@@ -56,14 +59,15 @@ def tensor_maps(config: ModelConfig) -> list[TensorMap]:
     maps = [TensorMap(("embedding",), "model.embed_tokens.weight", (V, D), _same((V, D)), _same((V, D))),
             TensorMap(("final_norm", "weight"), "model.norm.weight", (D,), _same((D,)), _same((D,)))]
     if not c.tie_word_embeddings:
-        maps.append(TensorMap(("lm_head",), "lm_head.weight", (V, D), _linear_in((D, V)), _linear_in_back((V, D))))
+        maps.append(TensorMap(("lm_head",), "lm_head.weight", (V, D), _linear_in((D, V)), _linear_in_back((V, D)),
+                              transposed=True))
     for i in range(c.num_layers):
         hf = f"model.layers.{i}."
         ours: Path = ("layers",)
 
         def linear(sub: tuple, name: str, out_in: tuple[int, int], ours_shape: tuple[int, ...]):
             maps.append(TensorMap(ours + sub, hf + name + ".weight", out_in, _linear_in(ours_shape),
-                                  _at_layer(i, _linear_in_back(out_in)), layer=i))
+                                  _at_layer(i, _linear_in_back(out_in)), layer=i, transposed=True))
 
         def vector(sub: tuple, name: str, hf_len: int, ours_shape: tuple[int, ...]):
             maps.append(TensorMap(ours + sub, hf + name, (hf_len,), _same(ours_shape),
@@ -73,7 +77,8 @@ def tensor_maps(config: ModelConfig) -> list[TensorMap]:
         linear(("attn", "k_proj"), "self_attn.k_proj", (K * H, D), (D, K, H))
         linear(("attn", "v_proj"), "self_attn.v_proj", (K * H, D), (D, K, H))
         maps.append(TensorMap(ours + ("attn", "o_proj"), hf + "self_attn.o_proj.weight", (D, N * H),
-                              _linear_in((N, H, D)), _at_layer(i, _linear_in_back((D, N * H))), layer=i))
+                              _linear_in((N, H, D)), _at_layer(i, _linear_in_back((D, N * H))), layer=i,
+                              transposed=True))
         if c.qkv_bias:
             vector(("attn", "q_bias"), "self_attn.q_proj.bias", N * H, (N, H))
             vector(("attn", "k_bias"), "self_attn.k_proj.bias", K * H, (K, H))

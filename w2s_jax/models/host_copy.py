@@ -1,0 +1,81 @@
+"""Host copies into preallocated arrays: cache-blocked transposes that convert the dtype on the
+way, and page-aligned, pre-faulted buffers that JAX's CPU client adopts without copying.
+
+Loading a checkpoint changes every linear weight from HF's `out x in` layout to our `in x out`.
+numpy's copy of a transposed view walks the source with a stride of a whole row, so each element
+read misses the cache: ~0.3 GB/s for a 8192 x 2048 bfloat16 matrix on one core. Copying the
+same transpose one tile of 64 source rows x 256 columns at a time keeps both tiles in cache:
+~1.3-1.6 GB/s whichever side is longer (square 256 x 256 tiles: 1.6 GB/s one way, 0.4 GB/s the
+other, where 256 rows at a power-of-two stride share too few cache sets), as fast as XLA:CPU's
+transpose of the same matrix (~1.3 GB/s) with no device program to compile.
+"""
+
+from __future__ import annotations
+
+import math
+import mmap
+
+import numpy as np
+
+_ALIGN_BYTES = 64  # XLA:CPU's buffer alignment: device_put adopts such a numpy array in place
+_TILE_ROWS, _TILE_COLS = 64, 256  # source rows x columns of one tile (32 KiB of bfloat16)
+
+
+def host_buffer(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """An uninitialised array of `shape` and `dtype` in its own page-aligned memory map, its pages
+    mapped up front.
+
+    Page-aligned (>= 64 bytes), so `jax.device_put` on the CPU makes this memory the device
+    buffer instead of copying it: the loaded parameter costs its own size once, not twice. Mapped
+    up front (`MAP_POPULATE`, Linux), because faulting fresh pages in one at a time as they are
+    first written costs more than the copy itself: 1.5 s per GiB on the 2-vCPU VM of
+    docs/benchmarks.md, 0.28 s populated. Its own mapping, so the memory goes back to the system
+    when the array is freed. Elsewhere: a 64-byte aligned slice of `np.empty`.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    populate = getattr(mmap, "MAP_POPULATE", None)
+    if populate is not None and nbytes >= mmap.PAGESIZE:
+        region = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | populate)
+        return np.frombuffer(region, dtype).reshape(shape)
+    raw = np.empty(nbytes + _ALIGN_BYTES, np.uint8)
+    start = -raw.ctypes.data % _ALIGN_BYTES
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def _bits(array: np.ndarray) -> np.ndarray:
+    """The same memory as unsigned integers of the same width: numpy copies those with its plain
+    loops (a custom dtype such as bfloat16 may go through slower per-element casts)."""
+    return array.view(np.dtype(f"u{array.dtype.itemsize}"))
+
+
+def copy_into(dst: np.ndarray, src: np.ndarray) -> None:
+    """`dst[...] = src` with dst's dtype (same shapes)."""
+    if dst.dtype == src.dtype:
+        _bits(dst)[...] = _bits(src)
+    else:
+        dst[...] = src
+
+
+def transpose_into(dst: np.ndarray, src: np.ndarray) -> None:
+    """`dst[...] = src.T` for a 2-D `src` of shape (R, C) and `dst` of shape (C, R), converting to
+    dst's dtype, one tile at a time (see the module docstring).
+
+    With a dtype change each panel of `_TILE_ROWS` source rows is first converted into a small
+    scratch array of dst's dtype (a contiguous copy), then transposed tile by tile like the rest.
+    """
+    R, C = src.shape
+    if dst.shape != (C, R):
+        raise ValueError(f"transpose of shape {src.shape} does not fit an array of shape {dst.shape}")
+    same = dst.dtype == src.dtype
+    scratch = None if same else np.empty((_TILE_ROWS, C), dst.dtype)
+    target = _bits(dst)
+    for r in range(0, R, _TILE_ROWS):
+        rows = min(_TILE_ROWS, R - r)
+        if same:
+            panel = _bits(src[r:r + rows])
+        else:
+            scratch[:rows] = src[r:r + rows]
+            panel = _bits(scratch[:rows])
+        for c in range(0, C, _TILE_COLS):
+            target[c:c + _TILE_COLS, r:r + rows] = panel[:, c:c + _TILE_COLS].T
