@@ -27,8 +27,10 @@ from w2s_jax.models.config import ModelConfig
 class KVCache:
     """Keys/values of every layer for B rows and S slots (prompts left-padded).
 
-    keys, values: L arrays `B x K x S x H` each (head-major: attention reads them without a
-    transpose); valid_BxS: False on padding and unwritten slots; index: int32 scalar, the next
+    keys: L arrays `B x K x H x S`; values: L arrays `B x K x S x H` (each the layout its
+    contraction reads: q @ k and p @ v are plain batched matmuls, no transpose of the cache; a
+    decode step's q @ k over keys stored `S x H` ran 2.3x slower, 0.48 against 0.21 ms, B=16,
+    K=4, S=384, H=32, G=2, one core); valid_BxS: False on padding and unwritten slots; index: int32 scalar, the next
     slot to write (shared by all rows).
     """
 
@@ -47,11 +49,12 @@ class KVCache:
         return LayerCache(keys=self.keys, values=self.values, layer=layer)
 
     def written(self, new_keys_L: jax.Array, new_values_L: jax.Array, valid_BxS: jax.Array, num_new: int) -> KVCache:
-        """The cache with T new keys/values per layer (`L x B x K x T x H`, stacked by the scan)
-        written at slots [index, index + T), in place when the cache is donated."""
-        start = (0, 0, self.index, 0)
-        return KVCache(keys=tuple(jax.lax.dynamic_update_slice(k, new_keys_L[i], start) for i, k in enumerate(self.keys)),
-                       values=tuple(jax.lax.dynamic_update_slice(v, new_values_L[i], start)
+        """The cache with T new keys (`L x B x K x H x T`) and values (`L x B x K x T x H`), as
+        the scan stacks them, written at slots [index, index + T), in place when it is donated."""
+        at = self.index
+        return KVCache(keys=tuple(jax.lax.dynamic_update_slice(k, new_keys_L[i], (0, 0, 0, at))
+                                  for i, k in enumerate(self.keys)),
+                       values=tuple(jax.lax.dynamic_update_slice(v, new_values_L[i], (0, 0, at, 0))
                                     for i, v in enumerate(self.values)),
                        valid_BxS=valid_BxS, index=(self.index + num_new).astype(jnp.int32))
 
@@ -66,14 +69,14 @@ class LayerCache:
 
     @property
     def max_len(self) -> int:
-        return self.keys[0].shape[2]
+        return self.values[0].shape[2]
 
     @property
     def dtype(self):
         return self.keys[0].dtype
 
     def with_keys(self, fn: Callable[[jax.Array], jax.Array]) -> jax.Array:
-        """`fn(k_BxKxSxH)` on this layer's keys (its other inputs closed over)."""
+        """`fn(k_BxKxHxS)` on this layer's keys (its other inputs closed over)."""
         return _per_layer(self.layer, self.keys, fn)
 
     def with_values(self, fn: Callable[[jax.Array], jax.Array]) -> jax.Array:
@@ -98,7 +101,7 @@ def init_cache(config: ModelConfig, *, batch_size: int, max_len: int, dtype=jnp.
     """An empty cache (all slots invalid, index 0) for `batch_size` rows and `max_len` slots."""
     if batch_size <= 0 or max_len <= 0:
         raise ValueError(f"batch_size={batch_size} and max_len={max_len} must be positive")
-    shape = (batch_size, config.num_kv_heads, max_len, config.head_dim)
-    zeros = lambda: tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))  # noqa: E731
-    return KVCache(keys=zeros(), values=zeros(), valid_BxS=jnp.zeros((batch_size, max_len), bool),
+    B, K, S, H = batch_size, config.num_kv_heads, max_len, config.head_dim
+    zeros = lambda shape: tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))  # noqa: E731
+    return KVCache(keys=zeros((B, K, H, S)), values=zeros((B, K, S, H)), valid_BxS=jnp.zeros((batch_size, max_len), bool),
                    index=jnp.zeros((), jnp.int32))

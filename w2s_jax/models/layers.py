@@ -158,7 +158,7 @@ class Attention(nnx.Module):
         the T new tokens occupy slots [index, index + T) and attend to the slots written before
         and to each other.
 
-        Returns (out_BxTxD, None without a cache, else the new tokens' (k_BxKxTxH, v_BxKxTxH)
+        Returns (out_BxTxD, None without a cache, else the new tokens' (k_BxKxHxT, v_BxKxTxH)
         in the cache's dtype, for the caller to write at slot `index`: the cache itself is only
         read here, so neither a decode step nor a prefill chunk copies it).
         """
@@ -180,15 +180,16 @@ class Attention(nnx.Module):
         # 7.7 ms with rank-5 scores and 11.7 ms for the "BTKGH,BSKH->BKGTS" einsum. Same values.
         q_BxKxGTxH = q_BxTxNxH.reshape(B, T, K, G, H).transpose(0, 2, 3, 1, 4).reshape(B, K, G * T, H)
         if kv_cache is not None:
-            # The cache is stored head-major (B x K x S x H), the layout the contractions read, so
-            # only the T new keys are transposed, never the S cached ones.
-            new_kv = (k_BxTxKxH.transpose(0, 2, 1, 3).astype(kv_cache.dtype),
+            # Keys are stored B x K x H x S and values B x K x S x H (`kv_cache.py`): both
+            # contractions then read the cache in the layout a matmul wants, so only the T new
+            # keys and values are transposed, never the S cached ones.
+            new_kv = (k_BxTxKxH.transpose(0, 2, 3, 1).astype(kv_cache.dtype),
                       v_BxTxKxH.transpose(0, 2, 1, 3).astype(kv_cache.dtype))
-            k_new_BxKxTxH, v_new_BxKxTxH = (x.astype(self.dtype) for x in new_kv)
+            k_new_BxKxHxT, v_new_BxKxTxH = (x.astype(self.dtype) for x in new_kv)
             S = kv_cache.max_len
             cached_BxTxS = mask_BxTxS & (jnp.arange(S) < index)  # slots written before this call
             new_BxTxT = jax.lax.dynamic_slice_in_dim(mask_BxTxS, index, T, axis=2)  # the T new slots
-            out_BxKxGTxH = self._attend_cached(q_BxKxGTxH, kv_cache, k_new_BxKxTxH=k_new_BxKxTxH,
+            out_BxKxGTxH = self._attend_cached(q_BxKxGTxH, kv_cache, k_new_BxKxHxT=k_new_BxKxHxT,
                                                v_new_BxKxTxH=v_new_BxKxTxH, cached_BxTxS=cached_BxTxS,
                                                new_BxTxT=new_BxTxT)
             kv_cache = new_kv
@@ -217,7 +218,7 @@ class Attention(nnx.Module):
         mask_Bx1xGTxS = jnp.broadcast_to(mask_BxTxS[:, None, None], (B, 1, G, T, S)).reshape(B, 1, GT, S)
         return jnp.where(mask_Bx1xGTxS, scores, jnp.finfo(scores.dtype).min).astype(jnp.float32)
 
-    def _attend_cached(self, q_BxKxGTxH, kv_cache, *, k_new_BxKxTxH, v_new_BxKxTxH, cached_BxTxS,
+    def _attend_cached(self, q_BxKxGTxH, kv_cache, *, k_new_BxKxHxT, v_new_BxKxTxH, cached_BxTxS,
                        new_BxTxT) -> jnp.ndarray:
         """The T new queries over the S cached slots (where `cached_BxTxS`) and the T new keys
         (where `new_BxTxT`), as one softmax over S + T; returns out_BxKxGTxH. Inference only.
@@ -228,21 +229,11 @@ class Attention(nnx.Module):
         not GT x S probabilities, and XLA:CPU has no softmax to fuse into the matmul's operand
         (8.9 against 10.5 ms, B=16, 4 kv heads, 128 x 512 scores, one core; training keeps
         softmax-then-matmul, whose backward pass was 1.9x faster than autodiff of this form).
-        One query per head (a decode step) uses products summed over an axis: the matmuls would
-        be G x H by H x S, which XLA:CPU sends to a general matmul kernel at several times the
-        cost of this fused multiply-and-sum (one layer's attention, S = 384, 4 kv heads of 32,
-        G = 2: 55 -> 29 us at B = 1).
         """
-        GT, T = q_BxKxGTxH.shape[2], k_new_BxKxTxH.shape[2]
-        G = GT // T
+        G = q_BxKxGTxH.shape[2] // k_new_BxKxHxT.shape[3]
         as_dtype = lambda x: x.astype(self.dtype)  # noqa: E731
-        if T == 1:
-            cached = kv_cache.with_keys(
-                lambda k: jnp.sum(q_BxKxGTxH[:, :, :, None, :] * as_dtype(k)[:, :, None], axis=-1))
-            new = jnp.sum(q_BxKxGTxH * k_new_BxKxTxH, axis=-1, keepdims=True)
-        else:
-            cached = kv_cache.with_keys(lambda k: jnp.einsum("bkqh,bksh->bkqs", q_BxKxGTxH, as_dtype(k)))
-            new = jnp.einsum("bkqh,bkth->bkqt", q_BxKxGTxH, k_new_BxKxTxH)
+        cached = kv_cache.with_keys(lambda k_BxKxHxS: q_BxKxGTxH @ as_dtype(k_BxKxHxS))
+        new = q_BxKxGTxH @ k_new_BxKxHxT
         # one softmax over the S + T slots, in two parts sharing their max (no concatenation)
         cached = self._scores(cached, cached_BxTxS, G)
         new = self._scores(new, new_BxTxT, G)
@@ -250,11 +241,7 @@ class Attention(nnx.Module):
         e_cached, e_new = jnp.exp(cached - peak), jnp.exp(new - peak)
         total = jnp.sum(e_cached, axis=-1, keepdims=True) + jnp.sum(e_new, axis=-1, keepdims=True)
         p_cached, p_new = e_cached.astype(self.dtype), e_new.astype(self.dtype)
-        if T == 1:
-            out = kv_cache.with_values(
-                lambda v: jnp.sum(p_cached[..., None] * as_dtype(v)[:, :, None], axis=-2)) + p_new * v_new_BxKxTxH
-        else:
-            out = kv_cache.with_values(lambda v: p_cached @ as_dtype(v)) + p_new @ v_new_BxKxTxH
+        out = kv_cache.with_values(lambda v_BxKxSxH: p_cached @ as_dtype(v_BxKxSxH)) + p_new @ v_new_BxKxTxH
         return (out / total.astype(self.dtype)).astype(self.dtype)
 
 
