@@ -18,7 +18,7 @@ import mmap
 import numpy as np
 
 _ALIGN_BYTES = 64  # XLA:CPU's buffer alignment: device_put adopts such a numpy array in place
-_TILE_ROWS, _TILE_COLS = 64, 256  # source rows x columns of one tile (32 KiB of bfloat16)
+_TILE_ROWS, _TILE_COLS = 64, 256  # source rows x columns of one tile
 
 
 def host_buffer(shape: tuple[int, ...], dtype) -> np.ndarray:
@@ -57,25 +57,40 @@ def copy_into(dst: np.ndarray, src: np.ndarray) -> None:
         dst[...] = src
 
 
+def _transpose_tiles(dst: np.ndarray, src: np.ndarray) -> None:
+    """`dst[...] = src.T` (same dtype), one tile at a time."""
+    R, C = src.shape
+    for r in range(0, R, _TILE_ROWS):
+        for c in range(0, C, _TILE_COLS):
+            dst[c:c + _TILE_COLS, r:r + _TILE_ROWS] = src[r:r + _TILE_ROWS, c:c + _TILE_COLS].T
+
+
 def transpose_into(dst: np.ndarray, src: np.ndarray) -> None:
     """`dst[...] = src.T` for a 2-D `src` of shape (R, C) and `dst` of shape (C, R), converting to
     dst's dtype, one tile at a time (see the module docstring).
 
-    With a dtype change each panel of `_TILE_ROWS` source rows is first converted into a small
-    scratch array of dst's dtype (a contiguous copy), then transposed tile by tile like the rest.
+    Narrow elements (bfloat16: 2 bytes) move as packs of 8 bytes: the (R, C / 4) matrix of packs
+    is transposed tile by tile into a scratch array, then each of the 4 lanes of a pack is written
+    to its own rows of dst (a row-local copy). Per element that is ~1.5x faster than moving each
+    element alone: a tile copy costs about the same per element, whatever its size. Odd shapes and
+    8-byte dtypes are transposed element by element. A dtype change comes after the transpose, as
+    a copy of contiguous rows (numpy converts bfloat16 4x slower when it has to stride).
     """
     R, C = src.shape
     if dst.shape != (C, R):
         raise ValueError(f"transpose of shape {src.shape} does not fit an array of shape {dst.shape}")
-    same = dst.dtype == src.dtype
-    scratch = None if same else np.empty((_TILE_ROWS, C), dst.dtype)
+    if dst.dtype != src.dtype:  # transpose in src's dtype, then convert contiguous rows
+        transposed = np.empty((C, R), src.dtype)
+        transpose_into(transposed, src)
+        dst[...] = transposed
+        return
+    pack = 8 // src.dtype.itemsize
+    if pack == 1 or C % pack or src.strides[1] != src.dtype.itemsize:
+        _transpose_tiles(_bits(dst), _bits(src))
+        return
+    packs = np.empty((C // pack, R), np.uint64)
+    _transpose_tiles(packs, np.ascontiguousarray(_bits(src)).view(np.uint64))
+    lanes = packs.view(_bits(src).dtype).reshape(C // pack, R, pack)
     target = _bits(dst)
-    for r in range(0, R, _TILE_ROWS):
-        rows = min(_TILE_ROWS, R - r)
-        if same:
-            panel = _bits(src[r:r + rows])
-        else:
-            scratch[:rows] = src[r:r + rows]
-            panel = _bits(scratch[:rows])
-        for c in range(0, C, _TILE_COLS):
-            target[c:c + _TILE_COLS, r:r + rows] = panel[:, c:c + _TILE_COLS].T
+    for lane in range(pack):
+        target[lane::pack] = lanes[:, :, lane]
