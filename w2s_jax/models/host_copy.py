@@ -15,10 +15,12 @@ from __future__ import annotations
 import math
 import mmap
 
+import ml_dtypes
 import numpy as np
 
 _ALIGN_BYTES = 64  # XLA:CPU's buffer alignment: device_put adopts such a numpy array in place
 _TILE_ROWS, _TILE_COLS = 64, 256  # source rows x columns of one tile
+_BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 
 
 def host_buffer(shape: tuple[int, ...], dtype) -> np.ndarray:
@@ -72,20 +74,24 @@ def transpose_into(dst: np.ndarray, src: np.ndarray) -> None:
     Narrow elements (bfloat16: 2 bytes) move as packs of 8 bytes: the (R, C / 4) matrix of packs
     is transposed tile by tile into a scratch array, then each of the 4 lanes of a pack is written
     to its own rows of dst (a row-local copy). Per element that is ~1.5x faster than moving each
-    element alone: a tile copy costs about the same per element, whatever its size. Odd shapes and
-    8-byte dtypes are transposed element by element. A dtype change comes after the transpose, as
-    a copy of contiguous rows (numpy converts bfloat16 4x slower when it has to stride).
+    element alone: a tile copy costs about the same per element, whatever its size. bfloat16 ->
+    float32 widens in that last copy (a float32's bits are the bfloat16's followed by 16 zero
+    bits: exact, and 1.3-2x faster than numpy's bfloat16 conversion after the transpose). Other
+    dtype changes come after the transpose, as a copy of contiguous rows; odd shapes and 8-byte
+    dtypes are transposed element by element.
     """
     R, C = src.shape
     if dst.shape != (C, R):
         raise ValueError(f"transpose of shape {src.shape} does not fit an array of shape {dst.shape}")
-    if dst.dtype != src.dtype:  # transpose in src's dtype, then convert contiguous rows
+    pack = 8 // src.dtype.itemsize
+    packable = pack > 1 and C % pack == 0 and src.strides[1] == src.dtype.itemsize
+    widen = packable and src.dtype == _BFLOAT16 and dst.dtype == np.float32
+    if dst.dtype != src.dtype and not widen:  # transpose in src's dtype, then convert contiguous rows
         transposed = np.empty((C, R), src.dtype)
         transpose_into(transposed, src)
         dst[...] = transposed
         return
-    pack = 8 // src.dtype.itemsize
-    if pack == 1 or C % pack or src.strides[1] != src.dtype.itemsize:
+    if not packable:
         _transpose_tiles(_bits(dst), _bits(src))
         return
     packs = np.empty((C // pack, R), np.uint64)
@@ -93,4 +99,7 @@ def transpose_into(dst: np.ndarray, src: np.ndarray) -> None:
     lanes = packs.view(_bits(src).dtype).reshape(C // pack, R, pack)
     target = _bits(dst)
     for lane in range(pack):
-        target[lane::pack] = lanes[:, :, lane]
+        if widen:
+            np.left_shift(lanes[:, :, lane], 16, out=target[lane::pack], dtype=np.uint32)
+        else:
+            target[lane::pack] = lanes[:, :, lane]
