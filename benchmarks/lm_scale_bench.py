@@ -15,8 +15,12 @@ and checks that both sides generate the same 16 tokens in float32.
 
     python benchmarks/lm_scale_bench.py                      # ~10 minutes on 2 cores, 24 GB
     python benchmarks/lm_scale_bench.py --checkpoint-dir ckpt  # keep the checkpoint for reruns
+    python benchmarks/lm_scale_bench.py --checkpoint-dir ckpt --load-only --repeats 3  # loading alone
 
 Each (side, dtype) runs in its own process, one after the other, so the memory figures do not mix.
+With --load-only each process only loads, and the four loads are repeated --repeats times in
+turn (median reported): on a VM the first process to take a few GB of fresh memory pays more for
+it than the ones after it, which in the full run is always ours in float32.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ def parse_args(argv=None):
     parser.add_argument("--in-process", action="store_true",
                         help="run every measurement in this process (quick checks; memory figures mix)")
     parser.add_argument("--repeats", type=int, default=3, help="warm runs per figure (median reported)")
+    parser.add_argument("--load-only", action="store_true",
+                        help="measure loading alone: load time and peak memory, --repeats rounds of the four loads")
     parser.add_argument("--worker", nargs=2, metavar=("SIDE", "DTYPE"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -156,6 +162,7 @@ def _timed(fn):
 
 
 REPEATS = [3]  # warm runs per figure (set from --repeats)
+LOAD_ONLY = [False]  # stop each measurement after loading (set from --load-only)
 
 
 def _warm(fn) -> float:
@@ -178,6 +185,8 @@ def measure_ours(ckpt: Path, dtype_name: str, prompt: list[int], completion: lis
 
     load_s, model = _timed(load)
     load_peak = memory.sample_gb()
+    if LOAD_ONLY[0]:
+        return dict(load=load_s, load_peak_anon_gb=load_peak)
     gen = lambda: generate(model, None, [prompt], max_new_tokens=NEW_TOKENS, sampler=Greedy(),  # noqa: E731
                            eos_token_ids=()).token_ids[0]
     cold_s, tokens = _timed(gen)
@@ -196,6 +205,8 @@ def measure_transformers(ckpt: Path, dtype_name: str, prompt: list[int], complet
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     load_s, model = _timed(lambda: AutoModelForCausalLM.from_pretrained(ckpt, dtype=getattr(torch, dtype_name)).eval())
     load_peak = memory.sample_gb()
+    if LOAD_ONLY[0]:
+        return dict(load=load_s, load_peak_anon_gb=load_peak)
     ids = torch.tensor([prompt])
 
     def gen():
@@ -232,18 +243,39 @@ def run_worker(ckpt: Path, side: str, dtype_name: str) -> dict:
 # --- the run --------------------------------------------------------------------------------------------
 
 
+def _run_worker_process(ckpt: Path, side: str, dtype_name: str) -> dict:
+    command = [sys.executable, __file__, "--worker", side, dtype_name, "--checkpoint-dir", str(ckpt),
+               "--repeats", str(REPEATS[0])] + (["--load-only"] if LOAD_ONLY[0] else [])
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{side} {dtype_name} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def report_loads(ckpt: Path, preset: str) -> None:
+    """--load-only: REPEATS rounds of the four loads, each in a fresh process, in turn."""
+    weights_gb = sum(int(np.prod(s)) for _, s in hf_tensor_shapes(PRESETS[preset])) * 2 / 2**30
+    rounds = [{run: _run_worker_process(ckpt, *run) for run in RUNS} for _ in range(REPEATS[0])]
+    print(f"preset={preset} ({weights_gb:.2f} GiB of bf16 weights), {len(os.sched_getaffinity(0))} cores, "
+          f"{REPEATS[0]} rounds of the four loads in turn; median [every round]")
+    for side, dtype_name in RUNS:
+        loads = [r[side, dtype_name]["load"] for r in rounds]
+        peaks = [r[side, dtype_name]["load_peak_anon_gb"] for r in rounds]
+        print(f"{side:>12} {dtype_name:<8}  load {statistics.median(loads):6.2f} s "
+              f"[{', '.join(f'{x:.2f}' for x in loads)}]  peak anon {statistics.median(peaks):5.2f} GiB "
+              f"({statistics.median(peaks) / weights_gb:.2f}x the bf16 weights)")
+    for dtype_name in ("float32", "bfloat16"):
+        ratio = statistics.median(r["ours", dtype_name]["load"] / r["transformers", dtype_name]["load"] for r in rounds)
+        print(f"{dtype_name}: load time ours / transformers, median of the rounds' ratios: {ratio:.2f}x")
+
+
 def _run_all(ckpt: Path, in_process: bool) -> dict:
     results = {}
     for side, dtype_name in RUNS:
         if in_process:
             results[side, dtype_name] = run_worker(ckpt, side, dtype_name)
             continue
-        proc = subprocess.run([sys.executable, __file__, "--worker", side, dtype_name, "--checkpoint-dir",
-                               str(ckpt), "--repeats", str(REPEATS[0])], capture_output=True, text=True,
-                              check=False)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{side} {dtype_name} failed:\n{proc.stderr[-3000:]}")
-        results[side, dtype_name] = json.loads(proc.stdout.strip().splitlines()[-1])
+        results[side, dtype_name] = _run_worker_process(ckpt, side, dtype_name)
     return results
 
 
@@ -280,6 +312,7 @@ def report(results: dict, preset: str) -> None:
 def main(argv=None) -> None:
     args = parse_args(argv)
     REPEATS[0] = args.repeats
+    LOAD_ONLY[0] = args.load_only
     if args.worker:
         from w2s_jax.startup import prepare_jax
 
@@ -290,7 +323,10 @@ def main(argv=None) -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = build_checkpoint(Path(args.checkpoint_dir or tmp), args.preset)
-        report(_run_all(ckpt, args.in_process), args.preset)
+        if args.load_only:
+            report_loads(ckpt, args.preset)
+        else:
+            report(_run_all(ckpt, args.in_process), args.preset)
 
 
 if __name__ == "__main__":
