@@ -86,6 +86,28 @@ def test_sliding_window_is_exercised(family, checkpoints, models):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_chunked_prefill_over_key_blocks_matches_uncached(family, models, monkeypatch):
+    """Prefill in chunks of 3 tokens with the cached slots read in blocks of 4 (the online softmax
+    over blocks: 0, 1 and 2 blocks, the last one partly written), then one decode step: the same
+    logits as one full pass, left padding and sliding windows included."""
+    from w2s_jax.models import layers
+
+    monkeypatch.setattr(layers, "_PREFILL_KEY_BLOCK", 4)
+    model, config = models[family, False]
+    tokens_BxT, valid_BxT, positions_BxT = _batch()
+    full = _forward(model, tokens_BxT, valid_BxT, positions_BxT)
+    cache = init_cache(config, batch_size=B, max_len=12)  # 3 blocks of 4 slots
+    step = nnx.jit(lambda m, tok, pos, val, c: m(tok, positions_BxT=pos, valid_BxT=val, cache=c))
+    pieces = []
+    for start, stop in ((0, 3), (3, 6), (6, 9), (9, 10)):
+        logits, cache = step(model, tokens_BxT[:, start:stop], positions_BxT[:, start:stop],
+                             valid_BxT[:, start:stop], cache)
+        pieces.append(np.asarray(logits))
+    cached = np.concatenate(pieces, axis=1)
+    np.testing.assert_allclose(cached[valid_BxT], full[valid_BxT], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_cached_decoding_matches_uncached(family, models):
     """Prefill PROMPT_LEN slots, then feed one token at a time: same logits as one full pass."""
     model, config = models[family, False]

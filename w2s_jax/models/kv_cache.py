@@ -83,8 +83,12 @@ class LayerCache:
         """`fn(v_BxKxSxH)` on this layer's values."""
         return _per_layer(self.layer, self.values, fn)
 
+    def with_keys_and_values(self, fn: Callable[[jax.Array, jax.Array], jax.Array]) -> jax.Array:
+        """`fn(k_BxKxHxS, v_BxKxSxH)` on this layer's keys and values."""
+        return _per_layer(self.layer, tuple(zip(self.keys, self.values)), lambda kv: fn(*kv))
 
-def _per_layer(layer, arrays_L: tuple[jax.Array, ...], fn):
+
+def _per_layer(layer, arrays_L: tuple, fn):
     """`fn(arrays_L[layer])` for a traced `layer`: one `lax.switch` branch per layer, the branch
     taken reading its layer's array in place, where a slice of a stacked array would be a copy
     (module docstring). Measured alone (4 layers, B=16, K=4, S=512, H=32, scores of one query per

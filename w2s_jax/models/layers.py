@@ -191,7 +191,7 @@ class Attention(nnx.Module):
             new_BxTxT = jax.lax.dynamic_slice_in_dim(mask_BxTxS, index, T, axis=2)  # the T new slots
             out_BxKxGTxH = self._attend_cached(q_BxKxGTxH, kv_cache, k_new_BxKxHxT=k_new_BxKxHxT,
                                                v_new_BxKxTxH=v_new_BxKxTxH, cached_BxTxS=cached_BxTxS,
-                                               new_BxTxT=new_BxTxT)
+                                               new_BxTxT=new_BxTxT, num_written=index)
             kv_cache = new_kv
         else:
             k_BxKxSxH = k_BxTxKxH.transpose(0, 2, 1, 3)
@@ -219,7 +219,7 @@ class Attention(nnx.Module):
         return jnp.where(mask_Bx1xGTxS, scores, jnp.finfo(scores.dtype).min).astype(jnp.float32)
 
     def _attend_cached(self, q_BxKxGTxH, kv_cache, *, k_new_BxKxHxT, v_new_BxKxTxH, cached_BxTxS,
-                       new_BxTxT) -> jnp.ndarray:
+                       new_BxTxT, num_written) -> jnp.ndarray:
         """The T new queries over the S cached slots (where `cached_BxTxS`) and the T new keys
         (where `new_BxTxT`), as one softmax over S + T; returns out_BxKxGTxH. Inference only.
 
@@ -231,6 +231,10 @@ class Attention(nnx.Module):
         softmax-then-matmul, whose backward pass was 1.9x faster than autodiff of this form).
         """
         G = q_BxKxGTxH.shape[2] // k_new_BxKxHxT.shape[3]
+        if k_new_BxKxHxT.shape[3] > 1 and kv_cache.max_len % _PREFILL_KEY_BLOCK == 0:
+            return self._attend_cached_blocks(q_BxKxGTxH, kv_cache, k_new_BxKxHxT=k_new_BxKxHxT,
+                                              v_new_BxKxTxH=v_new_BxKxTxH, cached_BxTxS=cached_BxTxS,
+                                              new_BxTxT=new_BxTxT, num_written=num_written)
         as_dtype = lambda x: x.astype(self.dtype)  # noqa: E731
         cached = kv_cache.with_keys(lambda k_BxKxHxS: q_BxKxGTxH @ as_dtype(k_BxKxHxS))
         new = q_BxKxGTxH @ k_new_BxKxHxT
@@ -244,6 +248,45 @@ class Attention(nnx.Module):
         out = kv_cache.with_values(lambda v_BxKxSxH: p_cached @ as_dtype(v_BxKxSxH)) + p_new @ v_new_BxKxTxH
         return (out / total.astype(self.dtype)).astype(self.dtype)
 
+    def _attend_cached_blocks(self, q_BxKxGTxH, kv_cache, *, k_new_BxKxHxT, v_new_BxKxTxH, cached_BxTxS,
+                              new_BxTxT, num_written) -> jnp.ndarray:
+        """`_attend_cached` for a prefill chunk (T > 1): the cached slots are read in blocks of
+        `_PREFILL_KEY_BLOCK`, and only the blocks holding slots written before this call (the
+        first ceil(num_written / block)), with an online softmax across blocks (running max,
+        sum and PV product, rescaled when the max grows). Chunk i of a prompt reads i chunks'
+        worth of slots instead of all S: about half the cached attention of a prefill.
+        """
+        G = q_BxKxGTxH.shape[2] // k_new_BxKxHxT.shape[3]
+        block = _PREFILL_KEY_BLOCK
+        dtype = self.dtype
+        # the T new keys first: every real query sees itself, so the running max starts finite
+        new = self._scores(q_BxKxGTxH @ k_new_BxKxHxT, new_BxTxT, G)
+        peak = jnp.max(new, axis=-1, keepdims=True)
+        e_new = jnp.exp(new - peak)
+        start = (peak, jnp.sum(e_new, axis=-1, keepdims=True), e_new.astype(dtype) @ v_new_BxKxTxH)
+        num_blocks = (num_written + block - 1) // block
+
+        def over_blocks(k_BxKxHxS, v_BxKxSxH):
+            def add_block(i, carry):
+                peak, total, out = carry
+                at = i * block
+                k_block = jax.lax.dynamic_slice_in_dim(k_BxKxHxS, at, block, axis=3).astype(dtype)
+                v_block = jax.lax.dynamic_slice_in_dim(v_BxKxSxH, at, block, axis=2).astype(dtype)
+                scores = self._scores(q_BxKxGTxH @ k_block,
+                                      jax.lax.dynamic_slice_in_dim(cached_BxTxS, at, block, axis=2), G)
+                new_peak = jnp.maximum(peak, jnp.max(scores, axis=-1, keepdims=True))
+                rescale = jnp.exp(peak - new_peak)
+                e_block = jnp.exp(scores - new_peak)
+                return (new_peak, total * rescale + jnp.sum(e_block, axis=-1, keepdims=True),
+                        out * rescale.astype(dtype) + e_block.astype(dtype) @ v_block)
+
+            return jax.lax.fori_loop(0, num_blocks, add_block, start)
+
+        _, total, out = kv_cache.with_keys_and_values(over_blocks)
+        return (out / total.astype(dtype)).astype(dtype)
+
+
+_PREFILL_KEY_BLOCK = 64  # cached slots per block in a prefill chunk's attention
 
 _ACTIVATIONS = {
     "silu": jax.nn.silu,
