@@ -65,6 +65,18 @@ def test_host_buffer_is_adopted_by_jax_on_cpu(shape):
     assert float(array.astype(jnp.float32).sum()) == buffer.size
 
 
+def test_mesh_loading_gives_every_device_its_own_memory(tmp_path):
+    from w2s_jax import parallel
+
+    path = make_hf_checkpoint(tmp_path, "llama")
+    mesh = parallel.make_mesh(parallel.MeshConfig(data=1, fsdp=4, tp=2))
+    model, _ = load_pretrained(path, mesh=mesh, rules=parallel.ShardingRules.fsdp_tp())
+    for path_, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        shards = variable.get_value().addressable_shards
+        pointers = {shard.data.unsafe_buffer_pointer() for shard in shards}
+        assert len(pointers) == len(shards), path_  # replicas do not share (donation would clobber them)
+
+
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize("family", ["qwen2", "qwen3"])  # q/k/v biases; q/k norms
 def test_loaded_parameters_are_the_converted_hf_tensors(tmp_path, family, dtype):

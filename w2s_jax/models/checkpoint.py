@@ -77,11 +77,17 @@ def _read_weight_map(index_path: Path) -> dict[str, str]:
 
 def _place(host_array: np.ndarray, logical_axes, mesh, rules) -> jax.Array:
     """Put one converted host tensor on the mesh's devices, sharded per its logical axes (each
-    device gets only its slice)."""
+    device gets only its slice, in memory of its own)."""
     from w2s_jax.parallel import logical_to_sharding  # lazy: written concurrently, optional
 
     sharding = logical_to_sharding(logical_axes, mesh, rules, shape=host_array.shape)
-    return jax.make_array_from_callback(host_array.shape, sharding, lambda index: host_array[index])
+    # A copy per device: CPU devices adopt an aligned numpy array as their buffer, and
+    # `jax.make_array_from_callback` hands a replicated parameter's one array to every device,
+    # so replicas would share memory and a step donating one device's buffer would overwrite
+    # the others'.
+    shards = [jax.device_put(np.array(host_array[index]), device)
+              for device, index in sharding.addressable_devices_indices_map(host_array.shape).items()]
+    return jax.make_array_from_single_device_arrays(host_array.shape, sharding, shards)
 
 
 def _check_shapes(maps: list[TensorMap], tensors: dict[str, SafetensorsFile]) -> None:
