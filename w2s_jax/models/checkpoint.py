@@ -6,7 +6,9 @@ and dtype, into one preallocated host array straight from its memory-mapped chec
 in parallel threads), so a parameter is converted in one pass with no intermediate copy and no
 device program to compile. Without a mesh the array goes to the default device with one
 `jax.device_put`, which on the CPU adopts the page-aligned array as the device buffer: the
-loaded weights cost their own size once. With a mesh it is placed through
+loaded weights cost their own size once. (XLA cannot reuse a buffer it does not own for a
+donated argument: the first step that donates the parameters writes its outputs to new memory
+and the loaded buffers are freed after it, a one-time extra copy; later steps update in place.) With a mesh it is placed through
 `jax.make_array_from_callback`, so each device gets only its slice. One parameter is in flight
 at a time. Pickled `.bin` checkpoints are refused, remote code is never run.
 """
