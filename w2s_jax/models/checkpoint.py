@@ -8,8 +8,8 @@ device program to compile. Without a mesh the array goes to the default device w
 `jax.device_put`, which on the CPU adopts the page-aligned array as the device buffer: the
 loaded weights cost their own size once. (XLA cannot reuse a buffer it does not own for a
 donated argument: the first step that donates the parameters writes its outputs to new memory
-and the loaded buffers are freed after it, a one-time extra copy; later steps update in place.) With a mesh it is placed through
-`jax.make_array_from_callback`, so each device gets only its slice. One parameter is in flight
+and the loaded buffers are freed after it, a one-time extra copy; later steps update in place.)
+With a mesh each device gets a copy of only its slice. One parameter is in flight
 at a time. Pickled `.bin` checkpoints are refused, remote code is never run.
 """
 
