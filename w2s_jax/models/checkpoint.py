@@ -28,7 +28,7 @@ from flax import nnx
 
 from w2s_jax.models.config import ModelConfig, config_from_hf, config_to_hf
 from w2s_jax.models.convert import TensorMap, optional_hf_names, tensor_maps
-from w2s_jax.models.host_copy import host_buffer, copy_into, transpose_into
+from w2s_jax.models.host_copy import copy_into, host_buffer, transpose_into
 from w2s_jax.models.hub import resolve_checkpoint_dir
 from w2s_jax.models.safetensors_format import SafetensorsFile, write_safetensors
 from w2s_jax.models.transformer import Transformer
