@@ -85,18 +85,19 @@ def test_sliding_window_is_exercised(family, checkpoints, models):
     assert np.abs(logits[valid_BxT] - reference[valid_BxT]).max() > 100 * ATOL
 
 
+@pytest.mark.parametrize("stacked", [True, False], ids=["stacked", "per-layer"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_chunked_prefill_over_key_blocks_matches_uncached(family, models, monkeypatch):
+def test_chunked_prefill_over_key_blocks_matches_uncached(family, stacked, models, monkeypatch):
     """Prefill in chunks of 3 tokens with the cached slots read in blocks of 4 (the online softmax
     over blocks: 0, 1 and 2 blocks, the last one partly written), then one decode step: the same
-    logits as one full pass, left padding and sliding windows included."""
+    logits as one full pass, left padding and sliding windows included, in both cache layouts."""
     from w2s_jax.models import layers
 
     monkeypatch.setattr(layers, "_PREFILL_KEY_BLOCK", 4)
     model, config = models[family, False]
     tokens_BxT, valid_BxT, positions_BxT = _batch()
     full = _forward(model, tokens_BxT, valid_BxT, positions_BxT)
-    cache = init_cache(config, batch_size=B, max_len=12)  # 3 blocks of 4 slots
+    cache = init_cache(config, batch_size=B, max_len=12, stacked=stacked)  # 3 blocks of 4 slots
     step = nnx.jit(lambda m, tok, pos, val, c: m(tok, positions_BxT=pos, valid_BxT=val, cache=c))
     pieces = []
     for start, stop in ((0, 3), (3, 6), (6, 9), (9, 10)):

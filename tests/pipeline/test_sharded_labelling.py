@@ -73,9 +73,10 @@ def test_sharded_icl_refine_labels_equal_one_device(tokenizer, mesh, monkeypatch
     placements = []
     prefill = generation._prefill
 
-    def spy(graphdef, state, tokens_BxS, valid_BxS, num_chunks, active_B, cache, *args, **kwargs):
-        placements.append((tokens_BxS.sharding, jax.tree.leaves(cache.keys)[0].sharding))
-        return prefill(graphdef, state, tokens_BxS, valid_BxS, num_chunks, active_B, cache, *args, **kwargs)
+    def spy(graphdef, state, tokens_BxS, *args, **kwargs):
+        decode_state = prefill(graphdef, state, tokens_BxS, *args, **kwargs)
+        placements.append((tokens_BxS.sharding, jax.tree.leaves(decode_state.cache.keys)[0].sharding))
+        return decode_state
 
     expected = _labels(single)
     monkeypatch.setattr(generation, "_prefill", spy)

@@ -77,10 +77,9 @@ def _is_eos(token_B, eos_ids: tuple[int, ...]):
     return jnp.isin(token_B, jnp.asarray(eos_ids, jnp.int32))
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "sampler", "eos_ids", "num_new", "chunk"),
-                   donate_argnames=("cache",))
-def _prefill(graphdef, state, tokens_BxS, valid_BxS, num_chunks, active_B, cache, key, example_index_B, *,
-             sampler, eos_ids, num_new, chunk):
+@functools.partial(jax.jit, static_argnames=("graphdef", "sampler", "eos_ids", "num_new", "chunk", "cache_spec"))
+def _prefill(graphdef, state, tokens_BxS, valid_BxS, num_chunks, active_B, key, example_index_B, *,
+             sampler, eos_ids, num_new, chunk, cache_spec):
     """Runs the prompts through the model, filling the cache, and samples the first new token.
 
     The prompts fill slots [0, num_chunks * chunk] of ``tokens_BxS`` (left-padded, so every row's
@@ -88,10 +87,12 @@ def _prefill(graphdef, state, tokens_BxS, valid_BxS, num_chunks, active_B, cache
     the model ``chunk`` at a time (their logits are dead code, so XLA never computes them), then
     the last slot alone gives the logits to sample from. ``num_chunks`` is traced: one program
     serves every prompt length that fits the cache. Rows with ``active_B`` False are batch filler:
-    they start finished.
+    they start finished. The cache is made here (no buffer passed in to keep alive), stacked
+    while prefilling and handed to decoding one array per layer (`models/kv_cache.py`).
     """
     TRACE_COUNTS["prefill"] += 1
     positions_BxS = positions_from_valid(valid_BxS)
+    cache = _place_cache(_init_cache(cache_spec, stacked=True), cache_spec)
 
     def slots(x_BxS, start, size):
         return jax.lax.dynamic_slice_in_dim(x_BxS, start, size, axis=1)
@@ -113,7 +114,8 @@ def _prefill(graphdef, state, tokens_BxS, valid_BxS, num_chunks, active_B, cache
     batch_size = tokens_BxS.shape[0]
     tokens_BxN = jnp.zeros((batch_size, num_new), jnp.int32).at[:, 0].set(token_B)
     return _DecodeState(
-        cache=cache,
+        # decoding reads each layer's arrays in place (models/kv_cache.py)
+        cache=_place_cache(cache.per_layer(), cache_spec),
         tokens_BxN=tokens_BxN,
         position_B=last_position_B + 1,
         done_B=~active_B | _is_eos(token_B, eos_ids),
@@ -290,11 +292,11 @@ def _generate_batch(graphdef, state, config, tokenizer, prompt_ids, *, batch_siz
                         "valid_BxS": np.pad(valid_BxP, tail),
                         "active_B": np.arange(batch_size) < num_rows,
                         "example_index_B": np.asarray(example_index_B, np.int32)}, mesh)
-    cache = _empty_cache(config, batch_size, cache_len, cache_dtype, mesh)
     decode_state = _prefill(graphdef, state, rows["tokens_BxS"], rows["valid_BxS"],
-                            np.asarray(num_chunks, np.int32), rows["active_B"], cache, key,
+                            np.asarray(num_chunks, np.int32), rows["active_B"], key,
                             rows["example_index_B"], sampler=sampler, eos_ids=eos_ids, num_new=num_new,
-                            chunk=prompt_bucket)
+                            chunk=prompt_bucket,
+                            cache_spec=_CacheSpec(config, batch_size, cache_len, jnp.dtype(cache_dtype), mesh))
     stopped = {}  # row -> (num_tokens, text) for rows finished by a stop string
     steps_per_call = _STOP_CHECK_EVERY if stop_strings else max_new_tokens
     while True:
@@ -323,26 +325,36 @@ def _generate_batch(graphdef, state, config, tokenizer, prompt_ids, *, batch_siz
     return ids, reasons, texts
 
 
-@functools.lru_cache(maxsize=64)
-def _cache_factory(config, batch_size: int, max_len: int, dtype, mesh):
-    """A jitted ``init_cache`` whose arrays are created already placed: rows over the mesh's
-    ("data", "fsdp") axes (a cache built on one device first might not fit there)."""
+class _CacheSpec(NamedTuple):
+    """What `_prefill` needs to make the cache (static: hashable)."""
+
+    config: object  # ModelConfig
+    batch_size: int
+    max_len: int
+    dtype: object
+    mesh: object  # jax.sharding.Mesh or None
+
+
+def _init_cache(spec: _CacheSpec, *, stacked: bool):
     # models import flax modules; keep this module light
     from w2s_jax.models import init_cache
 
-    make = functools.partial(init_cache, config, batch_size=batch_size, max_len=max_len, dtype=dtype)
-    if mesh is None:
-        return jax.jit(make)
-    abstract = jax.eval_shape(make)
-    # one B x K x S x H keys and values array per layer: rows are their first axis
-    kv_rows = tuple(batch_sharding(mesh, 4) for _ in abstract.keys)
-    shardings = type(abstract)(keys=kv_rows, values=kv_rows, valid_BxS=batch_sharding(mesh, 2),
-                               index=NamedSharding(mesh, PartitionSpec()))
-    return jax.jit(make, out_shardings=shardings)
+    return init_cache(spec.config, batch_size=spec.batch_size, max_len=spec.max_len, dtype=spec.dtype,
+                      stacked=stacked)
 
 
-def _empty_cache(config, batch_size, max_len, dtype, mesh):
-    return _cache_factory(config, batch_size, max_len, dtype, mesh)()
+def _place_cache(cache, spec: _CacheSpec):
+    """With a mesh, the cache's rows over the mesh's ("data", "fsdp") axes (its batch axis: the
+    second of stacked `L x B x ...` arrays, the first of per-layer ones), so a cache never sits
+    whole on one device; without one, the cache as it is."""
+    if spec.mesh is None:
+        return cache
+    rows = lambda x: batch_sharding(spec.mesh, x.ndim, axis=x.ndim - 4)  # noqa: E731
+    kv = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, rows(x)), (cache.keys, cache.values))
+    return dataclasses.replace(cache, keys=kv[0], values=kv[1],
+                               valid_BxS=jax.lax.with_sharding_constraint(cache.valid_BxS, batch_sharding(spec.mesh, 2)),
+                               index=jax.lax.with_sharding_constraint(cache.index,
+                                                                      NamedSharding(spec.mesh, PartitionSpec())))
 
 
 def _trim(row_ids: list[int], eos_ids) -> tuple[list[int], str]:

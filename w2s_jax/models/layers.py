@@ -266,23 +266,23 @@ class Attention(nnx.Module):
         start = (peak, jnp.sum(e_new, axis=-1, keepdims=True), e_new.astype(dtype) @ v_new_BxKxTxH)
         num_blocks = (num_written + block - 1) // block
 
-        def over_blocks(k_BxKxHxS, v_BxKxSxH):
-            def add_block(i, carry):
-                peak, total, out = carry
-                at = i * block
-                k_block = jax.lax.dynamic_slice_in_dim(k_BxKxHxS, at, block, axis=3).astype(dtype)
-                v_block = jax.lax.dynamic_slice_in_dim(v_BxKxSxH, at, block, axis=2).astype(dtype)
-                scores = self._scores(q_BxKxGTxH @ k_block,
-                                      jax.lax.dynamic_slice_in_dim(cached_BxTxS, at, block, axis=2), G)
-                new_peak = jnp.maximum(peak, jnp.max(scores, axis=-1, keepdims=True))
-                rescale = jnp.exp(peak - new_peak)
-                e_block = jnp.exp(scores - new_peak)
-                return (new_peak, total * rescale + jnp.sum(e_block, axis=-1, keepdims=True),
-                        out * rescale.astype(dtype) + e_block.astype(dtype) @ v_block)
+        def add_block(i, carry):
+            # each layer's arrays are read in a switch branch holding just the slice and the
+            # matmul, so the loop itself is not repeated per layer (compile time)
+            peak, total, out = carry
+            at = i * block
+            raw = kv_cache.with_keys(
+                lambda k_BxKxHxS: q_BxKxGTxH @ jax.lax.dynamic_slice_in_dim(k_BxKxHxS, at, block, axis=3).astype(dtype))
+            scores = self._scores(raw, jax.lax.dynamic_slice_in_dim(cached_BxTxS, at, block, axis=2), G)
+            new_peak = jnp.maximum(peak, jnp.max(scores, axis=-1, keepdims=True))
+            rescale = jnp.exp(peak - new_peak)
+            p_block = jnp.exp(scores - new_peak)
+            pv = kv_cache.with_values(
+                lambda v_BxKxSxH: p_block.astype(dtype) @ jax.lax.dynamic_slice_in_dim(v_BxKxSxH, at, block, axis=2).astype(dtype))
+            return (new_peak, total * rescale + jnp.sum(p_block, axis=-1, keepdims=True),
+                    out * rescale.astype(dtype) + pv)
 
-            return jax.lax.fori_loop(0, num_blocks, add_block, start)
-
-        _, total, out = kv_cache.with_keys_and_values(over_blocks)
+        _, total, out = jax.lax.fori_loop(0, num_blocks, add_block, start)
         return (out / total.astype(dtype)).astype(dtype)
 
 

@@ -41,7 +41,7 @@ def shard_model(model: nnx.Module, mesh: Mesh | None, rules: ShardingRules | Non
 
 
 def batch_sharding(mesh: Mesh, ndim: int, *, axis: int = 0) -> NamedSharding:
-    """The batch axis (`axis`, leading by default) over
+    """The batch axis (`axis`, leading by default; 1 for a stacked `L x B x ...` KV cache) over
     ("data", "fsdp"), every other axis replicated."""
     spec = [None] * ndim
     spec[axis] = BATCH_AXES
