@@ -80,8 +80,8 @@ def parse_args(argv=None):
                         help="icl-refine batch B: each query sees the other B - 1 as demonstrations")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="rows per generate batch, ours and transformers (default: the Engine's)")
-    parser.add_argument("--prefill-chunk", type=int, default=None,
-                        help="Engine prefill chunk, prompt lengths are 1 + a multiple of it (default: the Engine's)")
+    parser.add_argument("--length-bucket", type=int, default=None,
+                        help="Engine prompt-length bucket (default: the Engine's)")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="tokens generated per query")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per side (median reported)")
     parser.add_argument("--threads", type=int, default=None,
@@ -235,7 +235,7 @@ def run(args) -> dict[str, float]:
         model, _ = load_pretrained(tmp)
         tokenizer = load_tokenizer(tmp)
         reference = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
-    engine_kw = {k: v for k, v in (("batch_size", args.batch_size), ("prefill_chunk", args.prefill_chunk))
+    engine_kw = {k: v for k, v in (("batch_size", args.batch_size), ("length_bucket", args.length_bucket))
                  if v is not None}
     engine = Engine(model, tokenizer, name="strong", **engine_kw)
     task = bench_task()
@@ -263,7 +263,7 @@ def run(args) -> dict[str, float]:
         raise RuntimeError(f"a second identical labelling run traced new programs {retraced}")
     # Same computation as transformers: ours through the Engine's code path on the first batch.
     first = generate(model, tokenizer, hf_batches[0], max_new_tokens=new, batch_size=engine.batch_size,
-                     prompt_bucket=engine.prefill_chunk, stop_strings=(QUERY_STOP,)).token_ids
+                     prompt_bucket=engine.length_bucket, stop_strings=(QUERY_STOP,)).token_ids
     theirs_first_batch = _hf_generate(reference, hf_batches[:1], new)
     difference = _first_difference(first, theirs_first_batch)
     if difference is not None:
@@ -295,7 +295,7 @@ def run(args) -> dict[str, float]:
     tokens = len(ids) * new
     print(f"preset={args.preset} params={n_params / 1e6:.1f}M queries={len(ids)} icl_batch={args.icl_batch} "
           f"prompt tokens {lengths.min()}..{lengths.max()} (mean {lengths.mean():.0f}) "
-          f"max_new_tokens={new} batch_size={engine.batch_size} prefill_chunk={engine.prefill_chunk} "
+          f"max_new_tokens={new} batch_size={engine.batch_size} length_bucket={engine.length_bucket} "
           f"float32, jax {jax.__version__} on {jax.devices()[0].platform} "
           f"({len(os.sched_getaffinity(0))} cores), torch {torch.__version__} ({torch.get_num_threads()} threads)")
     print(f"greedy tokens of the first batch agree with transformers ({len(first)} rows x {new} tokens)"

@@ -70,13 +70,9 @@ class Engine:
       tokenizer: its ``transformers`` tokenizer.
       chat: render prompts with the tokenizer's chat template (an instruct model).
       batch_size: rows per compiled batch.
-      length_bucket: scoring and top-k pad lengths to a multiple of it (one compiled program
-        per padded length).
-      prefill_chunk: generation prefills prompts this many tokens at a time (prompts are left-
-        padded to 1 + a multiple of it); its compiled programs depend on coarser cache-length
-        buckets, so batches of different lengths share them. 32 rather than 64: less padding
-        and smaller attention blocks; the icl-refine labelling benchmark ran 14% faster
-        (benchmarks/pipeline_bench.py --preset small, 3.51 against 4.06 s).
+      length_bucket: generation prefills prompts this many tokens at a time (prompts are padded
+        to 1 + a multiple of it) and scoring pads lengths to a multiple of it; compiled programs
+        depend on coarser cache-length buckets, so batches of different lengths share them.
       name: shown in progress bars and errors.
       mesh: a ``jax.sharding.Mesh`` (``w2s_jax.parallel.make_mesh``): generation splits each
         batch's rows over the mesh's ("data", "fsdp") axes. ``batch_size`` must then be a
@@ -88,8 +84,7 @@ class Engine:
     """
 
     def __init__(self, model, tokenizer, *, chat: bool = False, batch_size: int = 16,
-                 length_bucket: int = 64, prefill_chunk: int = 32, name: str = "model", mesh=None,
-                 rules=None):
+                 length_bucket: int = 64, name: str = "model", mesh=None, rules=None):
         if batch_size < 1:
             raise ValueError(f"Engine batch_size must be >= 1, got {batch_size}")
         if chat and getattr(tokenizer, "chat_template", None) is None:
@@ -100,10 +95,7 @@ class Engine:
         elif mesh is not None:
             _check_on_mesh(model, mesh, name)
         self.model, self.tokenizer, self.chat = model, tokenizer, chat
-        if prefill_chunk < 1:
-            raise ValueError(f"Engine prefill_chunk must be >= 1, got {prefill_chunk}")
         self.batch_size, self.length_bucket, self.name = batch_size, length_bucket, name
-        self.prefill_chunk = prefill_chunk
         self.mesh = mesh
 
     def render(self, prompt: Prompt | str) -> str:
@@ -147,7 +139,7 @@ class Engine:
         result = generate(self.model, self.tokenizer, [ids[i] for i in order],
                           max_new_tokens=max_new_tokens, sampler=sampler, key=key,
                           stop_strings=tuple(stop_strings), batch_size=self.batch_size,
-                          prompt_bucket=self.prefill_chunk, mesh=self.mesh,
+                          prompt_bucket=self.length_bucket, mesh=self.mesh,
                           example_ids=[int(example_ids[i]) for i in order])
         texts: list[str] = [""] * len(prompts)
         for position, index in enumerate(order):
