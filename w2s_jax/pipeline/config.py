@@ -77,7 +77,7 @@ class ModelsConfig:
     chat: bool = False  # apply each model's chat template (instruct models)
     dtype: str = "float32"  # compute dtype of inference: "float32" or "bfloat16"
     batch_size: int = 16  # rows per compiled inference batch
-    length_bucket: int = 64  # scoring and top-k pad lengths to a multiple of this (Engine.length_bucket)
+    length_bucket: int = 64  # prompt lengths are padded to a multiple of this
     max_loaded: int = 2  # models kept in memory at once (least recently used is dropped)
     # Shard over a device mesh, e.g. {fsdp = -1} or {data = 2, fsdp = -1}: w2s_jax.parallel.MeshConfig
     # fields. Inference uses each process's own devices, fine-tuning all of them. None: one device.
