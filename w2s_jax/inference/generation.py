@@ -92,7 +92,7 @@ def _prefill(graphdef, state, tokens_BxS, valid_BxS, num_chunks, active_B, key, 
     """
     TRACE_COUNTS["prefill"] += 1
     positions_BxS = positions_from_valid(valid_BxS)
-    cache = _place_cache(_init_cache(cache_spec, stacked=True), cache_spec)
+    cache = _place_cache(_stacked_cache(cache_spec), cache_spec)
 
     def slots(x_BxS, start, size):
         return jax.lax.dynamic_slice_in_dim(x_BxS, start, size, axis=1)
@@ -335,12 +335,13 @@ class _CacheSpec(NamedTuple):
     mesh: object  # jax.sharding.Mesh or None
 
 
-def _init_cache(spec: _CacheSpec, *, stacked: bool):
+def _stacked_cache(spec: _CacheSpec):
+    """An empty stacked cache, the layout prefill writes."""
     # models import flax modules; keep this module light
     from w2s_jax.models import init_cache
 
     return init_cache(spec.config, batch_size=spec.batch_size, max_len=spec.max_len, dtype=spec.dtype,
-                      stacked=stacked)
+                      stacked=True)
 
 
 def _place_cache(cache, spec: _CacheSpec):
