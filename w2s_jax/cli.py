@@ -177,14 +177,16 @@ def _load_config_and_tokenizer(ckpt_dir: Path, model: str):
 
 
 def _load_model(ckpt_dir: Path, model: str, dtype_name: str):
-    """The Transformer (call :func:`~w2s_jax.startup.prepare_jax` first)."""
+    """The Transformer, for inference: its matmul weights one array per layer, read in place by
+    generation and scoring (`w2s_jax.models.layer_weights`). Call
+    :func:`~w2s_jax.startup.prepare_jax` first."""
     import jax.numpy as jnp
 
     from w2s_jax.models.checkpoint import load_pretrained
 
     dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype_name]
     try:
-        model_, _ = load_pretrained(ckpt_dir, dtype=dtype)
+        model_, _ = load_pretrained(ckpt_dir, dtype=dtype, layout="per_layer")
     except Exception as error:  # noqa: BLE001 -- any loader failure is reported in one line
         raise UsageError(f"could not load {model!r}: {_one_line(error)}") from None
     return model_

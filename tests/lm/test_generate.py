@@ -237,11 +237,12 @@ def checkpoints(tmp_path_factory):
     return {family: make_hf_checkpoint(root, family) for family in FAMILIES}
 
 
+@pytest.mark.parametrize("layout", ["stacked", "per_layer"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_greedy_matches_transformers(checkpoints, family):
+def test_greedy_matches_transformers(checkpoints, family, layout):
     torch = pytest.importorskip("torch", reason="the transformers reference needs torch")
     path = checkpoints[family]
-    model, config = load_pretrained(path)
+    model, config = load_pretrained(path, layout=layout)
     reference = load_hf_torch_model(path)
     prompts = [[1, 5, 9, 4, 12, 7, 20, 8, 30], [1, 11, 6]]  # left-padded batch of two lengths
     new = 10

@@ -45,6 +45,23 @@ def test_score_matches_torch(checkpoint):
         assert abs(result.sum_logprob - expected.sum()) <= 1e-4 * len(expected)
 
 
+def test_score_with_per_layer_weights_matches_torch(checkpoint):
+    """Weights loaded one array per layer (the inference layout) score as the reference does,
+    alone and on an FSDP x TP mesh of 8 fake CPU devices."""
+    from w2s_jax.parallel import MeshConfig, ShardingRules, make_mesh
+
+    _, tokenizer, reference, path = checkpoint
+    mesh = make_mesh(MeshConfig(data=1, fsdp=4, tp=2))
+    for model in (load_pretrained(path, layout="per_layer")[0],
+                  load_pretrained(path, layout="per_layer", mesh=mesh, rules=ShardingRules.fsdp_tp())[0]):
+        assert isinstance(model.layers.mlp.up_proj.get_value(), tuple)
+        for prompt, completion, result in zip(PROMPTS, COMPLETIONS, score(model, tokenizer, PROMPTS, COMPLETIONS,
+                                                                          batch_size=4)):
+            prompt_ids = tokenizer(prompt)["input_ids"]
+            expected = _torch_logprobs(reference, tokenizer(prompt + completion)["input_ids"], len(prompt_ids))
+            np.testing.assert_allclose(result.token_logprobs, expected, atol=1e-4, rtol=0)
+
+
 def test_score_token_ids_equal_strings(checkpoint):
     model, tokenizer, _, _ = checkpoint
     by_text = score(model, tokenizer, PROMPTS[:2], COMPLETIONS[:2])

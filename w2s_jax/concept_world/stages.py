@@ -59,7 +59,7 @@ class SetupRun:
             from w2s_jax.pipeline.models import load_model
 
             models = self.config.pipeline.get("models", {})
-            model, tokenizer = load_model(str(model_dir))
+            model, tokenizer = load_model(str(model_dir), layout="per_layer")  # generates only
             self._engine = Engine(model, tokenizer, batch_size=models.get("batch_size", 64),
                                   length_bucket=models.get("length_bucket", 16), name=str(model_dir))
         return self._engine

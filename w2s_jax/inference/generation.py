@@ -160,7 +160,7 @@ def generate(
     eos_token_ids: Sequence[int] | None = None,
     chat: bool = False,
     batch_size: int | None = None,
-    prompt_bucket: int = 16,
+    prompt_bucket: int | None = None,
     new_token_bucket: int = 16,
     example_ids: Sequence[int] | None = None,
     mesh=None,
@@ -182,7 +182,8 @@ def generate(
       batch_size: prompts per batch (None: all at once); a short last batch is filled up to
         ``batch_size`` with finished dummy rows so that every batch reuses one compiled program.
       prompt_bucket: C, prompts are left-padded to 1 + a multiple of C tokens and prefilled C
-        tokens at a time (a larger C: fewer, larger steps and more padding).
+        tokens at a time (a larger C: fewer, larger steps and more padding). None: `prefill_chunk`
+        of the batch size (64 for one row, 16 from four rows up).
       new_token_bucket: the generated-token buffer is ``max_new_tokens`` rounded up to this.
       example_ids: each prompt's identity for sampling keys (default: its index in ``prompts``).
         A caller that reorders prompts (e.g. sorting by length) passes the original indices, so
@@ -212,6 +213,8 @@ def generate(
                                 finish_reasons=[], prompt_token_ids=[])
     rows_per_batch = batch_size or round_up(len(prompt_ids), row_splits(mesh))
     check_rows_divide(rows_per_batch, mesh, what="generate batch_size")
+    if prompt_bucket is None:
+        prompt_bucket = prefill_chunk(rows_per_batch)
 
     graphdef, state = nnx.split(model)
     cache_dtype = getattr(model, "dtype", None)
@@ -262,6 +265,18 @@ def _pad_id(config, eos_ids) -> int:
     if getattr(config, "pad_token_id", None) is not None:
         return int(config.pad_token_id)
     return eos_ids[0] if eos_ids else 0
+
+
+def prefill_chunk(batch_size: int) -> int:
+    """The default prefill chunk C for `batch_size` rows: 64 / B as a power of two, within [16, 64].
+
+    A prefill step reads every weight once for its B x C rows, and below about 64 rows a matmul
+    is bound by that read, not by its arithmetic (1B-width 2048 x 8192 float32 weight on 2
+    cores: 1.9 / 3.4 / 8.8 / 13.7 / 13.2 ms for 1 / 4 / 16 / 32 / 64 rows), so a lone prompt
+    prefills in chunks of 64 (a 64-token prompt of a 1B model: 1 step instead of 4); a batch
+    of four or more rows keeps C = 16, which pads less.
+    """
+    return max(16, min(64, 1 << max(0, (64 // max(1, batch_size)).bit_length() - 1)))
 
 
 _CACHE_MIN_SLOTS = 64  # smallest cache: tiny prompts all share one program

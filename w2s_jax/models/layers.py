@@ -14,6 +14,7 @@ import numpy as np
 from flax import nnx
 
 from w2s_jax.models.config import ModelConfig
+from w2s_jax.models.layer_weights import LayerWeight
 from w2s_jax.models.rope import apply_rope
 
 _INIT_STD = 0.02
@@ -57,13 +58,17 @@ def dense(x: jnp.ndarray, w: jnp.ndarray, *, contract: int = 1) -> jnp.ndarray:
 
     Equal to the einsum (e.g. "BTD,DNH->BTNH", "BTNH,NHD->BTD"), but flattened to (rows, in) @ (in,
     out): XLA:CPU runs the backward pass of rank-3 contractions 2-3.5x slower than of 2-D matmuls
-    (measured for the MLP and the LM head; see docs/benchmarks.md).
+    (measured for the MLP and the LM head; see docs/benchmarks.md). `w` may be a per-layer
+    `LayerWeight` (`layer_weights.py`), contracted through its switch.
     """
     lead, inner = x.shape[: x.ndim - contract], x.shape[x.ndim - contract:]
     if w.shape[:contract] != inner:
         raise ValueError(f"dense: x has trailing axes {inner} but w has leading axes {w.shape[:contract]}")
     out = w.shape[contract:]
-    y = x.reshape(-1, int(np.prod(inner))) @ w.reshape(int(np.prod(inner)), -1)
+    x_NxI = x.reshape(-1, int(np.prod(inner)))
+    if isinstance(w, LayerWeight):  # one layer of per-layer weights, read in place
+        return w.matmul(x_NxI).reshape(*lead, *out)
+    y = x_NxI @ w.reshape(int(np.prod(inner)), -1)
     return y.reshape(*lead, *out)
 
 

@@ -5,7 +5,8 @@ axis "layers", never sharded) and the forward pass is one `jax.lax.scan` over it
 program holds one layer whatever the depth (compile time does not grow with it) and a weight
 stored in bfloat16 is converted for its matmuls inside its own layer's step, never all at once.
 Per-layer differences are per-layer data: whether a layer uses the sliding window is a boolean
-scanned with the weights. The KV cache keeps one array per layer (`kv_cache.py` says why).
+scanned with the weights. The KV cache keeps one array per layer (`kv_cache.py` says why), and
+so can the matmul weights of a model loaded for inference (`layer_weights.py`).
 
 Slots: without a cache, query t and key s are slots t and s of the input; with a cache, the T
 new tokens occupy slots [index, index + T) of an S-slot cache. A query at slot q sees key slot s
@@ -21,6 +22,7 @@ from flax import nnx
 
 from w2s_jax.models.config import ModelConfig
 from w2s_jax.models.kv_cache import KVCache
+from w2s_jax.models.layer_weights import LayerWeight
 from w2s_jax.models.layers import (
     MLP,
     Attention,
@@ -120,6 +122,18 @@ def _take_layer_bwd(residuals, ct):
 take_layer.defvjp(_take_layer_fwd, _take_layer_bwd)
 
 
+def _layer_params(layer_params: nnx.State, layer: jax.Array) -> nnx.State:
+    """Layer `layer`'s parameters inside the scan: a slice of each stacked array (`take_layer`),
+    a `LayerWeight` view of each per-layer tuple (`layer_weights.py`)."""
+    def at(variable: nnx.Variable) -> nnx.Variable:
+        value = variable.get_value()
+        if isinstance(value, tuple):
+            return variable.replace(value=LayerWeight.at(value, layer))
+        return variable.replace(value=take_layer(value, layer))
+
+    return jax.tree.map(at, layer_params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
 REMAT_POLICIES = {
     "full": None,  # keep nothing inside a layer: recompute its whole forward pass
     "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep matmul outputs
@@ -203,8 +217,7 @@ class Transformer(nnx.Module):
 
         def layer_step(x_BxTxD, per_layer):
             layer_index, sliding = per_layer
-            params = jax.tree.map(lambda w: take_layer(w, layer_index), layer_params)
-            layer = nnx.merge(graphdef, params)
+            layer = nnx.merge(graphdef, _layer_params(layer_params, layer_index))
             mask_BxTxS = jnp.where(sliding, window_mask_BxTxS, full_mask_BxTxS)
             return layer(x_BxTxD, cos_BxTxH=cos_BxTxH, sin_BxTxH=sin_BxTxH, mask_BxTxS=mask_BxTxS,
                          kv_cache=None if cache is None else cache.layer(layer_index), index=index)

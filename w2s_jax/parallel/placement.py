@@ -36,8 +36,15 @@ def shard_model(model: nnx.Module, mesh: Mesh | None, rules: ShardingRules | Non
     if mesh is None:
         return
     for _, node in nnx.iter_graph(model):
-        if isinstance(node, nnx.Variable) and isinstance(node.get_value(), jax.Array):
-            node.set_value(jax.device_put(node.get_value(), variable_sharding(node, mesh, rules)))
+        if not isinstance(node, nnx.Variable):
+            continue
+        value = node.get_value()
+        if isinstance(value, jax.Array):
+            node.set_value(jax.device_put(value, variable_sharding(node, mesh, rules)))
+        elif isinstance(value, tuple):  # per-layer weights (`models/layer_weights.py`): the layer axis is the tuple
+            axes = node.get_metadata().get("logical_axes")
+            node.set_value(tuple(jax.device_put(v, logical_to_sharding(axes and axes[1:], mesh, rules, shape=v.shape))
+                                 for v in value))
 
 
 def batch_sharding(mesh: Mesh, ndim: int, *, axis: int = 0) -> NamedSharding:

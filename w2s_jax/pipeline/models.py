@@ -73,7 +73,7 @@ class ModelPool:
             return self._engines[name]
         while len(self._engines) >= self.max_loaded:
             self._engines.popitem(last=False)
-        model, tokenizer = load_model(name, dtype=self.dtype, mesh=self.mesh, rules=self.rules)
+        model, tokenizer = load_model(name, dtype=self.dtype, mesh=self.mesh, rules=self.rules, layout="per_layer")
         engine = Engine(model, tokenizer, chat=self.chat, batch_size=self.batch_size,
                         length_bucket=self.length_bucket, name=name, mesh=self.mesh)
         self._engines[name] = engine
@@ -96,13 +96,15 @@ class ModelPool:
         self._engines.clear()
 
 
-def load_model(name: str, *, dtype: str = "float32", mesh=None, rules=None):
+def load_model(name: str, *, dtype: str = "float32", mesh=None, rules=None, layout: str = "stacked"):
     """``(model, tokenizer)`` of a checkpoint, in compute ``dtype`` with float32 parameters for
-    float32 and bfloat16 parameters for bfloat16 inference."""
+    float32 and bfloat16 parameters for bfloat16 inference; ``layout="per_layer"`` for a model
+    that only generates and scores (faster decoding; ``w2s_jax.models.layer_weights``), the
+    default "stacked" for one that is trained."""
     import jax.numpy as jnp
 
     from w2s_jax.models import load_pretrained, load_tokenizer
 
     jdtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
-    model, _ = load_pretrained(name, dtype=jdtype, mesh=mesh, rules=rules)
+    model, _ = load_pretrained(name, dtype=jdtype, mesh=mesh, rules=rules, layout=layout)
     return model, load_tokenizer(name)

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from w2s_jax.models.layer_weights import check_stacked
+
 
 def _num_input_axes(logical_axes: Sequence[str | None], ndim: int) -> int:
     # Projections into the residual stream end in "embed" (o_proj: N,H,D; down_proj: F,D), so
@@ -72,6 +74,7 @@ def apply_lora(
 
     Raises ValueError when no attribute of the model matches `targets`.
     """
+    check_stacked(model, what="LoRA")
     owners = _owners(model, targets, nnx.Param)
     if not owners:
         raise ValueError(f"no nnx.Param attribute named any of {tuple(targets)} in the model")

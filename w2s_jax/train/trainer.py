@@ -23,6 +23,7 @@ from flax import nnx
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
+from w2s_jax.models.layer_weights import check_stacked
 from w2s_jax.parallel import ShardingRules, shard_batch, shard_model
 from w2s_jax.train.checkpoint import Checkpointer
 from w2s_jax.train.config import TrainConfig
@@ -112,6 +113,7 @@ def train(
     field that differs when `checkpoint_dir` holds checkpoints of another run, or checkpoints
     without a record of their run (written by an older version).
     """
+    check_stacked(model, what="training")
     loss_fn = CrossEntropyToTokens() if loss_fn is None else loss_fn
     checkpointer = None
     if checkpoint_dir is not None:

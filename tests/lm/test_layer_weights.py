@@ -1,0 +1,113 @@
+"""Per-layer matmul weights (the inference layout, `models/layer_weights.py`): the same values as
+the stacked layout, converted both ways, exported, placed on a mesh, refused where training
+needs the stack, and read in place by the compiled program (no per-layer weight copy)."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax.sharding import PartitionSpec as P
+
+from w2s_jax.models import ModelConfig, Transformer, load_pretrained, save_pretrained, to_layout
+from w2s_jax.models.layer_weights import is_per_layer
+from w2s_jax.parallel import MeshConfig, ShardingRules, make_mesh
+
+CONFIG = dataclasses.replace(ModelConfig.tiny("gemma2", num_layers=3), sliding_window=3, sliding_layers=(0, 2))
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+def _inputs(config, B=2, T=7, seed=0):
+    tokens = jnp.asarray(np.random.default_rng(seed).integers(0, config.vocab_size, (B, T)), jnp.int32)
+    return tokens, jnp.broadcast_to(jnp.arange(T), (B, T)), jnp.ones((B, T), bool)
+
+
+def _logits(model, config=CONFIG):
+    tokens, positions, valid = _inputs(config)
+    return np.asarray(nnx.jit(lambda m: m(tokens, positions_BxT=positions, valid_BxT=valid)[0])(model))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_per_layer_gives_the_stacked_logits_and_converts_back_exactly(dtype):
+    model = Transformer(CONFIG, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=dtype)
+    stacked_q = np.asarray(model.layers.attn.q_proj.get_value())
+    expected = _logits(model)
+    to_layout(model, "per_layer")
+    q = model.layers.attn.q_proj.get_value()
+    assert isinstance(q, tuple) and len(q) == CONFIG.num_layers and q[1].shape == stacked_q.shape[1:]
+    assert q[1].dtype == dtype
+    # norms and biases stay stacked: only the matmul weights go per layer
+    assert model.layers.input_norm.weight.get_value().shape == (CONFIG.num_layers, CONFIG.hidden_size)
+    np.testing.assert_array_equal(_logits(model), expected)
+    to_layout(model, "stacked")
+    assert not is_per_layer(model)
+    np.testing.assert_array_equal(np.asarray(model.layers.attn.q_proj.get_value()), stacked_q)
+
+
+def test_training_and_lora_refuse_per_layer_weights(tmp_path):
+    from w2s_jax.train import TrainConfig, train
+    from w2s_jax.train.lora import apply_lora
+
+    model = to_layout(Transformer(CONFIG, rngs=nnx.Rngs(0)), "per_layer")
+    with pytest.raises(ValueError, match="training needs the stacked layout.*to_layout"):
+        train(model, [], config=TrainConfig.tiny())
+    with pytest.raises(ValueError, match="LoRA needs the stacked layout"):
+        apply_lora(model, rank=2, alpha=4.0, targets=("q_proj",), key=jax.random.key(0))
+    with pytest.raises(ValueError, match="layout='rows'"):
+        to_layout(model, "rows")
+
+
+def test_export_from_per_layer_equals_export_from_stacked(tmp_path):
+    model = Transformer(CONFIG, rngs=nnx.Rngs(0))
+    save_pretrained(model, CONFIG, tmp_path / "stacked")
+    save_pretrained(to_layout(model, "per_layer"), CONFIG, tmp_path / "per_layer")
+    from w2s_jax.models.safetensors_format import SafetensorsFile
+
+    a, b = (SafetensorsFile(tmp_path / d / "model.safetensors") for d in ("stacked", "per_layer"))
+    assert sorted(a.names()) == sorted(b.names())
+    for name in a.names():
+        np.testing.assert_array_equal(a.get(name), b.get(name))
+    loaded, _ = load_pretrained(tmp_path / "per_layer", layout="per_layer")
+    np.testing.assert_array_equal(_logits(loaded), _logits(to_layout(model, "stacked")))
+
+
+def test_per_layer_weights_on_a_mesh_keep_their_rules_minus_the_layer_axis(tmp_path):
+    model = Transformer(CONFIG, rngs=nnx.Rngs(0))
+    expected = _logits(model)
+    save_pretrained(model, CONFIG, tmp_path)
+    mesh = make_mesh(MeshConfig(fsdp=4, tp=2))
+    loaded, _ = load_pretrained(tmp_path, layout="per_layer", mesh=mesh, rules=ShardingRules.fsdp_tp())
+    converted = to_layout(load_pretrained(tmp_path, mesh=mesh, rules=ShardingRules.fsdp_tp())[0], "per_layer")
+    for sharded in (loaded, converted):
+        for q in sharded.layers.attn.q_proj.get_value():  # D x N x H each
+            assert q.sharding.spec == P("fsdp", "tp", None)
+        np.testing.assert_allclose(_logits(sharded), expected, atol=1e-5, rtol=0)
+
+
+def test_decode_reads_per_layer_weights_in_place():
+    """The compiled single-token step copies no layer's weights: its scratch memory is below one
+    layer's matmul weights with per-layer arrays, and above it when the stacked slices are copied
+    (the copy this layout exists to avoid; `layer_weights.py`)."""
+    config = dataclasses.replace(ModelConfig.tiny("llama"), hidden_size=256, intermediate_size=1024, num_layers=4,
+                                 num_heads=4, num_kv_heads=2, head_dim=64)
+    from w2s_jax.models import init_cache
+
+    def step_scratch(model):
+        graphdef, state = nnx.split(model)
+        cache = init_cache(config, batch_size=1, max_len=8)
+        tokens, positions, valid = (x[:, :1] for x in _inputs(config, B=1, T=1))
+
+        def step(state, cache):
+            return nnx.merge(graphdef, state).hidden(tokens, positions_BxT=positions, valid_BxT=valid, cache=cache)
+
+        return jax.jit(step).lower(state, cache).compile().memory_analysis().temp_size_in_bytes
+
+    model = Transformer(config, rngs=nnx.Rngs(0))
+    layer_bytes = sum(w.get_value()[0].nbytes for w in (model.layers.mlp.gate_proj, model.layers.mlp.up_proj,
+                                                        model.layers.mlp.down_proj))
+    stacked = step_scratch(model)
+    per_layer = step_scratch(to_layout(model, "per_layer"))
+    assert stacked > layer_bytes / 3, (stacked, layer_bytes)
+    assert per_layer < layer_bytes / 3, (per_layer, layer_bytes)
