@@ -69,3 +69,20 @@ def test_take_layer_is_the_slice_in_value_and_gradient(dtype):
     if dtype == jnp.bfloat16:
         hlo = jax.jit(take_layer).lower(stacked, jnp.asarray(1)).as_text()
         assert "u16" in hlo or "ui16" in hlo
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_embedding_rows_are_the_gather_in_value_and_gradient(dtype):
+    from w2s_jax.models.transformer import embedding_rows
+
+    table = jnp.asarray(np.random.default_rng(0).normal(size=(9, 4)), dtype)
+    tokens = jnp.asarray([[1, 7, 1], [0, 8, 3]])
+    weights = jnp.arange(24.0, dtype=dtype).reshape(2, 3, 4)
+    np.testing.assert_array_equal(embedding_rows(table, tokens), table[tokens])
+    grad = jax.grad(lambda t: jnp.sum(embedding_rows(t, tokens) * weights).astype(jnp.float32))(table)
+    expected = jax.grad(lambda t: jnp.sum(t[tokens] * weights).astype(jnp.float32))(table)
+    assert grad.dtype == dtype
+    np.testing.assert_array_equal(grad, expected)  # token 1 twice: its rows' gradients add up
+    if dtype == jnp.bfloat16:  # gathered as raw bits: no float32 copy of the table
+        hlo = jax.jit(embedding_rows).lower(table, tokens).compile().as_text()
+        assert "f32[9,4]" not in hlo

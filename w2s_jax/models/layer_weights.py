@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from w2s_jax.models.matmul import matmul
+
 LAYOUTS = ("stacked", "per_layer")
 
 
@@ -120,7 +122,7 @@ class LayerWeight:
     def matmul(self, x_NxI: jax.Array) -> jax.Array:
         """`x_NxI @ W_IxO` for this layer's W flattened to (I, O) = (x's columns, the rest)."""
         def branch(w, x):
-            return x @ w.astype(self.dtype).reshape(x.shape[1], -1)
+            return matmul(x, w.astype(self.dtype).reshape(x.shape[1], -1))
 
         branches = [functools.partial(branch, w) for w in self.arrays]
         if len(branches) == 1:

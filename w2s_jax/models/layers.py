@@ -15,6 +15,7 @@ from flax import nnx
 
 from w2s_jax.models.config import ModelConfig
 from w2s_jax.models.layer_weights import LayerWeight
+from w2s_jax.models.matmul import matmul
 from w2s_jax.models.rope import apply_rope
 
 _INIT_STD = 0.02
@@ -68,7 +69,7 @@ def dense(x: jnp.ndarray, w: jnp.ndarray, *, contract: int = 1) -> jnp.ndarray:
     x_NxI = x.reshape(-1, int(np.prod(inner)))
     if isinstance(w, LayerWeight):  # one layer of per-layer weights, read in place
         return w.matmul(x_NxI).reshape(*lead, *out)
-    y = x_NxI @ w.reshape(int(np.prod(inner)), -1)
+    y = matmul(x_NxI, w.reshape(int(np.prod(inner)), -1))
     return y.reshape(*lead, *out)
 
 
@@ -87,14 +88,14 @@ def dense_transposed(x: jnp.ndarray, w_OxI: jnp.ndarray) -> jnp.ndarray:
 
 def _dense_transposed_fwd(x, w_OxI):
     x_NxI = x.reshape(-1, x.shape[-1])
-    y_NxO = jax.lax.dot_general(x_NxI, w_OxI, (((1,), (1,)), ((), ())))
+    y_NxO = matmul(x_NxI, w_OxI, transpose_b=True)
     return y_NxO.reshape(*x.shape[:-1], w_OxI.shape[0]), (x_NxI, w_OxI)
 
 
 def _dense_transposed_bwd(residuals, dy):
     x_NxI, w_OxI = residuals
     dy_NxO = dy.reshape(-1, w_OxI.shape[0])
-    dx = (dy_NxO @ w_OxI).reshape(*dy.shape[:-1], w_OxI.shape[1])
+    dx = matmul(dy_NxO, w_OxI).reshape(*dy.shape[:-1], w_OxI.shape[1])
     dw_IxO = jax.lax.optimization_barrier(jax.lax.dot_general(x_NxI, dy_NxO, (((0,), (0,)), ((), ()))))
     return dx.astype(x_NxI.dtype), dw_IxO.T.astype(w_OxI.dtype)
 
@@ -206,8 +207,8 @@ class Attention(nnx.Module):
             # per layer, B=8, T=128, 8 heads; train step of lm_bench.py --preset small on one core:
             # about -6 ms).
             k_BxKxHxS = jax.lax.optimization_barrier(k_BxKxSxH.swapaxes(-1, -2))
-            scores = self._scores(q_BxKxGTxH @ k_BxKxHxS, mask_BxTxS, G)
-            out_BxKxGTxH = softmax(scores).astype(self.dtype) @ v_BxKxSxH
+            scores = self._scores(matmul(q_BxKxGTxH, k_BxKxHxS), mask_BxTxS, G)
+            out_BxKxGTxH = matmul(softmax(scores).astype(self.dtype), v_BxKxSxH)
         out_BxTxNxH = out_BxKxGTxH.reshape(B, K, G, T, H).transpose(0, 3, 1, 2, 4).reshape(B, T, N, H)
         out_BxTxD = dense(out_BxTxNxH, self.o_proj[...].astype(self.dtype), contract=2)  # BTNH,NHD->BTD
         if c.o_bias:
@@ -241,8 +242,8 @@ class Attention(nnx.Module):
                                               v_new_BxKxTxH=v_new_BxKxTxH, cached_BxTxS=cached_BxTxS,
                                               new_BxTxT=new_BxTxT, num_written=num_written)
         as_dtype = lambda x: x.astype(self.dtype)  # noqa: E731
-        cached = kv_cache.with_keys(lambda k_BxKxHxS: q_BxKxGTxH @ as_dtype(k_BxKxHxS))
-        new = q_BxKxGTxH @ k_new_BxKxHxT
+        cached = kv_cache.with_keys(lambda k_BxKxHxS: matmul(q_BxKxGTxH, as_dtype(k_BxKxHxS)))
+        new = matmul(q_BxKxGTxH, k_new_BxKxHxT)
         # one softmax over the S + T slots, in two parts sharing their max (no concatenation)
         cached = self._scores(cached, cached_BxTxS, G)
         new = self._scores(new, new_BxTxT, G)
@@ -250,7 +251,8 @@ class Attention(nnx.Module):
         e_cached, e_new = jnp.exp(cached - peak), jnp.exp(new - peak)
         total = jnp.sum(e_cached, axis=-1, keepdims=True) + jnp.sum(e_new, axis=-1, keepdims=True)
         p_cached, p_new = e_cached.astype(self.dtype), e_new.astype(self.dtype)
-        out = kv_cache.with_values(lambda v_BxKxSxH: p_cached @ as_dtype(v_BxKxSxH)) + p_new @ v_new_BxKxTxH
+        out = (kv_cache.with_values(lambda v_BxKxSxH: matmul(p_cached, as_dtype(v_BxKxSxH)))
+               + matmul(p_new, v_new_BxKxTxH))
         return (out / total.astype(self.dtype)).astype(self.dtype)
 
     def _attend_cached_blocks(self, q_BxKxGTxH, kv_cache, *, k_new_BxKxHxT, v_new_BxKxTxH, cached_BxTxS,
@@ -265,10 +267,10 @@ class Attention(nnx.Module):
         block = _PREFILL_KEY_BLOCK
         dtype = self.dtype
         # the T new keys first: every real query sees itself, so the running max starts finite
-        new = self._scores(q_BxKxGTxH @ k_new_BxKxHxT, new_BxTxT, G)
+        new = self._scores(matmul(q_BxKxGTxH, k_new_BxKxHxT), new_BxTxT, G)
         peak = jnp.max(new, axis=-1, keepdims=True)
         e_new = jnp.exp(new - peak)
-        start = (peak, jnp.sum(e_new, axis=-1, keepdims=True), e_new.astype(dtype) @ v_new_BxKxTxH)
+        start = (peak, jnp.sum(e_new, axis=-1, keepdims=True), matmul(e_new.astype(dtype), v_new_BxKxTxH))
         num_blocks = (num_written + block - 1) // block
 
         def add_block(i, carry):
@@ -277,13 +279,13 @@ class Attention(nnx.Module):
             peak, total, out = carry
             at = i * block
             raw = kv_cache.with_keys(
-                lambda k_BxKxHxS: q_BxKxGTxH @ jax.lax.dynamic_slice_in_dim(k_BxKxHxS, at, block, axis=3).astype(dtype))
+                lambda k_BxKxHxS: matmul(q_BxKxGTxH, jax.lax.dynamic_slice_in_dim(k_BxKxHxS, at, block, axis=3).astype(dtype)))
             scores = self._scores(raw, jax.lax.dynamic_slice_in_dim(cached_BxTxS, at, block, axis=2), G)
             new_peak = jnp.maximum(peak, jnp.max(scores, axis=-1, keepdims=True))
             rescale = jnp.exp(peak - new_peak)
             p_block = jnp.exp(scores - new_peak)
             pv = kv_cache.with_values(
-                lambda v_BxKxSxH: p_block.astype(dtype) @ jax.lax.dynamic_slice_in_dim(v_BxKxSxH, at, block, axis=2).astype(dtype))
+                lambda v_BxKxSxH: matmul(p_block.astype(dtype), jax.lax.dynamic_slice_in_dim(v_BxKxSxH, at, block, axis=2).astype(dtype)))
             return (new_peak, total * rescale + jnp.sum(p_block, axis=-1, keepdims=True),
                     out * rescale.astype(dtype) + pv)
 
