@@ -71,7 +71,7 @@ class Engine:
       chat: render prompts with the tokenizer's chat template (an instruct model).
       batch_size: rows per compiled batch.
       length_bucket: generation prefills prompts this many tokens at a time (prompts are padded
-        to 1 + a multiple of it) and scoring pads lengths to a multiple of it; compiled programs
+        to a multiple of it) and scoring pads lengths to a multiple of it; compiled programs
         depend on coarser cache-length buckets, so batches of different lengths share them.
       name: shown in progress bars and errors.
       mesh: a ``jax.sharding.Mesh`` (``w2s_jax.parallel.make_mesh``): generation splits each

@@ -1,11 +1,11 @@
 """Batched autoregressive generation with a KV cache.
 
-Per batch: prompts are left-padded so that their last token sits at slot P - 1, where P - 1 is a
+Per batch: prompts are left-padded so that their last token sits at slot P - 1, where P is a
 multiple of ``prompt_bucket`` (C); a cache of S slots is made, S the smallest length bucket (two
 per octave: 256, 384, 512, 768, ...) holding P + N - 1 (N the bucketed ``max_new_tokens``). One jitted
 prefill writes the prompts into the cache C slots at a time in a loop whose trip count is an
-argument, then runs the last prompt token alone and samples the first new token from its logits
-(the full-length logits are never formed); one jitted decode loop (``lax.while_loop`` over
+argument and samples the first new token from the logits of the last prompt slot alone (the
+full-length logits are never formed); one jitted decode loop (``lax.while_loop`` over
 single-token steps) produces the rest. The loop exits as soon as every row has hit EOS or the step
 budget. Stop strings need the tokenizer, so with stop strings the loop runs in chunks of
 ``_STOP_CHECK_EVERY`` steps and the host marks rows whose decoded text contains a stop string as
@@ -13,7 +13,7 @@ finished between chunks.
 
 Both jitted functions take the model as ``nnx.split`` graphdef (static) + state, and their shapes
 depend on the prompt length only through S, so they compile once per (batch size, S, new-token
-bucket, sampler): with C = 64 and 64 new tokens, prompts of 194 to 385 tokens share two cache
+bucket, sampler): with C = 64 and 64 new tokens, prompts of 193 to 448 tokens share two cache
 lengths (384 and 512 slots), four programs, and later calls reuse them.
 
 With a ``mesh`` (``w2s_jax.parallel``), every per-row array and the cache are placed with the
@@ -82,13 +82,16 @@ def _prefill(graphdef, state, tokens_BxS, valid_BxS, num_chunks, active_B, key, 
              sampler, eos_ids, num_new, chunk, cache_spec):
     """Runs the prompts through the model, filling the cache, and samples the first new token.
 
-    The prompts fill slots [0, num_chunks * chunk] of ``tokens_BxS`` (left-padded, so every row's
-    last prompt token is at slot ``num_chunks * chunk``). Slots [0, num_chunks * chunk) go through
-    the model ``chunk`` at a time (their logits are dead code, so XLA never computes them), then
-    the last slot alone gives the logits to sample from. ``num_chunks`` is traced: one program
-    serves every prompt length that fits the cache. Rows with ``active_B`` False are batch filler:
-    they start finished. The cache is made here (no buffer passed in to keep alive), stacked
-    while prefilling and handed to decoding one array per layer (`models/kv_cache.py`).
+    The prompts fill slots [0, num_chunks * chunk) of ``tokens_BxS`` (left-padded, so every
+    row's last prompt token is at slot ``num_chunks * chunk - 1``), which go through the model
+    ``chunk`` at a time; the hidden state of each chunk's last slot is carried along, and the
+    last chunk's gives the logits to sample from (the other positions are never unembedded).
+    The last prompt token is not run again on its own: that was a full pass over the weights,
+    one decoding step's worth of time, and a second copy of the model in the program.
+    ``num_chunks`` is traced: one program serves every prompt length that fits the cache. Rows
+    with ``active_B`` False are batch filler: they start finished. The cache is made here (no
+    buffer passed in to keep alive), stacked while prefilling and handed to decoding one array
+    per layer (`models/kv_cache.py`).
     """
     TRACE_COUNTS["prefill"] += 1
     positions_BxS = positions_from_valid(valid_BxS)
@@ -97,21 +100,21 @@ def _prefill(graphdef, state, tokens_BxS, valid_BxS, num_chunks, active_B, key, 
     def slots(x_BxS, start, size):
         return jax.lax.dynamic_slice_in_dim(x_BxS, start, size, axis=1)
 
-    def write_chunk(i, cache):
+    def write_chunk(i, carry):
+        cache, _ = carry
         model = nnx.merge(graphdef, state)
         start = i * chunk
-        _, cache = model(slots(tokens_BxS, start, chunk), positions_BxT=slots(positions_BxS, start, chunk),
-                         valid_BxT=slots(valid_BxS, start, chunk), cache=cache)
-        return cache
+        h_BxCxD, cache = model.hidden(slots(tokens_BxS, start, chunk), positions_BxT=slots(positions_BxS, start, chunk),
+                                      valid_BxT=slots(valid_BxS, start, chunk), cache=cache)
+        return cache, h_BxCxD[:, -1]
 
-    cache = jax.lax.fori_loop(0, num_chunks, write_chunk, cache)
-    last = num_chunks * chunk
     model = nnx.merge(graphdef, state)
-    last_position_B = slots(positions_BxS, last, 1)[:, 0]
-    logits_Bx1xV, cache = model(slots(tokens_BxS, last, 1), positions_BxT=last_position_B[:, None],
-                                valid_BxT=slots(valid_BxS, last, 1), cache=cache)
-    token_B = sampler(logits_Bx1xV[:, -1], keys_B=example_keys(key, example_index_B, 0))
     batch_size = tokens_BxS.shape[0]
+    h_last_BxD = jnp.zeros((batch_size, model.config.hidden_size), model.dtype)
+    cache, h_last_BxD = jax.lax.fori_loop(0, num_chunks, write_chunk, (cache, h_last_BxD))
+    last_position_B = slots(positions_BxS, num_chunks * chunk - 1, 1)[:, 0]
+    logits_BxV = model.unembed(h_last_BxD)
+    token_B = sampler(logits_BxV, keys_B=example_keys(key, example_index_B, 0))
     tokens_BxN = jnp.zeros((batch_size, num_new), jnp.int32).at[:, 0].set(token_B)
     return _DecodeState(
         # decoding reads each layer's arrays in place (models/kv_cache.py)
@@ -181,7 +184,7 @@ def generate(
       chat: apply the tokenizer's chat template to string prompts (one user turn).
       batch_size: prompts per batch (None: all at once); a short last batch is filled up to
         ``batch_size`` with finished dummy rows so that every batch reuses one compiled program.
-      prompt_bucket: C, prompts are left-padded to 1 + a multiple of C tokens and prefilled C
+      prompt_bucket: C, prompts are left-padded to a multiple of C tokens and prefilled C
         tokens at a time (a larger C: fewer, larger steps and more padding). None: `prefill_chunk`
         of the batch size (64 for one row, 16 from four rows up).
       new_token_bucket: the generated-token buffer is ``max_new_tokens`` rounded up to this.
@@ -284,11 +287,11 @@ _CACHE_MIN_SLOTS = 64  # smallest cache: tiny prompts all share one program
 
 def prompt_layout(max_prompt_len: int, num_new: int, chunk: int) -> tuple[int, int]:
     """(number of prefill chunks, cache slots S) for a batch whose longest prompt has this many
-    tokens: the prompts end at slot ``num_chunks * chunk`` and S holds them plus ``num_new - 1``
+    tokens: the prompts fill slots [0, num_chunks * chunk) and S holds them plus ``num_new - 1``
     new tokens (the last new token is sampled, never fed back, so it needs no slot: with C = 64
-    and 64 new tokens, a 321-token prompt fits 384 slots, not 512)."""
-    num_chunks = -(-(max_prompt_len - 1) // chunk)
-    return num_chunks, geometric_bucket(num_chunks * chunk + num_new, minimum=_CACHE_MIN_SLOTS)
+    and 64 new tokens, a 320-token prompt fits 384 slots, not 512)."""
+    num_chunks = -(-max_prompt_len // chunk)
+    return num_chunks, geometric_bucket(num_chunks * chunk + num_new - 1, minimum=_CACHE_MIN_SLOTS)
 
 
 def _generate_batch(graphdef, state, config, tokenizer, prompt_ids, *, batch_size, example_index_B,
@@ -298,7 +301,7 @@ def _generate_batch(graphdef, state, config, tokenizer, prompt_ids, *, batch_siz
     num_chunks, cache_len = prompt_layout(max(len(p) for p in prompt_ids), num_new, prompt_bucket)
     num_rows = len(prompt_ids)
     filler = [[pad_id]] * (batch_size - num_rows)
-    prompt_len = num_chunks * prompt_bucket + 1
+    prompt_len = num_chunks * prompt_bucket
     tokens_BxP, valid_BxP = pad_sequences(prompt_ids + filler, length=prompt_len, pad_id=pad_id,
                                           side="left")
     # Prompt slots then empty ones up to the cache length: the array's shape depends on S only.
