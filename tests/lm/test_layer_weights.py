@@ -36,8 +36,12 @@ def test_per_layer_gives_the_stacked_logits_and_converts_back_exactly(dtype):
     expected = _logits(model)
     to_layout(model, "per_layer")
     q = model.layers.attn.q_proj.get_value()
-    assert isinstance(q, tuple) and len(q) == CONFIG.num_layers and q[1].shape == stacked_q.shape[1:]
-    assert q[1].dtype == dtype
+    D, N, H = stacked_q.shape[1:]
+    # float32 weights keep our in x out layout; 16-bit ones are stored out x in (HF's)
+    assert isinstance(q, tuple) and len(q) == CONFIG.num_layers
+    assert q[1].shape == ((D, N, H) if dtype == jnp.float32 else (N, H, D)) and q[1].dtype == dtype
+    o = model.layers.attn.o_proj.get_value()  # ours N x H x D: two input axes
+    assert o[0].shape == ((N, H, D) if dtype == jnp.float32 else (D, N, H))
     # norms and biases stay stacked: only the matmul weights go per layer
     assert model.layers.input_norm.weight.get_value().shape == (CONFIG.num_layers, CONFIG.hidden_size)
     np.testing.assert_array_equal(_logits(model), expected)
@@ -59,8 +63,9 @@ def test_training_and_lora_refuse_per_layer_weights(tmp_path):
         to_layout(model, "rows")
 
 
-def test_export_from_per_layer_equals_export_from_stacked(tmp_path):
-    model = Transformer(CONFIG, rngs=nnx.Rngs(0))
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_export_from_per_layer_equals_export_from_stacked(tmp_path, dtype):
+    model = Transformer(CONFIG, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=dtype)
     save_pretrained(model, CONFIG, tmp_path / "stacked")
     save_pretrained(to_layout(model, "per_layer"), CONFIG, tmp_path / "per_layer")
     from w2s_jax.models.safetensors_format import SafetensorsFile
@@ -69,21 +74,26 @@ def test_export_from_per_layer_equals_export_from_stacked(tmp_path):
     assert sorted(a.names()) == sorted(b.names())
     for name in a.names():
         np.testing.assert_array_equal(a.get(name), b.get(name))
-    loaded, _ = load_pretrained(tmp_path / "per_layer", layout="per_layer")
+    loaded, _ = load_pretrained(tmp_path / "per_layer", dtype=dtype, layout="per_layer")
     np.testing.assert_array_equal(_logits(loaded), _logits(to_layout(model, "stacked")))
 
 
-def test_per_layer_weights_on_a_mesh_keep_their_rules_minus_the_layer_axis(tmp_path):
-    model = Transformer(CONFIG, rngs=nnx.Rngs(0))
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_per_layer_weights_on_a_mesh_keep_their_rules_minus_the_layer_axis(tmp_path, dtype):
+    model = Transformer(CONFIG, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=dtype)
     expected = _logits(model)
     save_pretrained(model, CONFIG, tmp_path)
     mesh = make_mesh(MeshConfig(fsdp=4, tp=2))
-    loaded, _ = load_pretrained(tmp_path, layout="per_layer", mesh=mesh, rules=ShardingRules.fsdp_tp())
-    converted = to_layout(load_pretrained(tmp_path, mesh=mesh, rules=ShardingRules.fsdp_tp())[0], "per_layer")
+    kw = dict(dtype=dtype, mesh=mesh, rules=ShardingRules.fsdp_tp())
+    loaded, _ = load_pretrained(tmp_path, layout="per_layer", **kw)
+    converted = to_layout(load_pretrained(tmp_path, **kw)[0], "per_layer")
     for sharded in (loaded, converted):
-        for q in sharded.layers.attn.q_proj.get_value():  # D x N x H each
-            assert q.sharding.spec == P("fsdp", "tp", None)
-        np.testing.assert_allclose(_logits(sharded), expected, atol=1e-5, rtol=0)
+        for q in sharded.layers.attn.q_proj.get_value():  # D x N x H each, N x H x D when 16-bit
+            assert q.sharding.spec == (P("fsdp", "tp", None) if dtype == jnp.float32 else P("tp", None, "fsdp"))
+        np.testing.assert_allclose(_logits(sharded), expected, atol=1e-5 if dtype == jnp.float32 else 0.05, rtol=0)
+    plain, _ = load_pretrained(tmp_path, dtype=dtype, layout="per_layer")
+    for a, b in zip(plain.layers.mlp.down_proj.get_value(), model.layers.mlp.down_proj.get_value()):
+        np.testing.assert_array_equal(a, b.T if dtype == jnp.bfloat16 else b)  # loaded as stored
 
 
 def test_decode_reads_per_layer_weights_in_place():

@@ -30,7 +30,14 @@ from w2s_jax.models.config import ModelConfig, config_from_hf, config_to_hf
 from w2s_jax.models.convert import TensorMap, optional_hf_names, tensor_maps
 from w2s_jax.models.host_copy import copy_into, host_buffer, transpose_into
 from w2s_jax.models.hub import resolve_checkpoint_dir
-from w2s_jax.models.layer_weights import check_layout, goes_per_layer
+from w2s_jax.models.layer_weights import (
+    check_layout,
+    goes_per_layer,
+    num_inputs,
+    out_in,
+    per_layer_axes,
+    stacked_host_value,
+)
 from w2s_jax.models.safetensors_format import SafetensorsFile, write_safetensors
 from w2s_jax.models.transformer import Transformer
 
@@ -116,16 +123,20 @@ def _row_chunks(rows: int, row_bytes: int) -> list[slice]:
 
 
 def _fill(out: np.ndarray, maps: list[TensorMap], tensors: dict[str, SafetensorsFile],
-          pool: ThreadPoolExecutor) -> None:
+          pool: ThreadPoolExecutor, *, hf_layout: bool = False) -> None:
     """Write one parameter's checkpoint tensors into `out` (our layout and dtype, stacked layers at
     `out[layer]`): linear weights by tiled transposes, the rest by plain copies, each tensor cut
     into row chunks run by the threads of `pool`. The dtype changes on the way, so no other copy
-    of the parameter is made; the source is read once, through the memory map."""
+    of the parameter is made; the source is read once, through the memory map. `hf_layout`:
+    `out` holds linear weights in the checkpoint's own `out x in` layout (16-bit per-layer
+    weights, `layer_weights.py`), copied without a transpose."""
     jobs = []
     for m in maps:
         src = tensors[m.hf_name].get(m.hf_name)
         dst = out if m.layer is None else out[m.layer]
-        if m.transposed:  # dst is contiguous: a (in, out) view of it takes the (out, in) rows transposed
+        if hf_layout and not m.transposed:
+            raise ValueError(f"{m.hf_name} is not a linear weight: it has no out x in layout to keep")
+        if m.transposed and not hf_layout:  # dst is contiguous: a (in, out) view of it takes the (out, in) rows transposed
             dst = dst.reshape(src.shape[::-1])
             jobs += [(transpose_into, dst[:, rows], src[rows]) for rows in _row_chunks(len(src), src[0].nbytes)]
         elif src.ndim >= 2:
@@ -137,11 +148,24 @@ def _fill(out: np.ndarray, maps: list[TensorMap], tensors: dict[str, Safetensors
 
 
 def _read(maps: list[TensorMap], tensors: dict[str, SafetensorsFile], shape, dtype,
-          pool: ThreadPoolExecutor) -> np.ndarray:
-    """One parameter as a page-aligned host array of `dtype` in our layout (see `_fill`)."""
+          pool: ThreadPoolExecutor, *, hf_layout: bool = False) -> np.ndarray:
+    """One parameter as a page-aligned host array of `dtype` and `shape` (see `_fill`)."""
     out = host_buffer(tuple(shape), dtype)
-    _fill(out, maps, tensors, pool)
+    _fill(out, maps, tensors, pool, hf_layout=hf_layout)
     return out
+
+
+def _read_per_layer(maps, tensors, shape, dtype, logical_axes, pool, mesh, rules) -> tuple[jax.Array, ...]:
+    """A stacked matmul weight of our `shape` as per-layer device arrays in their storage layout
+    (`layer_weights.py`): one host buffer, each layer's array a view of it (adopted without a
+    copy on the CPU when its offset is aligned)."""
+    n = num_inputs(logical_axes)
+    keep_hf = out_in(dtype)
+    if keep_hf:  # L x out x in: the checkpoint's tensors as they are
+        shape = (shape[0],) + tuple(shape[1 + n:]) + tuple(shape[1:1 + n])
+    host_array = _read(maps, tensors, shape, dtype, pool, hf_layout=keep_hf)
+    axes = per_layer_axes(logical_axes, dtype)
+    return tuple(_put(host_array[i], axes, mesh, rules) for i in range(len(host_array)))
 
 
 def load_pretrained(path_or_hub_name: str | Path, *, dtype=jnp.float32, param_dtype=None, mesh=None,
@@ -188,13 +212,11 @@ def load_pretrained(path_or_hub_name: str | Path, *, dtype=jnp.float32, param_dt
             if path not in by_path:
                 raise ValueError(f"parameter {path} has no checkpoint mapping")
             _check_shapes(by_path[path], tensors)
-            host_array = _read(by_path[path], tensors, variable.get_value().shape, param_dtype, pool)
-            axes = variable.get_metadata().get("logical_axes")
-            if layout == "per_layer" and goes_per_layer(axes):  # one array per layer: views of host_array
-                variable.set_value(tuple(_put(host_array[i], axes[1:], mesh, rules) for i in range(len(host_array))))
-            else:
-                variable.set_value(_put(host_array, axes, mesh, rules))
-            del host_array  # one parameter in flight at a time
+            shape, axes = variable.get_value().shape, variable.get_metadata().get("logical_axes")
+            if layout == "per_layer" and goes_per_layer(axes):
+                variable.set_value(_read_per_layer(by_path[path], tensors, shape, param_dtype, axes, pool, mesh, rules))
+            else:  # one parameter in flight at a time
+                variable.set_value(_put(_read(by_path[path], tensors, shape, param_dtype, pool), axes, mesh, rules))
     return nnx.merge(graphdef, state), config
 
 
@@ -211,7 +233,8 @@ def save_pretrained(model: Transformer, config: ModelConfig, out_dir: str | Path
     if unmapped:
         raise ValueError(f"parameters {unmapped[:4]} have no HF name (merge adapters into the base weights first)")
     tensors = []
-    host = {path: np.asarray(jax.device_get(params[path].get_value())) for path in {m.path for m in maps}}
+    host = {path: stacked_host_value(params[path].get_value(), params[path].get_metadata().get("logical_axes"))
+            for path in {m.path for m in maps}}
     for m in maps:
         tensors.append((m.hf_name, np.ascontiguousarray(m.to_hf(host[m.path]))))
     dtypes = {str(a.dtype) for _, a in tensors}

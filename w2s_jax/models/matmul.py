@@ -14,7 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-_SIXTEEN_BIT = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+SIXTEEN_BIT = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 
 
 def matmul(a: jax.Array, b: jax.Array, *, transpose_b: bool = False) -> jax.Array:
@@ -22,7 +22,7 @@ def matmul(a: jax.Array, b: jax.Array, *, transpose_b: bool = False) -> jax.Arra
     (out, in) with `transpose_b` (contracted in place: XLA:CPU's 16-bit path does not fold a
     transpose of `b` into the product, 91 against 7.8 ms for a 32768 x 2048 bf16 head at two
     rows). 16-bit floats: see the module docstring."""
-    sixteen_bit = a.dtype == b.dtype and a.dtype in _SIXTEEN_BIT and a.ndim >= 2
+    sixteen_bit = a.dtype == b.dtype and a.dtype in SIXTEEN_BIT and a.ndim >= 2
     pad = sixteen_bit and a.shape[-2] == 1 and jax.default_backend() == "cpu"
     if pad:
         a = jnp.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, 1), (0, 0)])

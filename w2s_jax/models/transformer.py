@@ -128,7 +128,7 @@ def _layer_params(layer_params: nnx.State, layer: jax.Array) -> nnx.State:
     def at(variable: nnx.Variable) -> nnx.Variable:
         value = variable.get_value()
         if isinstance(value, tuple):
-            return variable.replace(value=LayerWeight.at(value, layer))
+            return variable.replace(value=LayerWeight.at(value, layer, variable.get_metadata().get("logical_axes")))
         return variable.replace(value=take_layer(value, layer))
 
     return jax.tree.map(at, layer_params, is_leaf=lambda x: isinstance(x, nnx.Variable))
