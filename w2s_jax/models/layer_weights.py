@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from w2s_jax.models.matmul import SIXTEEN_BIT, matmul
+from w2s_jax.models.matmul import SIXTEEN_BIT, matmul_with, product
 
 LAYOUTS = ("stacked", "per_layer")
 
@@ -195,16 +195,19 @@ class LayerWeight:
         return dataclasses.replace(self, dtype=jnp.dtype(dtype))
 
     def matmul(self, x_NxI: jax.Array) -> jax.Array:
-        """`x_NxI @ W_IxO` for this layer's W flattened to (I, O) = (x's columns, the rest)."""
+        """`x_NxI @ W_IxO` for this layer's W flattened to (I, O) = (x's columns, the rest), as
+        `matmul.matmul` computes it, each switch branch holding just the product."""
         stored_out_in = self.out_in
 
-        def branch(w, x):
+        def branch(w, x, accumulate):
             w = w.astype(self.dtype)
-            if stored_out_in:
-                return matmul(x, w.reshape(-1, x.shape[1]), transpose_b=True)
-            return matmul(x, w.reshape(x.shape[1], -1))
+            w = w.reshape(-1, x.shape[1]) if stored_out_in else w.reshape(x.shape[1], -1)
+            return product(x, w, transpose_b=stored_out_in, accumulate=accumulate)
 
-        branches = [functools.partial(branch, w) for w in self.arrays]
-        if len(branches) == 1:
-            return branches[0](x_NxI)
-        return jax.lax.switch(self.layer, branches, x_NxI)
+        def switch(x, accumulate):
+            branches = [functools.partial(branch, w, accumulate=accumulate) for w in self.arrays]
+            if len(branches) == 1:
+                return branches[0](x)
+            return jax.lax.switch(self.layer, branches, x)
+
+        return matmul_with(x_NxI, self.dtype, switch)
