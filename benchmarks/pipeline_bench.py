@@ -87,6 +87,8 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=None,
                         help="pin the process to this many cores (both frameworks see the same ones)")
     parser.add_argument("--skip-one-at-a-time", action="store_true", help="do not run the batch-1 loop")
+    parser.add_argument("--layout", choices=("per_layer", "stacked"), default="per_layer",
+                        help="our weights' layout (default: per_layer, what the pipeline's labelling loads)")
     parser.add_argument("--no-reuse-host-memory", dest="reuse_host_memory", action="store_false",
                         help="leave glibc's malloc at its defaults (see lm_bench.py)")
     args = parser.parse_args(argv)
@@ -232,7 +234,7 @@ def run(args) -> dict[str, float]:
     torch.set_num_threads(len(os.sched_getaffinity(0)))  # as many threads as XLA's CPU pool
     with tempfile.TemporaryDirectory() as tmp:  # both sides load the very same files
         write_checkpoint(preset, Path(tmp))
-        model, _ = load_pretrained(tmp)
+        model, _ = load_pretrained(tmp, layout=args.layout)
         tokenizer = load_tokenizer(tmp)
         reference = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
     engine_kw = {k: v for k, v in (("batch_size", args.batch_size), ("length_bucket", args.length_bucket))
