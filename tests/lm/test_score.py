@@ -83,7 +83,8 @@ def test_score_batches_only_its_rows_and_ignores_batch_size(checkpoint, monkeypa
     rows_seen = []
     forward = scoring.completion_logprobs
     monkeypatch.setattr(scoring, "completion_logprobs",
-                        lambda m, tokens_BxT, *rest: rows_seen.append(len(tokens_BxT)) or forward(m, tokens_BxT, *rest))
+                        lambda m, tokens_BxT, *rest, **kw: rows_seen.append(len(tokens_BxT))
+                        or forward(m, tokens_BxT, *rest, **kw))
     alone = score(model, tokenizer, PROMPTS[:1], COMPLETIONS[:1], batch_size=8)
     assert rows_seen == [1]
     by_batch = {size: score(model, tokenizer, PROMPTS, COMPLETIONS, batch_size=size) for size in (1, 2, 8)}

@@ -10,6 +10,7 @@ would also pass if the mesh were ignored.
 from __future__ import annotations
 
 import jax
+import numpy as np
 import pytest
 from flax import nnx
 
@@ -108,3 +109,36 @@ def test_batch_size_must_split_over_the_mesh_rows(tokenizer, mesh):
 def test_unplaced_model_on_a_mesh_names_the_fix(tokenizer, mesh):
     with pytest.raises(ValueError, match=r"not on the mesh's 8.*load_pretrained\(\.\.\., mesh=mesh"):
         Engine(_model(tokenizer), tokenizer, batch_size=4, mesh=mesh)
+
+
+def test_sharded_scoring_and_topk_equal_one_device(tokenizer, mesh, monkeypatch):
+    """The judge's and distillation's primitives split their rows over the mesh too: scores and
+    top-k distributions equal one device's, for a full batch and a lone pair (1 row, filled up to
+    the 4 the mesh splits), and a spy sees each batch's tokens split over ("data", "fsdp")."""
+    from w2s_jax.inference import scoring, topk
+
+    single = Engine(_model(tokenizer), tokenizer, batch_size=4, length_bucket=16)
+    sharded = Engine(_model(tokenizer), tokenizer, batch_size=4, length_bucket=16, mesh=mesh,
+                     rules=ShardingRules.fsdp_tp())
+    seen = []
+
+    def spying(real):
+        def spy(graphdef, state, tokens_BxT, *args, **kwargs):
+            seen.append((tokens_BxT.shape[0], tokens_BxT.sharding))
+            return real(graphdef, state, tokens_BxT, *args, **kwargs)
+        return spy
+
+    prompts, completions = [Prompt(user=q) for q in QUESTIONS[:5]], WEAK[:5]
+    expected_scores = single.score(prompts, completions)
+    expected_topk = single.next_token_topk(prompts, completions, 3)
+    monkeypatch.setattr(scoring, "_completion_logprobs", spying(scoring._completion_logprobs))
+    monkeypatch.setattr(topk, "_next_token_topk", spying(topk._next_token_topk))
+    for got, want in zip(sharded.score(prompts, completions), expected_scores, strict=True):
+        assert got.token_ids == want.token_ids
+        np.testing.assert_allclose(got.token_logprobs, want.token_logprobs, atol=1e-5)
+    for got, want in zip(sharded.next_token_topk(prompts, completions, 3), expected_topk, strict=True):
+        np.testing.assert_array_equal(got.topk_ids, want.topk_ids)
+        np.testing.assert_allclose(got.topk_probs, want.topk_probs, atol=1e-5)
+    assert [rows for rows, _ in seen] == [4, 4, 4, 4]  # 5 pairs: a batch of 4, then 1 pair filled to 4
+    for _, sharding in seen:
+        assert sharding.spec[0] == ("data", "fsdp") and len(sharding.device_set) == 8

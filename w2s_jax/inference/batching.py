@@ -96,17 +96,33 @@ def row_bucket(num_rows: int, batch_size: int) -> int:
 
 
 def pair_batches(pairs: Sequence[tuple[list[int], int]], *, batch_size: int, length_bucket: int,
-                 pad_id: int, desc: str):
+                 pad_id: int, desc: str, mesh=None):
     """Right-padded batches of (prompt + completion ids, number of prompt ids) pairs.
 
     Yields ``(batch_pairs, tokens_BxT, valid_BxT)``: a short batch is filled with dummy rows up
-    to the next power of two (at most ``batch_size``: few compiled shapes, few dummy rows) and
+    to the next power of two (at most ``batch_size``: few compiled shapes, few dummy rows; on a
+    ``mesh``, then up to a multiple of its row splits, so every device holds as many rows) and
     lengths are padded up to a multiple of ``length_bucket``. Scoring and top-k read the rows of
     ``batch_pairs`` only.
     """
+    splits = row_splits(mesh)
     for batch in progress(batch_slices(len(pairs), batch_size), desc=desc):
         seqs = [full for full, _ in pairs[batch]]
-        seqs += [[pad_id]] * (row_bucket(len(seqs), batch_size) - len(seqs))
+        seqs += [[pad_id]] * (round_up(row_bucket(len(seqs), batch_size), splits) - len(seqs))
         length = round_up(max(len(s) for s in seqs), length_bucket)
         tokens_BxT, valid_BxT = pad_sequences(seqs, length=length, pad_id=pad_id, side="right")
         yield pairs[batch], tokens_BxT, valid_BxT
+
+
+def row_splits(mesh) -> int:
+    """How many ways a batch's rows are split on ``mesh``: data * fsdp (1 without a mesh)."""
+    return 1 if mesh is None else mesh.shape["data"] * mesh.shape["fsdp"]
+
+
+def check_rows_divide(rows: int, mesh, *, what: str) -> None:
+    """Raises a ValueError naming ``what`` unless ``rows`` splits evenly over ``mesh``'s row axes."""
+    splits = row_splits(mesh)
+    if rows % splits:
+        raise ValueError(f"{what}={rows} is not a multiple of the mesh's data * fsdp = {splits} (each "
+                         f"device holds the same number of rows): use {round_up(rows, splits)} or "
+                         f"{max(rows // splits, 1) * splits}")

@@ -18,7 +18,8 @@ import jax
 import numpy as np
 from flax import nnx
 
-from w2s_jax.inference.generation import check_rows_divide, generate
+from w2s_jax.inference.batching import check_rows_divide
+from w2s_jax.inference.generation import generate
 from w2s_jax.inference.sampling import Greedy, Sampler
 from w2s_jax.inference.scoring import ScoreResult, score
 from w2s_jax.inference.topk import TopKResult, next_token_topk
@@ -150,7 +151,8 @@ class Engine:
         """``log p(completion | rendered prompt)`` per pair, completions tokenized on their own
         (as :class:`~w2s_jax.train.SFTDataset` tokenizes training rows)."""
         return self._over_pairs(prompts, completions, lambda p, c: score(
-            self.model, None, p, c, batch_size=self.batch_size, length_bucket=self.length_bucket))
+            self.model, None, p, c, batch_size=self.batch_size, length_bucket=self.length_bucket,
+            mesh=self.mesh))
 
     def next_token_topk(self, prompts: Sequence[Prompt | str], completions: Sequence[str],
                         k: int) -> list[TopKResult]:
@@ -159,7 +161,8 @@ class Engine:
         own, as in :meth:`score` and :class:`~w2s_jax.train.SFTDataset`, so row j of a result is
         the target for completion token j of a training row."""
         return self._over_pairs(prompts, completions, lambda p, c: next_token_topk(
-            self.model, p, c, k, batch_size=self.batch_size, length_bucket=self.length_bucket))
+            self.model, p, c, k, batch_size=self.batch_size, length_bucket=self.length_bucket,
+            mesh=self.mesh))
 
     def _over_pairs(self, prompts, completions, run) -> list:
         """``run(prompt_ids, completion_ids)`` over the pairs sorted by length, results in order."""

@@ -36,6 +36,8 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from w2s_jax.inference.batching import (
+    check_rows_divide,
+    row_splits,
     batch_slices,
     geometric_bucket,
     pad_sequences,
@@ -248,20 +250,6 @@ def generate(
         finish_reasons=finish_reasons,
         prompt_token_ids=prompt_ids,
     )
-
-
-def row_splits(mesh) -> int:
-    """How many ways a batch's rows are split on ``mesh``: data * fsdp (1 without a mesh)."""
-    return 1 if mesh is None else mesh.shape["data"] * mesh.shape["fsdp"]
-
-
-def check_rows_divide(rows: int, mesh, *, what: str) -> None:
-    """Raises a ValueError naming ``what`` unless ``rows`` splits evenly over ``mesh``'s row axes."""
-    splits = row_splits(mesh)
-    if rows % splits:
-        raise ValueError(f"{what}={rows} is not a multiple of the mesh's data * fsdp = {splits} (each "
-                         f"device holds the same number of rows): use {round_up(rows, splits)} or "
-                         f"{max(rows // splits, 1) * splits}")
 
 
 def _pad_id(config, eos_ids) -> int:

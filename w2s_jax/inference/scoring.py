@@ -16,8 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from w2s_jax.inference.batching import pair_batches, positions_from_valid
+from w2s_jax.inference.batching import check_rows_divide, pair_batches, positions_from_valid
 from w2s_jax.models.logits import target_logprobs
+from w2s_jax.parallel import shard_batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +72,7 @@ def _completion_logprobs(graphdef, state, tokens_BxT, valid_BxT, rows_N, cols_N)
     return jnp.zeros((B, T), jnp.float32).at[rows_N, cols_N].set(logprobs_N, mode="drop")
 
 
-def completion_logprobs(model, tokens_BxT, valid_BxT, completion_mask_BxT) -> jax.Array:
+def completion_logprobs(model, tokens_BxT, valid_BxT, completion_mask_BxT, *, mesh=None) -> jax.Array:
     """Per-token log-probabilities of the masked tokens under ``model`` (one jitted forward pass).
 
     Only the positions that predict a scored token are unembedded, a chunk of rows at a time
@@ -82,6 +83,8 @@ def completion_logprobs(model, tokens_BxT, valid_BxT, completion_mask_BxT) -> ja
       tokens_BxT: int token ids, padded anywhere ``valid_BxT`` is False.
       valid_BxT: bool, False on padding.
       completion_mask_BxT: bool, True on the tokens to score (position 0, without context, never is).
+      mesh: a ``jax.sharding.Mesh``: the rows are split over its ("data", "fsdp") axes (their
+        number must divide evenly), the model placed as it is (``load_pretrained(..., mesh=)``).
     Returns:
       float32 ``logprobs_BxT``, 0 where not scored; ``.sum(-1)`` is each row's log-likelihood.
     """
@@ -89,8 +92,9 @@ def completion_logprobs(model, tokens_BxT, valid_BxT, completion_mask_BxT) -> ja
     scored_BxT[:, 0] = False
     rows_N, cols_N = gather_positions(scored_BxT)
     graphdef, state = nnx.split(model)
-    return _completion_logprobs(graphdef, state, jnp.asarray(tokens_BxT), jnp.asarray(valid_BxT),
-                                rows_N, cols_N)
+    check_rows_divide(len(tokens_BxT), mesh, what="scoring rows")
+    rows = shard_batch({"tokens_BxT": np.asarray(tokens_BxT), "valid_BxT": np.asarray(valid_BxT)}, mesh)
+    return _completion_logprobs(graphdef, state, rows["tokens_BxT"], rows["valid_BxT"], rows_N, cols_N)
 
 
 def score(
@@ -101,6 +105,7 @@ def score(
     *,
     batch_size: int = 8,
     length_bucket: int = 16,
+    mesh=None,
 ) -> list[ScoreResult]:
     """Scores each completion given its prompt: ``log p(completion | prompt)`` and per token.
 
@@ -116,20 +121,23 @@ def score(
       batch_size: most sequences per forward pass (a short batch is filled with dummy rows
         up to the next power of two only).
       length_bucket: pad lengths up to a multiple of this to limit recompiles.
+      mesh: a ``jax.sharding.Mesh``: each batch's rows are split over its ("data", "fsdp") axes
+        (``batch_size`` must be a multiple of data * fsdp; a short batch is filled up to one).
     Returns:
       one :class:`ScoreResult` per pair, in order.
     """
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+    check_rows_divide(batch_size, mesh, what="score batch_size")
     pairs = [tokenize_pair(tokenizer, p, c, i) for i, (p, c) in enumerate(zip(prompts, completions))]
     pad_id = _pad_id(model)
     results = []
     for batch, tokens_BxT, valid_BxT in pair_batches(pairs, batch_size=batch_size, pad_id=pad_id,
-                                                     length_bucket=length_bucket, desc="score"):
+                                                     length_bucket=length_bucket, desc="score", mesh=mesh):
         mask_BxT = np.zeros_like(valid_BxT)
         for row, (full, num_prompt) in enumerate(batch):
             mask_BxT[row, num_prompt : len(full)] = True
-        logprobs_BxT = np.asarray(completion_logprobs(model, tokens_BxT, valid_BxT, mask_BxT))
+        logprobs_BxT = np.asarray(completion_logprobs(model, tokens_BxT, valid_BxT, mask_BxT, mesh=mesh))
         for row, (full, num_prompt) in enumerate(batch):
             row_logprobs = logprobs_BxT[row, num_prompt : len(full)].astype(np.float64)
             results.append(ScoreResult(token_ids=full[num_prompt:],

@@ -20,9 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from w2s_jax.inference.batching import pair_batches, positions_from_valid
+from w2s_jax.inference.batching import check_rows_divide, pair_batches, positions_from_valid
 from w2s_jax.inference.scoring import _pad_id, gather_positions, tokenize_pair
 from w2s_jax.models.logits import topk_next_tokens
+from w2s_jax.parallel import shard_batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +76,7 @@ def next_token_topk(
     *,
     batch_size: int = 8,
     length_bucket: int = 16,
+    mesh=None,
 ) -> list[TopKResult]:
     """The model's top-k next-token distribution at each completion token of each pair.
 
@@ -85,6 +87,8 @@ def next_token_topk(
       batch_size: most sequences per forward pass (a short batch is filled with dummy rows
         up to the next power of two only).
       length_bucket: pad lengths up to a multiple of this to limit recompiles.
+      mesh: a ``jax.sharding.Mesh``: each batch's rows are split over its ("data", "fsdp") axes
+        (``batch_size`` must be a multiple of data * fsdp; a short batch is filled up to one).
     Returns:
       one :class:`TopKResult` per pair, in order.
     """
@@ -93,20 +97,22 @@ def next_token_topk(
     vocab = int(model.config.vocab_size)
     if not isinstance(k, int) or not 1 <= k <= vocab:
         raise ValueError(f"top-k must be an int in [1, {vocab}] (the vocabulary size), got {k!r}")
+    check_rows_divide(batch_size, mesh, what="top-k batch_size")
     pairs = [tokenize_pair(None, p, c, i) for i, (p, c) in enumerate(zip(prompts, completions))]
     pad_id = _pad_id(model)
     graphdef, state = nnx.split(model)
     results = []
     for batch, tokens_BxT, valid_BxT in pair_batches(pairs, batch_size=batch_size, pad_id=pad_id,
-                                                     length_bucket=length_bucket, desc="top-k"):
+                                                     length_bucket=length_bucket, desc="top-k", mesh=mesh):
         # completion token j sits at num_prompt + j and is predicted from the position before:
         # only those positions are unembedded
         predicting_BxT = np.zeros_like(valid_BxT)
         for row, (full, num_prompt) in enumerate(batch):
             predicting_BxT[row, num_prompt - 1 : len(full) - 1] = True
         rows_N, cols_N = gather_positions(predicting_BxT)
+        rows = shard_batch({"tokens_BxT": tokens_BxT, "valid_BxT": valid_BxT}, mesh)
         ids_NxK, probs_NxK, kept_N = (np.asarray(a) for a in _next_token_topk(
-            graphdef, state, jnp.asarray(tokens_BxT), jnp.asarray(valid_BxT), rows_N, cols_N, k=k))
+            graphdef, state, rows["tokens_BxT"], rows["valid_BxT"], rows_N, cols_N, k=k))
         start = 0
         for full, num_prompt in batch:  # np.nonzero lists positions row by row, in order
             taken = slice(start, start + len(full) - num_prompt)

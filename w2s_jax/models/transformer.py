@@ -134,32 +134,18 @@ def _layer_params(layer_params: nnx.State, layer: jax.Array) -> nnx.State:
     return jax.tree.map(at, layer_params, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
-@jax.custom_vjp
 def embedding_rows(table_VxD: jax.Array, tokens_BxT: jax.Array) -> jax.Array:
-    """`table_VxD[tokens_BxT]`; a 16-bit float table is gathered as its raw bits.
+    """`table_VxD[tokens_BxT]`, the gather behind an optimization barrier.
 
-    As for `take_layer`: XLA:CPU turned the gather from a bf16 table into a float32 op and
-    converted the whole table first, every call (the Llama-3.2-1B embedding: a 1 GB float32 copy
-    and 245 ms of a generate call, in prefill and again in decoding). The gradient is that of
-    the plain gather (rows scatter-added).
+    XLA:CPU gathers from a bf16 table through a float32 conversion of its operand. Inside a
+    loop (the decode loop, the prefill chunks) loop-invariant code motion then hoisted that
+    conversion of the whole table out of the loop: a float32 copy made every call (the
+    Llama-3.2-1B embedding: 1 GB and 245 ms per call), where behind the barrier the table
+    counts as loop-variant and the conversion stays fused with the gather, reading only the
+    rows gathered (`tests/lm/test_layer_scan.py` measures the loop's scratch memory).
     """
-    if table_VxD.dtype.itemsize == 2 and jnp.issubdtype(table_VxD.dtype, jnp.floating):
-        bits = jnp.take(jax.lax.bitcast_convert_type(table_VxD, jnp.uint16), tokens_BxT, axis=0)
-        return jax.lax.bitcast_convert_type(bits, table_VxD.dtype)
+    table_VxD, tokens_BxT = jax.lax.optimization_barrier((table_VxD, tokens_BxT))
     return jnp.take(table_VxD, tokens_BxT, axis=0)
-
-
-def _embedding_rows_fwd(table_VxD, tokens_BxT):
-    return embedding_rows(table_VxD, tokens_BxT), (jax.ShapeDtypeStruct(table_VxD.shape, table_VxD.dtype), tokens_BxT)
-
-
-def _embedding_rows_bwd(residuals, ct_BxTxD):
-    shape, tokens_BxT = residuals
-    grad = jnp.zeros(shape.shape, shape.dtype).at[tokens_BxT].add(ct_BxTxD.astype(shape.dtype))
-    return grad, None
-
-
-embedding_rows.defvjp(_embedding_rows_fwd, _embedding_rows_bwd)
 
 
 REMAT_POLICIES = {
