@@ -13,7 +13,7 @@ from jax.sharding import PartitionSpec as P
 
 from w2s_jax.models import ModelConfig, Transformer, load_pretrained, save_pretrained, to_layout
 from w2s_jax.models.layer_weights import is_per_layer
-from w2s_jax.parallel import MeshConfig, ShardingRules, make_mesh
+from w2s_jax.parallel import MeshConfig, ShardingRules, make_mesh, shard_model
 
 CONFIG = dataclasses.replace(ModelConfig.tiny("gemma2", num_layers=3), sliding_window=3, sliding_layers=(0, 2))
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -87,7 +87,9 @@ def test_per_layer_weights_on_a_mesh_keep_their_rules_minus_the_layer_axis(tmp_p
     kw = dict(dtype=dtype, mesh=mesh, rules=ShardingRules.fsdp_tp())
     loaded, _ = load_pretrained(tmp_path, layout="per_layer", **kw)
     converted = to_layout(load_pretrained(tmp_path, **kw)[0], "per_layer")
-    for sharded in (loaded, converted):
+    placed = to_layout(Transformer(CONFIG, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=dtype), "per_layer")
+    shard_model(placed, mesh, ShardingRules.fsdp_tp())
+    for sharded in (loaded, converted, placed):
         for q in sharded.layers.attn.q_proj.get_value():  # D x N x H each, N x H x D when 16-bit
             assert q.sharding.spec == (P("fsdp", "tp", None) if dtype == jnp.float32 else P("tp", None, "fsdp"))
         np.testing.assert_allclose(_logits(sharded), expected, atol=1e-5 if dtype == jnp.float32 else 0.05, rtol=0)

@@ -36,6 +36,7 @@ from w2s_jax.models.layer_weights import (
     num_inputs,
     out_in,
     per_layer_axes,
+    set_per_layer,
     stacked_host_value,
 )
 from w2s_jax.models.safetensors_format import SafetensorsFile, write_safetensors
@@ -214,7 +215,7 @@ def load_pretrained(path_or_hub_name: str | Path, *, dtype=jnp.float32, param_dt
             _check_shapes(by_path[path], tensors)
             shape, axes = variable.get_value().shape, variable.get_metadata().get("logical_axes")
             if layout == "per_layer" and goes_per_layer(axes):
-                variable.set_value(_read_per_layer(by_path[path], tensors, shape, param_dtype, axes, pool, mesh, rules))
+                set_per_layer(variable, _read_per_layer(by_path[path], tensors, shape, param_dtype, axes, pool, mesh, rules))
             else:  # one parameter in flight at a time
                 variable.set_value(_put(_read(by_path[path], tensors, shape, param_dtype, pool), axes, mesh, rules))
     return nnx.merge(graphdef, state), config

@@ -83,10 +83,17 @@ def to_layout(model: nnx.Module, layout: str) -> nnx.Module:
             continue
         value, axes = node.get_value(), node.get_metadata().get("logical_axes")
         if layout == "per_layer" and isinstance(value, jax.Array) and goes_per_layer(axes):
-            node.set_value(split_layers(value, axes))
+            set_per_layer(node, split_layers(value, axes))
         elif layout == "stacked" and isinstance(value, tuple):
             node.set_value(stack_layers(value, axes))
     return model
+
+
+def set_per_layer(variable: nnx.Variable, arrays: tuple[jax.Array, ...]) -> None:
+    """Give a stacked weight's Variable its per-layer arrays, with their logical axes as the
+    "layer_axes" metadata (read by `parallel.shard_model`; "logical_axes" stays the stacked one's)."""
+    variable.set_value(arrays)
+    variable.set_metadata("layer_axes", per_layer_axes(variable.get_metadata()["logical_axes"], arrays[0].dtype))
 
 
 def num_inputs(logical_axes) -> int:

@@ -41,10 +41,8 @@ def shard_model(model: nnx.Module, mesh: Mesh | None, rules: ShardingRules | Non
         value = node.get_value()
         if isinstance(value, jax.Array):
             node.set_value(jax.device_put(value, variable_sharding(node, mesh, rules)))
-        elif isinstance(value, tuple):  # per-layer weights (`models/layer_weights.py`): the layer axis is the tuple
-            from w2s_jax.models.layer_weights import per_layer_axes  # models import parallel lazily too
-
-            axes = per_layer_axes(node.get_metadata().get("logical_axes"), value[0].dtype)
+        elif isinstance(value, tuple):  # one array per layer (`models/layer_weights.py`), axes in "layer_axes"
+            axes = node.get_metadata().get("layer_axes")
             node.set_value(tuple(jax.device_put(v, logical_to_sharding(axes, mesh, rules, shape=v.shape))
                                  for v in value))
 
