@@ -36,14 +36,14 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from w2s_jax.inference.batching import (
-    check_rows_divide,
-    row_splits,
     batch_slices,
+    check_rows_divide,
     geometric_bucket,
     pad_sequences,
     positions_from_valid,
     progress,
     round_up,
+    row_splits,
 )
 from w2s_jax.inference.prompts import encode_prompts, find_stop
 from w2s_jax.inference.sampling import Greedy, Sampler, example_keys
