@@ -91,6 +91,7 @@ def stacked_layers(config: ModelConfig, *, rngs: nnx.Rngs, dtype, param_dtype) -
     return stacked
 
 
+@jax.custom_vjp
 def take_layer(stacked: jax.Array, layer: jax.Array) -> jax.Array:
     """`stacked[layer]`; a 16-bit float weight is sliced behind an optimization barrier.
 
@@ -100,11 +101,26 @@ def take_layer(stacked: jax.Array, layer: jax.Array) -> jax.Array:
     loop-variant and only the layer in use is converted. (Slicing the raw bits, the fix before
     this one, still copied the whole stack as uint16 once per call: a scan over 8 bf16
     1024 x 1024 layers needed 20 MiB of scratch that way, 4 MiB behind the barrier, 36 MiB
-    plain.) float32 weights are sliced plainly.
+    plain.) float32 weights are sliced plainly. The gradient is that of the plain slice, written
+    out (a zero stack with the layer's cotangent in place), as the training step was tuned with.
     """
     if stacked.dtype.itemsize == 2 and jnp.issubdtype(stacked.dtype, jnp.floating):
         stacked, layer = jax.lax.optimization_barrier((stacked, layer))
     return jax.lax.dynamic_index_in_dim(stacked, layer, keepdims=False)
+
+
+def _take_layer_fwd(stacked, layer):
+    return take_layer(stacked, layer), (jax.ShapeDtypeStruct(stacked.shape, stacked.dtype), layer)
+
+
+def _take_layer_bwd(residuals, ct):
+    shape, layer = residuals
+    grad = jax.lax.dynamic_update_index_in_dim(jnp.zeros(shape.shape, shape.dtype), ct.astype(shape.dtype),
+                                               layer, axis=0)
+    return grad, None
+
+
+take_layer.defvjp(_take_layer_fwd, _take_layer_bwd)
 
 
 def _layer_params(layer_params: nnx.State, layer: jax.Array) -> nnx.State:
