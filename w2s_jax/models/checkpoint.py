@@ -10,7 +10,10 @@ loaded weights cost their own size once. (XLA cannot reuse a buffer it does not 
 donated argument: the first step that donates the parameters writes its outputs to new memory
 and the loaded buffers are freed after it, a one-time extra copy; later steps update in place.)
 With a mesh each device gets a copy of only its slice. One parameter is in flight
-at a time. Pickled `.bin` checkpoints are refused, remote code is never run.
+at a time. With `layout="per_layer"` (inference, `layer_weights.py`) each layer's matmul
+weight is a device array of its own, each a view of the parameter's one host array (16-bit
+ones in the checkpoint's `out x in` layout, copied without a transpose). Pickled `.bin`
+checkpoints are refused, remote code is never run.
 """
 
 from __future__ import annotations
