@@ -267,7 +267,10 @@ def prefill_chunk(batch_size: int) -> int:
     prefills in chunks of 64 (a 64-token prompt of a 1B model: 1 step instead of 4); a batch
     of four or more rows keeps C = 16, which pads less.
     """
-    return max(16, min(64, 1 << max(0, (64 // max(1, batch_size)).bit_length() - 1)))
+    chunk = 64
+    while chunk > 16 and chunk * batch_size > 64:
+        chunk //= 2
+    return chunk
 
 
 _CACHE_MIN_SLOTS = 64  # smallest cache: tiny prompts all share one program

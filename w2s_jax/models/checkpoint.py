@@ -41,6 +41,7 @@ from w2s_jax.models.layer_weights import (
     per_layer_axes,
     set_per_layer,
     stacked_host_value,
+    stored_order,
 )
 from w2s_jax.models.safetensors_format import SafetensorsFile, write_safetensors
 from w2s_jax.models.transformer import Transformer
@@ -163,11 +164,9 @@ def _read_per_layer(maps, tensors, shape, dtype, logical_axes, pool, mesh, rules
     """A stacked matmul weight of our `shape` as per-layer device arrays in their storage layout
     (`layer_weights.py`): one host buffer, each layer's array a view of it (adopted without a
     copy on the CPU when its offset is aligned)."""
-    n = num_inputs(logical_axes)
-    keep_hf = out_in(dtype)
-    if keep_hf:  # L x out x in: the checkpoint's tensors as they are
-        shape = (shape[0],) + tuple(shape[1 + n:]) + tuple(shape[1:1 + n])
-    host_array = _read(maps, tensors, shape, dtype, pool, hf_layout=keep_hf)
+    # 16-bit: L x out x in, the checkpoint's tensors as they are
+    shape = (shape[0],) + stored_order(shape[1:], num_inputs(logical_axes), dtype)
+    host_array = _read(maps, tensors, shape, dtype, pool, hf_layout=out_in(dtype))
     axes = per_layer_axes(logical_axes, dtype)
     return tuple(_put(host_array[i], axes, mesh, rules) for i in range(len(host_array)))
 

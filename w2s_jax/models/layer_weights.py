@@ -21,9 +21,9 @@ keep our `in x out` layout, whose few-row products were faster (2 to 4 rows: 3.2
 4.4-7.8 ms; one row: 2.4 against 1.8 ms).
 
 Only the matmul weights go per layer (the seven projections of a layer: two or more axes besides
-the layer axis, one of them "embed"); norms and biases stay stacked (their slices are a few KB). The layout is a property of
-the loaded model (`load_pretrained(..., layout=)`, or `to_layout` in place), not a flag threaded
-through the code: `Transformer.hidden`, and hence generation, scoring and top-k, read either.
+the layer axis, one of them "embed"); norms and biases stay stacked (their slices are a few KB).
+The layout is a property of the loaded model (`load_pretrained(..., layout=)`, or `to_layout` in
+place), not a flag threaded through the code: `Transformer.hidden`, and hence generation, scoring and top-k, read either.
 The gradient of a switch carries a zero cotangent for every layer not taken, so training, LoRA
 and sharding rules that split the layer axis work on the stacked layout only (`check_stacked`).
 """
@@ -109,26 +109,33 @@ def out_in(dtype) -> bool:
     return jnp.dtype(dtype) in SIXTEEN_BIT
 
 
+def stored_order(items, n: int, dtype) -> tuple:
+    """One layer's axes, shape or sharding spec (our `in x out` order, `n` input axes) in the
+    order a per-layer array of `dtype` stores them: `out x in` for 16-bit floats."""
+    items = tuple(items)
+    return items[n:] + items[:n] if out_in(dtype) else items
+
+
+def our_order(items, n: int, dtype) -> tuple:
+    """Inverse of `stored_order`: a stored array's axes or shape in our `in x out` order."""
+    items = tuple(items)
+    k = len(items) - n
+    return items[k:] + items[:k] if out_in(dtype) else items
+
+
 def per_layer_axes(logical_axes, dtype) -> tuple:
     """The logical axes of one per-layer array of a stacked weight with `logical_axes`."""
-    axes = tuple(logical_axes)[1:]
-    n = num_inputs(logical_axes)
-    return axes[n:] + axes[:n] if out_in(dtype) else axes
+    return stored_order(tuple(logical_axes)[1:], num_inputs(logical_axes), dtype)
 
 
 def _stored(layer_value: jax.Array, n: int) -> jax.Array:
     """Our `in x out` layer weight in its per-layer storage layout."""
-    if not out_in(layer_value.dtype):
-        return layer_value
-    return jnp.transpose(layer_value, tuple(range(n, layer_value.ndim)) + tuple(range(n)))
+    return jnp.transpose(layer_value, stored_order(range(layer_value.ndim), n, layer_value.dtype))
 
 
-def _ours(stored: jax.Array, n: int):
+def _ours(stored, n: int):
     """Inverse of `_stored` (numpy or jax arrays)."""
-    if not out_in(stored.dtype):
-        return stored
-    k = stored.ndim - n
-    return stored.transpose(tuple(range(k, stored.ndim)) + tuple(range(k)))
+    return stored.transpose(our_order(range(stored.ndim), n, stored.dtype))
 
 
 def split_layers(stacked: jax.Array, logical_axes) -> tuple[jax.Array, ...]:
@@ -139,14 +146,10 @@ def split_layers(stacked: jax.Array, logical_axes) -> tuple[jax.Array, ...]:
     sharding = stacked.sharding
     if isinstance(sharding, jax.sharding.NamedSharding):
         spec = tuple(sharding.spec) + (None,) * (stacked.ndim - len(sharding.spec))
-        spec = _stored_spec(spec[1:], n, stacked.dtype)
-        per = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*spec))
+        per = jax.sharding.NamedSharding(sharding.mesh,
+                                         jax.sharding.PartitionSpec(*stored_order(spec[1:], n, stacked.dtype)))
         arrays = tuple(jax.device_put(a, per) for a in arrays)
     return arrays
-
-
-def _stored_spec(spec: tuple, n: int, dtype) -> tuple:
-    return spec[n:] + spec[:n] if out_in(dtype) else spec
 
 
 def stack_layers(arrays: tuple[jax.Array, ...], logical_axes) -> jax.Array:
@@ -187,11 +190,7 @@ class LayerWeight:
     @property
     def shape(self) -> tuple[int, ...]:
         """Our `in x out` shape of one layer's weight."""
-        shape = self.arrays[0].shape
-        if not self.out_in:
-            return shape
-        k = len(shape) - self.num_in
-        return shape[k:] + shape[:k]
+        return our_order(self.arrays[0].shape, self.num_in, self.arrays[0].dtype)
 
     def __getitem__(self, index):
         if index is not Ellipsis:
