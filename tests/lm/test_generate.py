@@ -172,12 +172,15 @@ def test_decode_program_does_not_grow_with_depth(monkeypatch, layout):
 
     real_decode, calls = generation._decode, []
 
-    def spy(*args, **kwargs):  # keep shapes only: the decode state is donated to the real call
-        calls.append(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)
-                                  if isinstance(x, jax.Array) else x, (args, kwargs)))
-        return real_decode(*args, **kwargs)
+    class Spy:  # records the decode calls' shapes; lowering (compiled ahead) goes to the real one
+        lower = staticmethod(real_decode.lower)
 
-    monkeypatch.setattr(generation, "_decode", spy)
+        def __call__(self, *args, **kwargs):  # shapes only: the decode state is donated
+            calls.append(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)
+                                      if isinstance(x, jax.Array) else x, (args, kwargs)))
+            return real_decode(*args, **kwargs)
+
+    monkeypatch.setattr(generation, "_decode", Spy())
     sizes, seconds, traces = {}, {}, {}
     cache_was_on = jax.config.jax_enable_compilation_cache
     jax.config.update("jax_enable_compilation_cache", False)  # compile, never load from disk

@@ -45,6 +45,7 @@ from w2s_jax.inference.batching import (
     round_up,
     row_splits,
 )
+from w2s_jax.inference.compile_ahead import compile_side_by_side, signature
 from w2s_jax.inference.prompts import encode_prompts, find_stop
 from w2s_jax.inference.sampling import Greedy, Sampler, example_keys
 from w2s_jax.parallel import batch_sharding, shard_batch
@@ -206,7 +207,8 @@ def generate(
     if key is None:
         if not isinstance(sampler, Greedy):
             raise ValueError(f"sampler {sampler!r} draws random tokens: pass key=")
-        key = jax.random.key(0)
+        # unused by greedy decoding; made without compiling a seeding program (jax.random.key)
+        key = jax.random.wrap_key_data(np.zeros(2, np.uint32), impl="threefry2x32")
     config = model.config
     if eos_token_ids is None:
         eos_token_ids = tuple(config.eos_token_ids or ())
@@ -301,11 +303,14 @@ def _generate_batch(graphdef, state, config, tokenizer, prompt_ids, *, batch_siz
                         "valid_BxS": np.pad(valid_BxP, tail),
                         "active_B": np.arange(batch_size) < num_rows,
                         "example_index_B": np.asarray(example_index_B, np.int32)}, mesh)
-    decode_state = _prefill(graphdef, state, rows["tokens_BxS"], rows["valid_BxS"],
-                            np.asarray(num_chunks, np.int32), rows["active_B"], key,
-                            rows["example_index_B"], sampler=sampler, eos_ids=eos_ids, num_new=num_new,
-                            chunk=prompt_bucket,
-                            cache_spec=_CacheSpec(config, batch_size, cache_len, jnp.dtype(cache_dtype), mesh))
+    prefill_args = (graphdef, state, rows["tokens_BxS"], rows["valid_BxS"], np.asarray(num_chunks, np.int32),
+                    rows["active_B"], key, rows["example_index_B"])
+    prefill_kw = dict(sampler=sampler, eos_ids=eos_ids, num_new=num_new, chunk=prompt_bucket,
+                      cache_spec=_CacheSpec(config, batch_size, cache_len, jnp.dtype(cache_dtype), mesh))
+    decode_kw = dict(sampler=sampler, eos_ids=eos_ids, pad_id=pad_id)
+    if mesh is None:  # with a mesh, placements decide the programs: compile them at their calls
+        _compile_ahead(prefill_args, prefill_kw, decode_kw, decodes=max_new_tokens > 1)
+    decode_state = _prefill(*prefill_args, **prefill_kw)
     stopped = {}  # row -> (num_tokens, text) for rows finished by a stop string
     steps_per_call = _STOP_CHECK_EVERY if stop_strings else max_new_tokens
     while True:
@@ -313,11 +318,11 @@ def _generate_batch(graphdef, state, config, tokenizer, prompt_ids, *, batch_siz
             decode_state = _mark_stopped(decode_state, tokenizer, stop_strings, eos_ids, stopped,
                                          num_rows)
         step = int(decode_state.step)
-        if step >= max_new_tokens or bool(jnp.all(decode_state.done_B)):
+        if step >= max_new_tokens or np.asarray(decode_state.done_B).all():
             break
         stop_step = np.asarray(min(step + steps_per_call, max_new_tokens), np.int32)
         decode_state = _decode(graphdef, state, decode_state, stop_step, key, rows["example_index_B"],
-                               sampler=sampler, eos_ids=eos_ids, pad_id=pad_id)
+                               **decode_kw)
     tokens_BxN = np.asarray(decode_state.tokens_BxN)[:num_rows, :step]
     ids, reasons, texts = [], [], []
     for row in range(tokens_BxN.shape[0]):
@@ -367,6 +372,24 @@ def _place_cache(cache, spec: _CacheSpec):
                                                                       NamedSharding(spec.mesh, PartitionSpec())))
 
 
+def _compile_ahead(prefill_args, prefill_kw, decode_kw, *, decodes: bool) -> None:
+    """Compiles `_prefill` and, when the batch decodes, `_decode` side by side (`compile_ahead`):
+    decode is lowered from prefill's output shapes, with the arguments `_generate_batch` passes."""
+    graphdef, state, *rows = prefill_args
+    sample_key, example_index_B = rows[-2:]
+
+    def lower():
+        prefill = _prefill.lower(*prefill_args, **prefill_kw)
+        if not decodes:
+            return [prefill]
+        decode = _decode.lower(graphdef, state, prefill.out_info, np.asarray(0, np.int32), sample_key,
+                               example_index_B, **decode_kw)
+        return [prefill, decode]
+
+    compile_side_by_side(("generate", graphdef, signature(state), signature(rows), decodes,
+                          tuple(sorted(prefill_kw.items())), tuple(sorted(decode_kw.items()))), lower)
+
+
 def _trim(row_ids: list[int], eos_ids) -> tuple[list[int], str]:
     """Cuts a row after its first EOS."""
     for i, token in enumerate(row_ids):
@@ -397,3 +420,4 @@ def _first_float_dtype(state):
         if jnp.issubdtype(leaf.dtype, jnp.floating):
             return leaf.dtype
     return jnp.float32
+
