@@ -11,8 +11,8 @@ donated argument: the first step that donates the parameters writes its outputs 
 and the loaded buffers are freed after it, a one-time extra copy; later steps update in place.)
 With a mesh each device gets a copy of only its slice. One parameter is in flight
 at a time. With `layout="per_layer"` (inference, `layer_weights.py`) each layer's matmul
-weight is a device array of its own, each a view of the parameter's one host array (16-bit
-ones in the checkpoint's `out x in` layout, copied without a transpose). Pickled `.bin`
+weight is a device array of its own, each a view of the parameter's one host array, in the
+checkpoint's `out x in` layout (copied without a transpose). Pickled `.bin`
 checkpoints are refused, remote code is never run.
 """
 
@@ -37,7 +37,6 @@ from w2s_jax.models.layer_weights import (
     check_layout,
     goes_per_layer,
     num_inputs,
-    out_in,
     per_layer_axes,
     set_per_layer,
     stacked_host_value,
@@ -133,8 +132,8 @@ def _fill(out: np.ndarray, maps: list[TensorMap], tensors: dict[str, Safetensors
     `out[layer]`): linear weights by tiled transposes, the rest by plain copies, each tensor cut
     into row chunks run by the threads of `pool`. The dtype changes on the way, so no other copy
     of the parameter is made; the source is read once, through the memory map. `hf_layout`:
-    `out` holds linear weights in the checkpoint's own `out x in` layout (16-bit per-layer
-    weights, `layer_weights.py`), copied without a transpose."""
+    `out` holds linear weights in the checkpoint's own `out x in` layout (per-layer weights,
+    `layer_weights.py`), copied without a transpose."""
     jobs = []
     for m in maps:
         src = tensors[m.hf_name].get(m.hf_name)
@@ -164,10 +163,10 @@ def _read_per_layer(maps, tensors, shape, dtype, logical_axes, pool, mesh, rules
     """A stacked matmul weight of our `shape` as per-layer device arrays in their storage layout
     (`layer_weights.py`): one host buffer, each layer's array a view of it (adopted without a
     copy on the CPU when its offset is aligned)."""
-    # 16-bit: L x out x in, the checkpoint's tensors as they are
-    shape = (shape[0],) + stored_order(shape[1:], num_inputs(logical_axes), dtype)
-    host_array = _read(maps, tensors, shape, dtype, pool, hf_layout=out_in(dtype))
-    axes = per_layer_axes(logical_axes, dtype)
+    # L x out x in: the checkpoint's tensors as they are
+    shape = (shape[0],) + stored_order(shape[1:], num_inputs(logical_axes))
+    host_array = _read(maps, tensors, shape, dtype, pool, hf_layout=True)
+    axes = per_layer_axes(logical_axes)
     return tuple(_put(host_array[i], axes, mesh, rules) for i in range(len(host_array)))
 
 

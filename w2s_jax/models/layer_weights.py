@@ -13,12 +13,16 @@ traced index and every weight is read at that index:
   sliced from a stack against 55.7 ms through the switch; 53.5 ms for a Python loop over the
   arrays). The program grows by one small branch per matmul per layer.
 
-Each per-layer array is stored in the layout its matmul reads fastest. 16-bit weights are kept
-`out x in` (Hugging Face's layout: the loader copies them without a transpose) and contracted on
-their last axis: XLA:CPU's bf16 kernels ran 1.4-2.7x faster on that layout at every row count
-(2048 x 8192, one row: 1.40 against 3.41 ms; 64 rows: 3.38 against 5.33 ms). float32 weights
-keep our `in x out` layout, whose few-row products were faster (2 to 4 rows: 3.2-4.3 against
-4.4-7.8 ms; one row: 2.4 against 1.8 ms).
+Each per-layer array is stored `out x in`, the checkpoint's own layout (the loader copies it
+without a transpose), and contracted on its last axis. XLA:CPU's bf16 kernels ran 1.4-2.7x
+faster on that layout at every row count (2048 x 8192, one row: 1.40 against 3.41 ms; 64 rows:
+3.38 against 5.33 ms). For float32 it is faster for one row (a decoding step at batch 1), about
+as fast or faster from 16 rows up (prefill chunks, batched decoding), and slower for 2 to 8 rows
+(2048 x 8192 and 8192 x 2048 float32 weights, eight in rotation so that they stream from memory
+as a model's do, two cores, `out x in` against `in x out`: one row 2.64 / 2.63 against 3.04 /
+3.72 ms; 16 rows 6.56 / 11.33 against 12.64 / 11.89; 64 rows 9.30 / 14.01 against 12.16 / 13.45;
+256 rows 31.3 / 33.4 against 36.3 / 34.3; 2 rows 8.37 / 8.19 against 5.60 / 5.17). The loader
+then copies float32 weights without transposing them either.
 
 Only the matmul weights go per layer (the seven projections of a layer: two or more axes besides
 the layer axis, one of them "embed"); norms and biases stay stacked (their slices are a few KB).
@@ -38,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from w2s_jax.models.matmul import SIXTEEN_BIT, matmul_with, product
+from w2s_jax.models.matmul import matmul_with, product
 
 LAYOUTS = ("stacked", "per_layer")
 
@@ -93,7 +97,7 @@ def set_per_layer(variable: nnx.Variable, arrays: tuple[jax.Array, ...]) -> None
     """Give a stacked weight's Variable its per-layer arrays, with their logical axes as the
     "layer_axes" metadata (read by `parallel.shard_model`; "logical_axes" stays the stacked one's)."""
     variable.set_value(arrays)
-    variable.set_metadata("layer_axes", per_layer_axes(variable.get_metadata()["logical_axes"], arrays[0].dtype))
+    variable.set_metadata("layer_axes", per_layer_axes(variable.get_metadata()["logical_axes"]))
 
 
 def num_inputs(logical_axes) -> int:
@@ -104,38 +108,33 @@ def num_inputs(logical_axes) -> int:
     return len(axes) - 1 if axes and axes[-1] == "embed" else 1
 
 
-def out_in(dtype) -> bool:
-    """Whether per-layer weights of `dtype` are stored `out x in` (16-bit floats; module docstring)."""
-    return jnp.dtype(dtype) in SIXTEEN_BIT
-
-
-def stored_order(items, n: int, dtype) -> tuple:
+def stored_order(items, n: int) -> tuple:
     """One layer's axes, shape or sharding spec (our `in x out` order, `n` input axes) in the
-    order a per-layer array of `dtype` stores them: `out x in` for 16-bit floats."""
+    order a per-layer array stores them: `out x in`."""
     items = tuple(items)
-    return items[n:] + items[:n] if out_in(dtype) else items
+    return items[n:] + items[:n]
 
 
-def our_order(items, n: int, dtype) -> tuple:
+def our_order(items, n: int) -> tuple:
     """Inverse of `stored_order`: a stored array's axes or shape in our `in x out` order."""
     items = tuple(items)
     k = len(items) - n
-    return items[k:] + items[:k] if out_in(dtype) else items
+    return items[k:] + items[:k]
 
 
-def per_layer_axes(logical_axes, dtype) -> tuple:
+def per_layer_axes(logical_axes) -> tuple:
     """The logical axes of one per-layer array of a stacked weight with `logical_axes`."""
-    return stored_order(tuple(logical_axes)[1:], num_inputs(logical_axes), dtype)
+    return stored_order(tuple(logical_axes)[1:], num_inputs(logical_axes))
 
 
 def _stored(layer_value: jax.Array, n: int) -> jax.Array:
     """Our `in x out` layer weight in its per-layer storage layout."""
-    return jnp.transpose(layer_value, stored_order(range(layer_value.ndim), n, layer_value.dtype))
+    return jnp.transpose(layer_value, stored_order(range(layer_value.ndim), n))
 
 
 def _ours(stored, n: int):
     """Inverse of `_stored` (numpy or jax arrays)."""
-    return stored.transpose(our_order(range(stored.ndim), n, stored.dtype))
+    return stored.transpose(our_order(range(stored.ndim), n))
 
 
 def split_layers(stacked: jax.Array, logical_axes) -> tuple[jax.Array, ...]:
@@ -147,7 +146,7 @@ def split_layers(stacked: jax.Array, logical_axes) -> tuple[jax.Array, ...]:
     if isinstance(sharding, jax.sharding.NamedSharding):
         spec = tuple(sharding.spec) + (None,) * (stacked.ndim - len(sharding.spec))
         per = jax.sharding.NamedSharding(sharding.mesh,
-                                         jax.sharding.PartitionSpec(*stored_order(spec[1:], n, stacked.dtype)))
+                                         jax.sharding.PartitionSpec(*stored_order(spec[1:], n)))
         arrays = tuple(jax.device_put(a, per) for a in arrays)
     return arrays
 
@@ -184,13 +183,9 @@ class LayerWeight:
         return cls(arrays, layer, arrays[0].dtype, num_inputs(logical_axes))
 
     @property
-    def out_in(self) -> bool:
-        return out_in(self.arrays[0].dtype)
-
-    @property
     def shape(self) -> tuple[int, ...]:
         """Our `in x out` shape of one layer's weight."""
-        return our_order(self.arrays[0].shape, self.num_in, self.arrays[0].dtype)
+        return our_order(self.arrays[0].shape, self.num_in)
 
     def __getitem__(self, index):
         if index is not Ellipsis:
@@ -203,12 +198,10 @@ class LayerWeight:
     def matmul(self, x_NxI: jax.Array) -> jax.Array:
         """`x_NxI @ W_IxO` for this layer's W flattened to (I, O) = (x's columns, the rest), as
         `matmul.matmul` computes it, each switch branch holding just the product."""
-        stored_out_in = self.out_in
 
         def branch(w, x, accumulate):
-            w = w.astype(self.dtype)
-            w = w.reshape(-1, x.shape[1]) if stored_out_in else w.reshape(x.shape[1], -1)
-            return product(x, w, transpose_b=stored_out_in, accumulate=accumulate)
+            w = w.astype(self.dtype).reshape(-1, x.shape[1])  # out x in
+            return product(x, w, transpose_b=True, accumulate=accumulate)
 
         def switch(x, accumulate):
             branches = [functools.partial(branch, w, accumulate=accumulate) for w in self.arrays]
