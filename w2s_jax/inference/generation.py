@@ -46,7 +46,7 @@ from w2s_jax.inference.batching import (
     row_splits,
 )
 from w2s_jax.inference.compile_ahead import compile_side_by_side, signature
-from w2s_jax.inference.prompts import encode_prompts, find_stop
+from w2s_jax.inference.prompts import encode_prompts, mark_stopped, trim_after_eos
 from w2s_jax.inference.sampling import Greedy, Sampler, example_keys
 from w2s_jax.parallel import batch_sharding, shard_batch
 
@@ -315,7 +315,7 @@ def _generate_batch(graphdef, state, config, tokenizer, prompt_ids, *, batch_siz
     steps_per_call = _STOP_CHECK_EVERY if stop_strings else max_new_tokens
     while True:
         if stop_strings:
-            decode_state = _mark_stopped(decode_state, tokenizer, stop_strings, eos_ids, stopped,
+            decode_state = mark_stopped(decode_state, tokenizer, stop_strings, eos_ids, stopped,
                                          num_rows)
         step = int(decode_state.step)
         if step >= max_new_tokens or np.asarray(decode_state.done_B).all():
@@ -326,7 +326,7 @@ def _generate_batch(graphdef, state, config, tokenizer, prompt_ids, *, batch_siz
     tokens_BxN = np.asarray(decode_state.tokens_BxN)[:num_rows, :step]
     ids, reasons, texts = [], [], []
     for row in range(tokens_BxN.shape[0]):
-        row_ids, reason = _trim(tokens_BxN[row].tolist(), eos_ids)
+        row_ids, reason = trim_after_eos(tokens_BxN[row].tolist(), eos_ids)
         text = None
         if row in stopped:
             num_tokens, text = stopped[row]
@@ -388,30 +388,6 @@ def _compile_ahead(prefill_args, prefill_kw, decode_kw, *, decodes: bool) -> Non
 
     compile_side_by_side(("generate", graphdef, signature(state), signature(rows), decodes,
                           tuple(sorted(prefill_kw.items())), tuple(sorted(decode_kw.items()))), lower)
-
-
-def _trim(row_ids: list[int], eos_ids) -> tuple[list[int], str]:
-    """Cuts a row after its first EOS."""
-    for i, token in enumerate(row_ids):
-        if token in eos_ids:
-            return row_ids[: i + 1], "eos"
-    return row_ids, "length"
-
-
-def _mark_stopped(decode_state, tokenizer, stop_strings, eos_ids, stopped, num_rows):
-    """Host side: finds rows whose text now contains a stop string and marks them done."""
-    tokens_BxN = np.asarray(decode_state.tokens_BxN)[:, : int(decode_state.step)]
-    done_B = np.array(decode_state.done_B)
-    for row in range(num_rows):
-        if row in stopped:
-            continue
-        row_ids, _ = _trim(tokens_BxN[row].tolist(), eos_ids)
-        hit = find_stop(tokenizer, row_ids, stop_strings)
-        if hit is not None:
-            stopped[row] = hit
-            done_B[row] = True
-    # Placed as before (rows over the mesh): a different placement would compile _decode again.
-    return decode_state._replace(done_B=jax.device_put(done_B, decode_state.done_B.sharding))
 
 
 def _first_float_dtype(state):

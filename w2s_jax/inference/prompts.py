@@ -1,8 +1,12 @@
-"""Turning user prompts (strings or token-id lists) into token ids, and finding stop strings."""
+"""Turning user prompts (strings or token-id lists) into token ids; finding stop strings and EOS in
+generated rows."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+import jax
+import numpy as np
 
 
 def encode_prompts(tokenizer, prompts: Sequence, *, chat: bool = False) -> list[list[int]]:
@@ -73,3 +77,28 @@ def find_stop(tokenizer, token_ids: Sequence[int], stop_strings: Sequence[str]):
 def _first_stop(text: str, stop_strings: Sequence[str]) -> int | None:
     hits = [text.find(s) for s in stop_strings if s and s in text]
     return min(hits) if hits else None
+
+
+def trim_after_eos(row_ids: list[int], eos_ids) -> tuple[list[int], str]:
+    """Cuts a row after its first EOS."""
+    for i, token in enumerate(row_ids):
+        if token in eos_ids:
+            return row_ids[: i + 1], "eos"
+    return row_ids, "length"
+
+
+def mark_stopped(decode_state, tokenizer, stop_strings, eos_ids, stopped, num_rows):
+    """Host side, between decoding chunks: finds rows whose text now contains a stop string,
+    records them in `stopped` (row -> (num_tokens, text)) and marks them done in `decode_state`."""
+    tokens_BxN = np.asarray(decode_state.tokens_BxN)[:, : int(decode_state.step)]
+    done_B = np.array(decode_state.done_B)
+    for row in range(num_rows):
+        if row in stopped:
+            continue
+        row_ids, _ = trim_after_eos(tokens_BxN[row].tolist(), eos_ids)
+        hit = find_stop(tokenizer, row_ids, stop_strings)
+        if hit is not None:
+            stopped[row] = hit
+            done_B[row] = True
+    # Placed as before (rows over the mesh): a different placement would compile _decode again.
+    return decode_state._replace(done_B=jax.device_put(done_B, decode_state.done_B.sharding))
