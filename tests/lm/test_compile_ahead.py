@@ -6,7 +6,7 @@ import threading
 import jax
 from flax import nnx
 
-from w2s_jax.inference import compile_ahead, generate
+from w2s_jax.inference import Temperature, TopK, compile_ahead, generate
 from w2s_jax.models import ModelConfig, Transformer
 
 
@@ -40,3 +40,7 @@ def test_prefill_and_decode_compile_side_by_side_once_per_shape():
     # one new token: the decode loop never runs, so only the prefill of the new shape compiles
     only_prefill = _compiles(lambda: generate(model, None, prompts, max_new_tokens=1, batch_size=4))
     assert [name for name, _ in only_prefill] == ["jit(_prefill)"]
+    # a sampler with a PRNG key, two batches: still one compilation of each
+    sampled = _compiles(lambda: generate(model, None, prompts, max_new_tokens=20, sampler=Temperature(
+        0.8, filters=(TopK(5),)), key=jax.random.key(1), batch_size=2))
+    assert [name for name, _ in sampled] == ["jit(_decode)", "jit(_prefill)"]
