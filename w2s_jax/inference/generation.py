@@ -316,7 +316,7 @@ def _generate_batch(graphdef, state, config, tokenizer, prompt_ids, *, batch_siz
     while True:
         if stop_strings:
             decode_state = mark_stopped(decode_state, tokenizer, stop_strings, eos_ids, stopped,
-                                         num_rows)
+                                        num_rows)
         step = int(decode_state.step)
         if step >= max_new_tokens or np.asarray(decode_state.done_B).all():
             break
