@@ -82,6 +82,8 @@ def parse_args(argv=None):
                         help="rows per generate batch, ours and transformers (default: the Engine's)")
     parser.add_argument("--length-bucket", type=int, default=None,
                         help="Engine prompt-length bucket (default: the Engine's)")
+    parser.add_argument("--streams", type=int, default=None,
+                        help="Engine batches generating at once (default: the Engine's)")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="tokens generated per query")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per side (median reported)")
     parser.add_argument("--threads", type=int, default=None,
@@ -237,7 +239,8 @@ def run(args) -> dict[str, float]:
         model, _ = load_pretrained(tmp, layout=args.layout)
         tokenizer = load_tokenizer(tmp)
         reference = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
-    engine_kw = {k: v for k, v in (("batch_size", args.batch_size), ("length_bucket", args.length_bucket))
+    engine_kw = {k: v for k, v in (("batch_size", args.batch_size), ("length_bucket", args.length_bucket),
+                                                 ("streams", args.streams))
                  if v is not None}
     engine = Engine(model, tokenizer, name="strong", **engine_kw)
     task = bench_task()

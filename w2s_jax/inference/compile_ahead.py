@@ -17,17 +17,21 @@ compilations took longer together than in turn.
 
 Each stage's key (the programs' argument shapes, dtypes and static settings: what JAX's own
 cache keys on) is compiled ahead once per process; a stage already compiled skips the lowering.
+Batches generating on threads of their own (`streams.py`) may reach a new key at once: the first
+compiles it, the others wait for it and compile nothing.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 from collections.abc import Callable, Hashable, Sequence
 
 import jax
 
 _MAX_KEYS = 256  # stages remembered (a key holds shapes and static settings: a few KB)
-_compiled: set = set()
+_lock = threading.Lock()
+_compiled: dict[Hashable, threading.Event] = {}  # key -> set once its programs are compiled
 
 
 def signature(tree) -> Hashable:
@@ -50,15 +54,28 @@ def compile_side_by_side(key: Hashable, lower: Callable[[], Sequence[jax.stages.
     ``lower`` runs only for a key not seen before in this process; errors in compiling are
     raised here, as the first call would have raised them.
     """
-    if key in _compiled:
+    with _lock:
+        done = _compiled.get(key)
+        owner = done is None
+        if owner:
+            if len(_compiled) >= _MAX_KEYS:
+                for finished in [k for k, event in _compiled.items() if event.is_set()]:
+                    del _compiled[finished]
+            done = _compiled[key] = threading.Event()
+    if not owner:
+        done.wait()
         return
-    lowered = list(lower())
-    if len(lowered) == 1:
-        lowered[0].compile()
-    elif lowered:
-        with concurrent.futures.ThreadPoolExecutor(len(lowered)) as pool:
-            for future in [pool.submit(program.compile) for program in lowered]:
-                future.result()
-    if len(_compiled) >= _MAX_KEYS:
-        _compiled.clear()
-    _compiled.add(key)
+    try:
+        lowered = list(lower())
+        if len(lowered) == 1:
+            lowered[0].compile()
+        elif lowered:
+            with concurrent.futures.ThreadPoolExecutor(len(lowered)) as pool:
+                for future in [pool.submit(program.compile) for program in lowered]:
+                    future.result()
+    except BaseException:
+        with _lock:  # not compiled: a later call (and any waiting one) compiles at its own call
+            del _compiled[key]
+        raise
+    finally:
+        done.set()

@@ -22,6 +22,7 @@ from w2s_jax.inference.batching import check_rows_divide
 from w2s_jax.inference.generation import generate
 from w2s_jax.inference.sampling import Greedy, Sampler
 from w2s_jax.inference.scoring import ScoreResult, score
+from w2s_jax.inference.streams import check_streams
 from w2s_jax.inference.topk import TopKResult, next_token_topk
 from w2s_jax.parallel import shard_model
 
@@ -82,22 +83,27 @@ class Engine:
       rules: ``w2s_jax.parallel.ShardingRules``: place the model's parameters on ``mesh``
         under these rules (in place). None: the model is used as placed, which must be on
         ``mesh`` already (``load_pretrained(..., mesh=, rules=)`` or ``shard_model``).
+      streams: batches generating at once, each on a thread of its own (None: 2 on a CPU with
+        two or more cores, else 1; `streams.py`).
     """
 
     def __init__(self, model, tokenizer, *, chat: bool = False, batch_size: int = 16,
-                 length_bucket: int = 64, name: str = "model", mesh=None, rules=None):
+                 length_bucket: int = 64, name: str = "model", mesh=None, rules=None,
+                 streams: int | None = None):
         if batch_size < 1:
             raise ValueError(f"Engine batch_size must be >= 1, got {batch_size}")
         if chat and getattr(tokenizer, "chat_template", None) is None:
             raise ValueError(f"{name}: chat=True but its tokenizer has no chat template")
         check_rows_divide(batch_size, mesh, what=f"{name}: Engine batch_size")
+        if streams is not None:
+            check_streams(streams, mesh)
         if mesh is not None and rules is not None:
             shard_model(model, mesh, rules)
         elif mesh is not None:
             _check_on_mesh(model, mesh, name)
         self.model, self.tokenizer, self.chat = model, tokenizer, chat
         self.batch_size, self.length_bucket, self.name = batch_size, length_bucket, name
-        self.mesh = mesh
+        self.mesh, self.streams = mesh, streams
 
     def render(self, prompt: Prompt | str) -> str:
         """The prompt as the text the model reads (chat template applied when ``chat``)."""
@@ -140,7 +146,7 @@ class Engine:
         result = generate(self.model, self.tokenizer, [ids[i] for i in order],
                           max_new_tokens=max_new_tokens, sampler=sampler, key=key,
                           stop_strings=tuple(stop_strings), batch_size=self.batch_size,
-                          prompt_bucket=self.length_bucket, mesh=self.mesh,
+                          prompt_bucket=self.length_bucket, mesh=self.mesh, streams=self.streams,
                           example_ids=[int(example_ids[i]) for i in order])
         texts: list[str] = [""] * len(prompts)
         for position, index in enumerate(order):

@@ -38,16 +38,17 @@ from jax.sharding import NamedSharding, PartitionSpec
 from w2s_jax.inference.batching import (
     batch_slices,
     check_rows_divide,
-    geometric_bucket,
     pad_sequences,
     positions_from_valid,
-    progress,
+    prefill_chunk,
+    prompt_layout,
     round_up,
     row_splits,
 )
 from w2s_jax.inference.compile_ahead import compile_side_by_side, signature
 from w2s_jax.inference.prompts import encode_prompts, mark_stopped, trim_after_eos
 from w2s_jax.inference.sampling import Greedy, Sampler, example_keys
+from w2s_jax.inference.streams import check_streams, default_streams, map_batches
 from w2s_jax.parallel import batch_sharding, shard_batch
 
 _STOP_CHECK_EVERY = 16  # decode steps between host-side stop-string checks
@@ -170,6 +171,7 @@ def generate(
     new_token_bucket: int = 16,
     example_ids: Sequence[int] | None = None,
     mesh=None,
+    streams: int | None = None,
 ) -> GenerationResult:
     """Generates continuations of ``prompts``.
 
@@ -197,6 +199,9 @@ def generate(
       mesh: a ``jax.sharding.Mesh`` from ``w2s_jax.parallel.make_mesh``; rows are split over its
         ("data", "fsdp") axes, so ``batch_size`` must be a multiple of data * fsdp (with
         ``batch_size=None`` the one batch is filled up to a multiple).
+      streams: batches generating at once, each on a thread of its own (None:
+        ``streams.default_streams``: 2 on a CPU with two or more cores, else 1). The results are
+        the same for any value.
     Returns:
       a :class:`GenerationResult`.
     """
@@ -222,6 +227,8 @@ def generate(
     check_rows_divide(rows_per_batch, mesh, what="generate batch_size")
     if prompt_bucket is None:
         prompt_bucket = prefill_chunk(rows_per_batch)
+    streams = default_streams(mesh) if streams is None else streams
+    check_streams(streams, mesh)
 
     graphdef, state = nnx.split(model)
     cache_dtype = getattr(model, "dtype", None)
@@ -232,17 +239,21 @@ def generate(
     if len(example_ids) != len(prompt_ids):
         raise ValueError(f"{len(example_ids)} example_ids for {len(prompt_ids)} prompts")
     ids_N = np.asarray(example_ids, dtype=np.int32)
-    token_ids, finish_reasons, texts = [], [], []
-    for batch in progress(batch_slices(len(prompt_ids), batch_size), desc="generate"):
+
+    def run(batch: slice):
         rows = batch.stop - batch.start
         filler_ids = np.arange(rows, rows_per_batch, dtype=np.int32) + ids_N.max(initial=0) + 1
-        ids, reasons, batch_texts = _generate_batch(
+        return _generate_batch(
             graphdef, state, config, tokenizer, prompt_ids[batch], batch_size=rows_per_batch,
             example_index_B=np.concatenate([ids_N[batch], filler_ids]),
             max_new_tokens=max_new_tokens, sampler=sampler, key=key, stop_strings=tuple(stop_strings),
             eos_ids=eos_ids, pad_id=pad_id, prompt_bucket=prompt_bucket,
             new_token_bucket=new_token_bucket, cache_dtype=cache_dtype, mesh=mesh,
         )
+
+    token_ids, finish_reasons, texts = [], [], []
+    for ids, reasons, batch_texts in map_batches(run, batch_slices(len(prompt_ids), batch_size),
+                                                 streams=streams, desc="generate"):
         token_ids += ids
         finish_reasons += reasons
         texts += batch_texts
@@ -258,33 +269,6 @@ def _pad_id(config, eos_ids) -> int:
     if getattr(config, "pad_token_id", None) is not None:
         return int(config.pad_token_id)
     return eos_ids[0] if eos_ids else 0
-
-
-def prefill_chunk(batch_size: int) -> int:
-    """The default prefill chunk C for `batch_size` rows: 64 / B as a power of two, within [16, 64].
-
-    A prefill step reads every weight once for its B x C rows, and below about 64 rows a matmul
-    is bound by that read, not by its arithmetic (1B-width 2048 x 8192 float32 weight on 2
-    cores: 1.9 / 3.4 / 8.8 / 13.7 / 13.2 ms for 1 / 4 / 16 / 32 / 64 rows), so a lone prompt
-    prefills in chunks of 64 (a 64-token prompt of a 1B model: 1 step instead of 4); a batch
-    of four or more rows keeps C = 16, which pads less.
-    """
-    chunk = 64
-    while chunk > 16 and chunk * batch_size > 64:
-        chunk //= 2
-    return chunk
-
-
-_CACHE_MIN_SLOTS = 64  # smallest cache: tiny prompts all share one program
-
-
-def prompt_layout(max_prompt_len: int, num_new: int, chunk: int) -> tuple[int, int]:
-    """(number of prefill chunks, cache slots S) for a batch whose longest prompt has this many
-    tokens: the prompts fill slots [0, num_chunks * chunk) and S holds them plus ``num_new - 1``
-    new tokens (the last new token is sampled, never fed back, so it needs no slot: with C = 64
-    and 64 new tokens, a 320-token prompt fits 384 slots, not 512)."""
-    num_chunks = -(-max_prompt_len // chunk)
-    return num_chunks, geometric_bucket(num_chunks * chunk + num_new - 1, minimum=_CACHE_MIN_SLOTS)
 
 
 def _generate_batch(graphdef, state, config, tokenizer, prompt_ids, *, batch_size, example_index_B,
