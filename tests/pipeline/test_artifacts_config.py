@@ -93,6 +93,8 @@ def test_experiment_loads_typed_with_overrides(tmp_path):
                              overrides=["train.learning_rate=0.5", "methods.icl-refine.shuffle_seed=7"])
     assert config.train.learning_rate == 0.5 and config.train.total_steps == 4
     assert config.models.weak == ("w",)
+    assert config.models.streams is None  # the Engine's default (w2s_jax.inference.streams)
+    assert load_experiment(_write(tmp_path, _EXPERIMENT), overrides=["models.streams=3"]).models.streams == 3
     assert config.method("icl-refine").options.batch == 3
     assert config.method("icl-refine").options.shuffle_seed == 7
     assert [m.name for m in load_experiment(_write(tmp_path, _EXPERIMENT), methods=["naive"]).methods] == ["naive"]
@@ -105,6 +107,8 @@ def test_experiment_loads_typed_with_overrides(tmp_path):
     (("batch = 3", "batch = 1"), r"methods\.icl-refine\.batch must be an int >= 2"),
     (("total_steps = 4", "total_steps = 0"), r"\[train\]: TrainConfig\.total_steps"),
     (("[data]", "[dta]"), r"unknown key 'dta' in the top level \(did you mean 'data'\?\)"),
+    (("[models]", "[models]\nstreams = 0"), r"models\.streams must be an int >= 1, got 0"),
+    (("[models]", "[models]\nstreams = 2\nmesh = {fsdp = 2}"), r"models\.streams = 2 with models\.mesh"),
 ])
 def test_experiment_errors_name_the_file_and_key(tmp_path, edit, message):
     path = _write(tmp_path, _EXPERIMENT.replace(*edit))

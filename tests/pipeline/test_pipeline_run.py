@@ -141,6 +141,9 @@ def test_run_writes_report_and_a_rerun_recomputes_nothing(world, tmp_path, monke
     again, lines = _run(experiment, out, figures=False)
     assert all("(cached)" in line for line in lines if line.startswith("["))
     assert _same(again["rows"], json.loads((out / "results.json").read_text())["rows"])
+    # batches in flight never change a result, so they are no stage's key either
+    _, lines = _run(experiment, out, figures=False, overrides=["models.streams=1", "models.batch_size=2"])
+    assert all("(cached)" in line for line in lines if line.startswith("["))
 
 
 def test_kill_inside_a_stage_resumes_without_recomputing(world, tmp_path, monkeypatch):

@@ -61,7 +61,8 @@ class SetupRun:
             models = self.config.pipeline.get("models", {})
             model, tokenizer = load_model(str(model_dir), layout="per_layer")  # generates only
             self._engine = Engine(model, tokenizer, batch_size=models.get("batch_size", 64),
-                                  length_bucket=models.get("length_bucket", 16), name=str(model_dir))
+                                  length_bucket=models.get("length_bucket", 16), name=str(model_dir),
+                                  streams=models.get("streams"))
         return self._engine
 
 

@@ -79,6 +79,9 @@ class ModelsConfig:
     batch_size: int = 16  # rows per compiled inference batch
     length_bucket: int = 64  # prompt lengths are padded to a multiple of this
     max_loaded: int = 2  # models kept in memory at once (least recently used is dropped)
+    # inference batches in flight at once, each on a thread (None: 2 on a multi-core CPU without a
+    # mesh, else 1; w2s_jax.inference.streams). Like batch_size, it never changes a result.
+    streams: int | None = None
     # Shard over a device mesh, e.g. {fsdp = -1} or {data = 2, fsdp = -1}: w2s_jax.parallel.MeshConfig
     # fields. Inference uses each process's own devices, fine-tuning all of them. None: one device.
     mesh: Any = None
@@ -101,10 +104,14 @@ class ModelsConfig:
             raise ValueError("models.weak (or models.weak_label_files) must name at least one weak supervisor")
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"models.dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
-        for name in ("batch_size", "length_bucket", "max_loaded"):
+        for name in ("batch_size", "length_bucket", "max_loaded", "streams"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if (value is not None or name != "streams") and (
+                    not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"models.{name} must be an int >= 1, got {value!r}")
+        if self.streams is not None and self.streams > 1 and self.mesh is not None:
+            raise ValueError(f"models.streams = {self.streams} with models.mesh: sharded batches run "
+                             "one at a time; leave streams out (or 1)")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -56,13 +56,14 @@ class ModelPool:
 
     Arguments:
       dtype: compute dtype name of inference ("float32" or "bfloat16").
-      chat, batch_size, length_bucket: the :class:`Engine` settings of every model.
+      chat, batch_size, length_bucket, streams: the :class:`Engine` settings of every model.
       max_loaded: models held at once (a 7B strong model and a 70B judge rarely fit together).
     """
 
     def __init__(self, *, dtype: str = "float32", chat: bool = False, batch_size: int = 16,
-                 length_bucket: int = 64, max_loaded: int = 2, mesh=None, rules=None):
-        self.dtype, self.chat, self.mesh, self.rules = dtype, chat, mesh, rules
+                 length_bucket: int = 64, max_loaded: int = 2, mesh=None, rules=None,
+                 streams: int | None = None):
+        self.dtype, self.chat, self.mesh, self.rules, self.streams = dtype, chat, mesh, rules, streams
         self.batch_size, self.length_bucket, self.max_loaded = batch_size, length_bucket, max_loaded
         self._engines: collections.OrderedDict[str, Engine] = collections.OrderedDict()
 
@@ -75,7 +76,7 @@ class ModelPool:
             self._engines.popitem(last=False)
         model, tokenizer = load_model(name, dtype=self.dtype, mesh=self.mesh, rules=self.rules, layout="per_layer")
         engine = Engine(model, tokenizer, chat=self.chat, batch_size=self.batch_size,
-                        length_bucket=self.length_bucket, name=name, mesh=self.mesh)
+                        length_bucket=self.length_bucket, name=name, mesh=self.mesh, streams=self.streams)
         self._engines[name] = engine
         return engine
 

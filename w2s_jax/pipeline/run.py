@@ -62,7 +62,7 @@ class RunContext:
             self.rules = ShardingRules.fsdp()
         self.pool = pool or ModelPool(dtype=m.dtype, chat=m.chat, batch_size=m.batch_size,
                                       length_bucket=m.length_bucket, max_loaded=m.max_loaded,
-                                      mesh=self.mesh, rules=self.rules)
+                                      mesh=self.mesh, rules=self.rules, streams=m.streams)
         self.students: dict[str, Any] = {}  # fine-tuned models of this process, by stage name
         self._fingerprints: dict[str, str] = {}
         self.data_hash = content_hash({

@@ -138,7 +138,7 @@ class StudentSubject(Subject):
         model, tokenizer = self.finetune.student(run)
         m = run.config.models
         engine = Engine(model, tokenizer, chat=m.chat, batch_size=m.batch_size,
-                        length_bucket=m.length_bucket, name=self.name, mesh=run.mesh)
+                        length_bucket=m.length_bucket, name=self.name, mesh=run.mesh, streams=m.streams)
         task = run.config.task
         return task.answer(engine, [task.prompt(e) for e in examples], examples,
                            run.config.generation, key=key)
