@@ -127,3 +127,20 @@ def test_compile_side_by_side_lowers_once_for_racing_callers_and_retries_after_a
         compile_ahead.compile_side_by_side(failing, broken)
     compile_ahead.compile_side_by_side(failing, lambda: calls.append("retry") or [])  # not remembered as done
     assert calls[-1] == "retry"
+
+
+def test_scoring_and_top_k_in_streams_equal_one_batch_at_a_time(tiny_model):
+    from w2s_jax.inference import next_token_topk, score
+
+    prompts = [p[:-1] or [1] for p in PROMPTS]
+    completions = [[4, 5, 6][: 1 + i % 3] for i in range(len(PROMPTS))]
+    one = score(tiny_model, None, prompts, completions, batch_size=2, streams=1)
+    many = score(tiny_model, None, prompts, completions, batch_size=2, streams=3)
+    assert [r.token_logprobs for r in many] == [r.token_logprobs for r in one]
+    top_one = next_token_topk(tiny_model, prompts, completions, 3, batch_size=2, streams=1)
+    top_many = next_token_topk(tiny_model, prompts, completions, 3, batch_size=2, streams=2)
+    for a, b in zip(top_one, top_many):
+        assert a.token_ids == b.token_ids
+        assert (a.topk_ids == b.topk_ids).all() and (a.topk_probs == b.topk_probs).all()
+    with pytest.raises(ValueError, match="streams must be an integer"):
+        score(tiny_model, None, prompts, completions, streams=0)

@@ -7,14 +7,10 @@ serves all rows); scoring right-pads (no row starts with query positions that se
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import TypeVar
+from collections.abc import Sequence
 
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
-
-T = TypeVar("T")
 
 
 def round_up(n: int, multiple: int) -> int:
@@ -73,11 +69,6 @@ def positions_from_valid(valid_BxT):
     return xp.maximum(xp.cumsum(valid_BxT.astype(xp.int32), axis=-1) - 1, 0).astype(xp.int32)
 
 
-def progress(batches: Sequence[T], desc: str) -> Iterable[T]:
-    """``batches`` with a tqdm bar when there is more than one batch and stderr is a terminal."""
-    return tqdm(batches, desc=desc, unit="batch", leave=False, disable=True if len(batches) < 2 else None)
-
-
 def batch_slices(num_items: int, batch_size: int | None) -> list[slice]:
     """Consecutive slices of at most ``batch_size`` items (one slice for ``None``)."""
     if batch_size is None:
@@ -98,23 +89,20 @@ def row_bucket(num_rows: int, batch_size: int) -> int:
     return min(1 << (num_rows - 1).bit_length(), batch_size)
 
 
-def pair_batches(pairs: Sequence[tuple[list[int], int]], *, batch_size: int, length_bucket: int,
-                 pad_id: int, desc: str, mesh=None):
-    """Right-padded batches of (prompt + completion ids, number of prompt ids) pairs.
+def pad_pair_batch(pairs: Sequence[tuple[list[int], int]], *, batch_size: int, length_bucket: int,
+                   pad_id: int, mesh=None) -> tuple[np.ndarray, np.ndarray]:
+    """One right-padded batch of (prompt + completion ids, number of prompt ids) pairs, at most
+    ``batch_size`` of them: ``(tokens_BxT, valid_BxT)``.
 
-    Yields ``(batch_pairs, tokens_BxT, valid_BxT)``: a short batch is filled with dummy rows up
-    to the next power of two (at most ``batch_size``: few compiled shapes, few dummy rows; on a
-    ``mesh``, then up to a multiple of its row splits, so every device holds as many rows) and
-    lengths are padded up to a multiple of ``length_bucket``. Scoring and top-k read the rows of
-    ``batch_pairs`` only.
+    A short batch is filled with dummy rows up to the next power of two (at most ``batch_size``:
+    few compiled shapes, few dummy rows; on a ``mesh``, then up to a multiple of its row splits,
+    so every device holds as many rows) and lengths are padded up to a multiple of
+    ``length_bucket``. Scoring and top-k read the first ``len(pairs)`` rows only.
     """
-    splits = row_splits(mesh)
-    for batch in progress(batch_slices(len(pairs), batch_size), desc=desc):
-        seqs = [full for full, _ in pairs[batch]]
-        seqs += [[pad_id]] * (round_up(row_bucket(len(seqs), batch_size), splits) - len(seqs))
-        length = round_up(max(len(s) for s in seqs), length_bucket)
-        tokens_BxT, valid_BxT = pad_sequences(seqs, length=length, pad_id=pad_id, side="right")
-        yield pairs[batch], tokens_BxT, valid_BxT
+    seqs = [full for full, _ in pairs]
+    seqs += [[pad_id]] * (round_up(row_bucket(len(seqs), batch_size), row_splits(mesh)) - len(seqs))
+    length = round_up(max(len(s) for s in seqs), length_bucket)
+    return pad_sequences(seqs, length=length, pad_id=pad_id, side="right")
 
 
 def row_splits(mesh) -> int:

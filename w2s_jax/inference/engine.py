@@ -83,8 +83,8 @@ class Engine:
       rules: ``w2s_jax.parallel.ShardingRules``: place the model's parameters on ``mesh``
         under these rules (in place). None: the model is used as placed, which must be on
         ``mesh`` already (``load_pretrained(..., mesh=, rules=)`` or ``shard_model``).
-      streams: batches generating at once, each on a thread of its own (None: 2 on a CPU with
-        two or more cores, else 1; `streams.py`).
+      streams: batches in flight at once (generation, scoring, top-k), each on a thread of its
+        own (None: 2 on a CPU with two or more cores, else 1; `streams.py`).
     """
 
     def __init__(self, model, tokenizer, *, chat: bool = False, batch_size: int = 16,
@@ -158,7 +158,7 @@ class Engine:
         (as :class:`~w2s_jax.train.SFTDataset` tokenizes training rows)."""
         return self._over_pairs(prompts, completions, lambda p, c: score(
             self.model, None, p, c, batch_size=self.batch_size, length_bucket=self.length_bucket,
-            mesh=self.mesh))
+            mesh=self.mesh, streams=self.streams))
 
     def next_token_topk(self, prompts: Sequence[Prompt | str], completions: Sequence[str],
                         k: int) -> list[TopKResult]:
@@ -168,7 +168,7 @@ class Engine:
         the target for completion token j of a training row."""
         return self._over_pairs(prompts, completions, lambda p, c: next_token_topk(
             self.model, p, c, k, batch_size=self.batch_size, length_bucket=self.length_bucket,
-            mesh=self.mesh))
+            mesh=self.mesh, streams=self.streams))
 
     def _over_pairs(self, prompts, completions, run) -> list:
         """``run(prompt_ids, completion_ids)`` over the pairs sorted by length, results in order."""

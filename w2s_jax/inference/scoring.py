@@ -16,7 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from w2s_jax.inference.batching import check_rows_divide, pair_batches, positions_from_valid
+from w2s_jax.inference.batching import batch_slices, check_rows_divide, pad_pair_batch, positions_from_valid
+from w2s_jax.inference.compile_ahead import compile_once
+from w2s_jax.inference.streams import check_streams, default_streams, map_batches
 from w2s_jax.models.logits import target_logprobs
 from w2s_jax.parallel import shard_batch
 
@@ -72,7 +74,8 @@ def _completion_logprobs(graphdef, state, tokens_BxT, valid_BxT, rows_N, cols_N)
     return jnp.zeros((B, T), jnp.float32).at[rows_N, cols_N].set(logprobs_N, mode="drop")
 
 
-def completion_logprobs(model, tokens_BxT, valid_BxT, completion_mask_BxT, *, mesh=None) -> jax.Array:
+def completion_logprobs(model, tokens_BxT, valid_BxT, completion_mask_BxT, *, mesh=None,
+                        compile_first: bool = False) -> jax.Array:
     """Per-token log-probabilities of the masked tokens under ``model`` (one jitted forward pass).
 
     Only the positions that predict a scored token are unembedded, a chunk of rows at a time
@@ -85,6 +88,8 @@ def completion_logprobs(model, tokens_BxT, valid_BxT, completion_mask_BxT, *, me
       completion_mask_BxT: bool, True on the tokens to score (position 0, without context, never is).
       mesh: a ``jax.sharding.Mesh``: the rows are split over its ("data", "fsdp") axes (their
         number must divide evenly), the model placed as it is (``load_pretrained(..., mesh=)``).
+      compile_first: compile a new shape through ``compile_ahead.compile_once`` (threads that
+        reach it together compile it once).
     Returns:
       float32 ``logprobs_BxT``, 0 where not scored; ``.sum(-1)`` is each row's log-likelihood.
     """
@@ -94,7 +99,10 @@ def completion_logprobs(model, tokens_BxT, valid_BxT, completion_mask_BxT, *, me
     graphdef, state = nnx.split(model)
     check_rows_divide(len(tokens_BxT), mesh, what="scoring rows")
     rows = shard_batch({"tokens_BxT": np.asarray(tokens_BxT), "valid_BxT": np.asarray(valid_BxT)}, mesh)
-    return _completion_logprobs(graphdef, state, rows["tokens_BxT"], rows["valid_BxT"], rows_N, cols_N)
+    args = (graphdef, state, rows["tokens_BxT"], rows["valid_BxT"], rows_N, cols_N)
+    if compile_first:
+        compile_once(_completion_logprobs, *args)
+    return _completion_logprobs(*args)
 
 
 def score(
@@ -106,6 +114,7 @@ def score(
     batch_size: int = 8,
     length_bucket: int = 16,
     mesh=None,
+    streams: int | None = None,
 ) -> list[ScoreResult]:
     """Scores each completion given its prompt: ``log p(completion | prompt)`` and per token.
 
@@ -123,6 +132,7 @@ def score(
       length_bucket: pad lengths up to a multiple of this to limit recompiles.
       mesh: a ``jax.sharding.Mesh``: each batch's rows are split over its ("data", "fsdp") axes
         (``batch_size`` must be a multiple of data * fsdp; a short batch is filled up to one).
+      streams: batches scored at once, each on a thread (None: ``streams.default_streams``).
     Returns:
       one :class:`ScoreResult` per pair, in order.
     """
@@ -131,19 +141,27 @@ def score(
     check_rows_divide(batch_size, mesh, what="score batch_size")
     pairs = [tokenize_pair(tokenizer, p, c, i) for i, (p, c) in enumerate(zip(prompts, completions))]
     pad_id = _pad_id(model)
-    results = []
-    for batch, tokens_BxT, valid_BxT in pair_batches(pairs, batch_size=batch_size, pad_id=pad_id,
-                                                     length_bucket=length_bucket, desc="score", mesh=mesh):
+    streams = default_streams(mesh) if streams is None else streams
+    check_streams(streams, mesh)
+
+    def run(batch: slice) -> list[ScoreResult]:
+        tokens_BxT, valid_BxT = pad_pair_batch(pairs[batch], batch_size=batch_size, pad_id=pad_id,
+                                               length_bucket=length_bucket, mesh=mesh)
         mask_BxT = np.zeros_like(valid_BxT)
-        for row, (full, num_prompt) in enumerate(batch):
+        for row, (full, num_prompt) in enumerate(pairs[batch]):
             mask_BxT[row, num_prompt : len(full)] = True
-        logprobs_BxT = np.asarray(completion_logprobs(model, tokens_BxT, valid_BxT, mask_BxT, mesh=mesh))
-        for row, (full, num_prompt) in enumerate(batch):
+        logprobs_BxT = np.asarray(completion_logprobs(model, tokens_BxT, valid_BxT, mask_BxT, mesh=mesh,
+                                                      compile_first=streams > 1))
+        results = []
+        for row, (full, num_prompt) in enumerate(pairs[batch]):
             row_logprobs = logprobs_BxT[row, num_prompt : len(full)].astype(np.float64)
             results.append(ScoreResult(token_ids=full[num_prompt:],
                                        token_logprobs=row_logprobs.tolist(),
                                        sum_logprob=float(row_logprobs.sum())))
-    return results
+        return results
+
+    return [result for part in map_batches(run, batch_slices(len(pairs), batch_size), streams=streams,
+                                           desc="score") for result in part]
 
 
 def tokenize_pair(tokenizer, prompt, completion, index: int = 0) -> tuple[list[int], int]:

@@ -7,7 +7,9 @@ matmuls and attention over the cache, memory-bound), so a second core barely spe
 core and 1.27 s on two. Two batches, each generating on a thread of its own (the host-memory
 setup runs CPU programs on the calling thread, `host_memory.py`), keep both cores busy: four
 batch-16 generate calls of 300-token prompts and 64 new tokens took 1.19-1.21 s instead of
-1.85-1.87 s in turn, and their prefills alone 0.68-0.71 s instead of 0.94-0.97 s.
+1.85-1.87 s in turn, and their prefills alone 0.68-0.71 s instead of 0.94-0.97 s. Scoring and
+top-k (one forward pass per batch, like a prefill) run in streams the same way; a stage's program
+for a new shape is compiled once, by the first thread to reach it (`compile_ahead.py`).
 
 :func:`default_streams` is therefore 2 on a CPU with two or more cores and 1 elsewhere: an
 accelerator runs one program at a time and gains nothing but the memory of a second batch; on a
@@ -20,12 +22,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TypeVar
 
 import jax
-
-from w2s_jax.inference.batching import progress
+from tqdm.auto import tqdm
 
 Batch = TypeVar("Batch")
 Result = TypeVar("Result")
@@ -66,6 +67,11 @@ def map_batches(fn: Callable[[Batch], Result], batches: Sequence[Batch], *, stre
         finally:
             for future in futures:
                 future.cancel()
+
+
+def progress(batches: Sequence[Batch], desc: str) -> Iterable[Batch]:
+    """``batches`` with a tqdm bar when there is more than one batch and stderr is a terminal."""
+    return tqdm(batches, desc=desc, unit="batch", leave=False, disable=True if len(batches) < 2 else None)
 
 
 def _usable_cores() -> int:

@@ -20,7 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from w2s_jax.inference.batching import check_rows_divide, pair_batches, positions_from_valid
+from w2s_jax.inference.batching import batch_slices, check_rows_divide, pad_pair_batch, positions_from_valid
+from w2s_jax.inference.compile_ahead import compile_once
+from w2s_jax.inference.streams import check_streams, default_streams, map_batches
 from w2s_jax.inference.scoring import _pad_id, gather_positions, tokenize_pair
 from w2s_jax.models.logits import topk_next_tokens
 from w2s_jax.parallel import shard_batch
@@ -77,6 +79,7 @@ def next_token_topk(
     batch_size: int = 8,
     length_bucket: int = 16,
     mesh=None,
+    streams: int | None = None,
 ) -> list[TopKResult]:
     """The model's top-k next-token distribution at each completion token of each pair.
 
@@ -89,6 +92,7 @@ def next_token_topk(
       length_bucket: pad lengths up to a multiple of this to limit recompiles.
       mesh: a ``jax.sharding.Mesh``: each batch's rows are split over its ("data", "fsdp") axes
         (``batch_size`` must be a multiple of data * fsdp; a short batch is filled up to one).
+      streams: batches run at once, each on a thread (None: ``streams.default_streams``).
     Returns:
       one :class:`TopKResult` per pair, in order.
     """
@@ -101,22 +105,30 @@ def next_token_topk(
     pairs = [tokenize_pair(None, p, c, i) for i, (p, c) in enumerate(zip(prompts, completions))]
     pad_id = _pad_id(model)
     graphdef, state = nnx.split(model)
-    results = []
-    for batch, tokens_BxT, valid_BxT in pair_batches(pairs, batch_size=batch_size, pad_id=pad_id,
-                                                     length_bucket=length_bucket, desc="top-k", mesh=mesh):
+    streams = default_streams(mesh) if streams is None else streams
+    check_streams(streams, mesh)
+
+    def run(batch: slice) -> list[TopKResult]:
+        tokens_BxT, valid_BxT = pad_pair_batch(pairs[batch], batch_size=batch_size, pad_id=pad_id,
+                                               length_bucket=length_bucket, mesh=mesh)
         # completion token j sits at num_prompt + j and is predicted from the position before:
         # only those positions are unembedded
         predicting_BxT = np.zeros_like(valid_BxT)
-        for row, (full, num_prompt) in enumerate(batch):
+        for row, (full, num_prompt) in enumerate(pairs[batch]):
             predicting_BxT[row, num_prompt - 1 : len(full) - 1] = True
         rows_N, cols_N = gather_positions(predicting_BxT)
         rows = shard_batch({"tokens_BxT": tokens_BxT, "valid_BxT": valid_BxT}, mesh)
-        ids_NxK, probs_NxK, kept_N = (np.asarray(a) for a in _next_token_topk(
-            graphdef, state, rows["tokens_BxT"], rows["valid_BxT"], rows_N, cols_N, k=k))
-        start = 0
-        for full, num_prompt in batch:  # np.nonzero lists positions row by row, in order
+        args = (graphdef, state, rows["tokens_BxT"], rows["valid_BxT"], rows_N, cols_N)
+        if streams > 1:
+            compile_once(_next_token_topk, *args, k=k)
+        ids_NxK, probs_NxK, kept_N = (np.asarray(a) for a in _next_token_topk(*args, k=k))
+        results, start = [], 0
+        for full, num_prompt in pairs[batch]:  # np.nonzero lists positions row by row, in order
             taken = slice(start, start + len(full) - num_prompt)
             start = taken.stop
             results.append(TopKResult(token_ids=full[num_prompt:], topk_ids=ids_NxK[taken],
                                       topk_probs=probs_NxK[taken], kept_mass=kept_N[taken]))
-    return results
+        return results
+
+    return [result for part in map_batches(run, batch_slices(len(pairs), batch_size), streams=streams,
+                                           desc="top-k") for result in part]
