@@ -6,7 +6,8 @@ a random Llama-family checkpoint and a random word-level tokenizer itself (no do
 questions whose in-context prompts come to a few hundred tokens, and labels them three ways:
 
   ours            ``ICLRefine.label`` through ``Engine.generate`` (exactly the pipeline's code:
-                  length-sorted batches, bucketed lengths, stop-string checks)
+                  length-sorted batches, bucketed lengths, stop-string checks, and on two or
+                  more cores two batches at once, ``--streams``)
   one at a time   the same prompts, one ``w2s_jax.inference.generate`` call per prompt (batch 1)
   transformers    the same prompts in the same length-sorted batches through
                   ``AutoModelForCausalLM.generate`` (left padding, greedy) on the same weights,

@@ -5,11 +5,12 @@ is large. A decoding step is a chain of small ones (one token per row: a few ``1
 matmuls and attention over the cache, memory-bound), so a second core barely speeds it up:
 ``benchmarks/pipeline_bench.py``'s small model decoded its 252 batch-16 steps in 1.23 s on one
 core and 1.27 s on two. Two batches, each generating on a thread of its own (the host-memory
-setup runs CPU programs on the calling thread, `host_memory.py`), keep both cores busy: four
-batch-16 generate calls of 300-token prompts and 64 new tokens took 1.19-1.21 s instead of
-1.85-1.87 s in turn, and their prefills alone 0.68-0.71 s instead of 0.94-0.97 s. Scoring and
-top-k (one forward pass per batch, like a prefill) run in streams the same way; a stage's program
-for a new shape is compiled once, by the first thread to reach it (`compile_ahead.py`).
+setup runs CPU programs on the calling thread, `host_memory.py`), keep both cores busy: the
+benchmark's labelling took 1.73 / 1.77 s in two streams against 3.02 / 2.49 s in one
+(``--threads 2 --streams N``, two alternating runs each; docs/benchmarks.md). Scoring and top-k
+run in streams the same way, and gain less: a whole sequence's forward pass has large matmuls that
+already use both cores. A stage's program for a new shape is compiled once, by the first thread
+to reach it (`compile_ahead.py`).
 
 :func:`default_streams` is therefore 2 on a CPU with two or more cores and 1 elsewhere: an
 accelerator runs one program at a time and gains nothing but the memory of a second batch; on a
