@@ -135,3 +135,51 @@ def test_score_with_model_loaded_sharded(checkpoint):
     for a, b in zip(score(sharded, tokenizer, PROMPTS, COMPLETIONS, batch_size=4), expected):
         assert a.token_ids == b.token_ids
         np.testing.assert_allclose(a.token_logprobs, b.token_logprobs, atol=1e-5)
+
+
+@pytest.mark.parametrize("length_bucket", [16, 64])
+def test_long_sequences_score_in_chunks_as_torch_does(checkpoint, length_bucket, monkeypatch):
+    """Sequences of 109-168 tokens run through the cache in chunks (`prefill.run_chunks`; with
+    chunk steps of 32 rows, 4 rows make chunks of 16 slots: 10 of them at the padded length 160,
+    12 at 192, where the cache is also read in 64-slot blocks), right-padded in one batch, and
+    still score as the reference does position by position."""
+    from w2s_jax.inference import prefill
+
+    monkeypatch.setattr(prefill, "ROWS_PER_CHUNK", 32)
+    assert prefill.scoring_chunk(4, 160) == prefill.scoring_chunk(4, 192) == 16
+    model, _, reference, _ = checkpoint
+    rng = np.random.default_rng(0)
+    vocab = model.config.vocab_size
+    prompts = [rng.integers(2, vocab, n).tolist() for n in (100, 141, 150)]
+    completions = [rng.integers(2, vocab, n).tolist() for n in (20, 9, 18)]
+    results = score(model, None, prompts, completions, batch_size=4, length_bucket=length_bucket)
+    for prompt, completion, result in zip(prompts, completions, results):
+        expected = _torch_logprobs(reference, prompt + completion, len(prompt))
+        np.testing.assert_allclose(result.token_logprobs, expected, atol=2e-4, rtol=0)
+
+
+def test_scoring_never_forms_a_sequence_by_sequence_score_array(checkpoint):
+    """The compiled scoring program of 16 rows of 256 tokens holds no `... x 256 x 256` array (its
+    attention reads the cache a 64-slot chunk of queries at a time)."""
+    from flax import nnx
+
+    from w2s_jax.inference import scoring
+
+    model, _, _, _ = checkpoint
+    tokens_BxT = np.ones((16, 256), np.int32)
+    rows_N, cols_N = scoring.gather_positions(np.ones((16, 256), bool))
+    hlo = scoring._completion_logprobs.lower(*nnx.split(model), tokens_BxT, tokens_BxT > 0, rows_N,
+                                             cols_N).compile().as_text()
+    assert "256,256]" not in hlo.replace(" ", "")
+    assert ",64,256]" in hlo.replace(" ", "") or "64,256]" in hlo.replace(" ", "")  # a chunk's scores
+
+
+def test_scoring_chunk_reads_the_weights_once_for_short_rows():
+    from w2s_jax.inference.prefill import scoring_chunk
+
+    assert scoring_chunk(16, 384) == 64  # 1,024 rows a step
+    assert scoring_chunk(8, 384) == 128
+    assert scoring_chunk(1, 2048) == 1024
+    assert scoring_chunk(1, 80) == 80  # one short row: a single pass over the weights
+    assert scoring_chunk(2, 800) == 800  # no power-of-two divisor gives enough rows
+    assert scoring_chunk(64, 384) == 16

@@ -33,7 +33,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec
 
 from w2s_jax.inference.batching import (
     batch_slices,
@@ -46,10 +45,11 @@ from w2s_jax.inference.batching import (
     row_splits,
 )
 from w2s_jax.inference.compile_ahead import compile_side_by_side, signature
+from w2s_jax.inference.prefill import CacheSpec, place_cache, run_chunks, stacked_cache
 from w2s_jax.inference.prompts import encode_prompts, mark_stopped, trim_after_eos
 from w2s_jax.inference.sampling import Greedy, Sampler, example_keys
 from w2s_jax.inference.streams import check_streams, default_streams, map_batches
-from w2s_jax.parallel import batch_sharding, shard_batch
+from w2s_jax.parallel import shard_batch
 
 _STOP_CHECK_EVERY = 16  # decode steps between host-side stop-string checks
 # Trace counters (a Python side effect runs only while tracing); tests use them to prove that the
@@ -98,31 +98,20 @@ def _prefill(graphdef, state, tokens_BxS, valid_BxS, num_chunks, active_B, key, 
     per layer (`models/kv_cache.py`).
     """
     TRACE_COUNTS["prefill"] += 1
-    positions_BxS = positions_from_valid(valid_BxS)
-    cache = _place_cache(_stacked_cache(cache_spec), cache_spec)
-
-    def slots(x_BxS, start, size):
-        return jax.lax.dynamic_slice_in_dim(x_BxS, start, size, axis=1)
-
-    def write_chunk(i, carry):
-        cache, _ = carry
-        model = nnx.merge(graphdef, state)
-        start = i * chunk
-        h_BxCxD, cache = model.hidden(slots(tokens_BxS, start, chunk), positions_BxT=slots(positions_BxS, start, chunk),
-                                      valid_BxT=slots(valid_BxS, start, chunk), cache=cache)
-        return cache, h_BxCxD[:, -1]
-
     model = nnx.merge(graphdef, state)
+    positions_BxS = positions_from_valid(valid_BxS)
+    cache = place_cache(stacked_cache(cache_spec), cache_spec)
+    cache, h_last_BxD = run_chunks(model, tokens_BxS, positions_BxS, valid_BxS, cache,
+                                   num_chunks=num_chunks, chunk=chunk, keep="last")
+    last_position_B = jax.lax.dynamic_index_in_dim(positions_BxS, num_chunks * chunk - 1, axis=1,
+                                                   keepdims=False)
     batch_size = tokens_BxS.shape[0]
-    h_last_BxD = jnp.zeros((batch_size, model.config.hidden_size), model.dtype)
-    cache, h_last_BxD = jax.lax.fori_loop(0, num_chunks, write_chunk, (cache, h_last_BxD))
-    last_position_B = slots(positions_BxS, num_chunks * chunk - 1, 1)[:, 0]
     logits_BxV = model.unembed(h_last_BxD)
     token_B = sampler(logits_BxV, keys_B=example_keys(key, example_index_B, 0))
     tokens_BxN = jnp.zeros((batch_size, num_new), jnp.int32).at[:, 0].set(token_B)
     return _DecodeState(
         # decoding reads each layer's arrays in place (models/kv_cache.py)
-        cache=_place_cache(cache.per_layer(), cache_spec),
+        cache=place_cache(cache.per_layer(), cache_spec),
         tokens_BxN=tokens_BxN,
         position_B=last_position_B + 1,
         done_B=~active_B | _is_eos(token_B, eos_ids),
@@ -290,7 +279,7 @@ def _generate_batch(graphdef, state, config, tokenizer, prompt_ids, *, batch_siz
     prefill_args = (graphdef, state, rows["tokens_BxS"], rows["valid_BxS"], np.asarray(num_chunks, np.int32),
                     rows["active_B"], key, rows["example_index_B"])
     prefill_kw = dict(sampler=sampler, eos_ids=eos_ids, num_new=num_new, chunk=prompt_bucket,
-                      cache_spec=_CacheSpec(config, batch_size, cache_len, jnp.dtype(cache_dtype), mesh))
+                      cache_spec=CacheSpec(config, batch_size, cache_len, jnp.dtype(cache_dtype), mesh))
     decode_kw = dict(sampler=sampler, eos_ids=eos_ids, pad_id=pad_id)
     if mesh is None:  # with a mesh, placements decide the programs: compile them at their calls
         _compile_ahead(prefill_args, prefill_kw, decode_kw, decodes=max_new_tokens > 1)
@@ -321,39 +310,6 @@ def _generate_batch(graphdef, state, config, tokenizer, prompt_ids, *, batch_siz
         reasons.append(reason)
         texts.append(text)
     return ids, reasons, texts
-
-
-class _CacheSpec(NamedTuple):
-    """What `_prefill` needs to make the cache (static: hashable)."""
-
-    config: object  # ModelConfig
-    batch_size: int
-    max_len: int
-    dtype: object
-    mesh: object  # jax.sharding.Mesh or None
-
-
-def _stacked_cache(spec: _CacheSpec):
-    """An empty stacked cache, the layout prefill writes."""
-    # models import flax modules; keep this module light
-    from w2s_jax.models import init_cache
-
-    return init_cache(spec.config, batch_size=spec.batch_size, max_len=spec.max_len, dtype=spec.dtype,
-                      stacked=True)
-
-
-def _place_cache(cache, spec: _CacheSpec):
-    """With a mesh, the cache's rows over the mesh's ("data", "fsdp") axes (its batch axis: the
-    second of stacked `L x B x ...` arrays, the first of per-layer ones), so a cache never sits
-    whole on one device; without one, the cache as it is."""
-    if spec.mesh is None:
-        return cache
-    rows = lambda x: batch_sharding(spec.mesh, x.ndim, axis=x.ndim - 4)  # noqa: E731
-    kv = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, rows(x)), (cache.keys, cache.values))
-    return dataclasses.replace(cache, keys=kv[0], values=kv[1],
-                               valid_BxS=jax.lax.with_sharding_constraint(cache.valid_BxS, batch_sharding(spec.mesh, 2)),
-                               index=jax.lax.with_sharding_constraint(cache.index,
-                                                                      NamedSharding(spec.mesh, PartitionSpec())))
 
 
 def _compile_ahead(prefill_args, prefill_kw, decode_kw, *, decodes: bool) -> None:

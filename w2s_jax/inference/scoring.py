@@ -9,6 +9,7 @@ completion. Batches are right-padded; the model masks padding through ``valid_Bx
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -18,6 +19,7 @@ from flax import nnx
 
 from w2s_jax.inference.batching import batch_slices, check_rows_divide, pad_pair_batch, positions_from_valid
 from w2s_jax.inference.compile_ahead import compile_once
+from w2s_jax.inference.prefill import CacheSpec, place_cache, run_chunks, scoring_chunk, stacked_cache
 from w2s_jax.inference.streams import check_streams, default_streams, map_batches
 from w2s_jax.models.logits import target_logprobs
 from w2s_jax.parallel import shard_batch
@@ -61,10 +63,10 @@ def gather_positions(mask_BxT, *, minimum: int = 8) -> tuple[np.ndarray, np.ndar
             np.concatenate([cols_N, np.zeros(pad, np.int64)]).astype(np.int32))
 
 
-@jax.jit
-def _completion_logprobs(graphdef, state, tokens_BxT, valid_BxT, rows_N, cols_N):
+@functools.partial(jax.jit, static_argnames=("mesh",))
+def _completion_logprobs(graphdef, state, tokens_BxT, valid_BxT, rows_N, cols_N, *, mesh=None):
     model = nnx.merge(graphdef, state)
-    h_BxTxD, _ = model.hidden(tokens_BxT, positions_BxT=positions_from_valid(valid_BxT), valid_BxT=valid_BxT)
+    h_BxTxD = sequence_hidden(model, tokens_BxT, valid_BxT, mesh=mesh)
     B, T = tokens_BxT.shape
     # token (row, col) is predicted by the hidden state at (row, col - 1); padding entries (row B)
     # read row B - 1 and are dropped when scattered back
@@ -72,6 +74,19 @@ def _completion_logprobs(graphdef, state, tokens_BxT, valid_BxT, rows_N, cols_N)
     logprobs_N = target_logprobs(model, h_BxTxD[safe_rows_N, safe_cols_N - 1],
                                  tokens_BxT[safe_rows_N, safe_cols_N])
     return jnp.zeros((B, T), jnp.float32).at[rows_N, cols_N].set(logprobs_N, mode="drop")
+
+
+def sequence_hidden(model, tokens_BxT, valid_BxT, *, mesh=None):
+    """Every position's hidden state (``Transformer.hidden``'s output) of right-padded sequences,
+    computed in chunks through a KV cache (`prefill.run_chunks`): the attention of a chunk of C
+    positions forms ``C x T`` scores, never ``T x T``. Traced inside a jitted function."""
+    B, T = tokens_BxT.shape
+    chunk = scoring_chunk(B, T)
+    spec = CacheSpec(model.config, B, T, jnp.dtype(model.dtype), mesh)
+    _, h_BxTxD = run_chunks(model, tokens_BxT, positions_from_valid(valid_BxT), valid_BxT,
+                            place_cache(stacked_cache(spec), spec), num_chunks=T // chunk, chunk=chunk,
+                            keep="all")
+    return h_BxTxD
 
 
 def completion_logprobs(model, tokens_BxT, valid_BxT, completion_mask_BxT, *, mesh=None,
@@ -101,8 +116,8 @@ def completion_logprobs(model, tokens_BxT, valid_BxT, completion_mask_BxT, *, me
     rows = shard_batch({"tokens_BxT": np.asarray(tokens_BxT), "valid_BxT": np.asarray(valid_BxT)}, mesh)
     args = (graphdef, state, rows["tokens_BxT"], rows["valid_BxT"], rows_N, cols_N)
     if compile_first:
-        compile_once(_completion_logprobs, *args)
-    return _completion_logprobs(*args)
+        compile_once(_completion_logprobs, *args, mesh=mesh)
+    return _completion_logprobs(*args, mesh=mesh)
 
 
 def score(

@@ -20,10 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from w2s_jax.inference.batching import batch_slices, check_rows_divide, pad_pair_batch, positions_from_valid
+from w2s_jax.inference.batching import batch_slices, check_rows_divide, pad_pair_batch
 from w2s_jax.inference.compile_ahead import compile_once
 from w2s_jax.inference.streams import check_streams, default_streams, map_batches
-from w2s_jax.inference.scoring import _pad_id, gather_positions, tokenize_pair
+from w2s_jax.inference.scoring import _pad_id, gather_positions, sequence_hidden, tokenize_pair
 from w2s_jax.models.logits import topk_next_tokens
 from w2s_jax.parallel import shard_batch
 
@@ -42,11 +42,11 @@ class TopKResult:
     kept_mass: np.ndarray  # float32, n: the probability the k tokens had before renormalising
 
 
-@functools.partial(jax.jit, static_argnames="k")
-def _next_token_topk(graphdef, state, tokens_BxT, valid_BxT, rows_N, cols_N, *, k):
+@functools.partial(jax.jit, static_argnames=("k", "mesh"))
+def _next_token_topk(graphdef, state, tokens_BxT, valid_BxT, rows_N, cols_N, *, k, mesh=None):
     """Top-k at the hidden states (rows_N, cols_N), `N x ...`; row index B marks padding."""
     model = nnx.merge(graphdef, state)
-    h_BxTxD, _ = model.hidden(tokens_BxT, positions_BxT=positions_from_valid(valid_BxT), valid_BxT=valid_BxT)
+    h_BxTxD = sequence_hidden(model, tokens_BxT, valid_BxT, mesh=mesh)
     return topk_next_tokens(model, h_BxTxD[jnp.minimum(rows_N, tokens_BxT.shape[0] - 1), cols_N], k)
 
 
@@ -120,8 +120,8 @@ def next_token_topk(
         rows = shard_batch({"tokens_BxT": tokens_BxT, "valid_BxT": valid_BxT}, mesh)
         args = (graphdef, state, rows["tokens_BxT"], rows["valid_BxT"], rows_N, cols_N)
         if streams > 1:
-            compile_once(_next_token_topk, *args, k=k)
-        ids_NxK, probs_NxK, kept_N = (np.asarray(a) for a in _next_token_topk(*args, k=k))
+            compile_once(_next_token_topk, *args, k=k, mesh=mesh)
+        ids_NxK, probs_NxK, kept_N = (np.asarray(a) for a in _next_token_topk(*args, k=k, mesh=mesh))
         results, start = [], 0
         for full, num_prompt in pairs[batch]:  # np.nonzero lists positions row by row, in order
             taken = slice(start, start + len(full) - num_prompt)
