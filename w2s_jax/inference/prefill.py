@@ -3,10 +3,11 @@ the forward pass of scoring and top-k.
 
 A chunk of C slots attends to the slots written before it (read from the cache, only the blocks
 written so far: `layers.Attention._attend_cached_blocks`) and to itself, so a sequence of T
-slots never forms its ``T x T`` attention scores: each chunk forms ``C x T`` at most. For
-scoring, whose batches used to run whole (one ``B x K x G*T x T`` score array per layer: 75 MB
-for 16 rows of 384 tokens of `pipeline_bench.py`'s small model, 302 MB for a 1B-shaped model),
-this bounds the memory of long sequences and runs at generation's prefill speed.
+slots never forms its ``T x T`` attention scores: each chunk forms ``C x T`` at most. Scoring
+ran its batches whole, one ``B x N x T x T`` float32 score array per layer: 75 MB for 16 rows of
+384 tokens of `pipeline_bench.py`'s small model, 302 MB for a Llama-3.2-1B-shaped one, 4.3 GB
+for 8 rows of 2,048 tokens of it. In chunks (`scoring_chunk`: short rows still run whole) that
+memory is bounded, and the work is that of generation's prefill.
 
 :class:`CacheSpec` says which cache to make (static, hashable: it is a jit static argument);
 :func:`stacked_cache` makes it in the stacked layout a prefill writes, and :func:`place_cache`

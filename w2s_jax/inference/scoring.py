@@ -77,15 +77,18 @@ def _completion_logprobs(graphdef, state, tokens_BxT, valid_BxT, rows_N, cols_N,
 
 
 def sequence_hidden(model, tokens_BxT, valid_BxT, *, mesh=None):
-    """Every position's hidden state (``Transformer.hidden``'s output) of right-padded sequences,
-    computed in chunks through a KV cache (`prefill.run_chunks`): the attention of a chunk of C
-    positions forms ``C x T`` scores, never ``T x T``. Traced inside a jitted function."""
+    """Every position's hidden state (``Transformer.hidden``'s output) of right-padded sequences.
+    Long ones run in chunks through a KV cache (`prefill.run_chunks`, chunk `prefill.scoring_chunk`):
+    the attention of a chunk of C positions forms ``C x T`` scores, never ``T x T``. Short ones
+    (one chunk) run as one plain forward pass. Traced inside a jitted function."""
     B, T = tokens_BxT.shape
+    positions_BxT = positions_from_valid(valid_BxT)
     chunk = scoring_chunk(B, T)
+    if chunk == T:
+        return model.hidden(tokens_BxT, positions_BxT=positions_BxT, valid_BxT=valid_BxT)[0]
     spec = CacheSpec(model.config, B, T, jnp.dtype(model.dtype), mesh)
-    _, h_BxTxD = run_chunks(model, tokens_BxT, positions_from_valid(valid_BxT), valid_BxT,
-                            place_cache(stacked_cache(spec), spec), num_chunks=T // chunk, chunk=chunk,
-                            keep="all")
+    _, h_BxTxD = run_chunks(model, tokens_BxT, positions_BxT, valid_BxT, place_cache(stacked_cache(spec), spec),
+                            num_chunks=T // chunk, chunk=chunk, keep="all")
     return h_BxTxD
 
 

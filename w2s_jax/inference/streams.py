@@ -8,9 +8,8 @@ core and 1.27 s on two. Two batches, each generating on a thread of its own (the
 setup runs CPU programs on the calling thread, `host_memory.py`), keep both cores busy: the
 benchmark's labelling took 1.73 / 1.77 s in two streams against 3.02 / 2.49 s in one
 (``--threads 2 --streams N``, two alternating runs each; docs/benchmarks.md). Scoring and top-k
-run in streams the same way, and gain less: a whole sequence's forward pass has large matmuls that
-already use both cores. A stage's program for a new shape is compiled once, by the first thread
-to reach it (`compile_ahead.py`).
+(a prefill without decoding) run in streams the same way. A stage's program for a new shape is
+compiled once, by the first thread to reach it (`compile_ahead.py`).
 
 :func:`default_streams` is therefore 2 on a CPU with two or more cores and 1 elsewhere: an
 accelerator runs one program at a time and gains nothing but the memory of a second batch; on a
