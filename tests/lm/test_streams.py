@@ -54,8 +54,23 @@ def test_map_batches_runs_batches_at_once_in_order():
         time.sleep(0.01 * (5 - i))  # later batches finish first
         return i * i
 
-    assert list(streams.map_batches(fn, list(range(5)), streams=2, desc="t")) == [0, 1, 4, 9, 16]
-    assert list(streams.map_batches(lambda i: -i, [3, 4], streams=1, desc="t")) == [-3, -4]
+    assert streams.map_batches(fn, list(range(5)), streams=2, desc="t") == [0, 1, 4, 9, 16]
+    assert streams.map_batches(lambda i: -i, [3, 4], streams=1, desc="t") == [-3, -4]
+
+
+def test_map_batches_starts_the_costliest_batches_first():
+    started, lock = [], threading.Lock()
+
+    def fn(i):
+        with lock:
+            started.append(i)
+        time.sleep(0.02)
+        return i
+
+    costs = [1, 5, 2, 9, 3]
+    assert streams.map_batches(fn, list(range(5)), streams=2, desc="t", costs=costs) == [0, 1, 2, 3, 4]
+    assert set(started[:2]) == {3, 1}  # the two dearest start together
+    assert started[2:] == [4, 2, 0]
 
 
 def test_map_batches_raises_a_batch_error_and_skips_batches_not_started():
@@ -69,7 +84,7 @@ def test_map_batches_raises_a_batch_error_and_skips_batches_not_started():
         return i
 
     with pytest.raises(ValueError, match="batch 1 is bad"):
-        list(streams.map_batches(fn, list(range(20)), streams=2, desc="t"))
+        streams.map_batches(fn, list(range(20)), streams=2, desc="t")
     time.sleep(0.2)
     assert len(started) < 20
 

@@ -240,9 +240,10 @@ def generate(
             new_token_bucket=new_token_bucket, cache_dtype=cache_dtype, mesh=mesh,
         )
 
+    batches = batch_slices(len(prompt_ids), batch_size)
     token_ids, finish_reasons, texts = [], [], []
-    for ids, reasons, batch_texts in map_batches(run, batch_slices(len(prompt_ids), batch_size),
-                                                 streams=streams, desc="generate"):
+    for ids, reasons, batch_texts in map_batches(run, batches, streams=streams, desc="generate",
+                                                 costs=[max(map(len, prompt_ids[b])) for b in batches]):
         token_ids += ids
         finish_reasons += reasons
         texts += batch_texts

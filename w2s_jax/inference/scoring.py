@@ -178,8 +178,10 @@ def score(
                                        sum_logprob=float(row_logprobs.sum())))
         return results
 
-    return [result for part in map_batches(run, batch_slices(len(pairs), batch_size), streams=streams,
-                                           desc="score") for result in part]
+    batches = batch_slices(len(pairs), batch_size)
+    parts = map_batches(run, batches, streams=streams, desc="score",
+                        costs=[max(len(full) for full, _ in pairs[b]) for b in batches])
+    return [result for part in parts for result in part]
 
 
 def tokenize_pair(tokenizer, prompt, completion, index: int = 0) -> tuple[list[int], int]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 import jax
@@ -49,29 +49,37 @@ def check_streams(streams: int, mesh) -> None:
                          "collectives); use streams=1")
 
 
-def map_batches(fn: Callable[[Batch], Result], batches: Sequence[Batch], *, streams: int,
-                desc: str) -> Iterator[Result]:
-    """``fn(batch)`` for each batch, in order, with up to ``streams`` running at once (threads),
-    under a progress bar. An error in any batch is raised here; batches not yet started are
-    cancelled."""
+def map_batches(fn: Callable[[Batch], Result], batches: Sequence[Batch], *, streams: int, desc: str,
+                costs: Sequence[float] | None = None) -> list[Result]:
+    """``[fn(batch) for batch in batches]``, with up to ``streams`` batches running at once
+    (threads), under a progress bar counting finished batches. An error in any batch is raised
+    here; batches not yet started are cancelled.
+
+    costs: each batch's expected cost (e.g. its longest prompt). In streams, batches start in
+    decreasing cost, so the last batches to run are the cheap ones and the streams finish close
+    together (longest processing time first); with four length-sorted batches of which the last
+    is the longest, starting in order would leave it running alone at the end.
+    """
     if streams == 1 or len(batches) < 2:
-        for batch in progress(batches, desc=desc):
-            yield fn(batch)
-        return
+        return [fn(batch) for batch in progress(batches, desc=desc)]
+    order = range(len(batches)) if costs is None else sorted(range(len(batches)), key=lambda i: -costs[i])
     with concurrent.futures.ThreadPoolExecutor(min(streams, len(batches)),
                                                thread_name_prefix=f"w2s-{desc}") as pool:
-        futures = [pool.submit(fn, batch) for batch in batches]
+        futures = {pool.submit(fn, batches[i]): i for i in order}
+        results: list = [None] * len(batches)
         try:
-            for future in progress(futures, desc=desc):
-                yield future.result()
+            for future in progress(concurrent.futures.as_completed(futures), desc=desc, total=len(batches)):
+                results[futures[future]] = future.result()
         finally:
             for future in futures:
                 future.cancel()
+    return results
 
 
-def progress(batches: Sequence[Batch], desc: str) -> Iterable[Batch]:
+def progress(batches: Iterable[Batch], desc: str, total: int | None = None) -> Iterable[Batch]:
     """``batches`` with a tqdm bar when there is more than one batch and stderr is a terminal."""
-    return tqdm(batches, desc=desc, unit="batch", leave=False, disable=True if len(batches) < 2 else None)
+    total = len(batches) if total is None else total
+    return tqdm(batches, desc=desc, unit="batch", leave=False, total=total, disable=True if total < 2 else None)
 
 
 def _usable_cores() -> int:

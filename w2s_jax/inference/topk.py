@@ -130,5 +130,7 @@ def next_token_topk(
                                       topk_probs=probs_NxK[taken], kept_mass=kept_N[taken]))
         return results
 
-    return [result for part in map_batches(run, batch_slices(len(pairs), batch_size), streams=streams,
-                                           desc="top-k") for result in part]
+    batches = batch_slices(len(pairs), batch_size)
+    parts = map_batches(run, batches, streams=streams, desc="top-k",
+                        costs=[max(len(full) for full, _ in pairs[b]) for b in batches])
+    return [result for part in parts for result in part]
