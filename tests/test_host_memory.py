@@ -73,7 +73,12 @@ def test_freed_memory_is_reused_without_page_faults(probe):
     ok, on = _faults_per_round(probe, "on")
     if ok != "True":
         pytest.skip("mallopt unavailable (not glibc)")
-    _, off = _faults_per_round(probe, "off")
     pages = (64 << 20) / 4096
+    if on >= 0.05 * pages:
+        # One fresh process in a few suite runs (1 of 4 on a 2-vCPU VM, never in 13 runs of this
+        # test alone) faulted every round: measure once more in another fresh process. Settings
+        # that do not work fault in both.
+        _, on = _faults_per_round(probe, "on")
+    _, off = _faults_per_round(probe, "off")
     assert off > 0.5 * pages, f"glibc default should fault the fresh mapping each round, got {off:.0f}"
     assert on < 0.05 * pages, f"after reuse_freed_host_memory() a round faulted {on:.0f} pages"
