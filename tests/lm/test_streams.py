@@ -35,7 +35,7 @@ def test_streams_give_the_same_results_as_one_batch_at_a_time(tiny_model, sample
     assert len({tuple(t) for t in one.token_ids}) > 1  # the rows really differ
 
 
-def test_a_new_shape_compiles_once_when_batches_reach_it_together(tiny_model):
+def test_a_new_shape_traces_once_when_batches_reach_it_together(tiny_model):
     # 13 new tokens (bucket 16 -> 32 slots of generated tokens with new_token_bucket=32): a shape
     # no other test uses, reached by four batches of the same shape at once
     before = dict(generation.TRACE_COUNTS)
@@ -159,3 +159,27 @@ def test_scoring_and_top_k_in_streams_equal_one_batch_at_a_time(tiny_model):
         assert (a.topk_ids == b.topk_ids).all() and (a.topk_probs == b.topk_probs).all()
     with pytest.raises(ValueError, match="streams must be an integer"):
         score(tiny_model, None, prompts, completions, streams=0)
+
+
+def test_scoring_in_streams_compiles_a_new_shape_once(tiny_model):
+    from w2s_jax.inference import score
+
+    seen = []
+
+    def listener(event, seconds, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            seen.append(kwargs.get("fun_name", ""))
+
+    jax.clear_caches()  # other tests may have scored this shape
+    compile_ahead._compiled.clear()
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        # six pairs of one padded length, three batches at once
+        score(tiny_model, None, [[1] + [2] * 40] * 6, [[3, 4]] * 6, batch_size=2, length_bucket=48, streams=3)
+        first = [name for name in seen if "logprobs" in name]
+        seen.clear()
+        score(tiny_model, None, [[1] + [5] * 39] * 6, [[3, 4, 6]] * 6, batch_size=2, length_bucket=48, streams=3)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert first == ["jit(_completion_logprobs)"]
+    assert [name for name in seen if "logprobs" in name] == []

@@ -80,10 +80,3 @@ def compile_side_by_side(key: Hashable, lower: Callable[[], Sequence[jax.stages.
     finally:
         done.set()
 
-
-def compile_once(jitted, *args, **kwargs) -> None:
-    """Compiles ``jitted`` for these arguments once per process (the first of several threads
-    reaching a new shape compiles, the others wait), so that the call that follows compiles
-    nothing. For single-program stages run in several streams (scoring, top-k)."""
-    compile_side_by_side((jitted, signature(args), tuple(sorted(kwargs.items()))),
-                         lambda: [jitted.lower(*args, **kwargs)])

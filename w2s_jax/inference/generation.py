@@ -48,7 +48,7 @@ from w2s_jax.inference.compile_ahead import compile_side_by_side, signature
 from w2s_jax.inference.prefill import CacheSpec, place_cache, run_chunks, stacked_cache
 from w2s_jax.inference.prompts import encode_prompts, mark_stopped, trim_after_eos
 from w2s_jax.inference.sampling import Greedy, Sampler, example_keys
-from w2s_jax.inference.streams import check_streams, default_streams, map_batches
+from w2s_jax.inference.streams import map_batches, resolve_streams
 from w2s_jax.parallel import shard_batch
 
 _STOP_CHECK_EVERY = 16  # decode steps between host-side stop-string checks
@@ -216,8 +216,7 @@ def generate(
     check_rows_divide(rows_per_batch, mesh, what="generate batch_size")
     if prompt_bucket is None:
         prompt_bucket = prefill_chunk(rows_per_batch)
-    streams = default_streams(mesh) if streams is None else streams
-    check_streams(streams, mesh)
+    streams = resolve_streams(streams, mesh)
 
     graphdef, state = nnx.split(model)
     cache_dtype = getattr(model, "dtype", None)

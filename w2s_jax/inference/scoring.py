@@ -18,9 +18,8 @@ import numpy as np
 from flax import nnx
 
 from w2s_jax.inference.batching import batch_slices, check_rows_divide, pad_pair_batch, positions_from_valid
-from w2s_jax.inference.compile_ahead import compile_once
 from w2s_jax.inference.prefill import CacheSpec, place_cache, run_chunks, scoring_chunk, stacked_cache
-from w2s_jax.inference.streams import check_streams, default_streams, map_batches
+from w2s_jax.inference.streams import map_batches, resolve_streams
 from w2s_jax.models.logits import target_logprobs
 from w2s_jax.parallel import shard_batch
 
@@ -92,8 +91,7 @@ def sequence_hidden(model, tokens_BxT, valid_BxT, *, mesh=None):
     return h_BxTxD
 
 
-def completion_logprobs(model, tokens_BxT, valid_BxT, completion_mask_BxT, *, mesh=None,
-                        compile_first: bool = False) -> jax.Array:
+def completion_logprobs(model, tokens_BxT, valid_BxT, completion_mask_BxT, *, mesh=None) -> jax.Array:
     """Per-token log-probabilities of the masked tokens under ``model`` (one jitted forward pass).
 
     Only the positions that predict a scored token are unembedded, a chunk of rows at a time
@@ -106,8 +104,6 @@ def completion_logprobs(model, tokens_BxT, valid_BxT, completion_mask_BxT, *, me
       completion_mask_BxT: bool, True on the tokens to score (position 0, without context, never is).
       mesh: a ``jax.sharding.Mesh``: the rows are split over its ("data", "fsdp") axes (their
         number must divide evenly), the model placed as it is (``load_pretrained(..., mesh=)``).
-      compile_first: compile a new shape through ``compile_ahead.compile_once`` (threads that
-        reach it together compile it once).
     Returns:
       float32 ``logprobs_BxT``, 0 where not scored; ``.sum(-1)`` is each row's log-likelihood.
     """
@@ -117,10 +113,8 @@ def completion_logprobs(model, tokens_BxT, valid_BxT, completion_mask_BxT, *, me
     graphdef, state = nnx.split(model)
     check_rows_divide(len(tokens_BxT), mesh, what="scoring rows")
     rows = shard_batch({"tokens_BxT": np.asarray(tokens_BxT), "valid_BxT": np.asarray(valid_BxT)}, mesh)
-    args = (graphdef, state, rows["tokens_BxT"], rows["valid_BxT"], rows_N, cols_N)
-    if compile_first:
-        compile_once(_completion_logprobs, *args, mesh=mesh)
-    return _completion_logprobs(*args, mesh=mesh)
+    return _completion_logprobs(graphdef, state, rows["tokens_BxT"], rows["valid_BxT"], rows_N, cols_N,
+                                mesh=mesh)
 
 
 def score(
@@ -159,8 +153,7 @@ def score(
     check_rows_divide(batch_size, mesh, what="score batch_size")
     pairs = [tokenize_pair(tokenizer, p, c, i) for i, (p, c) in enumerate(zip(prompts, completions))]
     pad_id = _pad_id(model)
-    streams = default_streams(mesh) if streams is None else streams
-    check_streams(streams, mesh)
+    streams = resolve_streams(streams, mesh)
 
     def run(batch: slice) -> list[ScoreResult]:
         tokens_BxT, valid_BxT = pad_pair_batch(pairs[batch], batch_size=batch_size, pad_id=pad_id,
@@ -168,8 +161,7 @@ def score(
         mask_BxT = np.zeros_like(valid_BxT)
         for row, (full, num_prompt) in enumerate(pairs[batch]):
             mask_BxT[row, num_prompt : len(full)] = True
-        logprobs_BxT = np.asarray(completion_logprobs(model, tokens_BxT, valid_BxT, mask_BxT, mesh=mesh,
-                                                      compile_first=streams > 1))
+        logprobs_BxT = np.asarray(completion_logprobs(model, tokens_BxT, valid_BxT, mask_BxT, mesh=mesh))
         results = []
         for row, (full, num_prompt) in enumerate(pairs[batch]):
             row_logprobs = logprobs_BxT[row, num_prompt : len(full)].astype(np.float64)

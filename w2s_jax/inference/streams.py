@@ -8,8 +8,9 @@ core and 1.27 s on two. Two batches, each generating on a thread of its own (the
 setup runs CPU programs on the calling thread, `host_memory.py`), keep both cores busy: the
 benchmark's labelling took 1.73 / 1.77 s in two streams against 3.02 / 2.49 s in one
 (``--threads 2 --streams N``, two alternating runs each; docs/benchmarks.md). Scoring and top-k
-(a prefill without decoding) run in streams the same way. A stage's program for a new shape is
-compiled once, by the first thread to reach it (`compile_ahead.py`).
+(a prefill without decoding) run in streams the same way. Threads that reach a new shape together
+compile its program once (JAX's own caches; generation's compile-ahead waits for the thread
+compiling it, `compile_ahead.py`; `tests/lm/test_streams.py` counts the compilations).
 
 :func:`default_streams` is therefore 2 on a CPU with two or more cores and 1 elsewhere: an
 accelerator runs one program at a time and gains nothing but the memory of a second batch; on a
@@ -37,6 +38,13 @@ def default_streams(mesh=None) -> int:
     if mesh is not None or jax.default_backend() != "cpu":
         return 1
     return 2 if _usable_cores() >= 2 else 1
+
+
+def resolve_streams(streams: int | None, mesh) -> int:
+    """``streams``, checked, or :func:`default_streams` for None."""
+    streams = default_streams(mesh) if streams is None else streams
+    check_streams(streams, mesh)
+    return streams
 
 
 def check_streams(streams: int, mesh) -> None:

@@ -21,8 +21,7 @@ import numpy as np
 from flax import nnx
 
 from w2s_jax.inference.batching import batch_slices, check_rows_divide, pad_pair_batch
-from w2s_jax.inference.compile_ahead import compile_once
-from w2s_jax.inference.streams import check_streams, default_streams, map_batches
+from w2s_jax.inference.streams import map_batches, resolve_streams
 from w2s_jax.inference.scoring import _pad_id, gather_positions, sequence_hidden, tokenize_pair
 from w2s_jax.models.logits import topk_next_tokens
 from w2s_jax.parallel import shard_batch
@@ -105,8 +104,7 @@ def next_token_topk(
     pairs = [tokenize_pair(None, p, c, i) for i, (p, c) in enumerate(zip(prompts, completions))]
     pad_id = _pad_id(model)
     graphdef, state = nnx.split(model)
-    streams = default_streams(mesh) if streams is None else streams
-    check_streams(streams, mesh)
+    streams = resolve_streams(streams, mesh)
 
     def run(batch: slice) -> list[TopKResult]:
         tokens_BxT, valid_BxT = pad_pair_batch(pairs[batch], batch_size=batch_size, pad_id=pad_id,
@@ -118,10 +116,8 @@ def next_token_topk(
             predicting_BxT[row, num_prompt - 1 : len(full) - 1] = True
         rows_N, cols_N = gather_positions(predicting_BxT)
         rows = shard_batch({"tokens_BxT": tokens_BxT, "valid_BxT": valid_BxT}, mesh)
-        args = (graphdef, state, rows["tokens_BxT"], rows["valid_BxT"], rows_N, cols_N)
-        if streams > 1:
-            compile_once(_next_token_topk, *args, k=k, mesh=mesh)
-        ids_NxK, probs_NxK, kept_N = (np.asarray(a) for a in _next_token_topk(*args, k=k, mesh=mesh))
+        ids_NxK, probs_NxK, kept_N = (np.asarray(a) for a in _next_token_topk(
+            graphdef, state, rows["tokens_BxT"], rows["valid_BxT"], rows_N, cols_N, k=k, mesh=mesh))
         results, start = [], 0
         for full, num_prompt in pairs[batch]:  # np.nonzero lists positions row by row, in order
             taken = slice(start, start + len(full) - num_prompt)
