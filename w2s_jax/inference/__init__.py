@@ -6,6 +6,9 @@
     next_token_topk(model, prompt_ids, completion_ids, k) -> list[TopKResult]
     Engine(model, tokenizer, chat=...).generate(prompts, ...) / .score(prompts, completions)
         / .next_token_topk(prompts, completions, k)
+
+Each takes ``streams=``: batches in flight at once, each on a thread (default 2 on a CPU with two
+or more cores, else 1; results never depend on it; `streams.py`).
 """
 
 from w2s_jax.inference.engine import Engine, Prompt, as_prompt
