@@ -7,8 +7,8 @@
     Engine(model, tokenizer, chat=...).generate(prompts, ...) / .score(prompts, completions)
         / .next_token_topk(prompts, completions, k)
 
-Each takes ``streams=``: batches in flight at once, each on a thread (default 2 on a CPU with two
-or more cores, else 1; results never depend on it; `streams.py`).
+generate, score, next_token_topk and the Engine take ``streams=``: batches in flight at once, each on a
+thread (default 2 on a CPU with two or more cores, else 1; results never depend on it; `streams.py`).
 """
 
 from w2s_jax.inference.engine import Engine, Prompt, as_prompt
