@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 import numpy as np
 
+from w2s_jax.inference.streams import map_batches
+
 
 def round_up(n: int, multiple: int) -> int:
     """Smallest multiple of ``multiple`` that is ``>= max(n, 1)``."""
@@ -144,3 +146,19 @@ def prompt_layout(max_prompt_len: int, num_new: int, chunk: int) -> tuple[int, i
     and 64 new tokens, a 320-token prompt fits 384 slots, not 512)."""
     num_chunks = -(-max_prompt_len // chunk)
     return num_chunks, geometric_bucket(num_chunks * chunk + num_new - 1, minimum=_CACHE_MIN_SLOTS)
+
+
+def map_pair_batches(run, pairs: Sequence[tuple[list[int], int]], *, batch_size: int, length_bucket: int,
+                     pad_id: int, mesh, streams: int, desc: str) -> list:
+    """``run(batch_pairs, tokens_BxT, valid_BxT)`` (a list of per-pair results) over the pairs in
+    batches of ``batch_size``, each padded by :func:`pad_pair_batch`, up to ``streams`` batches at
+    once (`streams.map_batches`, longest first); the results of all pairs, in order."""
+
+    def padded(batch: slice) -> list:
+        return run(pairs[batch], *pad_pair_batch(pairs[batch], batch_size=batch_size, length_bucket=length_bucket,
+                                                 pad_id=pad_id, mesh=mesh))
+
+    batches = batch_slices(len(pairs), batch_size)
+    parts = map_batches(padded, batches, streams=streams, desc=desc,
+                        costs=[max(len(full) for full, _ in pairs[b]) for b in batches])
+    return [result for part in parts for result in part]

@@ -22,7 +22,7 @@ from w2s_jax.inference.batching import check_rows_divide
 from w2s_jax.inference.generation import generate
 from w2s_jax.inference.sampling import Greedy, Sampler
 from w2s_jax.inference.scoring import ScoreResult, score
-from w2s_jax.inference.streams import check_streams
+from w2s_jax.inference.streams import resolve_streams
 from w2s_jax.inference.topk import TopKResult, next_token_topk
 from w2s_jax.parallel import shard_model
 
@@ -95,15 +95,13 @@ class Engine:
         if chat and getattr(tokenizer, "chat_template", None) is None:
             raise ValueError(f"{name}: chat=True but its tokenizer has no chat template")
         check_rows_divide(batch_size, mesh, what=f"{name}: Engine batch_size")
-        if streams is not None:
-            check_streams(streams, mesh)
         if mesh is not None and rules is not None:
             shard_model(model, mesh, rules)
         elif mesh is not None:
             _check_on_mesh(model, mesh, name)
         self.model, self.tokenizer, self.chat = model, tokenizer, chat
         self.batch_size, self.length_bucket, self.name = batch_size, length_bucket, name
-        self.mesh, self.streams = mesh, streams
+        self.mesh, self.streams = mesh, resolve_streams(streams, mesh)
 
     def render(self, prompt: Prompt | str) -> str:
         """The prompt as the text the model reads (chat template applied when ``chat``)."""

@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from w2s_jax.inference.batching import batch_slices, check_rows_divide, pad_pair_batch, positions_from_valid
+from w2s_jax.inference.batching import check_rows_divide, map_pair_batches, positions_from_valid
 from w2s_jax.inference.prefill import CacheSpec, place_cache, run_chunks, scoring_chunk, stacked_cache
-from w2s_jax.inference.streams import map_batches, resolve_streams
+from w2s_jax.inference.streams import resolve_streams
 from w2s_jax.models.logits import target_logprobs
 from w2s_jax.parallel import shard_batch
 
@@ -153,27 +153,22 @@ def score(
     check_rows_divide(batch_size, mesh, what="score batch_size")
     pairs = [tokenize_pair(tokenizer, p, c, i) for i, (p, c) in enumerate(zip(prompts, completions))]
     pad_id = _pad_id(model)
-    streams = resolve_streams(streams, mesh)
 
-    def run(batch: slice) -> list[ScoreResult]:
-        tokens_BxT, valid_BxT = pad_pair_batch(pairs[batch], batch_size=batch_size, pad_id=pad_id,
-                                               length_bucket=length_bucket, mesh=mesh)
+    def run(batch, tokens_BxT, valid_BxT) -> list[ScoreResult]:
         mask_BxT = np.zeros_like(valid_BxT)
-        for row, (full, num_prompt) in enumerate(pairs[batch]):
+        for row, (full, num_prompt) in enumerate(batch):
             mask_BxT[row, num_prompt : len(full)] = True
         logprobs_BxT = np.asarray(completion_logprobs(model, tokens_BxT, valid_BxT, mask_BxT, mesh=mesh))
         results = []
-        for row, (full, num_prompt) in enumerate(pairs[batch]):
+        for row, (full, num_prompt) in enumerate(batch):
             row_logprobs = logprobs_BxT[row, num_prompt : len(full)].astype(np.float64)
             results.append(ScoreResult(token_ids=full[num_prompt:],
                                        token_logprobs=row_logprobs.tolist(),
                                        sum_logprob=float(row_logprobs.sum())))
         return results
 
-    batches = batch_slices(len(pairs), batch_size)
-    parts = map_batches(run, batches, streams=streams, desc="score",
-                        costs=[max(len(full) for full, _ in pairs[b]) for b in batches])
-    return [result for part in parts for result in part]
+    return map_pair_batches(run, pairs, batch_size=batch_size, length_bucket=length_bucket, pad_id=pad_id,
+                            mesh=mesh, streams=resolve_streams(streams, mesh), desc="score")
 
 
 def tokenize_pair(tokenizer, prompt, completion, index: int = 0) -> tuple[list[int], int]:

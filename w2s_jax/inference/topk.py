@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from w2s_jax.inference.batching import batch_slices, check_rows_divide, pad_pair_batch
-from w2s_jax.inference.streams import map_batches, resolve_streams
+from w2s_jax.inference.batching import check_rows_divide, map_pair_batches
+from w2s_jax.inference.streams import resolve_streams
 from w2s_jax.inference.scoring import _pad_id, gather_positions, sequence_hidden, tokenize_pair
 from w2s_jax.models.logits import topk_next_tokens
 from w2s_jax.parallel import shard_batch
@@ -104,29 +104,24 @@ def next_token_topk(
     pairs = [tokenize_pair(None, p, c, i) for i, (p, c) in enumerate(zip(prompts, completions))]
     pad_id = _pad_id(model)
     graphdef, state = nnx.split(model)
-    streams = resolve_streams(streams, mesh)
 
-    def run(batch: slice) -> list[TopKResult]:
-        tokens_BxT, valid_BxT = pad_pair_batch(pairs[batch], batch_size=batch_size, pad_id=pad_id,
-                                               length_bucket=length_bucket, mesh=mesh)
+    def run(batch, tokens_BxT, valid_BxT) -> list[TopKResult]:
         # completion token j sits at num_prompt + j and is predicted from the position before:
         # only those positions are unembedded
         predicting_BxT = np.zeros_like(valid_BxT)
-        for row, (full, num_prompt) in enumerate(pairs[batch]):
+        for row, (full, num_prompt) in enumerate(batch):
             predicting_BxT[row, num_prompt - 1 : len(full) - 1] = True
         rows_N, cols_N = gather_positions(predicting_BxT)
         rows = shard_batch({"tokens_BxT": tokens_BxT, "valid_BxT": valid_BxT}, mesh)
         ids_NxK, probs_NxK, kept_N = (np.asarray(a) for a in _next_token_topk(
             graphdef, state, rows["tokens_BxT"], rows["valid_BxT"], rows_N, cols_N, k=k, mesh=mesh))
         results, start = [], 0
-        for full, num_prompt in pairs[batch]:  # np.nonzero lists positions row by row, in order
+        for full, num_prompt in batch:  # np.nonzero lists positions row by row, in order
             taken = slice(start, start + len(full) - num_prompt)
             start = taken.stop
             results.append(TopKResult(token_ids=full[num_prompt:], topk_ids=ids_NxK[taken],
                                       topk_probs=probs_NxK[taken], kept_mass=kept_N[taken]))
         return results
 
-    batches = batch_slices(len(pairs), batch_size)
-    parts = map_batches(run, batches, streams=streams, desc="top-k",
-                        costs=[max(len(full) for full, _ in pairs[b]) for b in batches])
-    return [result for part in parts for result in part]
+    return map_pair_batches(run, pairs, batch_size=batch_size, length_bucket=length_bucket, pad_id=pad_id,
+                            mesh=mesh, streams=resolve_streams(streams, mesh), desc="top-k")
