@@ -70,6 +70,21 @@ def test_top_k_one_equals_greedy():
     np.testing.assert_array_equal(greedy_B, np.argmax(np.asarray(logits_BxV), -1))
 
 
+def test_greedy_is_the_first_maximum_like_numpy_argmax():
+    """`first_argmax` (two plain reductions) picks what `np.argmax` picks: the first of tied
+    maxima, the first NaN, index 0 of an all -inf row, an inf."""
+    logits_BxV = np.random.default_rng(0).normal(size=(6, 33)).astype(np.float32)
+    logits_BxV[1, [4, 20]] = 9.0  # tie: the first
+    logits_BxV[2, [7, 3]] = np.nan  # NaN: the first one
+    logits_BxV[3] = -np.inf
+    logits_BxV[4, [30, 2]] = np.inf
+    logits_BxV[5, 32] = 50.0  # the last column
+    greedy_B = Greedy()(jnp.asarray(logits_BxV), keys_B=None)
+    assert greedy_B.dtype == jnp.int32
+    np.testing.assert_array_equal(greedy_B, np.argmax(logits_BxV, -1))
+    np.testing.assert_array_equal(greedy_B[1:], [4, 3, 0, 2, 32])
+
+
 def test_sampler_validation_names_bad_value():
     with pytest.raises(ValueError, match="-0.5"):
         Temperature(-0.5)

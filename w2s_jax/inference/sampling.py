@@ -107,7 +107,18 @@ class Greedy:
 
     def __call__(self, logits_BxV: jax.Array, *, keys_B: jax.Array) -> jax.Array:
         del keys_B
-        return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
+        return first_argmax(logits_BxV)
+
+
+def first_argmax(logits_BxV: jax.Array) -> jax.Array:
+    """`jnp.argmax(logits_BxV, axis=-1)` as int32 (the first maximum; the first NaN if any), as
+    two plain reductions: the row's max, then the least index holding it. XLA:CPU runs argmax's
+    paired (value, index) reduction one element at a time: 194 against 38 us for 16 x 4096
+    float32 logits on one core, 5% of a decoding step of the small benchmark model."""
+    V = logits_BxV.shape[-1]
+    peak_Bx1 = jnp.max(logits_BxV, axis=-1, keepdims=True)  # NaN if the row has one
+    hit_BxV = (logits_BxV == peak_Bx1) | jnp.isnan(logits_BxV)
+    return jnp.min(jnp.where(hit_BxV, jnp.arange(V, dtype=jnp.int32), V), axis=-1)
 
 
 @dataclasses.dataclass(frozen=True)
