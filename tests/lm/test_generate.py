@@ -19,7 +19,7 @@ from w2s_jax.inference import (
     top_p_filter,
 )
 from w2s_jax.inference import compile_ahead, generation
-from w2s_jax.inference.batching import pad_sequences, positions_from_valid, round_up
+from w2s_jax.inference.batching import geometric_bucket, pad_sequences, positions_from_valid, prompt_layout, round_up
 from w2s_jax.inference.sampling import example_keys
 from w2s_jax.models import ModelConfig, Transformer, load_pretrained, load_tokenizer, to_layout
 
@@ -103,6 +103,17 @@ def test_left_padding_and_positions():
     tokens_BxT, valid_BxT = pad_sequences([[5, 6, 7], [8]], length=4, pad_id=0, side="right")
     np.testing.assert_array_equal(valid_BxT, [[1, 1, 1, 0], [1, 0, 0, 0]])
     assert (round_up(1, 16), round_up(16, 16), round_up(17, 16)) == (16, 16, 32)
+
+
+def test_cache_lengths_lie_on_four_steps_per_doubling():
+    assert [geometric_bucket(n, per_octave=4) for n in (1, 2, 5, 257, 319, 321, 447, 449, 1000)] == \
+        [1, 2, 5, 320, 320, 384, 448, 512, 1024]
+    assert [geometric_bucket(n) for n in (257, 447)] == [384, 512]  # two per doubling
+    # the benchmark's four batches: prompts prefilled in chunks of 64, then 63 fed-back new tokens
+    assert [prompt_layout(n, 64, 64) for n in (253, 290, 315, 352)] == [(4, 320), (5, 384), (5, 384), (6, 448)]
+    assert prompt_layout(3, 1, 16) == (1, 64)  # the smallest cache
+    with pytest.raises(ValueError, match="power of two"):
+        geometric_bucket(10, per_octave=3)
 
 
 # --- generation with our own model ---------------------------------------------------------------

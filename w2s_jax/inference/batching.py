@@ -137,15 +137,25 @@ def prefill_chunk(batch_size: int) -> int:
 
 
 _CACHE_MIN_SLOTS = 64  # smallest cache: tiny prompts all share one program
+CACHE_PER_OCTAVE = 4  # cache lengths per doubling (..., 256, 320, 384, 448, 512, 640, ...)
 
 
 def prompt_layout(max_prompt_len: int, num_new: int, chunk: int) -> tuple[int, int]:
     """(number of prefill chunks, cache slots S) for a batch whose longest prompt has this many
     tokens: the prompts fill slots [0, num_chunks * chunk) and S holds them plus ``num_new - 1``
     new tokens (the last new token is sampled, never fed back, so it needs no slot: with C = 64
-    and 64 new tokens, a 320-token prompt fits 384 slots, not 512)."""
+    and 64 new tokens, a 320-token prompt fits 384 slots, not 512).
+
+    S lies on a geometric grid of `CACHE_PER_OCTAVE` = 4 lengths per doubling, so at most a
+    quarter of the cache is never written. Every decoding step reads all S slots, and a grid of 2
+    per doubling (at most half unwritten) made the `icl-refine` benchmark's labelling 5% slower
+    (its four batches need 319, 383, 383 and 447 slots: 320 / 384 / 384 / 448 against 384 / 384 /
+    384 / 512; `benchmarks/pipeline_bench.py`); the price is up to twice as many compiled
+    programs over a range of prompt lengths (each S compiles one prefill and one decode program).
+    """
     num_chunks = -(-max_prompt_len // chunk)
-    return num_chunks, geometric_bucket(num_chunks * chunk + num_new - 1, minimum=_CACHE_MIN_SLOTS)
+    return num_chunks, geometric_bucket(num_chunks * chunk + num_new - 1, minimum=_CACHE_MIN_SLOTS,
+                                        per_octave=CACHE_PER_OCTAVE)
 
 
 def map_pair_batches(run, pairs: Sequence[tuple[list[int], int]], *, batch_size: int, length_bucket: int,
