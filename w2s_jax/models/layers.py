@@ -185,6 +185,11 @@ class Attention(nnx.Module):
         # alone, B=8, T=128, 8 heads): forward+backward 6.5 ms (G=1) / 7.0 ms (G=4), against 9.4 /
         # 7.7 ms with rank-5 scores and 11.7 ms for the "BTKGH,BSKH->BKGTS" einsum. Same values.
         q_BxKxGTxH = q_BxTxNxH.reshape(B, T, K, G, H).transpose(0, 2, 3, 1, 4).reshape(B, K, G * T, H)
+        # The scale goes on the queries (T x H per head), not on the scores (T x S per head, and
+        # per block of a prefill's cached attention): one pass over the scores fewer. The
+        # `icl-refine` labelling of `pipeline_bench.py` ran 1.9% faster (median of 12 interleaved
+        # runs, 1.380 against 1.407 s); only the rounding of the product moves.
+        q_BxKxGTxH = q_BxKxGTxH * jnp.asarray(c.attn_scale, self.dtype)
         if kv_cache is not None:
             # Keys are stored B x K x H x S and values B x K x S x H (`kv_cache.py`): both
             # contractions then read the cache in the layout a matmul wants, so only the T new
@@ -216,10 +221,11 @@ class Attention(nnx.Module):
         return out_BxTxD, kv_cache
 
     def _scores(self, raw_BxKxGTxS, mask_BxTxS, G: int) -> jnp.ndarray:
-        """Scaled, soft-capped and masked float32 attention scores (mask broadcast over G)."""
+        """Soft-capped and masked float32 attention scores (mask broadcast over G) from the
+        products of scaled queries and keys."""
         c = self.config
         B, _, GT, S = raw_BxKxGTxS.shape
-        scores = softcap(raw_BxKxGTxS * jnp.asarray(c.attn_scale, self.dtype), c.attn_logit_softcap)
+        scores = softcap(raw_BxKxGTxS, c.attn_logit_softcap)
         T = GT // G
         mask_Bx1xGTxS = jnp.broadcast_to(mask_BxTxS[:, None, None], (B, 1, G, T, S)).reshape(B, 1, GT, S)
         return jnp.where(mask_Bx1xGTxS, scores, jnp.finfo(scores.dtype).min).astype(jnp.float32)
