@@ -278,6 +278,13 @@ class Attention(nnx.Module):
         e_new = jnp.exp(new - peak)
         start = (peak, jnp.sum(e_new, axis=-1, keepdims=True), matmul(e_new.astype(dtype), v_new_BxKxTxH))
         num_blocks = (num_written + block - 1) // block
+        if self.config.sliding_window is None:
+            # Every cached slot lies before every query of the chunk, so without a window its
+            # mask is the key's validity alone, the same for all T rows: the chunk's last row
+            # (which sees every slot up to itself). One mask row per block instead of T, broadcast
+            # in the select: the `icl-refine` labelling's prefill ran 4% faster (median of five
+            # interleaved runs, 0.753 against 0.784 s; `pipeline_bench.py` shapes).
+            cached_BxTxS = cached_BxTxS[:, -1:, :]
 
         def add_block(i, carry):
             # each layer's arrays are read in a switch branch holding just the slice and the
