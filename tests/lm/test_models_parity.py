@@ -108,6 +108,54 @@ def test_chunked_prefill_over_key_blocks_matches_uncached(family, stacked, model
     np.testing.assert_allclose(cached[valid_BxT], full[valid_BxT], atol=ATOL, rtol=0)
 
 
+def _last_only_matches_full_pass(model, config, stacked: bool) -> None:
+    """`hidden(last_only=True)` against `hidden()` on the test batch: without a cache, and over
+    the chunks of the test above (cached slots read in blocks), where both must also leave the
+    same cache (the next chunk reads it). Compared where a chunk's last slot is a real token."""
+    tokens_BxT, valid_BxT, positions_BxT = (jnp.asarray(x) for x in _batch())
+    hidden = nnx.jit(lambda m, tok, pos, val, c, last: m.hidden(tok, positions_BxT=pos, valid_BxT=val, cache=c,
+                                                                last_only=last), static_argnums=5)
+    full, _ = hidden(model, tokens_BxT, positions_BxT, valid_BxT, None, False)
+    last, _ = hidden(model, tokens_BxT, positions_BxT, valid_BxT, None, True)
+    assert last.shape == (B, 1, config.hidden_size)
+    np.testing.assert_allclose(np.asarray(last[:, 0]), np.asarray(full[:, -1]), atol=1e-5, rtol=0)
+    caches = {flag: init_cache(config, batch_size=B, max_len=12, stacked=stacked) for flag in (False, True)}
+    for start, stop in ((0, 3), (3, 6), (6, 9), (9, 10)):
+        out = {}
+        for last_only, cache in caches.items():
+            out[last_only], caches[last_only] = hidden(model, tokens_BxT[:, start:stop], positions_BxT[:, start:stop],
+                                                       valid_BxT[:, start:stop], cache, last_only)
+        real = np.asarray(valid_BxT[:, stop - 1])
+        assert real.any()
+        np.testing.assert_allclose(np.asarray(out[True][:, 0])[real], np.asarray(out[False][:, -1])[real],
+                                   atol=1e-5, rtol=0)
+        for a, b in zip(jax.tree.leaves(caches[False]), jax.tree.leaves(caches[True])):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("stacked", [True, False], ids=["stacked", "per-layer"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_last_slot_only_prefill_matches_the_full_pass(family, stacked, models, monkeypatch):
+    """Generation's prefill forms the last layer's queries, attention and MLP for the last slot
+    only (`Transformer.hidden(last_only=True)`): the same output there, and the same cache, as
+    the full pass, left padding and sliding windows (Mistral's on its last layer) included."""
+    from w2s_jax.models import layers
+
+    monkeypatch.setattr(layers, "_PREFILL_KEY_BLOCK", 4)
+    model, config = models[family, False]
+    _last_only_matches_full_pass(model, config, stacked)
+
+
+def test_last_slot_only_prefill_of_a_one_layer_model(monkeypatch):
+    """With one layer, the only layer is the last one."""
+    from w2s_jax.models import Transformer, layers
+    from w2s_jax.models.config import ModelConfig
+
+    monkeypatch.setattr(layers, "_PREFILL_KEY_BLOCK", 4)
+    config = ModelConfig.tiny("qwen3", num_layers=1, vocab_size=48)
+    _last_only_matches_full_pass(Transformer(config, rngs=nnx.Rngs(3)), config, stacked=True)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_cached_decoding_matches_uncached(family, models):
     """Prefill PROMPT_LEN slots, then feed one token at a time: same logits as one full pass."""

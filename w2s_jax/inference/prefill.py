@@ -82,7 +82,7 @@ def run_chunks(model, tokens_BxS, positions_BxS, valid_BxS, cache, *, num_chunks
         cache, h = carry
         start = i * chunk
         h_BxCxD, cache = model.hidden(slots(tokens_BxS, start), positions_BxT=slots(positions_BxS, start),
-                                      valid_BxT=slots(valid_BxS, start), cache=cache)
+                                      valid_BxT=slots(valid_BxS, start), cache=cache, last_only=keep == "last")
         if keep == "last":
             return cache, h_BxCxD[:, -1]
         return cache, jax.lax.dynamic_update_slice_in_dim(h, h_BxCxD, start, axis=1)

@@ -159,25 +159,30 @@ class Attention(nnx.Module):
         return y
 
     def __call__(self, x_BxTxD: jnp.ndarray, *, cos_BxTxH: jnp.ndarray, sin_BxTxH: jnp.ndarray,
-                 mask_BxTxS: jnp.ndarray, kv_cache=None, index: jnp.ndarray | None = None):
+                 mask_BxTxS: jnp.ndarray, kv_cache=None, index: jnp.ndarray | None = None,
+                 last_only: bool = False):
         """Attend; with `kv_cache` (a `kv_cache.LayerCache`: this layer's cache before the call),
         the T new tokens occupy slots [index, index + T) and attend to the slots written before
         and to each other.
+
+        last_only: only the last slot queries (keys and values are still formed for all T
+        slots): out is `B x 1 x D`, equal to the last row of the full call's.
 
         Returns (out_BxTxD, None without a cache, else the new tokens' (k_BxKxHxT, v_BxKxTxH)
         in the cache's dtype, for the caller to write at slot `index`: the cache itself is only
         read here, so neither a decode step nor a prefill chunk copies it).
         """
         c = self.config
-        q_BxTxNxH = self._project(x_BxTxD, "q")
+        queries = slice(-1, None) if last_only else slice(None)  # the query slots
+        q_BxTxNxH = self._project(x_BxTxD[:, queries], "q")
         k_BxTxKxH = self._project(x_BxTxD, "k")
         v_BxTxKxH = self._project(x_BxTxD, "v")
         if c.qk_norm:
             q_BxTxNxH = self.q_norm(q_BxTxNxH)
             k_BxTxKxH = self.k_norm(k_BxTxKxH)
-        q_BxTxNxH = apply_rope(q_BxTxNxH, cos_BxTxH, sin_BxTxH)
+        q_BxTxNxH = apply_rope(q_BxTxNxH, cos_BxTxH[:, queries], sin_BxTxH[:, queries])
         k_BxTxKxH = apply_rope(k_BxTxKxH, cos_BxTxH, sin_BxTxH)
-        B, T, N, H = q_BxTxNxH.shape
+        B, T, N, H = q_BxTxNxH.shape  # T: query slots (1 with last_only)
         K = c.num_kv_heads
         G = N // K
         # Batch axes (B, K) leading and the G*T query rows of each kv head stacked, so both
@@ -198,8 +203,9 @@ class Attention(nnx.Module):
                       v_BxTxKxH.transpose(0, 2, 1, 3).astype(kv_cache.dtype))
             k_new_BxKxHxT, v_new_BxKxTxH = (x.astype(self.dtype) for x in new_kv)
             S = kv_cache.max_len
-            cached_BxTxS = mask_BxTxS & (jnp.arange(S) < index)  # slots written before this call
-            new_BxTxT = jax.lax.dynamic_slice_in_dim(mask_BxTxS, index, T, axis=2)  # the T new slots
+            cached_BxTxS = (mask_BxTxS & (jnp.arange(S) < index))[:, queries]  # slots written before
+            new_BxTxT = jax.lax.dynamic_slice_in_dim(mask_BxTxS[:, queries], index, k_BxTxKxH.shape[1],
+                                                     axis=2)  # the new slots
             out_BxKxGTxH = self._attend_cached(q_BxKxGTxH, kv_cache, k_new_BxKxHxT=k_new_BxKxHxT,
                                                v_new_BxKxTxH=v_new_BxKxTxH, cached_BxTxS=cached_BxTxS,
                                                new_BxTxT=new_BxTxT, num_written=index)
@@ -212,7 +218,7 @@ class Attention(nnx.Module):
             # per layer, B=8, T=128, 8 heads; train step of lm_bench.py --preset small on one core:
             # about -6 ms).
             k_BxKxHxS = jax.lax.optimization_barrier(k_BxKxSxH.swapaxes(-1, -2))
-            scores = self._scores(matmul(q_BxKxGTxH, k_BxKxHxS), mask_BxTxS, G)
+            scores = self._scores(matmul(q_BxKxGTxH, k_BxKxHxS), mask_BxTxS[:, queries], G)
             out_BxKxGTxH = matmul(softmax(scores).astype(self.dtype), v_BxKxSxH)
         out_BxTxNxH = out_BxKxGTxH.reshape(B, K, G, T, H).transpose(0, 3, 1, 2, 4).reshape(B, T, N, H)
         out_BxTxD = dense(out_BxTxNxH, self.o_proj[...].astype(self.dtype), contract=2)  # BTNH,NHD->BTD
@@ -242,7 +248,7 @@ class Attention(nnx.Module):
         (8.9 against 10.5 ms, B=16, 4 kv heads, 128 x 512 scores, one core; training keeps
         softmax-then-matmul, whose backward pass was 1.9x faster than autodiff of this form).
         """
-        G = q_BxKxGTxH.shape[2] // k_new_BxKxHxT.shape[3]
+        G = self.config.num_heads // self.config.num_kv_heads
         if k_new_BxKxHxT.shape[3] > 1 and kv_cache.max_len % _PREFILL_KEY_BLOCK == 0:
             return self._attend_cached_blocks(q_BxKxGTxH, kv_cache, k_new_BxKxHxT=k_new_BxKxHxT,
                                               v_new_BxKxTxH=v_new_BxKxTxH, cached_BxTxS=cached_BxTxS,
@@ -269,7 +275,7 @@ class Attention(nnx.Module):
         sum and PV product, rescaled when the max grows). Chunk i of a prompt reads i chunks'
         worth of slots instead of all S: about half the cached attention of a prefill.
         """
-        G = q_BxKxGTxH.shape[2] // k_new_BxKxHxT.shape[3]
+        G = self.config.num_heads // self.config.num_kv_heads
         block = _PREFILL_KEY_BLOCK
         dtype = self.dtype
         # the T new keys first: every real query sees itself, so the running max starts finite
