@@ -59,3 +59,13 @@ def test_bad_requests_name_the_problem(engine):
     with pytest.raises(ValueError, match="2 prompts but 1 completions"):
         engine.next_token_topk(["the", "a"], [" cat"], 2)
     assert engine.next_token_topk([], [], 3) == []
+
+
+def test_engine_encodes_a_list_as_the_tokenizer_encodes_each_prompt(engine):
+    """`Engine.encode` tokenizes the list in one batch call: the ids of one call per prompt."""
+    prompts = ["the cat sat", "a", "the the the cat on"]
+    expected = [list(engine.tokenizer(p, add_special_tokens=True)["input_ids"]) for p in prompts]
+    assert engine.encode(prompts) == expected and len({len(x) for x in expected}) > 1
+    assert engine.encode([]) == []
+    with pytest.raises(ValueError, match="tiny: prompt 1 encodes to no tokens: ''"):
+        engine.encode(["the", ""])
