@@ -66,9 +66,11 @@ def run_chunks(model, tokens_BxS, positions_BxS, valid_BxS, cache, *, num_chunks
     chunk written into ``cache`` after the slots before it (``num_chunks`` may be traced).
 
     keep: "last": returns ``(cache, h_BxD)``, the hidden state of the last slot (generation
-    samples from it; the other positions are never kept); "all": ``(cache, h_BxSxD)``, every
-    slot's hidden state (scoring and top-k read the positions they need). Hidden states are the
-    last layer's output before the final norm, as ``Transformer.hidden`` returns them.
+    samples from it; the other positions are never kept, and the last layer forms its output for
+    each chunk's last slot alone: ``Transformer.hidden(last_only=True)``); "all":
+    ``(cache, h_BxSxD)``, every slot's hidden state (scoring and top-k read the positions they
+    need). Hidden states are the last layer's output before the final norm, as
+    ``Transformer.hidden`` returns them.
     """
     if keep not in ("last", "all"):
         raise ValueError(f"keep must be 'last' or 'all', got {keep!r}")
