@@ -174,6 +174,7 @@ class Attention(nnx.Module):
         """
         c = self.config
         queries = slice(-1, None) if last_only else slice(None)  # the query slots
+        mask_BxTxS = mask_BxTxS[:, queries]  # the query rows' masks
         q_BxTxNxH = self._project(x_BxTxD[:, queries], "q")
         k_BxTxKxH = self._project(x_BxTxD, "k")
         v_BxTxKxH = self._project(x_BxTxD, "v")
@@ -203,8 +204,8 @@ class Attention(nnx.Module):
                       v_BxTxKxH.transpose(0, 2, 1, 3).astype(kv_cache.dtype))
             k_new_BxKxHxT, v_new_BxKxTxH = (x.astype(self.dtype) for x in new_kv)
             S = kv_cache.max_len
-            cached_BxTxS = (mask_BxTxS & (jnp.arange(S) < index))[:, queries]  # slots written before
-            new_BxTxT = jax.lax.dynamic_slice_in_dim(mask_BxTxS[:, queries], index, k_BxTxKxH.shape[1],
+            cached_BxTxS = mask_BxTxS & (jnp.arange(S) < index)  # slots written before this call
+            new_BxTxT = jax.lax.dynamic_slice_in_dim(mask_BxTxS, index, k_BxTxKxH.shape[1],
                                                      axis=2)  # the new slots
             out_BxKxGTxH = self._attend_cached(q_BxKxGTxH, kv_cache, k_new_BxKxHxT=k_new_BxKxHxT,
                                                v_new_BxKxTxH=v_new_BxKxTxH, cached_BxTxS=cached_BxTxS,
@@ -218,7 +219,7 @@ class Attention(nnx.Module):
             # per layer, B=8, T=128, 8 heads; train step of lm_bench.py --preset small on one core:
             # about -6 ms).
             k_BxKxHxS = jax.lax.optimization_barrier(k_BxKxSxH.swapaxes(-1, -2))
-            scores = self._scores(matmul(q_BxKxGTxH, k_BxKxHxS), mask_BxTxS[:, queries], G)
+            scores = self._scores(matmul(q_BxKxGTxH, k_BxKxHxS), mask_BxTxS, G)
             out_BxKxGTxH = matmul(softmax(scores).astype(self.dtype), v_BxKxSxH)
         out_BxTxNxH = out_BxKxGTxH.reshape(B, K, G, T, H).transpose(0, 3, 1, 2, 4).reshape(B, T, N, H)
         out_BxTxD = dense(out_BxTxNxH, self.o_proj[...].astype(self.dtype), contract=2)  # BTNH,NHD->BTD
