@@ -43,6 +43,9 @@ from typing import Any
 from w2s_jax.tasks.base import Generation
 
 
+TRUNCATE_POLICIES = ("none", "prompt-left")  # data.truncate
+
+
 class ExperimentError(ValueError):
     """An experiment file or override that cannot run; the message names the file and key."""
 
@@ -58,12 +61,17 @@ class DataConfig:
     hub_config: str | None = None  # hub dataset configuration (e.g. "main" for gsm8k)
     n_train: int = 0  # use the first n training rows (0 = all)
     n_test: int = 0  # use the first n test rows (0 = all)
+    # a training row longer than train.max_len: "none" refuses the run before it starts,
+    # "prompt-left" keeps the end of its prompt (the count is logged); docs/pipeline.md
+    truncate: str = "none"
 
     def __post_init__(self):
         for name in ("n_train", "n_test"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"data.{name} must be an int >= 0, got {value!r}")
+        if self.truncate not in TRUNCATE_POLICIES:
+            raise ValueError(f"data.truncate must be one of {TRUNCATE_POLICIES}, got {self.truncate!r}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
