@@ -347,7 +347,7 @@ def test_a_gold_row_longer_than_max_len_is_refused_with_both_numbers(world, tmp_
     err = refused(capsys, tmp_path, path, "--methods", "gold", "--set", f"train.max_len={max_len}")
     match = re.search(r"training row (\d+) of .* train\.max_len = (\d+): its prompt is (\d+) tokens and its "
                       r"gold answer adds (\d+) \(end-of-sequence included\), (\d+) in all \((\d+) row\(s\) "
-                      "too long\)", err)
+                      r"too long\)", err)
     assert match, err
     assert [int(g) for g in match.groups()] == [first, max_len, p, c, p + c, len(too_long)]
     assert 'data.truncate = "prompt-left"' in err
