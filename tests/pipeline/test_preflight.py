@@ -393,3 +393,37 @@ def test_generated_labels_count_max_new_tokens_and_prompt_left_is_a_stated_choic
                   "--set", "data.truncate='prompt-left'")
     assert f"a generated label of up to generation.max_new_tokens = 3 is {bound} tokens" in err
     assert f"leaving no room for a prompt token in train.max_len = {bound}" in err
+
+
+def test_library_log_lines_are_dropped_on_error_and_kept_in_order_otherwise():
+    import logging
+    import warnings
+
+    from w2s_jax.library_logs import held_library_logs
+
+    seen = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    handler = Collect()
+    library = logging.getLogger("datasets")
+    library.addHandler(handler)
+    try:
+        with pytest.raises(ValueError), held_library_logs():
+            logging.getLogger("datasets.builder").warning("a line before the error")
+            raise ValueError("the error")
+        assert seen == []
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with held_library_logs():
+                logging.getLogger("datasets.builder").warning("first")
+                warnings.warn("a warning", UserWarning)
+                logging.getLogger("datasets").warning("second")
+                assert seen == []  # held until the block ends
+        assert seen == ["first", "second"]
+        assert [str(w.message) for w in caught] == ["a warning"]
+        assert library.handlers[-1] is handler and library.propagate  # the logger is as it was
+    finally:
+        library.removeHandler(handler)
