@@ -251,6 +251,16 @@ def test_overlap_up_to_case_and_whitespace_is_refused(world, tmp_path, capsys, n
     assert "Unicode NFKC, case folding and collapsing whitespace" in err
 
 
+def test_load_rows_counted_says_how_many_rows_exist(world):
+    from w2s_jax.tasks.data import load_rows_counted
+
+    source = str(world[0] / "train.jsonl")
+    rows, total = load_rows_counted(source, limit=2)
+    assert [r["question"] for r in rows] == TRAIN[:2] and total == len(TRAIN)
+    rows, total = load_rows_counted(source, limit=1000)
+    assert [r["question"] for r in rows] == TRAIN and total == len(TRAIN)
+
+
 def test_more_rows_requested_than_exist_is_a_warning(world, tmp_path, capsys, monkeypatch):
     import w2s_jax.pipeline
 

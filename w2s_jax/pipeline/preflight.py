@@ -146,21 +146,20 @@ def check_models(config: ExperimentConfig) -> dict[str, CheckedModel]:
 def load_checked_split(config: ExperimentConfig, which: str, notes: list[str]) -> list[Example]:
     """The split's examples, every row checked by the task; a note when ``data.n_<which>`` asks for
     more rows than the split holds."""
-    from w2s_jax.tasks.data import load_rows
+    from w2s_jax.tasks.data import load_rows_counted
 
     data = config.data
     source = data.train if which == "train" else data.test
     split = data.train_split if which == "train" else data.test_split
     wanted = data.n_train if which == "train" else data.n_test
     try:
-        rows = load_rows(source, split=split, hub_config=data.hub_config)
+        rows, total = load_rows_counted(source, split=split, hub_config=data.hub_config, limit=wanted or None)
     except (OSError, ValueError) as error:
         raise ExperimentError(f"{config.source}: data.{which}: {one_line(error)}") from None
     if not rows:
         raise ExperimentError(f"{config.source}: data.{which} {source!r} has no rows")
-    if wanted > len(rows):
-        notes.append(f"data.n_{which} = {wanted} but {source} has {len(rows)} rows: using all {len(rows)}")
-    rows = rows[:wanted] if wanted else rows
+    if wanted > total:
+        notes.append(f"data.n_{which} = {wanted} but {source} has {total} rows: using all {total}")
     try:
         return [config.task.example(row, index, source) for index, row in enumerate(rows)]
     except DataError as error:

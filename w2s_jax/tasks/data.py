@@ -57,14 +57,22 @@ def load_rows(source: str, *, split: str = "train", hub_config: str | None = Non
       ValueError: an unsupported extension (the supported ones are listed), a file that cannot be
         parsed (:class:`DataError`), or a Hub dataset that cannot be loaded.
     """
+    return load_rows_counted(source, split=split, hub_config=hub_config, limit=limit)[0]
+
+
+def load_rows_counted(source: str, *, split: str = "train", hub_config: str | None = None,
+                      limit: int | None = None) -> tuple[list[dict], int]:
+    """:func:`load_rows`, and the number of rows the source holds in all (more than returned when
+    ``limit`` cuts it; fewer than ``limit`` tells a caller its request could not be met)."""
     _check_limit(limit)
     if is_local(source):
         dataset = _load_file(source)
     else:
         dataset = _load_hub(source, split, hub_config)
+    total = len(dataset)
     if limit:
-        dataset = dataset.select(range(min(limit, len(dataset))))
-    return dataset.to_list()
+        dataset = dataset.select(range(min(limit, total)))
+    return dataset.to_list(), total
 
 
 def _load_file(source: str):
