@@ -207,7 +207,8 @@ def build_dataclass(cls, table: Mapping[str, Any], where: str, source: str, **fi
 
 SEED_LIMIT = 2**32  # jax.random.key folds larger seeds onto smaller ones (2**32 is seed 0)
 
-# [train] settings TrainConfig leaves open: (name, lowest, highest, lowest allowed, highest allowed)
+# [train] floats and their ranges (name, lowest, highest, lowest allowed, highest allowed): TrainConfig
+# lets inf (and, for some, nan) through
 _TRAIN_RANGES = (("learning_rate", 0.0, math.inf, False, False), ("weight_decay", 0.0, math.inf, True, False),
                  ("adam_b1", 0.0, 1.0, True, False), ("adam_b2", 0.0, 1.0, True, False),
                  ("grad_clip_norm", 0.0, math.inf, False, False), ("lora_alpha", 0.0, math.inf, False, False),
