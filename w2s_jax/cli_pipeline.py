@@ -67,6 +67,7 @@ def add_list(subparsers) -> None:
 
 def run_run(args) -> int:
     from w2s_jax.pipeline import ExperimentError, load_experiment, run_experiment
+    from w2s_jax.pipeline.preflight import preflight
 
     methods = None if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
     try:
@@ -82,6 +83,7 @@ def run_run(args) -> int:
             raise _usage_error(f"{args.experiment}: --quick is for experiment kinds with a quick preset "
                                "(kind = \"concept-world\"); this is a standard experiment")
         config = load_experiment(args.experiment, overrides=args.set, methods=methods)
+        preflight(config, args.out)
         prepare_jax()
         run_experiment(config, run_dir=args.out, show_progress=not args.no_progress,
                        figures=not args.no_figures)

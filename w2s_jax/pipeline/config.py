@@ -34,12 +34,16 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from w2s_jax.tasks.base import Generation
+
+
+TRUNCATE_POLICIES = ("none", "prompt-left")  # data.truncate
 
 
 class ExperimentError(ValueError):
@@ -57,12 +61,17 @@ class DataConfig:
     hub_config: str | None = None  # hub dataset configuration (e.g. "main" for gsm8k)
     n_train: int = 0  # use the first n training rows (0 = all)
     n_test: int = 0  # use the first n test rows (0 = all)
+    # a training row longer than train.max_len: "none" refuses the run before it starts,
+    # "prompt-left" keeps the end of its prompt (the count is logged); docs/pipeline.md
+    truncate: str = "none"
 
     def __post_init__(self):
         for name in ("n_train", "n_test"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"data.{name} must be an int >= 0, got {value!r}")
+        if self.truncate not in TRUNCATE_POLICIES:
+            raise ValueError(f"data.truncate must be one of {TRUNCATE_POLICIES}, got {self.truncate!r}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -196,6 +205,37 @@ def build_dataclass(cls, table: Mapping[str, Any], where: str, source: str, **fi
         raise ExperimentError(f"{source}: {where}: {error}") from None
 
 
+SEED_LIMIT = 2**32  # jax.random.key folds larger seeds onto smaller ones (2**32 is seed 0)
+
+# [train] floats and their ranges (name, lowest, highest, lowest allowed, highest allowed): TrainConfig
+# lets inf (and, for some, nan) through
+_TRAIN_RANGES = (("learning_rate", 0.0, math.inf, False, False), ("weight_decay", 0.0, math.inf, True, False),
+                 ("adam_b1", 0.0, 1.0, True, False), ("adam_b2", 0.0, 1.0, True, False),
+                 ("grad_clip_norm", 0.0, math.inf, False, False), ("lora_alpha", 0.0, math.inf, False, False),
+                 ("end_lr_ratio", 0.0, 1.0, True, True))
+
+
+def check_train_numbers(train, source: str) -> None:
+    """Every float of ``[train]`` finite and in its range, its ints not booleans, its seed below
+    ``SEED_LIMIT``: ``learning_rate = inf`` is refused here as ``nan`` is, not found as a NaN loss."""
+    for name, low, high, low_ok, high_ok in _TRAIN_RANGES:
+        value = getattr(train, name)
+        if value is None and name == "grad_clip_norm":
+            continue
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+              and (low < value or low_ok and value == low) and (value < high or high_ok and value == high))
+        if not ok:
+            where = (f"{'>=' if low_ok else '>'} {low:g}" if high == math.inf
+                     else f"in {'[' if low_ok else '('}{low:g}, {high:g}{']' if high_ok else ')'}")
+            raise ExperimentError(f"{source}: [train] {name} must be a finite number {where}, got {value!r}")
+    for field in dataclasses.fields(train):
+        value = getattr(train, field.name)
+        if isinstance(value, bool) and field.type in ("int", "int | None"):
+            raise ExperimentError(f"{source}: [train] {field.name} must be an int, got {value!r}")
+    if not train.seed < SEED_LIMIT:
+        raise ExperimentError(f"{source}: [train] seed must be in [0, {SEED_LIMIT}), got {train.seed}")
+
+
 def apply_overrides(raw: dict, overrides: Sequence[str], source: str) -> dict:
     """``key.sub=value`` overrides (value parsed as a TOML value, else taken as a string)."""
     for item in overrides:
@@ -299,10 +339,13 @@ def experiment_from_dict(raw: Mapping[str, Any], *, source: str = "<experiment>"
 
         judge = build_dataclass(JudgeOptions, raw.get("judge", {}), "[judge]", source)
     train = build_dataclass(TrainConfig, raw.get("train", {}), "[train]", source)
+    check_train_numbers(train, source)
     top = {k: raw[k] for k in ("seed", "chunk_size") if k in raw}
     for key, value in top.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "chunk_size" else 0):
             raise ExperimentError(f"{source}: {key} must be a non-negative int, got {value!r}")
+    if not top.get("seed", 0) < SEED_LIMIT:
+        raise ExperimentError(f"{source}: seed must be in [0, {SEED_LIMIT}), got {top['seed']}")
     return ExperimentConfig(
         name=str(raw.get("name", default_name)),
         task=task,

@@ -6,13 +6,19 @@
 
 A source is a local file when it exists, has a data-file extension, or starts with ``/``, ``./``,
 ``../`` or ``~``; anything else is a Hub dataset name (needs the network). Remote code is never run.
-``datasets`` is imported on first use: it takes seconds to import.
+``datasets`` is imported on first use: it takes seconds to import. Its log lines during a load are
+held back (``w2s_jax.library_logs``): a file it cannot read gives one error, ours, naming the file.
+
+Two rows are the same question for the split-overlap check when their :func:`overlap_key` agree:
+Unicode NFKC, case folded, every run of whitespace one space, no leading or trailing space.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
+from w2s_jax.library_logs import held_library_logs
 from w2s_jax.tasks.base import DataError, Example, Task
 
 # Extension -> the `datasets` packaged builder that reads it.
@@ -51,14 +57,22 @@ def load_rows(source: str, *, split: str = "train", hub_config: str | None = Non
       ValueError: an unsupported extension (the supported ones are listed), a file that cannot be
         parsed (:class:`DataError`), or a Hub dataset that cannot be loaded.
     """
+    return load_rows_counted(source, split=split, hub_config=hub_config, limit=limit)[0]
+
+
+def load_rows_counted(source: str, *, split: str = "train", hub_config: str | None = None,
+                      limit: int | None = None) -> tuple[list[dict], int]:
+    """:func:`load_rows`, and the number of rows the source holds in all (more than returned when
+    ``limit`` cuts it; fewer than ``limit`` tells a caller its request could not be met)."""
     _check_limit(limit)
     if is_local(source):
         dataset = _load_file(source)
     else:
         dataset = _load_hub(source, split, hub_config)
+    total = len(dataset)
     if limit:
-        dataset = dataset.select(range(min(limit, len(dataset))))
-    return dataset.to_list()
+        dataset = dataset.select(range(min(limit, total)))
+    return dataset.to_list(), total
 
 
 def _load_file(source: str):
@@ -77,7 +91,8 @@ def _load_file(source: str):
 
     datasets.disable_progress_bars()  # loading a small file prints no bars over the run's output
     try:
-        return datasets.load_dataset(builder, data_files=str(path), split="train")
+        with held_library_logs():
+            return datasets.load_dataset(builder, data_files=str(path), split="train")
     except Exception as error:  # datasets wraps parser errors; name the file and the cause
         cause = error.__cause__ or error.__context__ or error
         detail = f"{type(cause).__name__}: {cause}".strip().rstrip(":")
@@ -88,7 +103,8 @@ def _load_hub(source: str, split: str, hub_config: str | None):
     import datasets
 
     try:
-        return datasets.load_dataset(source, hub_config, split=split)
+        with held_library_logs():
+            return datasets.load_dataset(source, hub_config, split=split)
     except Exception as error:
         raise ValueError(f"{source}: not a local file, and loading it as a Hugging Face Hub dataset "
                          f"(config {hub_config!r}, split {split!r}) failed: {type(error).__name__}: "
@@ -116,3 +132,19 @@ def load_examples(task: Task, source: str, *, split: str = "train", hub_config: 
             raise ValueError(f"task {task.name!r} returned index {example.index} for row {index} of {name}")
         examples.append(example)
     return examples
+
+
+def overlap_key(text: str) -> str:
+    """``text`` as the split-overlap check compares it: Unicode NFKC, case folded, every run of
+    whitespace one space, stripped (``"The  Cat\n"`` and ``"the cat"`` are the same question)."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def split_overlap(train: list[Example], test: list[Example]) -> list[tuple[int, int]]:
+    """``(test index, training index)`` of every test question equal to a training question up to
+    :func:`overlap_key`, in test order (the first training row of each key)."""
+    seen: dict[str, int] = {}
+    for example in train:
+        seen.setdefault(overlap_key(example.question), example.index)
+    keys = ((example.index, overlap_key(example.question)) for example in test)
+    return [(index, seen[key]) for index, key in keys if key in seen]
