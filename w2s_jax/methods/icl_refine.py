@@ -9,6 +9,11 @@ on the one the weak labels point to, and the answer is read from that posterior.
 
 With ``fixed_demos = n > 0`` every query gets the same n demonstrations instead: the weak answers
 to the first n training questions, which are then not trained on (the paper's math setting).
+
+The prompt layout is configuration (:class:`~w2s_jax.tasks.demonstrations.Layout`): by default the
+demonstrations are the system message and ``Question: {q}\\nAnswer:`` the user turn; the options
+``placement``, ``demo``, ``separator``, ``query``, ``query_separator``, ``demo_system``,
+``strip_newlines`` and ``cut`` set another (``experiments/paper/`` sets the paper's).
 """
 
 from __future__ import annotations
@@ -18,10 +23,13 @@ import dataclasses
 from w2s_jax.methods.base import Method, label_row, register
 from w2s_jax.tasks.demonstrations import (
     QUERY_STOP,
+    Layout,
     batches,
     clean_answer,
-    in_context_prompt,
+    layout_options,
 )
+
+_LAYOUT = Layout()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -29,12 +37,26 @@ class ICLRefineOptions:
     batch: int = 5  # questions per batch; each query sees the other batch - 1 as demonstrations
     shuffle_seed: int | None = None  # shuffle the questions before batching (None: file order)
     fixed_demos: int = 0  # > 0: the first n questions' weak answers are every query's demonstrations
+    # the prompt layout (w2s_jax.tasks.demonstrations.Layout)
+    placement: str = _LAYOUT.placement  # "system": demonstrations as system message; "user": before the query
+    demo: str = _LAYOUT.demo  # one demonstration, {question} and {answer}
+    separator: str = _LAYOUT.separator  # between demonstrations
+    query: str = _LAYOUT.query  # the query, {question}
+    query_separator: str = _LAYOUT.query_separator  # between demonstrations and query ("user" placement)
+    demo_system: str | None = _LAYOUT.system  # the system message with "user" placement
+    strip_newlines: bool = _LAYOUT.strip_newlines  # remove "\n" from questions and answers shown
+    cut: int = _LAYOUT.cut  # characters cut from the end of the joined demonstrations
 
     def __post_init__(self):
         if not isinstance(self.batch, int) or self.batch < 2:
             raise ValueError(f"methods.icl-refine.batch must be an int >= 2, got {self.batch!r}")
         if not isinstance(self.fixed_demos, int) or self.fixed_demos < 0:
             raise ValueError(f"methods.icl-refine.fixed_demos must be an int >= 0, got {self.fixed_demos!r}")
+        self.layout()
+
+    def layout(self) -> Layout:
+        """The prompt layout these options describe."""
+        return layout_options(self, "methods.icl-refine")
 
 
 def question_text(ctx, position: int) -> str:
@@ -42,11 +64,11 @@ def question_text(ctx, position: int) -> str:
     return ctx.task.question_text(ctx.examples[position])
 
 
-def refine(ctx, role: str, queries: list[int], demos_of, answers) -> list[str]:
+def refine(ctx, role: str, queries: list[int], demos_of, answers, layout: Layout = _LAYOUT) -> list[str]:
     """The ``role`` model's in-context answers to ``queries`` (positions); ``demos_of(p)`` lists
     the demonstration positions of query p and ``answers[p]`` their labels."""
-    prompts = [in_context_prompt([(question_text(ctx, d), answers[d]) for d in demos_of(p)],
-                                 question_text(ctx, p)) for p in queries]
+    prompts = [layout.prompt([(question_text(ctx, d), answers[d]) for d in demos_of(p)],
+                             question_text(ctx, p)) for p in queries]
     generation = ctx.generation
     if QUERY_STOP not in generation.stop:
         generation = dataclasses.replace(generation, stop=generation.stop + (QUERY_STOP,))
@@ -82,6 +104,6 @@ class ICLRefine(Method):
     def label(self, ctx, units):
         demos = {p: self.demos_of(unit)(p) for unit in units for p in unit}
         queries = list(demos)  # every query of the chunk in one engine call (length-sorted batches)
-        answers = refine(ctx, "strong", queries, demos.__getitem__, ctx.weak)
+        answers = refine(ctx, "strong", queries, demos.__getitem__, ctx.weak, self.options.layout())
         return [label_row(ctx.examples[p], ctx.task.target(ctx.examples[p], a))
                 for p, a in zip(queries, answers)]
