@@ -3,6 +3,11 @@
 A judged task names its rubrics, primary first; :meth:`JudgedTask.metric` asks the judge
 (:class:`~w2s_jax.tasks.judge.Judge`) for every (item, rubric) in one batched call and returns
 ``{rubric name: score, ..., "_malformed": malformed judgements of the item}``.
+
+With ``judge.mode = "joint"`` the judge is asked once per item for every rating
+(:meth:`JudgedTask.joint_request`, from the task's ``judge_system`` and ``judge_user`` options, the
+ratings in the order ``judge_order`` names them); ``_malformed`` is then the samples the vote filter
+dropped, and an item whose vote failed has None for every rating.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from collections.abc import Sequence
 from w2s_jax.inference.engine import Prompt
 from w2s_jax.tasks.base import Example, Task
 from w2s_jax.tasks.fields import optional_text_field, text_field
+from w2s_jax.tasks.judge import JointRating
 
 
 def check_template(template: str, what: str, **values: str) -> None:
@@ -40,6 +46,15 @@ class JudgedTask(Task):
         """The question as the judge is shown it (default: the student's prompt text)."""
         return self.prompt(example).user
 
+    def joint_request(self, example: Example, answer: str, remove: str = "") -> Prompt:
+        """The joint judgement request of one answer: ``judge_system`` as system message,
+        ``judge_user`` (``{question}``, ``{answer}``) as user turn; ``remove`` is deleted from the
+        answer, which is then stripped (the paper's ``GetEvalUserPrompt``)."""
+        o = self.options
+        shown = answer.replace(remove, "").strip() if remove else answer.strip()
+        return Prompt(system=o.judge_system or None,
+                      user=o.judge_user.format(question=self.judged_question(example), answer=shown))
+
     def metric(self, examples: Sequence[Example], predictions: Sequence[str], *,
                judge=None) -> list[dict[str, float | None]]:
         if judge is None:
@@ -47,6 +62,11 @@ class JudgedTask(Task):
                              "experiment file")
         if len(examples) != len(predictions):
             raise ValueError(f"{len(examples)} examples but {len(predictions)} predictions")
+        if getattr(getattr(judge, "options", None), "mode", None) == "joint":
+            order = tuple(self.options.judge_order)
+            requests = [self.joint_request(e, p, judge.options.remove_from_answer)
+                        for e, p in zip(examples, predictions)]
+            return [joint_row(rating, order, self.rubric_names) for rating in judge.rate_joint(requests, len(order))]
         names = self.rubric_names
         items = []
         for example, prediction in zip(examples, predictions):
@@ -65,6 +85,33 @@ class JudgedTask(Task):
         return self.rubric_names + ("_malformed",)
 
 
+def joint_row(rating: JointRating, order: Sequence[str], names: Sequence[str]) -> dict[str, float | None]:
+    """A joint rating as a metric row: ``names`` first (primary first), None when the vote failed."""
+    scores = dict(zip(order, rating.scores)) if rating.scores is not None else {}
+    return {**{name: scores.get(name) for name in names}, "_malformed": rating.dropped}
+
+
+def check_judge_options(options, names: Sequence[str], what: str = "task") -> None:
+    """``judge_system``, ``judge_user`` ({question}, {answer}) and ``judge_order`` (a permutation
+    of ``names``) of a judged task's options."""
+    if options.judge_system is not None:
+        check_template(options.judge_system, f"{what}.judge_system")
+    check_template(options.judge_user, f"{what}.judge_user", question="", answer="")
+    order = options.judge_order
+    if not isinstance(order, (tuple, list)) or sorted(order) != sorted(names):
+        raise ValueError(f"{what}.judge_order must name each of {list(names)} once (the order the "
+                         f"judge_system prompt asks for the ratings), got {order!r}")
+
+
+def check_weak_options(options, what: str = "task") -> None:
+    """``system`` (None or text), ``weak_template`` ({question}) and ``weak_system_in_user``."""
+    if options.system is not None:
+        check_template(options.system, f"{what}.system")
+    check_template(options.weak_template, f"{what}.weak_template", question="")
+    if not isinstance(options.weak_system_in_user, bool):
+        raise ValueError(f"{what}.weak_system_in_user must be true or false, got {options.weak_system_in_user!r}")
+
+
 class WeakSystemTask(JudgedTask):
     """A judged task whose weak supervisor alone gets a system prompt (a persona, a technique):
     rows hold a question field and an optional reference answer (``options.answer_field``), the
@@ -79,7 +126,15 @@ class WeakSystemTask(JudgedTask):
                        answer=optional_text_field(row, o.answer_field, index, source), fields=row)
 
     def prompt(self, example):
-        return Prompt(user=example.question)
+        return Prompt(user=example.question, system=self.options.system)
+
+    def question_text(self, example):
+        return example.question
 
     def weak_prompt(self, example):
-        return Prompt(user=example.question, system=getattr(self.options, self.system_option))
+        o = self.options
+        user = o.weak_template.format(question=example.question)
+        system = getattr(o, self.system_option)
+        if o.weak_system_in_user:  # one user turn "system\nuser", for chat templates without a system role
+            return Prompt(user=f"{system}\n{user}")
+        return Prompt(user=user, system=system)
