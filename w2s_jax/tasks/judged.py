@@ -103,6 +103,27 @@ def check_judge_options(options, names: Sequence[str], what: str = "task") -> No
                          f"judge_system prompt asks for the ratings), got {order!r}")
 
 
+# The multiple-choice instruction Somerstep et al. (ICLR 2025) put before each tinyMMLU question
+# (CreateQuestionsList in utils.py of UMich-FATML/w2s-refinement).
+TINYMMLU_INSTRUCTION = ("Answer the following multiple-choice question with the correct letter (e.g., "
+                        "'Answer: A') and then skip one line and give your reasoning (e.g., "
+                        "'Reasoning: ...'). ")
+
+
+def tinymmlu_question(formatted: str) -> str:
+    """A tinyMMLU ``input_formatted`` prompt (a header, few-shot examples and the question, separated
+    by blank lines) as the paper asked it: the instruction, the header and the question alone."""
+    parts = formatted.split("\n\n")
+    return f"{TINYMMLU_INSTRUCTION}{parts[0]} {parts[-1]}"
+
+
+def check_fields(value, what: str) -> None:
+    """A row field name, or a list of them (the first one a row has is used)."""
+    names = (value,) if isinstance(value, str) else value
+    if not isinstance(names, (tuple, list)) or not names or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"{what} must be a field name or a non-empty list of them, got {value!r}")
+
+
 def check_weak_options(options, what: str = "task") -> None:
     """``system`` (None or text), ``weak_template`` ({question}) and ``weak_system_in_user``."""
     if options.system is not None:
@@ -122,7 +143,13 @@ class WeakSystemTask(JudgedTask):
 
     def example(self, row, index, source):
         o = self.options
-        return Example(index=index, question=text_field(row, getattr(o, self.question_option), index, source),
+        names = getattr(o, self.question_option)
+        names = (names,) if isinstance(names, str) else tuple(names)
+        name = next((n for n in names if row.get(n) is not None), names[0])  # the first field the row has
+        question = text_field(row, name, index, source)
+        if name == getattr(o, "tinymmlu_field", None):
+            question = tinymmlu_question(question)
+        return Example(index=index, question=question,
                        answer=optional_text_field(row, o.answer_field, index, source), fields=row)
 
     def prompt(self, example):

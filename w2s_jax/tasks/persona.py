@@ -17,7 +17,9 @@ None when all of its judgements were malformed.
 With ``judge.mode = "joint"`` one request returns both ratings: ``judge_system`` (default: the
 judge prompt of Somerstep et al., ICLR 2025, ``prompts_persona.py`` of UMich-FATML/w2s-refinement,
 for the pirate persona), ``judge_user`` and ``judge_order`` (the order the prompt asks for them).
-``weak_template`` is the weak model's user turn, ``system`` the system message of the strong model
+``instruction_field`` may list several fields, the first one a row has being used (training and
+test data with different field names); a row read from ``tinymmlu_field`` is rewritten as the
+paper's tinyMMLU question. ``weak_template`` is the weak model's user turn, ``system`` the system message of the strong model
 and the student, ``weak_system_in_user`` puts the weak system prompt in the user turn instead.
 """
 
@@ -27,7 +29,13 @@ import dataclasses
 
 from w2s_jax.tasks.base import register
 from w2s_jax.tasks.fields import check_name
-from w2s_jax.tasks.judged import WeakSystemTask, check_judge_options, check_template, check_weak_options
+from w2s_jax.tasks.judged import (
+    WeakSystemTask,
+    check_fields,
+    check_judge_options,
+    check_template,
+    check_weak_options,
+)
 
 PIRATE = "You are a pirate. Answer every question in the voice of a pirate."
 STYLE_RUBRIC = ("Rate only how well the response adopts this persona: \"{persona}\" The lowest rating "
@@ -53,7 +61,8 @@ PAPER_JUDGE_USER = "Question: {question}\n\nAnswer: {answer}"
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class PersonaOptions:
-    instruction_field: str = "instruction"  # the row field holding the user's request
+    instruction_field: str | tuple[str, ...] = "instruction"  # the row field holding the request (a list: the first a row has)
+    tinymmlu_field: str | None = None  # a row read from this field is a tinyMMLU prompt, asked as the paper did
     answer_field: str | None = None  # an optional reference response (the gold training target)
     persona: str = PIRATE  # the weak model's system prompt
     style_rubric: str = STYLE_RUBRIC  # may use {persona}
@@ -66,7 +75,9 @@ class PersonaOptions:
     judge_order: tuple[str, ...] = ("quality", "style")  # judge.mode = "joint": the ratings in the order asked
 
     def __post_init__(self):
-        check_name(self.instruction_field, "task.instruction_field")
+        check_fields(self.instruction_field, "task.instruction_field")
+        if self.tinymmlu_field is not None:
+            check_name(self.tinymmlu_field, "task.tinymmlu_field")
         if self.answer_field is not None:
             check_name(self.answer_field, "task.answer_field")
         if not isinstance(self.persona, str) or not self.persona.strip():
