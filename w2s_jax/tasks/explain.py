@@ -50,7 +50,7 @@ PAPER_JUDGE = (
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ExplainOptions:
     question_field: str = "question"  # the row field holding the question
-    answer_field: str | None = "answer"  # the gold answer (optional per row): the judge's reference
+    answer_field: str | None = "answer"  # the gold answer (optional per row): the judge's reference ("": none)
     technique: str = ANALOGY  # the weak model's system prompt
     technique_rubric: str = TECHNIQUE_RUBRIC  # may use {technique}
     accuracy_rubric: str = ACCURACY_RUBRIC
@@ -63,6 +63,8 @@ class ExplainOptions:
 
     def __post_init__(self):
         check_name(self.question_field, "task.question_field")
+        if self.answer_field == "":
+            object.__setattr__(self, "answer_field", None)
         if self.answer_field is not None:
             check_name(self.answer_field, "task.answer_field")
         if not isinstance(self.technique, str) or not self.technique.strip():
