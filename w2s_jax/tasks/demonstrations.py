@@ -65,6 +65,10 @@ class Layout:
             raise ValueError(f"placement must be one of {PLACEMENTS}, got {self.placement!r}")
         check_text(self.demo, "demo", placeholders=("question", "answer"), empty=False)
         check_text(self.query, "query", placeholders=("question",), empty=False)
+        for name, needed in (("demo", ("{question}", "{answer}")), ("query", ("{question}",))):
+            missing = [p for p in needed if p not in getattr(self, name)]
+            if missing:
+                raise ValueError(f"{name} must contain {' and '.join(missing)}, got {getattr(self, name)!r}")
         check_text(self.separator, "separator")
         check_text(self.query_separator, "query_separator")
         if self.system is not None:
