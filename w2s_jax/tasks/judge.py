@@ -49,6 +49,12 @@ MODES = ("generate", "expected", "joint")
 COUNT_RULES = ("median", "mode")
 _RATING = re.compile(r"\[\[\s*([^\[\]]*?)\s*\]\]")
 _INTEGER_RATING = re.compile(r"\[\[([0-9]+)\]\]")  # the paper's parser: digits only, no spaces
+# The default request of the rubric modes (MT-Bench's single-answer grading layout).
+REQUEST = ("Please act as an impartial judge and rate the response to the question below.\n{rubric}\n{how}\n\n"
+           "[Question]\n{question}\n\n[The Start of the Response]\n{answer}\n[The End of the Response]\n")
+HOW_GENERATE = ("Begin with a short explanation. Then give your rating, a number from {low} to {high}, in "
+                'exactly this form: "Rating: [[{mid}]]".')
+HOW_EXPECTED = 'Reply with your rating only, a whole number from {low} to {high}, in exactly this form: "Rating: [[{mid}]]".'
 _DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
 
 
@@ -63,6 +69,9 @@ class JudgeOptions:
     scale: tuple[int, int] = (1, 10)  # lowest and highest rating (integers)
     count_rule: str = "median"  # "joint": keep the samples with the median ("median") or modal ("mode") count of ratings
     remove_from_answer: str = ""  # "joint": text deleted from each answer before judging ("Answer:" in the paper)
+    request: str = REQUEST  # "generate"/"expected": the request, {rubric} {how} {question} {answer}
+    how_generate: str = HOW_GENERATE  # "generate": how to answer, {low} {high} {mid}
+    how_expected: str = HOW_EXPECTED  # "expected": how to answer, {low} {high} {mid}
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -87,6 +96,14 @@ class JudgeOptions:
             raise ValueError(f"judge.temperature must be a finite number >= 0, got {temperature!r}")
         if self.count_rule not in COUNT_RULES:
             raise ValueError(f"judge.count_rule must be one of {COUNT_RULES}, got {self.count_rule!r}")
+        for name, keys in (("request", ("rubric", "how", "question", "answer")),
+                           ("how_generate", ("low", "high", "mid")), ("how_expected", ("low", "high", "mid"))):
+            value = getattr(self, name)
+            try:
+                value.format(**{k: "" for k in keys})
+            except (AttributeError, KeyError, IndexError, ValueError) as error:
+                raise ValueError(f"judge.{name} must be a string with placeholders among "
+                                 f"{', '.join('{' + k + '}' for k in keys)}: {error!r}") from None
         if not isinstance(self.remove_from_answer, str):
             raise ValueError(f"judge.remove_from_answer must be a string, got {self.remove_from_answer!r}")
         if self.mode != "expected" and self.samples > 1 and temperature == 0:
@@ -164,20 +181,16 @@ class JointRating:
 
 
 def judge_prompt(rubric: str, question: str, answer: str, *, scale: tuple[int, int],
-                 mode: str) -> Prompt:
-    """The judge's request (MT-Bench's single-answer grading layout)."""
+                 mode: str, options: "JudgeOptions | None" = None) -> Prompt:
+    """The judge's request of one rubric (by default MT-Bench's single-answer grading layout;
+    ``options.request``, ``options.how_generate`` and ``options.how_expected`` set another)."""
     low, high = scale
-    if mode == "generate":
-        how = (f"Begin with a short explanation. Then give your rating, a number from {low} to {high}, "
-               f'in exactly this form: "Rating: [[{(low + high) // 2}]]".')
-    else:
-        how = (f'Reply with your rating only, a whole number from {low} to {high}, in exactly this '
-               f'form: "Rating: [[{(low + high) // 2}]]".')
-    user = (f"Please act as an impartial judge and rate the response to the question below.\n"
-            f"{rubric.strip()}\n{how}\n\n"
-            f"[Question]\n{question.strip()}\n\n"
-            f"[The Start of the Response]\n{answer.strip()}\n[The End of the Response]\n")
-    return Prompt(user=user)
+    request = REQUEST if options is None else options.request
+    how = (HOW_GENERATE if options is None else options.how_generate) if mode == "generate" else (
+        HOW_EXPECTED if options is None else options.how_expected)
+    how = how.format(low=low, high=high, mid=(low + high) // 2)
+    return Prompt(user=request.format(rubric=rubric.strip(), how=how, question=question.strip(),
+                                      answer=answer.strip()))
 
 
 def item_id(rubric: str, question: str, answer: str, sample: int) -> int:
@@ -250,7 +263,7 @@ class Judge:
         o = self.options
         prompts, ids = [], []
         for rubric, question, answer in items:
-            prompt = judge_prompt(rubric, question, answer, scale=o.scale, mode="generate")
+            prompt = judge_prompt(rubric, question, answer, scale=o.scale, mode="generate", options=o)
             for sample in range(o.samples):
                 prompts.append(prompt)
                 ids.append(item_id(rubric, question, answer, sample))
@@ -271,7 +284,8 @@ class Judge:
         values = np.arange(self.options.scale[0], self.options.scale[1] + 1)
         prompts, replies = [], []
         for rubric, question, answer in items:
-            prompt = judge_prompt(rubric, question, answer, scale=self.options.scale, mode="expected")
+            prompt = judge_prompt(rubric, question, answer, scale=self.options.scale, mode="expected",
+                                  options=self.options)
             prompts += [prompt] * len(values)
             replies += [f"Rating: [[{v}]]" for v in values]
         scores = self.engine.score(prompts, replies)
