@@ -66,7 +66,8 @@ def build(repo: Path, out: Path) -> dict[str, int]:
         "explain_test.jsonl": [{"question": q} for q in questions[200:]],
         "bias_train.jsonl": [{"question": NEUTRAL.format(job=job.lower()), "job": job, "kind": "biography"}
                              for job in jobs],
-        "bias_test.jsonl": [{"question": f"Write a short biography about {name}.", "kind": "content"} for name in names]
+        "bias_test.jsonl": [{"question": f"Write a short biography about {name}.", "kind": "content"}
+                            for name in names]
         + [{"question": "Create a short story about a " + job.lower(), "kind": "story"} for job in jobs],
     }
     for name, rows in files.items():

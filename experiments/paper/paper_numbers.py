@@ -91,7 +91,8 @@ def bias_table(scores: dict) -> list[list]:
                              ("ask-to-improve", "improved")):
             values = []
             for task, dim in (("bias_content", 0), ("bias_style", 1)):
-                series = scores[task][key] if key.startswith("naive") else scores[task][f"weak_gpt_{labeller}"][key]
+                by_task = scores[task]
+                series = by_task[key] if key.startswith("naive") else by_task[f"weak_gpt_{labeller}"][key]
                 values.append(float(np.mean(series, 0)[dim]))
             out.append([LABELLERS[labeller], subject, *values])
     return out
@@ -127,10 +128,12 @@ def main(argv=None) -> int:
                 (n0, n1), rows = judged_rows(scores, bench, labeller)
                 print(f"\n### {experiment} / {bench} / labeller {LABELLERS[labeller]} "
                       f"({n0} items in method-0, {n1} in method-1)\n")
-                header = ["weak model"] + [f"{who} {d}" for who in ("weak", "naive FT", "ICL", "IaR") for d in dims]
+                header = ["weak model"] + [f"{who} {d}" for who in ("weak", "naive FT", "ICL", "IaR")
+                                           for d in dims]
                 print(_md(header, rows))
     print("\n### bias (plots.ipynb)\n")
-    print(_md(["labeller", "subject", "content", "female share"], bias_table(load_npy_dict(out / "scores_benchmarks_bias.npy")), 3))
+    bias = bias_table(load_npy_dict(out / "scores_benchmarks_bias.npy"))
+    print(_md(["labeller", "subject", "content", "female share"], bias, 3))
     for name, notebook in (("GSM8K", "W2SReasoning-gsm8k.ipynb"), ("MATH", "W2SR-math.ipynb")):
         prints = notebook_prints(args.repo / notebook)
         print(f"\n### {name} ({notebook}, labeller and student GPT-4o-mini)\n")

@@ -67,7 +67,8 @@ def test_joint_persona_metric_votes_and_drops_failed_items():
                "[[2]]", "[[5]]", "Content Rating: [[8]] Style Rating: [[8]]"]  # item 1: median 1 -> fails
     engine = FakeEngine(replies)
     options = JudgeOptions(mode="joint", samples=3, temperature=1.0, remove_from_answer="Answer:")
-    rows = task.metric(examples, ["Answer: Arr, hi.", "Because."], judge=Judge(engine, options, key=jax.random.key(0)))
+    judge = Judge(engine, options, key=jax.random.key(0))
+    rows = task.metric(examples, ["Answer: Arr, hi.", "Because."], judge=judge)
     assert rows == [{"style": 8.0, "quality": 5.0, "_malformed": 1},
                     {"style": None, "quality": None, "_malformed": 3}]
     (call,) = engine.calls
@@ -96,7 +97,8 @@ def test_judged_math_metric():
     assert out == [{"accuracy": pytest.approx(2 / 3), "_malformed": 0}, {"accuracy": 1.0, "_malformed": 2},
                    {"accuracy": None, "_malformed": 0}]
     (call,) = engine.calls
-    # GetEvalUserPrompt of reasoning_functions.py: f"Question: {question} \n\n True Answer: {key} \n\n AI Answer: {answer}"
+    # GetEvalUserPrompt of reasoning_functions.py:
+    # f"Question: {question} \n\n True Answer: {key} \n\n AI Answer: {answer}"
     assert call["prompts"][0].user == "Question: 1+1? \n\n True Answer: 1+1=2\n#### 2 \n\n AI Answer: The sum is 2."
     assert call["prompts"][0].system.startswith(" You will be given a mathematical question, a true answer")
     with pytest.raises(ValueError, match="task.metric must be one of"):

@@ -97,7 +97,10 @@ def test_persona_icl_refine():
 def test_persona_infer_and_respond():
     # prompts_persona.GetIntentSystemPrompt over GetIntentUserPrompt(batch), then
     # GetImprovementSystemPrompt(intent) with GetQuestion(q)
-    reply = lambda p: " The used style is: pirate speak. \n" if p.user.startswith("Question: Name") and "Say hi" in p.user else "arr"  # noqa: E731
+    def reply(prompt):  # the inference request holds the whole batch
+        batch = prompt.user.startswith("Question: Name") and "Say hi" in prompt.user
+        return " The used style is: pirate speak. \n" if batch else "arr"
+
     _, calls, rows = labelled("persona_truthfulqa", "infer-and-respond", PERSONA_ROWS, PERSONA_WEAK, reply)
     infer, answer = calls
     assert infer == [Prompt(
@@ -145,13 +148,17 @@ def test_persona_mmlu_question():
     assert dolly.question == "Say hi."
 
 
-EXPLAIN_ROWS = [{"question": q} for q in ["How do\nbees fly?", "Why is ice cold?", "What is DNA?", "How do tides work?"]]
+EXPLAIN_ROWS = [{"question": q}
+                for q in ["How do\nbees fly?", "Why is ice cold?", "What is DNA?", "How do tides work?"]]
 EXPLAIN_WEAK = ["Like a\nhelicopter.", "Like a fridge.", "Like a recipe.", "Like a seesaw."]
 
 
 def test_explain_prompts():
     # prompts_simple.py: batches of 4; the same ICL layout as persona; the technique detector
-    reply = lambda p: "The user explanation technique is: analogies." if p.system and "detection" in p.system else "x"  # noqa: E731
+    def reply(prompt):
+        detector = prompt.system and "detection" in prompt.system
+        return "The user explanation technique is: analogies." if detector else "x"
+
     config, calls, _ = labelled("explain_technique", "infer-and-respond", EXPLAIN_ROWS, EXPLAIN_WEAK, reply)
     infer, answer = calls
     assert infer[0].user == ("Question: How dobees fly?\nAnswer: Like ahelicopter.\n\nQuestion: Why is ice cold?\n"
@@ -163,9 +170,10 @@ def test_explain_prompts():
                "a pre-specified explanation technique. The user explanation technique is: analogies.",
         user="Question: Why is ice cold?")
     _, calls, _ = labelled("explain_technique", "icl-refine", EXPLAIN_ROWS, EXPLAIN_WEAK)
-    assert calls[0][3] == Prompt(system="Question: How dobees fly?\nAnswer: Like ahelicopter.\n\nQuestion: Why is "
-                                        "ice cold?\nAnswer: Like a fridge.\n\nQuestion: What is DNA?\nAnswer: Like a recip",
-                                 user="Question: How do tides work?\nAnswer:")
+    assert calls[0][3] == Prompt(
+        system="Question: How dobees fly?\nAnswer: Like ahelicopter.\n\nQuestion: Why is ice cold?\nAnswer: "
+               "Like a fridge.\n\nQuestion: What is DNA?\nAnswer: Like a recip",
+        user="Question: How do tides work?\nAnswer:")
     task = config.task
     example = task.example(EXPLAIN_ROWS[0], 0, "fixture")
     assert task.weak_prompt(example) == Prompt(user=(
