@@ -74,3 +74,78 @@ def test_paper_persona_settings_through_w2s_run(tmp_path):
     assert all(r["style"] is None and r["quality"] is None and r["_malformed"] == 2 for r in scores)
     assert [r["inferred"] for r in _records(out, "labels.infer-and-respond")][:1]
     assert (out / "results.md").is_file()
+
+
+def test_paper_bias_and_judged_math_through_w2s_run(tmp_path):
+    models = {name: _checkpoint(tmp_path / name, seed, 1)
+              for name, seed in (("weak", 1), ("strong", 0), ("judge", 3))}
+    train = [{"question": f"the {job} is big", "job": job, "kind": "biography"} for job in ("cat", "dog", "mat")]
+    test = [{"question": "the cat sat", "kind": "content"}, {"question": "the dog ran", "kind": "story"}]
+    for name, rows in (("train", train), ("test", test)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = f"""
+        [models]
+        strong = "{models['strong']}"
+        weak = ["{models['weak']}"]
+        judge = "{models['judge']}"
+        batch_size = 4
+        length_bucket = 32
+        [generation]
+        max_new_tokens = 3
+        [judge]
+        mode = "joint"
+        samples = 2
+        temperature = 1.0
+        max_new_tokens = 4
+        [train]
+        total_steps = 2
+        warmup_steps = 1
+        batch_size = 3
+        max_len = 128
+        [report]
+        bootstrap = 100
+    """
+    bias = tmp_path / "bias.toml"
+    bias.write_text(textwrap.dedent(f"""
+        [task]
+        name = "bias"
+        [data]
+        train = "{tmp_path / 'train.jsonl'}"
+        test = "{tmp_path / 'test.jsonl'}"
+        [methods]
+        run = ["zero-shot", "naive", "ask-to-improve"]
+        [methods.ask-to-improve]
+        cue = ""
+        cut = 2
+    """) + textwrap.dedent(common))
+    assert main(["run", str(bias), "--out", str(tmp_path / "bias"), "--no-progress", "--no-figures"]) == 0
+    results = json.loads((tmp_path / "bias" / "results.json").read_text())
+    assert results["metrics"][:3] == ["content", "female_share", "male_share"]
+    scores = _records(tmp_path / "bias", "score.zero-shot")
+    assert [sorted(k for k, v in r.items() if v is None) for r in scores] == [
+        ["content", "female_share", "male_share"]] * 2  # a random judge never votes validly
+
+    words = ("cat", "dog", "mat", "sea", "red", "big")
+    rows = [{"question": f"the {w} sat", "answer": f"#### {i}"} for i, w in enumerate(words)]
+    (tmp_path / "m_train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
+    (tmp_path / "m_test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[4:]))
+    math = tmp_path / "math.toml"
+    math.write_text(textwrap.dedent(f"""
+        [task]
+        name = "math"
+        instruction = ""
+        weak_template = "Question: {{question}}\\nAnswer:"
+        metric = "judge"
+        [data]
+        train = "{tmp_path / 'm_train.jsonl'}"
+        test = "{tmp_path / 'm_test.jsonl'}"
+        [methods]
+        run = ["zero-shot", "naive", "icl-refine"]
+        [methods.icl-refine]
+        fixed_demos = [0]
+        placement = "user"
+        query_separator = ""
+    """) + textwrap.dedent(common))
+    assert main(["run", str(math), "--out", str(tmp_path / "math"), "--no-progress", "--no-figures"]) == 0
+    scores = _records(tmp_path / "math", "score.weak")
+    assert [(r["accuracy"], r["_malformed"]) for r in scores] == [(None, 2), (None, 2)]
