@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from w2s_jax.inference import Engine, Temperature
+from w2s_jax.inference import Engine, Prompt, Temperature
 from w2s_jax.models import ModelConfig, Transformer
 from w2s_jax.tasks import get_task
 from w2s_jax.tasks.judge import Judge, JudgeOptions, Rating, judge_prompt, parse_rating
@@ -235,3 +235,12 @@ def test_engine_sampling_keys_follow_example_ids(engine):
     assert len(others) > 1  # the id does change the draw
     with pytest.raises(ValueError, match="1 example_ids for 2 prompts"):
         engine.generate(prompts, max_new_tokens=2, sampler=sampler, key=key, example_ids=[1])
+
+
+def test_the_rubric_request_is_configuration():
+    options = JudgeOptions(mode="expected", request="{rubric} | {question} | {answer} | {how}",
+                           how_expected="from {low} to {high}, say [[{mid}]]", scale=(0, 4))
+    prompt = judge_prompt(" Be fair. ", " q? ", " a. ", scale=(0, 4), mode="expected", options=options)
+    assert prompt == Prompt(user="Be fair. | q? | a. | from 0 to 4, say [[2]]")
+    with pytest.raises(ValueError, match=r"judge.request must be a string with placeholders among"):
+        JudgeOptions(request="{rubric} {response}")

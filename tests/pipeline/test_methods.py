@@ -334,3 +334,45 @@ def test_method_runs_end_to_end_on_a_tiny_checkpoint(tokenizer, name):
     if name == "context-distill":
         assert all(np.asarray(r["teacher_ids"]).shape == (2, 3) for r in rows)
         np.testing.assert_allclose([np.sum(r["teacher_probs"], -1) for r in rows], 1.0, atol=1e-5)
+
+
+# --- prompt layouts as options ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(placement="middle"), r"methods.icl-refine.placement must be one of \('system', 'user'\)"),
+    (dict(demo="Q: {q}"), r"methods.icl-refine.demo: bad placeholder"),
+    (dict(query="Question:"), r"methods.icl-refine.query must contain \{question\}"),
+    (dict(demo="Q: {question}"), r"methods.icl-refine.demo must contain \{answer\}"),
+    (dict(cut=-1), r"methods.icl-refine.cut must be an int >= 0"),
+    (dict(fixed_demos=[1, 1]), r"fixed_demos must be an int >= 0 or a list of distinct positions"),
+    (dict(fixed_demos=[]), r"fixed_demos must be an int >= 0 or a list"),
+])
+def test_icl_refine_layout_options_are_checked(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ICLRefineOptions(**kwargs)
+
+
+def test_icl_refine_user_placement_and_listed_fixed_demos(tokenizer):
+    strong = RecordingEngine(tokenizer, lambda p: "x")
+    options = ICLRefineOptions(fixed_demos=[0, 2], placement="user", demo="Q: {question} A: {answer}",
+                               separator=" | ", query="Q: {question} A:", query_separator=" || ",
+                               demo_system="Be brief.", strip_newlines=True, cut=1)
+    method = get_method("icl-refine")(options)
+    ctx = context({"strong": strong})
+    ctx.weak = ["a\ncolour", *WEAK[1:]]
+    assert method.units(ctx) == [(3,), (4,)]
+    run(method, ctx)
+    assert strong.calls[0]["prompts"][0] == Prompt(
+        system="Be brief.", user="Q: what is red A: acolour | Q: how big is a cat A: smal || Q: who sat on the mat A:")
+
+
+def test_infer_and_respond_and_ask_to_improve_prompt_options():
+    with pytest.raises(ValueError, match=r"methods.infer-and-respond.respond_user: bad placeholder"):
+        InferAndRespondOptions(respond_user="Q: {query}")
+    with pytest.raises(ValueError, match=r"methods.infer-and-respond.detector must be a non-empty string"):
+        InferAndRespondOptions(detector=" ")
+    from w2s_jax.methods.ask_to_improve import improve_prompt
+
+    assert improve_prompt("q?", "a!", AskToImproveOptions(cue="", cut=1, instruction="Fix it.")) == Prompt(
+        system="Fix it.", user="Question: q?\nAnswer: a")

@@ -1,6 +1,7 @@
-"""Every experiment file shipped in experiments/ loads into a typed experiment, names models that
-are hub names or directories, and lists methods and tasks that exist (data and models themselves
-are downloaded on a machine with internet, so they are not fetched here)."""
+"""Every experiment file shipped in experiments/ and experiments/paper/ loads into a typed
+experiment, names models that are hub names or directories, and lists methods and tasks that exist
+(data and models themselves are downloaded on a machine with internet, so they are not fetched
+here)."""
 
 from pathlib import Path
 
@@ -10,7 +11,9 @@ from w2s_jax.cli_pipeline import shipped_experiments
 from w2s_jax.pipeline import load_experiment
 from w2s_jax.pipeline.plan import build_plan, check_model
 
+ROOT = Path(__file__).resolve().parents[2]
 FILES = shipped_experiments()
+PAPER = sorted((ROOT / "experiments" / "paper").glob("*.toml"))
 
 
 def test_the_paper_settings_are_shipped():
@@ -19,7 +22,12 @@ def test_the_paper_settings_are_shipped():
     assert all(p.parent == Path(__file__).resolve().parents[2] / "experiments" for p in FILES)
 
 
-@pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
+def test_the_papers_own_settings_are_shipped():
+    assert {p.stem for p in PAPER} == {"gsm8k", "math", "persona_truthfulqa", "persona_alpacaeval",
+                                       "persona_mmlu", "explain_technique", "bias"}
+
+
+@pytest.mark.parametrize("path", FILES + PAPER, ids=[f"{p.parent.name}/{p.stem}" for p in FILES + PAPER])
 def test_shipped_experiment_validates(path):
     import tomllib
 

@@ -14,25 +14,34 @@ import dataclasses
 from w2s_jax.inference.engine import Prompt
 from w2s_jax.methods.base import Method, label_row, register
 from w2s_jax.methods.icl_refine import question_text
-from w2s_jax.tasks.demonstrations import clean_answer, demonstration, with_query_stop
+from w2s_jax.tasks.demonstrations import Layout, check_text, clean_answer, with_query_stop
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class AskToImproveOptions:
     instruction: str = ("Below are a question and an answer to it. Improve the answer. "
-                        "Reply with the improved answer only.")
-    cue: str = "Improved answer:"  # the last line of the prompt; the rewrite follows it
+                        "Reply with the improved answer only.")  # the system message
+    cue: str = "Improved answer:"  # the last line of the prompt, after a blank line ("": none)
+    demo: str = Layout().demo  # the question and its weak answer, {question} and {answer}
+    cut: int = 0  # characters cut from the end of the demonstration (before the cue)
 
     def __post_init__(self):
-        for name in ("instruction", "cue"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value.strip():
-                raise ValueError(f"methods.ask-to-improve.{name} must be a non-empty string, got {value!r}")
+        name = "methods.ask-to-improve"
+        check_text(self.instruction, f"{name}.instruction", empty=False)
+        check_text(self.cue, f"{name}.cue")
+        try:
+            self.layout()
+        except ValueError as error:
+            raise ValueError(f"{name}.{error}") from None
+
+    def layout(self) -> Layout:
+        return Layout(demo=self.demo, cut=self.cut)
 
 
 def improve_prompt(question: str, weak_answer: str, options: AskToImproveOptions) -> Prompt:
     """The instruction as system message; the question, its weak answer and the cue as user turn."""
-    return Prompt(system=options.instruction, user=f"{demonstration(question, weak_answer)}\n\n{options.cue}")
+    shown = options.layout().demonstrations([(question, weak_answer)])
+    return Prompt(system=options.instruction, user=f"{shown}\n\n{options.cue}" if options.cue else shown)
 
 
 @register

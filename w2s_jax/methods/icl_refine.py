@@ -8,7 +8,15 @@ its demonstrations. Its answer is the query's training label. This is refinement
 on the one the weak labels point to, and the answer is read from that posterior.
 
 With ``fixed_demos = n > 0`` every query gets the same n demonstrations instead: the weak answers
-to the first n training questions, which are then not trained on (the paper's math setting).
+to the first n training questions, which are then not trained on (the paper's math setting). A
+list of positions (``fixed_demos = [0, 2]``) names the demonstrations instead; the questions up to
+the last of them are not trained on (the paper's MATH notebook: demonstrations 0 and 2, training
+from 3).
+
+The prompt layout is configuration (:class:`~w2s_jax.tasks.demonstrations.Layout`): by default the
+demonstrations are the system message and ``Question: {q}\\nAnswer:`` the user turn; the options
+``placement``, ``demo``, ``separator``, ``query``, ``query_separator``, ``demo_system``,
+``strip_newlines`` and ``cut`` set another (``experiments/paper/`` sets the paper's).
 """
 
 from __future__ import annotations
@@ -18,23 +26,52 @@ import dataclasses
 from w2s_jax.methods.base import Method, label_row, register
 from w2s_jax.tasks.demonstrations import (
     QUERY_STOP,
+    Layout,
     batches,
     clean_answer,
-    in_context_prompt,
+    layout_options,
 )
+
+_LAYOUT = Layout()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ICLRefineOptions:
     batch: int = 5  # questions per batch; each query sees the other batch - 1 as demonstrations
     shuffle_seed: int | None = None  # shuffle the questions before batching (None: file order)
-    fixed_demos: int = 0  # > 0: the first n questions' weak answers are every query's demonstrations
+    fixed_demos: int | tuple[int, ...] = 0  # n > 0: the first n questions' weak answers demonstrate every query; a list: those positions
+    # the prompt layout (w2s_jax.tasks.demonstrations.Layout)
+    placement: str = _LAYOUT.placement  # "system": demonstrations as system message; "user": before the query
+    demo: str = _LAYOUT.demo  # one demonstration, {question} and {answer}
+    separator: str = _LAYOUT.separator  # between demonstrations
+    query: str = _LAYOUT.query  # the query, {question}
+    query_separator: str = _LAYOUT.query_separator  # between demonstrations and query ("user" placement)
+    demo_system: str | None = _LAYOUT.system  # the system message with "user" placement
+    strip_newlines: bool = _LAYOUT.strip_newlines  # remove "\n" from questions and answers shown
+    cut: int = _LAYOUT.cut  # characters cut from the end of the joined demonstrations
 
     def __post_init__(self):
         if not isinstance(self.batch, int) or self.batch < 2:
             raise ValueError(f"methods.icl-refine.batch must be an int >= 2, got {self.batch!r}")
-        if not isinstance(self.fixed_demos, int) or self.fixed_demos < 0:
-            raise ValueError(f"methods.icl-refine.fixed_demos must be an int >= 0, got {self.fixed_demos!r}")
+        fixed = self.fixed_demos
+        if isinstance(fixed, list):
+            object.__setattr__(self, "fixed_demos", fixed := tuple(fixed))
+        valid = (isinstance(fixed, int) and not isinstance(fixed, bool) and fixed >= 0) or (
+            isinstance(fixed, tuple) and fixed and len(set(fixed)) == len(fixed)
+            and all(isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in fixed))
+        if not valid:
+            raise ValueError(f"methods.icl-refine.fixed_demos must be an int >= 0 or a list of distinct "
+                             f"positions >= 0, got {self.fixed_demos!r}")
+        self.layout()
+
+    def demo_positions(self) -> tuple[int, ...]:
+        """The fixed demonstrations' positions, in order (empty: batches)."""
+        fixed = self.fixed_demos
+        return tuple(range(fixed)) if isinstance(fixed, int) else fixed
+
+    def layout(self) -> Layout:
+        """The prompt layout these options describe."""
+        return layout_options(self, "methods.icl-refine")
 
 
 def question_text(ctx, position: int) -> str:
@@ -42,11 +79,11 @@ def question_text(ctx, position: int) -> str:
     return ctx.task.question_text(ctx.examples[position])
 
 
-def refine(ctx, role: str, queries: list[int], demos_of, answers) -> list[str]:
+def refine(ctx, role: str, queries: list[int], demos_of, answers, layout: Layout = _LAYOUT) -> list[str]:
     """The ``role`` model's in-context answers to ``queries`` (positions); ``demos_of(p)`` lists
     the demonstration positions of query p and ``answers[p]`` their labels."""
-    prompts = [in_context_prompt([(question_text(ctx, d), answers[d]) for d in demos_of(p)],
-                                 question_text(ctx, p)) for p in queries]
+    prompts = [layout.prompt([(question_text(ctx, d), answers[d]) for d in demos_of(p)],
+                             question_text(ctx, p)) for p in queries]
     generation = ctx.generation
     if QUERY_STOP not in generation.stop:
         generation = dataclasses.replace(generation, stop=generation.stop + (QUERY_STOP,))
@@ -64,24 +101,25 @@ class ICLRefine(Method):
     roles = ("strong",)
 
     def units(self, ctx):
-        n = self.options.fixed_demos
-        if n:
-            if n >= len(ctx.examples):
-                raise ValueError(f"icl-refine: fixed_demos={n} leaves no training question "
-                                 f"(the split has {len(ctx.examples)})")
-            return [(p,) for p in range(n, len(ctx.examples))]
+        fixed = self.options.demo_positions()
+        if fixed:
+            first = max(fixed) + 1
+            if first >= len(ctx.examples):
+                raise ValueError(f"icl-refine: fixed_demos={self.options.fixed_demos} leaves no training "
+                                 f"question (the split has {len(ctx.examples)})")
+            return [(p,) for p in range(first, len(ctx.examples))]
         return batches(len(ctx.examples), self.options.batch, seed=self.options.shuffle_seed)
 
     def demos_of(self, unit: tuple[int, ...]):
         """Demonstration positions for each query of ``unit``."""
-        if self.options.fixed_demos:
-            fixed = tuple(range(self.options.fixed_demos))
+        fixed = self.options.demo_positions()
+        if fixed:
             return lambda p: fixed
         return lambda p: tuple(d for d in unit if d != p)
 
     def label(self, ctx, units):
         demos = {p: self.demos_of(unit)(p) for unit in units for p in unit}
         queries = list(demos)  # every query of the chunk in one engine call (length-sorted batches)
-        answers = refine(ctx, "strong", queries, demos.__getitem__, ctx.weak)
+        answers = refine(ctx, "strong", queries, demos.__getitem__, ctx.weak, self.options.layout())
         return [label_row(ctx.examples[p], ctx.task.target(ctx.examples[p], a))
                 for p, a in zip(queries, answers)]

@@ -10,6 +10,14 @@ is the question's training label. Where ``icl-refine`` shows the behaviour by ex
 makes the strong model name it first, so a behaviour that the examples share but no single answer
 pins down (a style, a persona, a technique) is carried to every answer.
 
+With ``detector`` set, the first step is instead the paper's layout: ``detector`` is the system
+message (e.g. "You are an AI style detector ... summarize it in one sentence that begins with
+\"The used style is:\""), the batch's pairs are the user turn, and the whole reply, stripped, is
+the behaviour. ``respond`` is the answering system message and ``respond_user`` the user turn
+(``{question}``); ``demo``, ``separator``, ``cut`` and ``strip_newlines`` lay out the pairs as
+in :class:`~w2s_jax.tasks.demonstrations.Layout` (``strip_newlines`` also applies to the question of
+the answering step).
+
 Each label row keeps the sentence under ``"inferred"`` for inspection.
 """
 
@@ -21,7 +29,7 @@ import re
 from w2s_jax.inference.engine import Prompt
 from w2s_jax.methods.base import Method, label_row, register
 from w2s_jax.methods.icl_refine import question_text
-from w2s_jax.tasks.demonstrations import batches, demonstration
+from w2s_jax.tasks.demonstrations import Layout, batches, check_text
 
 PREFIXES = {
     "style": "The answers are written in the style of",  # style and persona tasks
@@ -38,7 +46,13 @@ class InferAndRespondOptions:
     prefix: str | None = None  # the sentence's fixed beginning; overrides kind's default
     describe: str = "Complete the sentence that describes what the answers above have in common."
     respond: str = "{behaviour} Answer the question in that way."  # the answering system message
-    max_sentence_tokens: int = 48  # most tokens generated to complete the sentence
+    respond_user: str = "{question}"  # the answering user turn
+    detector: str | None = None  # set: the inference step's system message, the pairs its user turn, the reply the behaviour
+    demo: str = Layout().demo  # one (question, weak answer) pair, {question} and {answer}
+    separator: str = Layout().separator  # between pairs
+    cut: int = 0  # characters cut from the end of the joined pairs
+    strip_newlines: bool = False  # remove "\n" from the questions and answers shown
+    max_sentence_tokens: int = 48  # most tokens generated for the inferred sentence
 
     def __post_init__(self):
         name = "methods.infer-and-respond"
@@ -53,9 +67,21 @@ class InferAndRespondOptions:
         if not isinstance(self.respond, str) or self.respond.count("{behaviour}") != 1:
             raise ValueError(f"{name}.respond must contain '{{behaviour}}' exactly once (where the "
                              f"inferred sentence goes), got {self.respond!r}")
+        check_text(self.respond_user, f"{name}.respond_user", placeholders=("question",), empty=False)
+        if self.detector is not None:
+            check_text(self.detector, f"{name}.detector", empty=False)
+        try:
+            self.layout()
+        except ValueError as error:
+            raise ValueError(f"{name}.{error}") from None
         if not isinstance(self.max_sentence_tokens, int) or self.max_sentence_tokens < 1:
             raise ValueError(f"{name}.max_sentence_tokens must be an int >= 1, "
                              f"got {self.max_sentence_tokens!r}")
+
+    def layout(self) -> Layout:
+        """How the batch's pairs are shown."""
+        return Layout(demo=self.demo, separator=self.separator, cut=self.cut,
+                      strip_newlines=self.strip_newlines)
 
     @property
     def sentence_prefix(self) -> str:
@@ -63,13 +89,18 @@ class InferAndRespondOptions:
         return (self.prefix if self.prefix is not None else PREFIXES[self.kind]).strip()
 
 
-def inference_prompt(pairs: list[tuple[str, str]], describe: str, prefix: str) -> Prompt:
-    """All (question, answer) pairs as demonstrations, then the request and the sentence to complete.
+def inference_prompt(pairs: list[tuple[str, str]], options: InferAndRespondOptions) -> Prompt:
+    """The inference step's prompt for a batch of (question, answer) pairs.
 
-    Without a chat template the model reads the pairs, the request, and ``prefix`` on the last line,
-    so a base model continues the sentence; a chat model answers the request.
+    Default: the pairs as the system message, then the request and the sentence to complete (without
+    a chat template the model reads the pairs, the request, and the prefix on the last line, so a
+    base model continues the sentence). With ``detector``: the detector as the system message and
+    the pairs as the user turn.
     """
-    return Prompt(system="\n\n".join(demonstration(q, a) for q, a in pairs), user=f"{describe}\n{prefix}")
+    shown = options.layout().demonstrations(pairs)
+    if options.detector is not None:
+        return Prompt(system=options.detector, user=shown)
+    return Prompt(system=shown, user=f"{options.describe}\n{options.sentence_prefix}")
 
 
 def complete_sentence(prefix: str, continuation: str) -> str:
@@ -100,19 +131,23 @@ class InferAndRespond(Method):
 
     def infer(self, ctx, units) -> list[str]:
         """The inferred sentence of each unit (one strong-model call for the whole chunk)."""
-        options, prefix = self.options, self.options.sentence_prefix
-        prompts = [inference_prompt([(question_text(ctx, p), ctx.weak[p]) for p in unit],
-                                    options.describe, prefix) for unit in units]
+        options = self.options
+        prompts = [inference_prompt([(question_text(ctx, p), ctx.weak[p]) for p in unit], options)
+                   for unit in units]
         texts = ctx.engine("strong").generate(prompts, max_new_tokens=options.max_sentence_tokens,
                                               sampler=ctx.generation.sampler(), key=ctx.key)
-        return [complete_sentence(prefix, text) for text in texts]
+        if options.detector is not None:
+            return [text.strip() for text in texts]
+        return [complete_sentence(options.sentence_prefix, text) for text in texts]
 
     def label(self, ctx, units):
         sentences = self.infer(ctx, units)
         behaviour = {p: sentence for unit, sentence in zip(units, sentences) for p in unit}
         queries = list(behaviour)  # every question of the chunk in one call (length-sorted batches)
-        prompts = [Prompt(system=self.options.respond.replace("{behaviour}", behaviour[p]),
-                          user=question_text(ctx, p)) for p in queries]
+        o, layout = self.options, self.options.layout()
+        prompts = [Prompt(system=o.respond.replace("{behaviour}", behaviour[p]),
+                          user=o.respond_user.format(question=layout.text(question_text(ctx, p))))
+                   for p in queries]
         answers = ctx.answer("strong", prompts, queries)
         return [label_row(ctx.examples[p], ctx.task.target(ctx.examples[p], answer), inferred=behaviour[p])
                 for p, answer in zip(queries, answers)]

@@ -17,6 +17,16 @@ Two modes (the experiment's ``[judge]`` table, :class:`JudgeOptions`):
   ``Rating: [[`` is part of the reply, not the prompt, so a chat judge reads it as its own turn.
   ``Rating.probs`` holds ``p``.
 
+- ``"joint"`` (Somerstep et al., ICLR 2025): one request returns every rating of an item at once
+  (``Content Rating: [[x]] Style Rating: [[y]]``), ``samples`` times at ``temperature``; the task
+  writes the request (its ``judge_system``/``judge_user`` options). Each sample's ratings are every
+  ``[[integer]]`` it holds, in order (the paper's parser: no range check). The vote filter
+  (:func:`vote`) keeps the samples whose number of ratings equals the ``count_rule`` statistic of
+  the samples' counts (``"median"``, the paper's code, or ``"mode"``) and averages them rating by
+  rating. An item *fails* (score None, dropped by the report) when no sample is kept or the kept
+  count is not the number of ratings asked for. The same mode scores a math answer against the
+  true solution (task ``math`` with ``metric = "judge"``: one rating, 1 or 0).
+
 Randomness: the sampling key of each (item, sample) is ``fold_in(key, id)`` with ``id`` a hash of
 the rubric, question, answer and sample number, so a rating depends on the item alone, not on
 which other items share the call (the pipeline scores a split in chunks).
@@ -35,8 +45,16 @@ import numpy as np
 
 from w2s_jax.inference.engine import Engine, Prompt
 
-MODES = ("generate", "expected")
+MODES = ("generate", "expected", "joint")
+COUNT_RULES = ("median", "mode")
 _RATING = re.compile(r"\[\[\s*([^\[\]]*?)\s*\]\]")
+_INTEGER_RATING = re.compile(r"\[\[([0-9]+)\]\]")  # the paper's parser: digits only, no spaces
+# The default request of the rubric modes (MT-Bench's single-answer grading layout).
+REQUEST = ("Please act as an impartial judge and rate the response to the question below.\n{rubric}\n{how}\n\n"
+           "[Question]\n{question}\n\n[The Start of the Response]\n{answer}\n[The End of the Response]\n")
+HOW_GENERATE = ("Begin with a short explanation. Then give your rating, a number from {low} to {high}, in "
+                'exactly this form: "Rating: [[{mid}]]".')
+HOW_EXPECTED = 'Reply with your rating only, a whole number from {low} to {high}, in exactly this form: "Rating: [[{mid}]]".'
 _DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
 
 
@@ -49,6 +67,11 @@ class JudgeOptions:
     max_new_tokens: int = 256  # per judgement in "generate" mode
     temperature: float | None = None  # None: 0.7 when samples > 1, else 0 (greedy)
     scale: tuple[int, int] = (1, 10)  # lowest and highest rating (integers)
+    count_rule: str = "median"  # "joint": keep the samples with the median ("median") or modal ("mode") count of ratings
+    remove_from_answer: str = ""  # "joint": text deleted from each answer before judging ("Answer:" in the paper)
+    request: str = REQUEST  # "generate"/"expected": the request, {rubric} {how} {question} {answer}
+    how_generate: str = HOW_GENERATE  # "generate": how to answer, {low} {high} {mid}
+    how_expected: str = HOW_EXPECTED  # "expected": how to answer, {low} {high} {mid}
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -71,7 +94,19 @@ class JudgeOptions:
         if (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
                 or not 0 <= temperature < math.inf):
             raise ValueError(f"judge.temperature must be a finite number >= 0, got {temperature!r}")
-        if self.mode == "generate" and self.samples > 1 and temperature == 0:
+        if self.count_rule not in COUNT_RULES:
+            raise ValueError(f"judge.count_rule must be one of {COUNT_RULES}, got {self.count_rule!r}")
+        for name, keys in (("request", ("rubric", "how", "question", "answer")),
+                           ("how_generate", ("low", "high", "mid")), ("how_expected", ("low", "high", "mid"))):
+            value = getattr(self, name)
+            try:
+                value.format(**{k: "" for k in keys})
+            except (AttributeError, KeyError, IndexError, ValueError) as error:
+                raise ValueError(f"judge.{name} must be a string with placeholders among "
+                                 f"{', '.join('{' + k + '}' for k in keys)}: {error!r}") from None
+        if not isinstance(self.remove_from_answer, str):
+            raise ValueError(f"judge.remove_from_answer must be a string, got {self.remove_from_answer!r}")
+        if self.mode != "expected" and self.samples > 1 and temperature == 0:
             raise ValueError(f"judge.samples = {self.samples} with temperature 0 repeats one greedy "
                              "judgement; set temperature > 0 or samples = 1")
         object.__setattr__(self, "temperature", float(temperature))
@@ -104,21 +139,58 @@ def parse_rating(text: str, scale: tuple[int, int]) -> float | None:
     return None
 
 
-def judge_prompt(rubric: str, question: str, answer: str, *, scale: tuple[int, int],
-                 mode: str) -> Prompt:
-    """The judge's request (MT-Bench's single-answer grading layout)."""
-    low, high = scale
-    if mode == "generate":
-        how = (f"Begin with a short explanation. Then give your rating, a number from {low} to {high}, "
-               f'in exactly this form: "Rating: [[{(low + high) // 2}]]".')
+def parse_ratings(text: str) -> list[int]:
+    """Every ``[[integer]]`` of a judgement, in order (the paper's ``RetrieveNumbersInBrackets``)."""
+    return [int(number) for number in _INTEGER_RATING.findall(text)]
+
+
+def vote(samples: Sequence[Sequence[int]], num_ratings: int, rule: str = "median") -> tuple[float, ...] | None:
+    """The joint judgement of one item from its sampled rating lists.
+
+    Keeps the samples whose length equals the median (``rule="median"``) or the most frequent
+    (``"mode"``; a tie goes to ``num_ratings`` if it is among the most frequent, else the item
+    fails) of the samples' lengths, and returns their rating-by-rating mean; None (the item fails)
+    when no sample is kept (an even split has a median no sample has) or the kept length is not
+    ``num_ratings``.
+    """
+    counts = [len(sample) for sample in samples]
+    if not counts:
+        return None
+    if rule == "median":
+        target = float(np.median(counts))
+    elif rule == "mode":
+        tally = {c: counts.count(c) for c in counts}
+        top = [c for c, n in tally.items() if n == max(tally.values())]
+        target = num_ratings if num_ratings in top else (top[0] if len(top) == 1 else None)
     else:
-        how = (f'Reply with your rating only, a whole number from {low} to {high}, in exactly this '
-               f'form: "Rating: [[{(low + high) // 2}]]".')
-    user = (f"Please act as an impartial judge and rate the response to the question below.\n"
-            f"{rubric.strip()}\n{how}\n\n"
-            f"[Question]\n{question.strip()}\n\n"
-            f"[The Start of the Response]\n{answer.strip()}\n[The End of the Response]\n")
-    return Prompt(user=user)
+        raise ValueError(f"count rule must be one of {COUNT_RULES}, got {rule!r}")
+    kept = [list(sample) for sample in samples if target is not None and len(sample) == target]
+    if not kept or len(kept[0]) != num_ratings:
+        return None
+    return tuple(float(v) for v in np.mean(np.asarray(kept, np.float64), axis=0))
+
+
+@dataclasses.dataclass(frozen=True)
+class JointRating:
+    """A joint judgement of one item: ``scores`` (None when the item failed), every sample's
+    parsed ratings, and how many samples the vote filter dropped."""
+
+    scores: tuple[float, ...] | None
+    samples: list[list[int]]
+    dropped: int
+
+
+def judge_prompt(rubric: str, question: str, answer: str, *, scale: tuple[int, int],
+                 mode: str, options: "JudgeOptions | None" = None) -> Prompt:
+    """The judge's request of one rubric (by default MT-Bench's single-answer grading layout;
+    ``options.request``, ``options.how_generate`` and ``options.how_expected`` set another)."""
+    low, high = scale
+    request = REQUEST if options is None else options.request
+    how = (HOW_GENERATE if options is None else options.how_generate) if mode == "generate" else (
+        HOW_EXPECTED if options is None else options.how_expected)
+    how = how.format(low=low, high=high, mid=(low + high) // 2)
+    return Prompt(user=request.format(rubric=rubric.strip(), how=how, question=question.strip(),
+                                      answer=answer.strip()))
 
 
 def item_id(rubric: str, question: str, answer: str, sample: int) -> int:
@@ -139,7 +211,7 @@ class Judge:
     def __init__(self, engine: Engine, options: JudgeOptions | None = None, key=None):
         self.engine, self.options, self.key = engine, options or JudgeOptions(), key
         o = self.options
-        if o.mode == "generate" and o.temperature > 0 and key is None:
+        if o.mode != "expected" and o.temperature > 0 and key is None:
             raise ValueError("a judge that samples (temperature > 0) needs a PRNG key")
 
     def rate(self, rubric: str, question: str, answer: str) -> Rating:
@@ -158,13 +230,40 @@ class Judge:
             return []
         if self.options.mode == "generate":
             return self._generated(items)
+        if self.options.mode == "joint":
+            raise ValueError("judge.mode = 'joint' rates every metric in one request; this task "
+                             "rates one rubric per request: use mode 'generate' or 'expected'")
         return self._expected(items)
+
+    def rate_joint(self, requests: Sequence[Prompt], num_ratings: int) -> list[JointRating]:
+        """Joint judgements of prebuilt requests (one per item; see the module docstring), each
+        sampled ``samples`` times, filtered by :func:`vote`."""
+        o = self.options
+        prompts, ids = [], []
+        for request in requests:
+            for sample in range(o.samples):
+                prompts.append(request)
+                ids.append(item_id(request.system or "", request.user, "joint", sample))
+        if not prompts:
+            return []
+        from w2s_jax.inference import make_sampler
+
+        texts = self.engine.generate(prompts, max_new_tokens=o.max_new_tokens,
+                                     sampler=make_sampler(temperature=o.temperature), key=self.key,
+                                     example_ids=ids)
+        out = []
+        for i in range(len(requests)):
+            samples = [parse_ratings(t) for t in texts[i * o.samples:(i + 1) * o.samples]]
+            scores = vote(samples, num_ratings, o.count_rule)
+            kept = 0 if scores is None else sum(len(s) == num_ratings for s in samples)
+            out.append(JointRating(scores=scores, samples=samples, dropped=len(samples) - kept))
+        return out
 
     def _generated(self, items) -> list[Rating]:
         o = self.options
         prompts, ids = [], []
         for rubric, question, answer in items:
-            prompt = judge_prompt(rubric, question, answer, scale=o.scale, mode="generate")
+            prompt = judge_prompt(rubric, question, answer, scale=o.scale, mode="generate", options=o)
             for sample in range(o.samples):
                 prompts.append(prompt)
                 ids.append(item_id(rubric, question, answer, sample))
@@ -185,7 +284,8 @@ class Judge:
         values = np.arange(self.options.scale[0], self.options.scale[1] + 1)
         prompts, replies = [], []
         for rubric, question, answer in items:
-            prompt = judge_prompt(rubric, question, answer, scale=self.options.scale, mode="expected")
+            prompt = judge_prompt(rubric, question, answer, scale=self.options.scale, mode="expected",
+                                  options=self.options)
             prompts += [prompt] * len(values)
             replies += [f"Rating: [[{v}]]" for v in values]
         scores = self.engine.score(prompts, replies)

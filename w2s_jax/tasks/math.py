@@ -16,6 +16,15 @@ differs (fields, instruction, extraction).
 Both score ``{"accuracy": 0 or 1}`` per item (None for a test row without a gold answer) and
 ``"_unparsed"``: 1 when the response states no answer at all (a diagnostic: format failures).
 The training target of an example is its gold solution as written.
+
+``metric = "judge"`` scores instead as Somerstep et al. (ICLR 2025) did: a judge model reads the
+question, the true solution and the response (``judge_system``, ``judge_user``; default: the paper's
+prompts, ``reasoning_functions.py`` of UMich-FATML/w2s-refinement) and rates 1 only if both the
+answer and the reasoning are right, else 0, sampled ``judge.samples`` times at
+``judge.temperature`` and voted as in ``judge.mode = "joint"``
+(:func:`~w2s_jax.tasks.judge.vote`): ``accuracy`` is the mean of the kept votes, None when the vote
+fails; ``_malformed`` counts the dropped samples. ``weak_template`` (``{question}``) is the weak
+model's prompt (None: the student's).
 """
 
 from __future__ import annotations
@@ -26,10 +35,24 @@ from w2s_jax.inference.engine import Prompt
 from w2s_jax.tasks.answers import extract_expression, extract_number, gold_number, last_boxed, math_equal
 from w2s_jax.tasks.base import DataError, Example, Task, register
 from w2s_jax.tasks.fields import check_name, optional_text_field, text_field
+from w2s_jax.tasks.judged import check_template
 
 GSM8K_INSTRUCTION = ("Solve the problem step by step. On the last line write the final answer as "
                      "#### <number>.")
 MATH_INSTRUCTION = "Solve the problem step by step. Put the final answer in \\boxed{}."
+METRICS = ("exact", "judge")
+# The math judge of Somerstep et al. (ICLR 2025): GetEvalSystemPrompt and GetEvalUserPrompt in
+# reasoning_functions.py of UMich-FATML/w2s-refinement (the leading space is theirs).
+PAPER_JUDGE = (
+    " You will be given a mathematical question, a true answer to the question, and a response to the "
+    "question by an AI assistant. Please act as an impartial grader and evaluate the quality of the "
+    "response provided by the AI assistant. Your evaluation should consider two primary factors. The "
+    "first is correctness, the AI response should match the true answer provided. The second is "
+    "reasoning, the reasoning provided by the AI assistant should match the true answer provided.  If "
+    "both the answer and reasoning are correct, please provide a score of 1, if either are incorrect "
+    "please provide a score of 0. For each please strictly following this format: \"[[rating]]\", for "
+    "example: \"Score: [[1]]\". Please do not include anything in your response except the score.")
+PAPER_JUDGE_USER = "Question: {question} \n\n True Answer: {reference} \n\n AI Answer: {answer}"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -37,12 +60,23 @@ class MathOptions:
     question_field: str = "question"  # the row field holding the problem
     answer_field: str = "answer"  # the gold solution ending in "#### <number>" (may be absent: unlabelled)
     instruction: str = GSM8K_INSTRUCTION  # appended to the question on its own line ("" for none)
+    weak_template: str | None = None  # the weak model's prompt, {question} (None: the student's prompt)
+    metric: str = "exact"  # "exact": the final answer; "judge": a judge rates answer and reasoning 1/0
+    judge_system: str | None = PAPER_JUDGE  # metric = "judge": the judge's system message
+    judge_user: str = PAPER_JUDGE_USER  # metric = "judge": {question}, {reference} (the gold solution), {answer}
 
     def __post_init__(self):
         check_name(self.question_field, "task.question_field")
         check_name(self.answer_field, "task.answer_field")
         if not isinstance(self.instruction, str):
             raise ValueError(f"task.instruction must be a string, got {self.instruction!r}")
+        if self.weak_template is not None:
+            check_template(self.weak_template, "task.weak_template", question="")
+        if self.metric not in METRICS:
+            raise ValueError(f"task.metric must be one of {METRICS}, got {self.metric!r}")
+        if self.judge_system is not None:
+            check_template(self.judge_system, "task.judge_system")
+        check_template(self.judge_user, "task.judge_user", question="", reference="", answer="")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -54,6 +88,10 @@ class MathBoxedOptions(MathOptions):
 
 class _FinalAnswerTask(Task):
     """Shared by both: a question, an instruction, a gold solution and exact-match scoring."""
+
+    def __init__(self, options=None):
+        super().__init__(options)
+        self.needs_judge = self.options.metric == "judge"
 
     def example(self, row, index, source):
         o = self.options
@@ -68,9 +106,23 @@ class _FinalAnswerTask(Task):
         instruction = self.options.instruction.strip()
         return Prompt(user=f"{example.question}\n{instruction}" if instruction else example.question)
 
+    def weak_prompt(self, example):
+        template = self.options.weak_template
+        return self.prompt(example) if template is None else Prompt(user=template.format(question=example.question))
+
+    def judge_request(self, example: Example, answer: str, remove: str = "") -> Prompt:
+        """The judged metric's request: the question, the true solution and the response (``remove``
+        deleted from it, then stripped, as the paper's ``GetEvalUserPrompt`` does)."""
+        shown = answer.replace(remove, "").strip() if remove else answer.strip()
+        o = self.options
+        return Prompt(system=o.judge_system or None,
+                      user=o.judge_user.format(question=example.question, reference=example.answer, answer=shown))
+
     def metric(self, examples, predictions, *, judge=None):
         if len(examples) != len(predictions):
             raise ValueError(f"{len(examples)} examples but {len(predictions)} predictions")
+        if self.options.metric == "judge":
+            return self._judged(examples, predictions, judge)
         out = []
         for example, prediction in zip(examples, predictions):
             if example.answer is None:
@@ -80,8 +132,19 @@ class _FinalAnswerTask(Task):
             out.append({"accuracy": float(correct), "_unparsed": int(not parsed)})
         return out
 
+    def _judged(self, examples, predictions, judge):
+        if judge is None:
+            raise ValueError(f"task {self.name!r} with metric = 'judge' needs a judge model: set models.judge")
+        scored = [i for i, e in enumerate(examples) if e.answer is not None]
+        remove = judge.options.remove_from_answer
+        ratings = judge.rate_joint([self.judge_request(examples[i], predictions[i], remove) for i in scored], 1)
+        out = [{"accuracy": None, "_malformed": 0} for _ in examples]
+        for i, rating in zip(scored, ratings):
+            out[i] = {"accuracy": None if rating.scores is None else rating.scores[0], "_malformed": rating.dropped}
+        return out
+
     def metric_names(self):
-        return ("accuracy", "_unparsed")
+        return ("accuracy", "_malformed") if self.options.metric == "judge" else ("accuracy", "_unparsed")
 
     def gold(self, answer: str, error=None):
         """The gold final answer of a solution; ``error(why)`` builds the exception when absent."""
