@@ -23,15 +23,15 @@ from flax import nnx
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from w2s_jax.models.layer_weights import check_stacked
 from w2s_jax.parallel import ShardingRules, shard_batch, shard_model
 from w2s_jax.train.checkpoint import Checkpointer
+from w2s_jax.train.compute import check_params, platform_of, store_frozen_in
 from w2s_jax.train.config import TrainConfig
 from w2s_jax.train.data import SFTDataset
 from w2s_jax.train.lora import LoRAWeight, apply_lora
 from w2s_jax.train.losses import CrossEntropyToTokens, LossFn
 from w2s_jax.train.run_identity import claim_directory, run_identity
-from w2s_jax.train.step import make_eval_step, make_optimizer, make_train_step
+from w2s_jax.train.step import make_eval_step, make_optimizer, make_train_step, trainable_filter
 
 Callback = Callable[[int, dict[str, float]], None]
 
@@ -94,8 +94,13 @@ def train(
     """Fine-tune `model` in place for `config.total_steps` optimizer steps.
 
     Arguments:
-      model: a `Transformer` (or any module with its call signature), float32 master weights.
-        With `config.lora_rank` set, LoRA is added to `config.lora_targets` first (in place).
+      model: a `Transformer` (or any module with its call signature); the weights it trains are
+        float32 masters. With `config.lora_rank` set, LoRA is added to `config.lora_targets` first
+        (in place, the adapters float32), and with a 16-bit `config.compute_dtype` the frozen base
+        is converted to it in place before the first step (load it in that dtype to skip its
+        float32 copy). The model keeps its own activation dtype; only the steps compute in
+        `config.compute_dtype`. Each step donates the arrays it updates and puts the new ones in
+        the model and optimizer: hold no references to the old ones.
       loss_fn: the objective (default `CrossEntropyToTokens()`); see `losses.py`.
       checkpoint_dir: where to checkpoint. If it already holds checkpoints of the same run (same
         initial weights, model config, data, config, loss and `identity`) the run resumes from the
@@ -113,7 +118,7 @@ def train(
     field that differs when `checkpoint_dir` holds checkpoints of another run, or checkpoints
     without a record of their run (written by an older version).
     """
-    check_stacked(model, what="training")
+    check_params(model, what="training")
     loss_fn = CrossEntropyToTokens() if loss_fn is None else loss_fn
     checkpointer = None
     if checkpoint_dir is not None:
@@ -137,6 +142,7 @@ def train(
             targets=config.lora_targets,
             key=lora_key,
         )
+    store_frozen_in(model, trainable_filter(config), config.compute_dtype)
     shard_model(model, mesh, rules)
     optimizer = make_optimizer(model, config)
     shard_model(optimizer, mesh, rules)
@@ -148,7 +154,7 @@ def train(
             print(_resume_line(checkpointer.directory, step, config.total_steps), file=sys.stderr,
                   flush=True)
 
-    train_step = make_train_step(loss_fn, config, mesh=mesh, rules=rules)
+    train_step = make_train_step(loss_fn, config, mesh=mesh, rules=rules, platform=platform_of(model, mesh))
     eval_step = make_eval_step(loss_fn, config)
     result = TrainResult(step=step, train_losses={}, eval_losses={}, optimizer=optimizer)
 
