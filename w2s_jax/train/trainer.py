@@ -1,8 +1,9 @@
 """The fine-tuning loop: shard, (resume), step, evaluate, checkpoint, stop on a non-finite loss.
 
 A run is a pure function of (model init, data, config): batch i is fixed by the data seed, the
-step is deterministic, and a checkpoint holds everything else (model, optimizer, data position,
-PRNG key, step). So a run killed after step k and restarted with the same arguments resumes from
+step is deterministic, and a checkpoint holds everything else (the trained weights, optimizer,
+data position, PRNG key, step; the frozen weights are those of the model passed in, which the
+run's identity fingerprints). So a run killed after step k and restarted with the same arguments resumes from
 its last checkpoint and ends with the same parameters as an uninterrupted run. The checkpoint
 directory records which run it belongs to (`run_identity.py`); restarting with another model,
 data, config or loss raises `CheckpointMismatchError` instead of restoring the other run.
