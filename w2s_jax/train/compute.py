@@ -54,7 +54,8 @@ def store_frozen_in(model: nnx.Module, trainable, dtype) -> int:
 
 def computing_in(model: nnx.Module, dtype, remat: str | None) -> nnx.Module:
     """Set the activation dtype of `model` and of every submodule that has one, and the model's
-    `remat` policy (None: none); returns `model`. For a module merged inside a step.
+    `remat` policy (None: leave the model's own, `Transformer`'s default being none); returns
+    `model`. For a module merged inside a step.
 
     Raises ValueError when `remat` is set and the model has no `remat` attribute to take it.
     """

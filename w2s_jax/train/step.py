@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import types
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
