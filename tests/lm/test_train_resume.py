@@ -201,3 +201,44 @@ def test_dataset_fingerprint_covers_rows_and_settings():
     ]
     fingerprints = [d.fingerprint() for d in variants]
     assert len(set(fingerprints + [base])) == len(variants) + 1
+
+
+def _directory_bytes(path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def test_lora_checkpoints_hold_the_adapters_alone_and_resume_onto_a_fresh_base(checkpoints, run_a, tmp_path):
+    import orbax.checkpoint as ocp
+
+    lora = dataclasses.replace(CFG, lora_rank=4, lora_alpha=8.0, compute_dtype="bfloat16")
+    data = _data()
+    reference_model, _ = load_pretrained(checkpoints[0])
+    train(reference_model, data, config=lora, show_progress=False)
+
+    def kill_after_step_3(step, metrics):
+        if step == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        model, _ = load_pretrained(checkpoints[0])
+        train(model, data, config=lora, checkpoint_dir=tmp_path, callbacks=[kill_after_step_3],
+              show_progress=False)
+    assert Checkpointer(tmp_path).all_steps() == [2]
+    saved = Checkpointer(tmp_path).manager.restore(2, args=ocp.args.Composite(arrays=ocp.args.StandardRestore()))
+    model_arrays = jax.tree_util.tree_flatten_with_path(saved["arrays"]["model"])[0]
+    names = {str(path[-1].key) for path, _ in model_arrays}
+    assert names == {"lora_a", "lora_b"}, names  # q_proj and v_proj adapters, no base weight
+    assert len(model_arrays) == 4
+    # the same model's full fine-tuning checkpoint holds the base (weights and two moments)
+    full_bytes = _directory_bytes(run_a / str(Checkpointer(run_a).latest_step()))
+    assert _directory_bytes(tmp_path / "2") < full_bytes / 4
+
+    resumed_model, _ = load_pretrained(checkpoints[0])  # a new process reloads the float32 base
+    resumed = train(resumed_model, data, config=lora, checkpoint_dir=tmp_path, show_progress=False)
+    assert sorted(resumed.train_losses) == [3, 4, 5, 6]
+    expected = _params(reference_model)
+    got = _params(resumed_model)
+    assert set(got) == set(expected)
+    assert {v.dtype for v in got.values()} == {np.dtype("float32"), np.dtype(jax.numpy.bfloat16)}  # adapters, base
+    for path, value in got.items():
+        np.testing.assert_array_equal(value, expected[path], err_msg=str(path))

@@ -32,6 +32,7 @@ from w2s_jax.models.layers import (
     init_param,
     softcap,
 )
+from w2s_jax.models.matmul import WEIGHT_PRODUCT
 from w2s_jax.models.rope import rope_cos_sin
 
 
@@ -157,7 +158,8 @@ def embedding_rows(table_VxD: jax.Array, tokens_BxT: jax.Array) -> jax.Array:
 
 REMAT_POLICIES = {
     "full": None,  # keep nothing inside a layer: recompute its whole forward pass
-    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep matmul outputs
+    "dots": jax.checkpoint_policies.save_from_both_policies(  # keep matmul outputs (a 16-bit one is named)
+        jax.checkpoint_policies.dots_with_no_batch_dims_saveable, jax.checkpoint_policies.save_only_these_names(WEIGHT_PRODUCT)),
 }
 
 

@@ -24,6 +24,8 @@ from w2s_jax.train.losses import (
 )
 from w2s_jax.train.run_identity import CheckpointMismatchError, weights_fingerprint
 from w2s_jax.train.step import (
+    EvalStep,
+    TrainStep,
     accumulated_loss_and_grads,
     learning_rate_schedule,
     make_eval_step,
@@ -38,6 +40,7 @@ __all__ = [
     "CheckpointMismatchError",
     "Checkpointer",
     "CrossEntropyToTokens",
+    "EvalStep",
     "KLToTeacher",
     "LoRAWeight",
     "LossFn",
@@ -45,6 +48,7 @@ __all__ = [
     "SFTDataset",
     "TrainConfig",
     "TrainResult",
+    "TrainStep",
     "accumulated_loss_and_grads",
     "apply_lora",
     "evaluate",

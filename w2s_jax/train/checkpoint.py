@@ -1,4 +1,11 @@
-"""Atomic checkpoints of a run with orbax: model, optimizer state, data position, PRNG key, step.
+"""Atomic checkpoints of a run with orbax: trained weights, optimizer state, data position, PRNG
+key, step.
+
+A checkpoint holds the model's weights that the optimizer updates (`optimizer.wrt`: every
+parameter for full fine-tuning, the adapters alone for LoRA), not the frozen ones: those are
+restored by loading the base model again, and the run's identity (`run_identity.py`: a fingerprint
+of the base weights) is what makes `train` refuse to resume onto another base. A LoRA checkpoint
+of a 7B model is then megabytes, not the base's 15-30 GB again.
 
 Orbax writes each step into a temporary directory and renames it when complete, so a run killed
 mid-save leaves the previous checkpoint intact. Arrays are restored with the shardings of the
@@ -12,13 +19,15 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 from flax import nnx
+from flax.nnx import filterlib
 
 
-def _variables(node) -> dict[tuple[str, ...], nnx.Variable]:
+def _variables(node, wrt=...) -> dict[tuple[str, ...], nnx.Variable]:
+    selected = filterlib.to_predicate(wrt)
     return {
         tuple(str(p) for p in path): v
         for path, v in nnx.iter_graph(node)
-        if isinstance(v, nnx.Variable) and isinstance(v.get_value(), jax.Array)
+        if isinstance(v, nnx.Variable) and isinstance(v.get_value(), jax.Array) and selected(path, v)
     }
 
 
@@ -61,9 +70,10 @@ class Checkpointer:
         return list(self.manager.all_steps())
 
     def save(self, step: int, *, model, optimizer, data_position: int, key: jax.Array) -> None:
-        """Write one checkpoint and wait until it is on disk."""
+        """Write one checkpoint (the weights `optimizer` trains, not the frozen ones) and wait
+        until it is on disk."""
         arrays = {
-            "model": _nest({p: v.get_value() for p, v in _variables(model).items()}),
+            "model": _nest({p: v.get_value() for p, v in _variables(model, optimizer.wrt).items()}),
             "optimizer": _nest({p: v.get_value() for p, v in _variables(optimizer).items()}),
             "key": jax.random.key_data(key),
         }
@@ -77,14 +87,15 @@ class Checkpointer:
         self.manager.wait_until_finished()
 
     def restore(self, *, model, optimizer, step: int | None = None) -> tuple[int, int, jax.Array]:
-        """Load a checkpoint (default: the latest) into `model` and `optimizer` in place.
+        """Load a checkpoint (default: the latest) into `model`'s trained weights and `optimizer`
+        in place; `model`'s frozen weights are left as they are (the caller loaded the base).
 
         Returns (step, data_position, key).
         """
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        live = {"model": _variables(model), "optimizer": _variables(optimizer)}
+        live = {"model": _variables(model, optimizer.wrt), "optimizer": _variables(optimizer)}
 
         def abstract(v: nnx.Variable):
             x = v.get_value()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
+REMAT_CHOICES = ("auto", "none", "full", "dots")  # "full", "dots": `Transformer` remat policies
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -22,7 +23,8 @@ class TrainConfig:
     batch_size: int = 8  # rows per optimizer step (all micro-batches together)
     grad_accum_steps: int = 1  # micro-batches per optimizer step; divides batch_size
     max_len: int = 512  # tokens per row after left-padding (prompt truncated on the left)
-    compute_dtype: str = "float32"  # "float32" or "bfloat16"; master weights stay float32
+    compute_dtype: str = "float32"  # "float32" or "bfloat16"; trained weights stay float32
+    remat: str = "auto"  # recompute layers in the backward pass: "full", "dots", "none"; "auto": "full" off CPU
     eval_every: int = 0  # evaluate every this many steps (0 = only at the end)
     checkpoint_every: int = 0  # checkpoint every this many steps (0 = only at the end)
     max_checkpoints: int = 2  # checkpoints kept on disk
@@ -67,6 +69,8 @@ class TrainConfig:
                 f"TrainConfig.compute_dtype must be one of {COMPUTE_DTYPES}, "
                 f"got {self.compute_dtype!r}"
             )
+        if self.remat not in REMAT_CHOICES:
+            raise ValueError(f"TrainConfig.remat must be one of {REMAT_CHOICES}, got {self.remat!r}")
         if self.lora_rank is not None:
             positive("lora_rank")
             if not self.lora_targets:
@@ -83,6 +87,16 @@ class TrainConfig:
             max_len=16,
             grad_clip_norm=1.0,
         )
+
+    def remat_policy(self, platform: str) -> str | None:
+        """The `Transformer` remat policy for a step that runs on `platform` ("cpu", "gpu", "tpu"...).
+
+        "auto" recomputes each layer ("full") on accelerators, whose memory holds the activations
+        of every layer otherwise, and nothing on the CPU, whose memory is the host's.
+        """
+        if self.remat == "auto":
+            return None if platform == "cpu" else "full"
+        return None if self.remat == "none" else self.remat
 
     @property
     def lora_scale(self) -> float:

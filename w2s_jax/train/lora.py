@@ -4,6 +4,7 @@ The model reads each projection weight as `self.q_proj[...]`. `apply_lora` repla
 `nnx.Param` with a `LoRAWeight` module whose `[...]` is W + (alpha / r) * A @ B (reshaped to W's
 shape), with A (in x r) Gaussian and B (r x out) zero, so the adapted model starts equal to the
 base. Only A and B are `nnx.LoRAParam`, so an optimizer with `wrt=nnx.LoRAParam` trains only them.
+A and B are float32 whatever the base's dtype: they are the optimizer's master weights.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from w2s_jax.models.layer_weights import check_stacked
+from w2s_jax.train.compute import check_params
 
 
 def _num_input_axes(logical_axes: Sequence[str | None], ndim: int) -> int:
@@ -42,19 +43,23 @@ class LoRAWeight(nnx.Module):
         layer_axes = ("layers",) * len(stack)
         a_axes = (*layer_axes, logical_axes[0] if self.num_in == 1 else None, "lora_rank")
         b_axes = (*layer_axes, "lora_rank", logical_axes[-1] if len(shape) - self.num_in == 1 else None)
-        a = jax.random.normal(key, (*stack, fan_in, rank), value.dtype) / math.sqrt(fan_in)
+        a = jax.random.normal(key, (*stack, fan_in, rank), jnp.float32) / math.sqrt(fan_in)
         self.lora_a = nnx.LoRAParam(a, logical_axes=a_axes)
-        self.lora_b = nnx.LoRAParam(jnp.zeros((*stack, rank, fan_out), value.dtype), logical_axes=b_axes)
+        self.lora_b = nnx.LoRAParam(jnp.zeros((*stack, rank, fan_out), jnp.float32), logical_axes=b_axes)
 
     def delta(self) -> jax.Array:
-        """(alpha / r) * A @ B in the base weight's shape (per layer for a stacked weight: inside
-        the layer scan the arrays are one layer's slices, outside A @ B is a batched matmul)."""
-        w = self.base[...]
+        """(alpha / r) * A @ B in the base weight's shape and the adapters' dtype (per layer for a
+        stacked weight: inside the layer scan the arrays are one layer's slices, outside A @ B is
+        a batched matmul)."""
         ab = self.lora_a[...] @ self.lora_b[...]
-        return (self.scale * ab).reshape(w.shape).astype(w.dtype)
+        return (self.scale * ab).reshape(self.base[...].shape)
 
     def __getitem__(self, index):
-        return (self.base[...] + self.delta())[index]
+        """W + delta in the wider of the two dtypes (a float32 step reads a bfloat16 base
+        widened, a bfloat16 step reads its bfloat16 base and bfloat16-cast adapters)."""
+        w, delta = self.base[...], self.delta()
+        dtype = jnp.promote_types(w.dtype, delta.dtype)
+        return (w.astype(dtype) + delta.astype(dtype))[index]
 
 
 def _owners(model: nnx.Module, targets: Sequence[str], kind) -> list[tuple[nnx.Module, str]]:
@@ -74,7 +79,7 @@ def apply_lora(
 
     Raises ValueError when no attribute of the model matches `targets`.
     """
-    check_stacked(model, what="LoRA")
+    check_params(model, what="LoRA")
     owners = _owners(model, targets, nnx.Param)
     if not owners:
         raise ValueError(f"no nnx.Param attribute named any of {tuple(targets)} in the model")
@@ -92,7 +97,8 @@ def merge_lora(model: nnx.Module) -> nnx.Module:
     """Fold every LoRAWeight into a plain Param W + (alpha / r) A B (in place); returns `model`."""
     for module, name in _owners(model, _all_attr_names(model), LoRAWeight):
         wrapped = getattr(module, name)
-        merged = wrapped.base.get_value() + wrapped.delta()
+        base = wrapped.base.get_value()
+        merged = (base + wrapped.delta()).astype(base.dtype)
         setattr(module, name, nnx.Param(merged, **_user_metadata(wrapped.base)))
     return model
 

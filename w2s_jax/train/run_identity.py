@@ -35,7 +35,7 @@ from jax.sharding import PartitionSpec as P
 from w2s_jax.atomic_write import atomic_write_text
 
 IDENTITY_FILE = "run_identity.json"
-FORMAT = "w2s_jax.run_identity/1"
+FORMAT = "w2s_jax.run_identity/2"  # 2: checkpoints hold the trained weights only
 SAMPLES = 4096  # elements sampled per parameter: ~16 KiB of float32 each, exact bits
 
 

@@ -1,19 +1,24 @@
 """The optimizer and the jitted train / eval steps (one compile each per run).
 
-Mixed precision: the trainable and frozen weights stay float32 (the optimizer's master copy); the
-step casts them to `TrainConfig.compute_dtype` before the forward pass, so gradients flow back to
-the float32 masters through the cast. Build the model with the same `dtype=` so its activations
-use that dtype too. Gradient accumulation: the batch is split into `grad_accum_steps` equal
-micro-batches, scanned, and their losses and gradients averaged with weights proportional to the
-number of positions each micro-batch scores, before ONE optimizer update: exactly the big batch's
-token-mean loss and gradient, however the scored tokens fall across micro-batches.
+Mixed precision: the trained weights stay float32 (the optimizer's master copy); the step casts
+them to `TrainConfig.compute_dtype` and computes in it (`compute.py`), so gradients flow back to
+the float32 masters through the cast. Gradient accumulation: the batch is split into
+`grad_accum_steps` equal micro-batches, scanned, and their losses and gradients averaged with
+weights proportional to the number of positions each micro-batch scores, before ONE optimizer
+update: exactly the big batch's token-mean loss and gradient, however the scored tokens fall
+across micro-batches.
+
+Memory: the jitted train step is a function of the trained weights, the optimizer state, the
+frozen weights and the batch that returns only the new trained weights, optimizer state and two
+scalars, and it donates the first two, so they are updated in place: the step holds no second
+copy of the model, and its outputs are as large as what it trains. The eval step returns the
+loss and the number of positions it scored.
 """
 
 from __future__ import annotations
 
 import functools
 import types
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +27,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from w2s_jax.parallel import ShardingRules, constrain_model
+from w2s_jax.train.compute import computing_in
 from w2s_jax.train.config import TrainConfig
 from w2s_jax.train.losses import LossFn, loss_from_hidden, num_scored
 
@@ -84,10 +90,11 @@ def _cast_floats(tree, dtype):
     )
 
 
-def _forward_loss(graphdef, trainable, frozen, batch, loss_fn: LossFn, compute_dtype):
+def _forward_loss(graphdef, trainable, frozen, batch, loss_fn: LossFn, compute_dtype, remat=None):
     model = nnx.merge(
         graphdef, _cast_floats(trainable, compute_dtype), _cast_floats(frozen, compute_dtype)
     )
+    computing_in(model, compute_dtype, remat)
     h_BxTxD, _ = model.hidden(
         batch["tokens_BxT"], positions_BxT=batch["positions_BxT"], valid_BxT=batch["valid_BxT"]
     )
@@ -96,7 +103,7 @@ def _forward_loss(graphdef, trainable, frozen, batch, loss_fn: LossFn, compute_d
 
 
 def accumulated_loss_and_grads(
-    graphdef, trainable, frozen, batch, *, loss_fn: LossFn, accum: int, compute_dtype
+    graphdef, trainable, frozen, batch, *, loss_fn: LossFn, accum: int, compute_dtype, remat=None
 ):
     """Token-weighted mean loss and gradient w.r.t. `trainable` over `accum` micro-batches of `batch`.
 
@@ -104,14 +111,15 @@ def accumulated_loss_and_grads(
     the result equals the loss and gradient of the whole batch at once.
 
     `graphdef, trainable, frozen` come from `nnx.split(model, wrt, ...)`. The micro-batches are
-    scanned, so memory holds one micro-batch's activations at a time.
+    scanned, so memory holds one micro-batch's activations at a time. The model computes in
+    `compute_dtype` with the `remat` policy (`compute.computing_in`).
     """
     if next(iter(batch.values())).shape[0] % accum != 0:
         raise ValueError(f"batch of {next(iter(batch.values())).shape[0]} rows is not divisible "
                          f"into grad_accum_steps={accum} micro-batches")
 
     def micro_loss(trainable, micro):
-        return _forward_loss(graphdef, trainable, frozen, micro, loss_fn, compute_dtype)
+        return _forward_loss(graphdef, trainable, frozen, micro, loss_fn, compute_dtype, remat)
 
     micro_batches = jax.tree.map(lambda x: x.reshape(accum, x.shape[0] // accum, *x.shape[1:]), batch)
 
@@ -127,62 +135,109 @@ def accumulated_loss_and_grads(
     return loss_sum / n_sum, jax.tree.map(lambda g: g / n_sum, grad_sum)
 
 
+class TrainStep:
+    """`step(model, optimizer, batch) -> {"loss", "grad_norm"}`, updating both in place.
+
+    `step.jitted(graphdef, trainable, frozen, opt_graphdef, opt_state, batch)` is the compiled
+    program: it returns `(trainable, opt_state, metrics)` and donates `trainable` and
+    `opt_state`, so the arrays the model and optimizer held before a step are deleted by it (the
+    call puts the new ones in their place). `step.arguments(model, optimizer, batch)` are its
+    arguments for the live model, e.g. to lower it: `step.jitted.trace(*args).lower()`.
+    """
+
+    def __init__(self, loss_fn: LossFn, accum: int, compute_dtype: str, remat: str | None,
+                 mesh: Mesh | None, rules: ShardingRules | None):
+        dtype = jnp.dtype(compute_dtype)
+
+        def train_step(graphdef, trainable, frozen, opt_graphdef, opt_state, batch):
+            loss, grads = accumulated_loss_and_grads(
+                graphdef, trainable, frozen, batch, loss_fn=loss_fn, accum=accum,
+                compute_dtype=dtype, remat=remat,
+            )
+            model = nnx.merge(graphdef, trainable, frozen)
+            optimizer = nnx.merge(opt_graphdef, opt_state)
+            optimizer.update(model, grads)
+            constrain_model(model, mesh, rules)
+            constrain_model(optimizer, mesh, rules)
+            metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+            return nnx.state(model, optimizer.wrt), nnx.state(optimizer), metrics
+
+        self.jitted = jax.jit(train_step, static_argnums=(0, 3), donate_argnums=(1, 4))
+
+    @staticmethod
+    def arguments(model: nnx.Module, optimizer: nnx.Optimizer, batch) -> tuple:
+        """The jitted step's arguments for `model`, `optimizer` and `batch`."""
+        graphdef, trainable, frozen = nnx.split(model, optimizer.wrt, ...)
+        opt_graphdef, opt_state = nnx.split(optimizer)
+        return graphdef, trainable, frozen, opt_graphdef, opt_state, batch
+
+    def __call__(self, model: nnx.Module, optimizer: nnx.Optimizer, batch) -> dict[str, jax.Array]:
+        trainable, opt_state, metrics = self.jitted(*self.arguments(model, optimizer, batch))
+        nnx.update(model, trainable)
+        nnx.update(optimizer, opt_state)
+        return metrics
+
+
 def make_train_step(
     loss_fn: LossFn,
     config: TrainConfig,
     *,
     mesh: Mesh | None = None,
     rules: ShardingRules | None = None,
-) -> Callable:
-    """`step(model, optimizer, batch) -> {"loss", "grad_norm"}`, updating both in place (jitted).
+    platform: str | None = None,
+) -> TrainStep:
+    """The `TrainStep` of `config` (see its docstring): jitted, donating, updating in place.
 
     With `mesh`, the updated parameters and optimizer state are pinned to the `rules` shardings.
-    The step is cached per (loss_fn, grad_accum_steps, compute_dtype, mesh, rules), so runs with
-    the same settings (e.g. a resumed run) share one compilation.
+    `platform` ("cpu", "gpu", "tpu", ...; default: the mesh's, else JAX's default backend)
+    resolves `config.remat`. The step is cached per (loss_fn, grad_accum_steps, compute_dtype,
+    remat policy, mesh, rules), so runs with the same settings (e.g. a resumed run) share one
+    compilation.
     """
-    return _maybe_cached(_train_step, loss_fn, config.grad_accum_steps, config.compute_dtype, mesh, rules)
+    if platform is None:
+        platform = mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
+    return _maybe_cached(TrainStep, loss_fn, config.grad_accum_steps, config.compute_dtype,
+                         config.remat_policy(platform), mesh, rules)
 
 
 def _maybe_cached(builder, *args):
     try:
         hash(args)
     except TypeError:  # e.g. an unhashable loss object: build a fresh step
-        return builder.__wrapped__(*args)
+        return builder(*args)
+    return _cached(builder, *args)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached(builder, *args):
     return builder(*args)
 
 
-@functools.lru_cache(maxsize=16)
-def _train_step(loss_fn, accum: int, compute_dtype_name: str, mesh, rules) -> Callable:
-    compute_dtype = jnp.dtype(compute_dtype_name)
+class EvalStep:
+    """`step(model, batch) -> (loss, number of scored positions)`, no update.
 
-    @nnx.jit
-    def train_step(model, optimizer, batch):
-        graphdef, trainable, frozen = nnx.split(model, optimizer.wrt, ...)
-        loss, grads = accumulated_loss_and_grads(
-            graphdef, trainable, frozen, batch, loss_fn=loss_fn, accum=accum,
-            compute_dtype=compute_dtype,
-        )
-        optimizer.update(model, grads)
-        constrain_model(model, mesh, rules)
-        constrain_model(optimizer, mesh, rules)
-        return {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+    `step.jitted(graphdef, params, rest, batch)` is the compiled program; it returns the two
+    scalars and nothing else (`step.arguments(model, batch)` are its arguments).
+    """
 
-    return train_step
+    def __init__(self, loss_fn: LossFn, compute_dtype: str):
+        dtype = jnp.dtype(compute_dtype)
+
+        def eval_step(graphdef, params, rest, batch):
+            loss = _forward_loss(graphdef, params, rest, batch, loss_fn, dtype)
+            return loss, num_scored(batch)
+
+        self.jitted = jax.jit(eval_step, static_argnums=0)
+
+    @staticmethod
+    def arguments(model: nnx.Module, batch) -> tuple:
+        """The jitted step's arguments for `model` and `batch`."""
+        return (*nnx.split(model, nnx.Param, ...), batch)
+
+    def __call__(self, model: nnx.Module, batch) -> tuple[jax.Array, jax.Array]:
+        return self.jitted(*self.arguments(model, batch))
 
 
-def make_eval_step(loss_fn: LossFn, config: TrainConfig) -> Callable:
-    """`step(model, batch) -> (loss, number of scored positions)` (jitted, no update; cached)."""
-    return _maybe_cached(_eval_step, loss_fn, config.compute_dtype)
-
-
-@functools.lru_cache(maxsize=16)
-def _eval_step(loss_fn, compute_dtype_name: str) -> Callable:
-    compute_dtype = jnp.dtype(compute_dtype_name)
-
-    @nnx.jit
-    def eval_step(model, batch):
-        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-        loss = _forward_loss(graphdef, params, rest, batch, loss_fn, compute_dtype)
-        return loss, num_scored(batch)
-
-    return eval_step
+def make_eval_step(loss_fn: LossFn, config: TrainConfig) -> EvalStep:
+    """The `EvalStep` of `config` (jitted, no update; cached like `make_train_step`)."""
+    return _maybe_cached(EvalStep, loss_fn, config.compute_dtype)

@@ -1,8 +1,9 @@
 """The fine-tuning loop: shard, (resume), step, evaluate, checkpoint, stop on a non-finite loss.
 
 A run is a pure function of (model init, data, config): batch i is fixed by the data seed, the
-step is deterministic, and a checkpoint holds everything else (model, optimizer, data position,
-PRNG key, step). So a run killed after step k and restarted with the same arguments resumes from
+step is deterministic, and a checkpoint holds everything else (the trained weights, optimizer,
+data position, PRNG key, step; the frozen weights are those of the model passed in, which the
+run's identity fingerprints). So a run killed after step k and restarted with the same arguments resumes from
 its last checkpoint and ends with the same parameters as an uninterrupted run. The checkpoint
 directory records which run it belongs to (`run_identity.py`); restarting with another model,
 data, config or loss raises `CheckpointMismatchError` instead of restoring the other run.
@@ -23,15 +24,15 @@ from flax import nnx
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from w2s_jax.models.layer_weights import check_stacked
 from w2s_jax.parallel import ShardingRules, shard_batch, shard_model
 from w2s_jax.train.checkpoint import Checkpointer
+from w2s_jax.train.compute import check_params, platform_of, store_frozen_in
 from w2s_jax.train.config import TrainConfig
 from w2s_jax.train.data import SFTDataset
 from w2s_jax.train.lora import LoRAWeight, apply_lora
 from w2s_jax.train.losses import CrossEntropyToTokens, LossFn
 from w2s_jax.train.run_identity import claim_directory, run_identity
-from w2s_jax.train.step import make_eval_step, make_optimizer, make_train_step
+from w2s_jax.train.step import make_eval_step, make_optimizer, make_train_step, trainable_filter
 
 Callback = Callable[[int, dict[str, float]], None]
 
@@ -94,8 +95,13 @@ def train(
     """Fine-tune `model` in place for `config.total_steps` optimizer steps.
 
     Arguments:
-      model: a `Transformer` (or any module with its call signature), float32 master weights.
-        With `config.lora_rank` set, LoRA is added to `config.lora_targets` first (in place).
+      model: a `Transformer` (or any module with its call signature); the weights it trains are
+        float32 masters. With `config.lora_rank` set, LoRA is added to `config.lora_targets` first
+        (in place, the adapters float32), and with a 16-bit `config.compute_dtype` the frozen base
+        is converted to it in place before the first step (load it in that dtype to skip its
+        float32 copy). The model keeps its own activation dtype; only the steps compute in
+        `config.compute_dtype`. Each step donates the arrays it updates and puts the new ones in
+        the model and optimizer: hold no references to the old ones.
       loss_fn: the objective (default `CrossEntropyToTokens()`); see `losses.py`.
       checkpoint_dir: where to checkpoint. If it already holds checkpoints of the same run (same
         initial weights, model config, data, config, loss and `identity`) the run resumes from the
@@ -113,7 +119,7 @@ def train(
     field that differs when `checkpoint_dir` holds checkpoints of another run, or checkpoints
     without a record of their run (written by an older version).
     """
-    check_stacked(model, what="training")
+    check_params(model, what="training")
     loss_fn = CrossEntropyToTokens() if loss_fn is None else loss_fn
     checkpointer = None
     if checkpoint_dir is not None:
@@ -137,6 +143,7 @@ def train(
             targets=config.lora_targets,
             key=lora_key,
         )
+    store_frozen_in(model, trainable_filter(config), config.compute_dtype)
     shard_model(model, mesh, rules)
     optimizer = make_optimizer(model, config)
     shard_model(optimizer, mesh, rules)
@@ -148,7 +155,7 @@ def train(
             print(_resume_line(checkpointer.directory, step, config.total_steps), file=sys.stderr,
                   flush=True)
 
-    train_step = make_train_step(loss_fn, config, mesh=mesh, rules=rules)
+    train_step = make_train_step(loss_fn, config, mesh=mesh, rules=rules, platform=platform_of(model, mesh))
     eval_step = make_eval_step(loss_fn, config)
     result = TrainResult(step=step, train_losses={}, eval_losses={}, optimizer=optimizer)
 
