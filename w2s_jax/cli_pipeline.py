@@ -42,6 +42,11 @@ def add_run(subparsers) -> None:
     parser = subparsers.add_parser("run", help="run (or resume) a weak-to-strong experiment")
     parser.add_argument("experiment", help="experiment file (TOML); see `w2s list`")
     parser.add_argument("--out", default=None, help="run directory (default runs/<name>)")
+    parser.add_argument("--store", default=None,
+                        help="the stage store shared by runs (default: $W2S_STORE, else store/ beside "
+                             "the run directory)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="list every stage's state and the models it would load; run nothing")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting, e.g. --set train.total_steps=10 (repeatable)")
     parser.add_argument("--methods", default=None,
@@ -82,9 +87,10 @@ def run_run(args) -> int:
             raise _usage_error(f"{args.experiment}: --quick is for experiment kinds with a quick preset "
                                "(kind = \"concept-world\"); this is a standard experiment")
         config = load_experiment(args.experiment, overrides=args.set, methods=methods)
-        prepare_jax()
-        run_experiment(config, run_dir=args.out, show_progress=not args.no_progress,
-                       figures=not args.no_figures)
+        if not args.dry_run:
+            prepare_jax()
+        run_experiment(config, run_dir=args.out, store=args.store, show_progress=not args.no_progress,
+                       figures=not args.no_figures, dry_run=args.dry_run)
     except (ExperimentError, FileNotFoundError) as error:
         raise PipelineUsageError(str(error)) from None
     return 0

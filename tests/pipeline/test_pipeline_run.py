@@ -95,6 +95,14 @@ def world(tmp_path_factory):
     return root, experiment
 
 
+def stage_dirs(run_dir, prefix):
+    """The store directories of the run's stages whose names start with ``prefix``."""
+    from pathlib import Path
+
+    table = json.loads((Path(run_dir) / "stages.json").read_text())["stages"]
+    return [Path(s["directory"]) for s in table if s["name"].startswith(prefix)]
+
+
 def _same(a, b):
     """Equal as JSON (NaN, which a PGR without a significant gap is, equals NaN here)."""
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
@@ -123,7 +131,7 @@ def test_run_writes_report_and_a_rerun_recomputes_nothing(world, tmp_path, monke
     assert (out / "results.md").read_text().startswith("# tiny")
     assert (out / "figures" / "scores.png").stat().st_size > 0
     assert (out / "figures" / "weak_vs_student.png").stat().st_size > 0
-    labels = [p for p in (out / "stages").iterdir() if p.name.startswith("labels.icl-refine")]
+    labels = stage_dirs(out, "labels/icl-refine")
     assert len(labels) == 1
     rows = [json.loads(line) for line in (labels[0] / "records.jsonl").read_text().splitlines()]
     assert sorted(r["index"] for r in rows) == list(range(10))
@@ -148,7 +156,7 @@ def test_run_writes_report_and_a_rerun_recomputes_nothing(world, tmp_path, monke
 
 def test_kill_inside_a_stage_resumes_without_recomputing(world, tmp_path, monkeypatch):
     root, experiment = world
-    reference, _ = _run(experiment, tmp_path / "reference", figures=False)
+    reference, _ = _run(experiment, tmp_path / "reference", store=tmp_path / "reference-store", figures=False)
 
     calls = []
     original = ICLRefine.label
@@ -213,7 +221,7 @@ def test_validation_errors_are_one_line_before_any_work(world, tmp_path, capsys)
     assert "overlaps training" in _cli_error(capsys, ["run", str(bad), "--out", str(tmp_path / "y")])
     bad.write_text(text.replace('strong = "', 'strong = "/no/such/model'))
     assert "models.strong" in _cli_error(capsys, ["run", str(bad)])
-    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").glob("stages/*"))
+    assert not (tmp_path / "x").exists() and not (tmp_path / "store").exists()
     assert stage_module.MANIFEST == "manifest.json"
 
 
@@ -238,12 +246,12 @@ def test_weak_labels_from_a_file(world, tmp_path, capsys):
     path.write_text(text)
     results, _ = _run(path, tmp_path / "run", methods=["naive"], figures=False)
     rows = {r["name"]: r for r in results["rows"]}
-    weak = rows["weak/w0-labels.jsonl"]
+    weak = rows["weak/w0-labels"]  # the file's name without its suffix
     given = {r["index"]: r["answer"] for r in labels if r["split"] == "test"}
     scores = OverlapTask().metric(*zip(*[(OverlapTask().example(r, i, "t"), given[i]) for i, r in enumerate(test)]))
     assert weak["overlap"]["mean"] == pytest.approx(sum(s["overlap"] for s in scores) / len(test), abs=1e-12)
     assert weak["overlap"]["mean"] >= 0.5  # the odd rows are exact
-    naive = next((tmp_path / "run" / "stages").glob("labels.naive*"))
+    [naive] = stage_dirs(tmp_path / "run", "labels/naive")
     completions = [json.loads(line)["completion"] for line in (naive / "records.jsonl").read_text().splitlines()]
     assert completions == [" " + r["answer"] for r in train]
     (tmp_path / "labels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in labels[:-1]))
@@ -261,13 +269,13 @@ def test_a_kill_in_any_stage_loses_nothing_and_recomputes_nothing(world, tmp_pat
 
     root, experiment = world
     kw = dict(methods=["naive"], overrides=["train.checkpoint_every=1"], figures=False)
-    reference, _ = _run(experiment, tmp_path / "reference", **kw)
+    reference, _ = _run(experiment, tmp_path / "reference", store=tmp_path / "reference-store", **kw)
     processed: dict[str, list] = {}
     for cls in (WeakLabels, Labels, Predict, Score):
         original = cls.process
 
-        def counted(self, run, units, key, _original=original):
-            result = _original(self, run, units, key)
+        def counted(self, res, units, _original=original):
+            result = _original(self, res, units)
             processed.setdefault(self.name, []).extend(map(str, units))
             return result
 
@@ -276,11 +284,11 @@ def test_a_kill_in_any_stage_loses_nothing_and_recomputes_nothing(world, tmp_pat
     def die_on_second_call(cls):
         original, calls = cls.process, []
 
-        def dying(self, run, units, key):
+        def dying(self, res, units):
             calls.append(1)
             if len(calls) == 2:
                 raise KeyboardInterrupt
-            return original(self, run, units, key)
+            return original(self, res, units)
 
         monkeypatch.setattr(cls, "process", dying)
         return lambda: monkeypatch.setattr(cls, "process", original)
@@ -299,7 +307,8 @@ def test_a_kill_in_any_stage_loses_nothing_and_recomputes_nothing(world, tmp_pat
                     if step == 2:
                         raise KeyboardInterrupt
 
-                return original_train(*args, callbacks=(stop,), **kwargs)
+                kwargs["callbacks"] = (*kwargs.get("callbacks", ()), stop)
+                return original_train(*args, **kwargs)
 
             monkeypatch.setattr(train_module, "train", dying_train)
             with pytest.raises(KeyboardInterrupt):
@@ -319,13 +328,14 @@ def test_sharded_run_equals_one_device(world, tmp_path):
     root, experiment = world
     base = ["models.batch_size=8", "train.batch_size=8"]
     kw = dict(methods=["zero-shot", "naive"], figures=False)
-    _run(experiment, tmp_path / "one", overrides=base, **kw)
-    _, lines = _run(experiment, tmp_path / "mesh", overrides=base + ["models.mesh={fsdp = -1}"], **kw)
+    _run(experiment, tmp_path / "one", store=tmp_path / "store-one", overrides=base, **kw)
+    _, lines = _run(experiment, tmp_path / "mesh", store=tmp_path / "store-mesh",
+                    overrides=base + ["models.mesh={fsdp = -1}"], **kw)
     assert "(cached)" not in "".join(lines)
 
     def records(run_dir, prefix):
-        [stage] = [p for p in (run_dir / "stages").iterdir() if p.name.startswith(prefix)]
+        [stage] = stage_dirs(run_dir, prefix)
         return [json.loads(line) for line in (stage / "records.jsonl").read_text().splitlines()]
 
-    for prefix in ("weak-labels", "labels.naive", "predict.zero-shot", "predict.student.naive"):
+    for prefix in ("weak-labels", "labels/naive", "predict/zero-shot", "predict/student/naive"):
         assert records(tmp_path / "one", prefix) == records(tmp_path / "mesh", prefix), prefix
