@@ -78,10 +78,11 @@ def run_run(args) -> int:
         if _kind(args.experiment) == "concept-world":
             from w2s_jax.concept_world.experiment import run_concept_world
 
-            prepare_jax()
-            run_concept_world(args.experiment, out=args.out, overrides=args.set, quick=args.quick,
-                              methods=methods, show_progress=not args.no_progress,
-                              figures=not args.no_figures)
+            if not args.dry_run:
+                prepare_jax()
+            run_concept_world(args.experiment, out=args.out, store=args.store, overrides=args.set,
+                              quick=args.quick, methods=methods, show_progress=not args.no_progress,
+                              figures=not args.no_figures, dry_run=args.dry_run)
             return 0
         if args.quick:
             raise _usage_error(f"{args.experiment}: --quick is for experiment kinds with a quick preset "

@@ -8,16 +8,24 @@ from pathlib import Path
 import pytest
 
 from w2s_jax.cli import main
+from w2s_jax.pipeline import stage_directories
 
 EXPERIMENT = Path(__file__).resolve().parents[2] / "experiments" / "concept_world.toml"
 
 
 def test_quick_concept_world_through_w2s_run(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["run", str(EXPERIMENT), "--quick", "--out", str(out), "--no-progress"]) == 0
+    both = ["--set", 'sweeps.quality_methods=["naive", "icl-refine", "gold"]']
+    assert main(["run", str(EXPERIMENT), "--quick", "--out", str(out), "--no-progress", *both]) == 0
+    first = capsys.readouterr().out
+    # the main and the quality parts both ask for the seed's gold student: it is computed once
+    assert first.count("[ran]  finetune/gold") == 1 and first.count("[ran]  labels/gold") == 1
+    plans = [json.loads((out / "seed-0" / part / "plan.json").read_text()) for part in ("main", "quality")]
+    gold = [next(s["records"] for s in plan["subjects"] if s["name"] == "student/gold") for plan in plans]
+    assert gold[0] == gold[1]
     results = json.loads((out / "results.json").read_text())
     names = {r["name"] for r in results["main"]["rows"]}
-    assert {"zero-shot", "student/gold", "weak/w0-weak-model", "student/icl-refine/w1-misaligned-0.30.jsonl",
+    assert {"zero-shot", "student/gold", "weak/w0-weak-model", "student/icl-refine/w1-misaligned-0.30",
             "student/context-distill/w0-weak-model", "student/bootstrap/w0-weak-model"} <= names
     assert all(0 <= r["accuracy"]["mean"] <= 1 and r["accuracy"]["n"] == 6 for r in results["main"]["rows"])
     assert [p["eta"] for p in sorted(results["quality"]["curve"], key=lambda p: p["eta"])] == [0.0, 0.5]
@@ -29,14 +37,14 @@ def test_quick_concept_world_through_w2s_run(tmp_path, capsys):
     for figure in ("demos.png", "quality.png", "gamma.png"):
         assert (out / "figures" / figure).stat().st_size > 1000
     assert (out / "seed-0" / "main" / "results.json").is_file()
-    strong = next((out / "stages").glob("pretrain.strong-*")) / "model"
+    strong = stage_directories(out)["pretrain/strong"] / "model"
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in strong.iterdir()}
     capsys.readouterr()  # the pre-trained checkpoint works with `w2s generate` like any other
     assert main(["generate", "--model", str(strong), "--prompt", "Question: x1\nAnswer: y2\n\nQuestion: x3\nAnswer:",
                  "--max-new-tokens", "1", "--json"]) == 0
     generated = json.loads(capsys.readouterr().out)["results"][0]["text"]
     assert re.fullmatch(r"y\d+", generated.strip()), generated  # an output token after the query
-    assert main(["run", str(EXPERIMENT), "--quick", "--out", str(out), "--no-progress", "--no-figures"]) == 0
+    assert main(["run", str(EXPERIMENT), "--quick", "--out", str(out), "--no-progress", "--no-figures", *both]) == 0
     rerun = capsys.readouterr().out
     assert "[ran]" not in rerun and rerun.count("(cached)") > 20
     assert json.loads((out / "results.json").read_text())["main"] == results["main"]

@@ -16,7 +16,7 @@ from tests.lm.hf_fixtures import SPECIAL_TOKENS, WORDS, make_hf_checkpoint
 from w2s_jax.cli import main
 from w2s_jax.inference import Prompt
 from w2s_jax.methods.icl_refine import ICLRefine
-from w2s_jax.pipeline import run_experiment
+from w2s_jax.pipeline import run_experiment, stage_directories
 from w2s_jax.pipeline import stage as stage_module
 from w2s_jax.tasks.base import Example, Task, field, register
 
@@ -97,10 +97,7 @@ def world(tmp_path_factory):
 
 def stage_dirs(run_dir, prefix):
     """The store directories of the run's stages whose names start with ``prefix``."""
-    from pathlib import Path
-
-    table = json.loads((Path(run_dir) / "stages.json").read_text())["stages"]
-    return [Path(s["directory"]) for s in table if s["name"].startswith(prefix)]
+    return [d for name, d in stage_directories(run_dir).items() if name.startswith(prefix)]
 
 
 def _same(a, b):
@@ -181,6 +178,21 @@ def test_kill_inside_a_stage_resumes_without_recomputing(world, tmp_path, monkey
     assert done_again | first_chunk == set(range(10))
     assert any("weak-labels" in line and "(cached)" in line for line in lines)
     assert _same(resumed["rows"], reference["rows"])
+
+
+def test_two_experiments_sharing_model_data_and_test_split_predict_zero_shot_once(world, tmp_path):
+    """Another experiment (another name, other methods, its own run directory) with the same
+    strong model, data and test split finds zero-shot in the shared store."""
+    root, experiment = world
+    first, second = [], []
+    _run(experiment, tmp_path / "a", methods=["zero-shot"], figures=False, executed=first)
+    other = tmp_path / "other.toml"
+    other.write_text(experiment.read_text().replace('name = "tiny"', 'name = "other"'))
+    results, lines = _run(other, tmp_path / "b", methods=["zero-shot", "gold"], figures=False, executed=second)
+    assert [s.name for s in first].count("predict/zero-shot") == 1
+    assert "predict/zero-shot" not in [s.name for s in second] and "finetune/gold" in [s.name for s in second]
+    assert any(line.startswith("[done] predict/zero-shot") for line in lines)
+    assert {r["name"] for r in results["rows"]} >= {"zero-shot", "student/gold"}
 
 
 def test_changed_setting_recomputes_exactly_the_stages_after_it(world, tmp_path):

@@ -84,9 +84,8 @@ def weak_train_accuracy(dirs: Mapping[int, Path], data: Mapping[int, Path]) -> d
     hits: dict[str, list[float]] = {}
     for seed, run_dir in dirs.items():
         gold = [json.loads(line)["answer"] for line in (Path(data[seed]) / "train.jsonl").read_text().splitlines()]
-        for path in sorted(Path(run_dir).glob("stages/weak-labels.*/records.jsonl")):
-            name = path.parent.name.removeprefix("weak-labels.").rsplit("-", 1)[0]
-            for record in JsonlLog(path).read():
+        for name, path in sorted(read_json(Path(run_dir) / PLAN).get("weak_labels", {}).items()):
+            for record in JsonlLog(Path(run_dir) / path).read():
                 words = record["answer"].split()
                 hits.setdefault(name, []).append(float(bool(words) and words[0] == gold[record["index"]]))
     return {name: float(np.mean(values)) for name, values in sorted(hits.items())}

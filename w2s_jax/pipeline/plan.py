@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from w2s_jax.pipeline.config import ExperimentConfig, ExperimentError
@@ -113,13 +114,24 @@ def validate(config: ExperimentConfig) -> tuple[list[Example], list[Example]]:
     return train, test
 
 
-def build_plan(config: ExperimentConfig, train: Split, test: Split) -> tuple[list[Stage], list[Subject]]:
-    """The stages in run order, and the report's subjects."""
+def build_plan(config: ExperimentConfig, train: Split, test: Split, *,
+               made_by: Mapping[str, str] | None = None) -> tuple[list[Stage], list[Subject]]:
+    """The stages in run order, and the report's subjects.
+
+    ``made_by`` maps the paths of models and label files that other stages write to those stages'
+    keys (their identities, known before the files exist); every other model is identified by its
+    files' fingerprint when the keys are computed.
+    """
     stages: list[Stage] = []
     subjects: list[Subject] = []
+    made_by = dict(made_by or {})
+
+    def model(path: str) -> Model:
+        return Model(path, made_by=made_by.get(path))
+
     m, task, inference = config.models, config.task, inference_of(config)
-    strong = Model(m.strong)
-    judge = Model(m.judge) if task.needs_judge else None
+    strong = model(m.strong)
+    judge = model(m.judge) if task.needs_judge else None
 
     def scored(answerer, name, role, method=None, supervisor=None):
         predict = Predict(name=f"predict/{name}", answerer=answerer, task=task, test=test, inference=inference)
@@ -128,7 +140,7 @@ def build_plan(config: ExperimentConfig, train: Split, test: Split) -> tuple[lis
         stages.extend([predict, score])
         subjects.append(Subject(name, role, method, supervisor, score))
 
-    sups: list[Supervisor] = supervisors(config)
+    sups: list[Supervisor] = supervisors(config, made_by)
     weak_stages = {s.name: WeakLabels(name=f"weak-labels/{s.name}", supervisor=s, task=task, train=train,
                                       inference=inference) for s in sups}
     for s in sups:
@@ -146,7 +158,7 @@ def build_plan(config: ExperimentConfig, train: Split, test: Split) -> tuple[lis
                            weak=weak_stages[sup] if s else None,
                            upstream=tuple((need, labels[(need, sup)]) for need in method.needs),
                            strong=strong if "strong" in method.roles else None,
-                           intermediate=tuple(Model(i) for i in m.intermediate) if "intermediate" in method.roles else (),
+                           intermediate=tuple(model(i) for i in m.intermediate) if "intermediate" in method.roles else (),
                            task=task, train=train, inference=inference)
             labels[(method.name, sup)] = stage
             finetune = Finetune(name=f"finetune/{method.name}{suffix}", labels=stage, strong=strong,

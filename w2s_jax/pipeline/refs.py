@@ -38,14 +38,15 @@ def label_field(**kwargs):
 @dataclasses.dataclass(frozen=True)
 class Model:
     """A checkpoint: a directory or hub name. ``made_by`` is the key of the stage that writes it
-    (its identity then, known before the files exist); else its files' fingerprint."""
+    (its identity is then that key and the directory's name, known before the files exist); else
+    its files' fingerprint."""
 
     path: str = label_field()
     made_by: str | None = None
 
     def identity(self) -> str:
         if self.made_by is not None:
-            return f"stage:{self.made_by}"
+            return f"stage:{self.made_by}:{Path(self.path).name}"
         if self.path not in _fingerprints:
             from w2s_jax.pipeline.models import model_fingerprint
 
@@ -65,8 +66,11 @@ class LabelFile:
     """A file of weak labels, rows ``{"split", "index", "answer"}``."""
 
     path: str = label_field()
+    made_by: str | None = None  # the key of the stage that writes it (then its identity)
 
     def identity(self) -> str:
+        if self.made_by is not None:
+            return f"stage:{self.made_by}:{Path(self.path).name}"
         return hashlib.sha256(Path(self.path).read_bytes()).hexdigest()
 
 
@@ -90,7 +94,7 @@ class Split:
 
     def identity(self) -> str:
         if self.made_by is not None:
-            return f"stage:{self.made_by}"
+            return f"stage:{self.made_by}:{self.which}"
         return self._digest
 
     @functools.cached_property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from w2s_jax.pipeline.config import ExperimentConfig
@@ -11,15 +12,17 @@ from w2s_jax.pipeline.stage import Resources
 from w2s_jax.pipeline.store import Store
 
 
-def supervisors(config: ExperimentConfig) -> list[Supervisor]:
-    """The experiment's weak supervisors, models first, each with a short unique name."""
+def supervisors(config: ExperimentConfig, made_by: Mapping[str, str] | None = None) -> list[Supervisor]:
+    """The experiment's weak supervisors, models first, each with a short unique name.
+    ``made_by``: the keys of the stages that write some of the models and files, by path."""
+    made_by = made_by or {}
     out = []
     for source, kind in [(m, "model") for m in config.models.weak] + \
                         [(f, "label_file") for f in config.models.weak_label_files]:
         stem = Path(source.rstrip("/")).name.lower() or "weak"
         if kind == "label_file":
             stem = Path(stem).stem or stem  # "w1-biased-0.30", not "w1-biased-0.30.jsonl"
-        ref = Model(source) if kind == "model" else LabelFile(source)
+        ref = (Model if kind == "model" else LabelFile)(source, made_by=made_by.get(source))
         out.append(Supervisor(name=f"w{len(out)}-{stem}", **{kind: ref}))
     return out
 

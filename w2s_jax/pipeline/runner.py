@@ -52,34 +52,64 @@ def stage_table(stages: Sequence[Stage], store: Store) -> list[dict]:
             for s in stages]
 
 
-def prepare(config: ExperimentConfig, run_dir: str | Path, *, store: str | Path | None = None,
-            show_progress: bool = True, write: bool = True):
-    """Validates the experiment, computes its stage keys and (with ``write``) writes the run
-    directory's plan; returns (resources, stages in run order)."""
-    train, test = validate(config)
-    run_dir = Path(run_dir)
-    opened = open_store(run_dir, store)
-    stages, subjects = build_plan(config, Split("train", tuple(train)), Split("test", tuple(test)))
-    stages = graph_order(stages)
-    stage_keys(stages, config.source)
-    res = make_resources(config, opened, show_progress=show_progress)
-    plan = {
+def stage_directories(run_dir: str | Path) -> dict[str, Path]:
+    """The store directory of every stage a run used, by stage name (from ``stages.json``)."""
+    from w2s_jax.pipeline.artifacts import read_json
+
+    path = Path(run_dir) / STAGES
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no {STAGES} (not a run directory of `w2s run`)")
+    return {s["name"]: Path(s["directory"]) for s in read_json(path)["stages"]}
+
+
+def plan_record(config: ExperimentConfig, subjects, store: Store) -> dict:
+    """``plan.json``: what the report reads (its subjects and where their records are)."""
+    def finetune_of(subject):
+        return getattr(subject.score_stage.predict.answerer, "finetune", None)
+
+    weak_labels = {}
+    for subject in subjects:
+        finetune = finetune_of(subject)
+        if finetune is not None and finetune.labels.weak is not None:
+            weak = finetune.labels.weak
+            weak_labels[weak.supervisor.name] = str(store.directory(weak) / RECORDS)
+    return {
         "experiment": config.name, "task": config.task.name, "seed": config.seed,
         "metrics": [m for m in config.task.metric_names() if not m.startswith("_")],
         "higher_is_better": config.task.higher_is_better,
         "level": config.report.level, "bootstrap": config.report.bootstrap,
         "subjects": [{"name": s.name, "role": s.role, "method": s.method, "supervisor": s.supervisor,
-                      "records": str(opened.directory(s.score_stage) / RECORDS)} for s in subjects],
-        "training": {s.name: str(opened.directory(s.score_stage.predict.answerer.finetune))
-                     for s in subjects if hasattr(s.score_stage.predict.answerer, "finetune")},
+                      "records": str(store.directory(s.score_stage) / RECORDS)} for s in subjects],
+        "training": {s.name: str(store.directory(finetune_of(s))) for s in subjects if finetune_of(s)},
+        "weak_labels": weak_labels,
     }
+
+
+def write_run_record(run_dir: str | Path, config: ExperimentConfig, plan: dict, stages: Sequence[Stage],
+                     store: Store) -> None:
+    """Writes the run directory's ``experiment.toml``, ``experiment.json``, ``plan.json`` and
+    ``stages.json``."""
+    run_dir = Path(run_dir)
+    if config.source and Path(config.source).is_file():
+        atomic_write_text(run_dir / "experiment.toml", Path(config.source).read_text())
+    atomic_write_json(run_dir / "experiment.json", config)
+    atomic_write_json(run_dir / PLAN, plan)
+    atomic_write_json(run_dir / STAGES, {"store": str(store.root), "stages": stage_table(stages, store)})
+
+
+def prepare(config: ExperimentConfig, run_dir: str | Path, *, store: str | Path | None = None,
+            show_progress: bool = True, write: bool = True):
+    """Validates the experiment, computes its stage keys and (with ``write``) writes the run
+    directory's record; returns (resources, stages in run order)."""
+    train, test = validate(config)
+    opened = open_store(run_dir, store)
+    stages, subjects = build_plan(config, Split("train", tuple(train)), Split("test", tuple(test)))
+    stages = graph_order(stages)
+    stage_keys(stages, config.source)
+    res = make_resources(config, opened, show_progress=show_progress)
     res.train_count, res.test_count = len(train), len(test)
     if write and res.process_index == 0:
-        if config.source and Path(config.source).is_file():
-            atomic_write_text(run_dir / "experiment.toml", Path(config.source).read_text())
-        atomic_write_json(run_dir / "experiment.json", config)
-        atomic_write_json(run_dir / PLAN, plan)
-        atomic_write_json(run_dir / STAGES, {"store": str(opened.root), "stages": stage_table(stages, opened)})
+        write_run_record(run_dir, config, plan_record(config, subjects, opened), stages, opened)
     return res, stages
 
 
