@@ -33,6 +33,7 @@ from w2s_jax.concept_world.stages import (
 )
 from w2s_jax.concept_world.world import World
 from w2s_jax.pipeline import (
+    PLAN,
     Split,
     Store,
     build_plan,
@@ -49,7 +50,6 @@ from w2s_jax.pipeline import (
     write_report,
 )
 from w2s_jax.pipeline.artifacts import atomic_write_json
-from w2s_jax.pipeline.report import PLAN
 
 # methods.run of the main run when the file does not say: every method that fits this task
 DEFAULT_METHODS = ("zero-shot", "naive", "icl-refine", "context-distill", "bootstrap", "gold")

@@ -78,8 +78,10 @@ def plan_record(config: ExperimentConfig, subjects, store: Store) -> dict:
         "metrics": [m for m in config.task.metric_names() if not m.startswith("_")],
         "higher_is_better": config.task.higher_is_better,
         "level": config.report.level, "bootstrap": config.report.bootstrap,
+        "exact": not config.task.needs_judge,  # answers compared as text (misfit), else scores
         "subjects": [{"name": s.name, "role": s.role, "method": s.method, "supervisor": s.supervisor,
-                      "records": str(store.directory(s.score_stage) / RECORDS)} for s in subjects],
+                      "records": str(store.directory(s.score_stage) / RECORDS),
+                      "predictions": str(store.directory(s.score_stage.predict) / RECORDS)} for s in subjects],
         "training": {s.name: str(store.directory(finetune_of(s))) for s in subjects if finetune_of(s)},
         "weak_labels": weak_labels,
     }
