@@ -57,7 +57,7 @@ def test_quick_concept_world_through_w2s_run(tmp_path, capsys):
     ('kind = "concept-world"\n[world]\nnum_concept = 3\n', "did you mean 'num_concepts'"),
     ('kind = "concept-world"\n[split]\nn_train = 99\n', "split.n_train = 99 leaves no test input"),
     ('kind = "concept-world"\n[models]\nstrong = "x"\n', "models.strong is set by the concept world"),
-    ('kind = "concept-wrld"\n', "unknown kind 'concept-wrld'"),
+    ('kind = "concept-wrld"\n', "unknown experiment kind 'concept-wrld' (did you mean 'concept-world'?)"),
     ('kind = "concept-world"\n[train]\ntotal_step = 3\n', "did you mean 'total_steps'"),  # before pre-training
 ])
 def test_bad_concept_world_files_exit_2(tmp_path, capsys, edit, message):

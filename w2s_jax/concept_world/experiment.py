@@ -137,14 +137,14 @@ def concept_graph(config: ConceptWorldConfig, store: Store, methods: Sequence[st
     return ConceptGraph(setup_stages, parts, sweeps, data)
 
 
-def run_concept_world(path: str | Path, *, out: str | Path | None = None, store: str | Path | None = None,
+def run_concept_world(path: str | Path | ConceptWorldConfig, *, out: str | Path | None = None, store: str | Path | None = None,
                       overrides: Sequence[str] = (), quick: bool = False, methods: Sequence[str] | None = None,
                       show_progress: bool = True, figures: bool = True, dry_run: bool = False,
                       log: Callable[[str], None] = print, executed: list | None = None) -> dict:
     """Runs (or resumes) a concept-world experiment; returns the aggregate results.
 
     Arguments:
-      path: the experiment file (``kind = "concept-world"``).
+      path: the experiment file (``kind = "concept-world"``), or its loaded config.
       out: the run directory (default ``runs/<name>``); store: the store (default beside it).
       overrides: ``--set`` items; ``quick``: the ``--quick`` preset first.
       methods: replaces the main run's ``methods.run``.
@@ -153,7 +153,8 @@ def run_concept_world(path: str | Path, *, out: str | Path | None = None, store:
     """
     from w2s_jax.concept_world.report import report_meta, write_concept_report
 
-    config = load_concept_world(path, overrides=overrides, quick=quick)
+    config = path if isinstance(path, ConceptWorldConfig) else load_concept_world(path, overrides=overrides,
+                                                                                 quick=quick)
     run_dir = Path(out) if out is not None else Path("runs") / config.name
     opened = open_store(run_dir, store if store is not None else default_store(run_dir))
     graph = concept_graph(config, opened, methods)  # the pipeline tables are checked here
