@@ -73,3 +73,19 @@ def test_quick_is_refused_for_a_standard_experiment(tmp_path, capsys):
     path.write_text('[task]\nname = "concept"\n')
     assert main(["run", str(path), "--quick"]) == 2
     assert "--quick" in capsys.readouterr().err
+
+
+def test_the_graph_plans_gold_once_per_seed_and_runs_nothing(tmp_path):
+    """The experiment kind turns the config into one graph: both parts of a seed ask for its gold
+    student, which is one stage (one key) per seed; planning writes nothing."""
+    from w2s_jax.pipeline import Store
+    from w2s_jax.pipeline.kind import kind_of_file
+
+    kind = kind_of_file(EXPERIMENT)
+    config = kind.load(EXPERIMENT, quick=True, overrides=["seeds=[0, 1]",
+                                                          'sweeps.quality_methods=["naive", "gold"]'])
+    stages = kind.graph(config, Store(tmp_path / "store"))
+    assert len({s.key for s in stages}) == len(stages)
+    assert sorted(s.name for s in stages if s.name.startswith("finetune/gold")) == ["finetune/gold"] * 2
+    assert {s.name for s in stages} >= {"pretrain/strong", "pretrain/weak", "data/seed-1", "sweep-gamma/seed-1"}
+    assert not (tmp_path / "store").exists()

@@ -132,6 +132,13 @@ def test_run_writes_report_and_a_rerun_recomputes_nothing(world, tmp_path, monke
     assert len(labels) == 1
     rows = [json.loads(line) for line in (labels[0] / "records.jsonl").read_text().splitlines()]
     assert sorted(r["index"] for r in rows) == list(range(10))
+    [finetune] = stage_dirs(out, "finetune/icl-refine")
+    steps = [json.loads(line) for line in (finetune / "metrics.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in steps] == [1, 2, 3]  # one line per optimizer step
+    assert all({"loss", "grad_norm", "lr"} <= set(s) and s["loss"] > 0 for s in steps)
+    assert steps[0]["lr"] == pytest.approx(0.0) and steps[1]["lr"] == pytest.approx(0.01)  # warmup 1 step
+    assert (finetune / "loss.png").stat().st_size > 1000
+    assert str(finetune / "loss.png") in (out / "results.md").read_text()
 
     (out / "results.md").unlink()
     assert main(["report", str(out), "--no-figures"]) == 0  # rebuilt from the run directory alone
