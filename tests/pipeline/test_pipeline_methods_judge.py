@@ -10,6 +10,7 @@ from flax import nnx
 
 from w2s_jax.cli import main
 from w2s_jax.models import ModelConfig, Transformer, save_pretrained
+from w2s_jax.pipeline import stage_directories
 
 WORDS = ("the a cat dog sat on mat ran to home big small red blue is was and then yes no "
          "pirate arr matey ship sea answer question how why what").split()
@@ -65,7 +66,6 @@ def test_every_method_and_the_judge_through_w2s_run(tmp_path):
         [methods.infer-and-respond]
         batch = 3
         [methods.context-distill]
-        batch = 3
         top_k = 4
         [generation]
         max_new_tokens = 3

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipeline.test_pipeline_run import OverlapTask, _run, world  # noqa: F401  (fixture, task)
+from tests.pipeline.tiny_run import _run, make_world
 from w2s_jax.cli import main
 from w2s_jax.pipeline import Split, build_plan, load_experiment, run_stages, stage_directories
 from w2s_jax.pipeline.lock import StageBusy, StageLock
@@ -21,6 +21,11 @@ from w2s_jax.pipeline.plan import validate
 from w2s_jax.pipeline.store import Store
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return make_world(tmp_path_factory.mktemp("store"))
 
 
 def _records(directory):
@@ -42,12 +47,12 @@ def _plan(experiment, store, overrides=()):
 # --- one writer per stage -------------------------------------------------------------------------
 
 
-def test_two_processes_racing_on_one_run_never_write_a_stage_twice(world, tmp_path):  # noqa: F811
+def test_two_processes_racing_on_one_run_never_write_a_stage_twice(world, tmp_path):
     """`w2s run X --out D` started twice at once: each stage is computed by one process (the other
     waits for it, then finds it done), no record is duplicated, both exit 0 with the same report."""
     root, experiment = world
     out = tmp_path / "run"
-    code = ("import sys, tests.pipeline.test_pipeline_run; from w2s_jax.cli import main; "
+    code = ("import sys, tests.pipeline.tiny_run; from w2s_jax.cli import main; "
             "sys.exit(main(sys.argv[1:]))")
     argv = [sys.executable, "-c", code, "run", str(experiment), "--out", str(out), "--no-progress",
             "--no-figures", "--methods", "naive", "--set", "train.total_steps=2"]
@@ -147,7 +152,7 @@ def test_fingerprint_sees_an_edit_outside_any_sampled_block_and_a_new_tokenizer(
     assert model_fingerprint(str(model), cache) == retokenized  # every digest remembered
 
 
-def test_a_changed_model_changes_the_key_of_every_stage_that_reads_it(world, tmp_path):  # noqa: F811
+def test_a_changed_model_changes_the_key_of_every_stage_that_reads_it(world, tmp_path):
     from tests.lm.hf_fixtures import make_hf_checkpoint
     root, experiment = world
     from tests.lm.hf_fixtures import SPECIAL_TOKENS, WORDS
@@ -168,7 +173,7 @@ def test_a_changed_model_changes_the_key_of_every_stage_that_reads_it(world, tmp
 # --- randomness per example ----------------------------------------------------------------------
 
 
-def test_a_sampled_label_is_the_same_whatever_chunk_size_and_batch_size(world, tmp_path):  # noqa: F811
+def test_a_sampled_label_is_the_same_whatever_chunk_size_and_batch_size(world, tmp_path):
     root, experiment = world
     sampled = ["generation.temperature=1.0", "generation.max_new_tokens=4"]
     results = []
@@ -186,7 +191,7 @@ def test_a_sampled_label_is_the_same_whatever_chunk_size_and_batch_size(world, t
 # --- options said once --------------------------------------------------------------------------
 
 
-def test_icl_refine_batch_said_once_runs_context_distill_with_it(world, tmp_path, monkeypatch):  # noqa: F811
+def test_icl_refine_batch_said_once_runs_context_distill_with_it(world, tmp_path, monkeypatch):
     """The experiment sets `[methods.icl-refine] batch = 3` and nothing for context-distill: its
     teacher reads each of icl-refine's prompts, with the demonstrations of batches of 3."""
     from w2s_jax.inference.engine import Engine
@@ -212,7 +217,7 @@ def test_icl_refine_batch_said_once_runs_context_distill_with_it(world, tmp_path
 # --- dry run --------------------------------------------------------------------------------------
 
 
-def test_dry_run_on_a_half_finished_run_lists_states_and_loads_no_model(world, tmp_path, monkeypatch, capsys):  # noqa: F811
+def test_dry_run_on_a_half_finished_run_lists_states_and_loads_no_model(world, tmp_path, monkeypatch, capsys):
     from w2s_jax.pipeline.stages_labels import Labels
 
     root, experiment = world

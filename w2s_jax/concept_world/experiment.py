@@ -29,7 +29,6 @@ from w2s_jax.concept_world.stages import (
     WeakFinetune,
     main_labellers,
     quality_labellers,
-    world_of,
 )
 from w2s_jax.concept_world.world import World
 from w2s_jax.pipeline import (

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 from w2s_jax.inference.engine import Engine, Prompt
 from w2s_jax.registry import Registry
-from w2s_jax.tasks.base import Example, Generation, Task
+from w2s_jax.tasks.base import Example, Generation, NoOptions, Task
 
 
 @dataclasses.dataclass
@@ -55,11 +55,6 @@ class MethodContext:
         """The ``role`` model's answers to ``prompts`` (one per position in ``examples``)."""
         examples = [self.examples[p] for p in positions]
         return self.task.answer(self.engine(role), prompts, examples, self.generation, key=self.key)
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class NoOptions:
-    """For methods without options of their own."""
 
 
 class Method(ABC):
