@@ -130,7 +130,7 @@ class WeakFinetune(Stage):
         return store.directory(self) / "weak-model"
 
     def models(self) -> list[str]:
-        return ["(pre-trained weak model)"]
+        return [f"the model of {self.base.name}"]
 
     def execute(self, res: Resources, directory: Path) -> str:
         from w2s_jax.models import save_pretrained
@@ -171,7 +171,7 @@ class Sweep(Stage):
         return f"sweep-{self.kind}"
 
     def models(self) -> list[str]:
-        return ["(pre-trained strong model)"]
+        return [f"the model of {self.strong.name}"]
 
     def result(self, store) -> dict:
         return read_json(store.directory(self) / "result.json")
