@@ -95,6 +95,13 @@ def test_a_dead_holders_lock_is_taken_over_and_a_live_one_refuses(tmp_path):
         assert holder.returncode == 3 and f"pid {os.getpid()}" in holder.stdout
         assert len(holder.stdout.strip().splitlines()) == 1
     assert path.read_text() == ""  # a clean release leaves no holder behind
+    killed = subprocess.run(  # a holder killed while holding the lock (SIGKILL: no clean-up at all)
+        [sys.executable, "-c", "import os, signal, sys; from w2s_jax.pipeline.lock import StageLock\n"
+         "StageLock(sys.argv[1]).__enter__(); print(os.getpid(), flush=True); os.kill(os.getpid(), signal.SIGKILL)",
+         str(path)], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert killed.returncode == -9 and json.loads(path.read_text())["pid"] == int(killed.stdout)
+    with StageLock(path, wait=False, log=lines.append) as lock:  # not left behind for ever
+        assert f"pid {int(killed.stdout)}" in lock.took_over_from
     with StageLock(path, wait=False) as lock:
         assert lock.took_over_from is None
     with pytest.raises(StageBusy):
