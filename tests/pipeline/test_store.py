@@ -257,3 +257,14 @@ def test_dry_run_on_a_half_finished_run_lists_states_and_loads_no_model(world, t
     assert _one(lines, "finetune/naive/").startswith("[to run]") and "loads" in _one(lines, "finetune/naive/")
     assert _one(lines, "score/student/naive/").startswith("[to run]")
     assert "4 of 9 stages to run" in text
+
+
+def test_the_default_store_sits_beside_the_run_directory(tmp_path, monkeypatch):
+    from w2s_jax.pipeline import ExperimentError, default_store, open_store
+
+    monkeypatch.delenv("W2S_STORE", raising=False)
+    assert default_store(tmp_path / "runs" / "gsm8k") == tmp_path / "runs" / "store"
+    monkeypatch.setenv("W2S_STORE", str(tmp_path / "elsewhere"))
+    assert default_store(tmp_path / "runs" / "gsm8k") == tmp_path / "elsewhere"
+    with pytest.raises(ExperimentError, match="cannot be the store itself"):
+        open_store(tmp_path / "s", tmp_path / "s")
