@@ -5,9 +5,12 @@
     work, then runs or resumes it in ``DIR`` (default ``runs/<name>``) and prints the results
     table. A finished stage is never recomputed; a changed setting recomputes the stages it
     affects in new directories.
-    A file with ``kind = "concept-world"`` runs the concept world instead
-    (``w2s_jax.concept_world``): it builds its own models and data, then runs the pipeline per
-    seed; ``--quick`` applies its small preset.
+    Stages live in a store shared by every run (``--store DIR``, default ``store/`` beside the run
+    directory); ``--dry-run`` lists every stage's state and the models it would load, loading none.
+    The file's ``kind`` chooses the experiment kind (``w2s_jax.registry.EXPERIMENT_KINDS``):
+    ``concept-world`` runs the concept world (``w2s_jax.concept_world``), which builds its own
+    models and data and plans the pipeline per seed in the same graph; ``--quick`` applies its
+    small preset.
 ``w2s report RUN_DIR``
     Rebuilds ``results.json``, ``results.md`` and the figures of a run directory.
 ``w2s list``
@@ -28,10 +31,6 @@ class PipelineUsageError(Exception):
     """A bad experiment, file or run directory: ``w2s`` prints it as one line and exits 2."""
 
 
-def _usage_error(message: str) -> PipelineUsageError:
-    return PipelineUsageError(message)
-
-
 def shipped_experiments() -> list[Path]:
     """The experiment files shipped in the repository's ``experiments/`` folder."""
     folder = Path(__file__).resolve().parent.parent / "experiments"
@@ -42,6 +41,11 @@ def add_run(subparsers) -> None:
     parser = subparsers.add_parser("run", help="run (or resume) a weak-to-strong experiment")
     parser.add_argument("experiment", help="experiment file (TOML); see `w2s list`")
     parser.add_argument("--out", default=None, help="run directory (default runs/<name>)")
+    parser.add_argument("--store", default=None,
+                        help="the stage store shared by runs (default: $W2S_STORE, else store/ beside "
+                             "the run directory)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="list every stage's state and the models it would load; run nothing")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting, e.g. --set train.total_steps=10 (repeatable)")
     parser.add_argument("--methods", default=None,
@@ -66,59 +70,33 @@ def add_list(subparsers) -> None:
 
 
 def run_run(args) -> int:
-    from w2s_jax.pipeline import ExperimentError, load_experiment, run_experiment
-    from w2s_jax.pipeline.preflight import preflight
+    from w2s_jax.pipeline import ExperimentError
+    from w2s_jax.pipeline.kind import kind_of_file
 
     methods = None if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
     try:
-        if _kind(args.experiment) == "concept-world":
-            from w2s_jax.concept_world.experiment import run_concept_world
-
+        kind = kind_of_file(args.experiment)
+        config = kind.load(args.experiment, overrides=args.set, methods=methods, quick=args.quick)
+        if not args.dry_run:
+            kind.preflight(config, args.out)  # every checkable input, before anything is written
             prepare_jax()
-            run_concept_world(args.experiment, out=args.out, overrides=args.set, quick=args.quick,
-                              methods=methods, show_progress=not args.no_progress,
-                              figures=not args.no_figures)
-            return 0
-        if args.quick:
-            raise _usage_error(f"{args.experiment}: --quick is for experiment kinds with a quick preset "
-                               "(kind = \"concept-world\"); this is a standard experiment")
-        config = load_experiment(args.experiment, overrides=args.set, methods=methods)
-        preflight(config, args.out)
-        prepare_jax()
-        run_experiment(config, run_dir=args.out, show_progress=not args.no_progress,
-                       figures=not args.no_figures)
+        kind.run(config, run_dir=args.out, store=args.store, show_progress=not args.no_progress,
+                 figures=not args.no_figures, dry_run=args.dry_run, methods=methods)
     except (ExperimentError, FileNotFoundError) as error:
         raise PipelineUsageError(str(error)) from None
     return 0
 
 
-def _kind(path: str) -> str:
-    """The experiment file's ``kind`` (a missing or broken file is left to the loader to report)."""
-    import tomllib
-
-    from w2s_jax.pipeline.config import experiment_kind
-
-    try:
-        raw = tomllib.loads(Path(path).read_text())
-    except (OSError, tomllib.TOMLDecodeError):
-        return "standard"
-    return experiment_kind(raw, path)
-
-
 def run_report(args) -> int:
-    from w2s_jax.pipeline import write_report
-    from w2s_jax.pipeline.report import results_markdown
+    from w2s_jax.pipeline.kind import kind_of_run_dir
 
-    if (Path(args.run_dir) / "concept_world.json").is_file():  # a concept-world run directory
-        from w2s_jax.concept_world.report import rebuild_concept_report
-
-        rebuild_concept_report(args.run_dir, figures=not args.no_figures)
-        return 0
+    kind = kind_of_run_dir(Path(args.run_dir))
+    if kind is None:
+        raise PipelineUsageError(f"{args.run_dir}: not a run directory of `w2s run` (no plan.json)")
     try:
-        results = write_report(args.run_dir, figures=not args.no_figures)
+        print(kind.report(args.run_dir, figures=not args.no_figures))
     except (FileNotFoundError, ValueError) as error:
         raise PipelineUsageError(str(error)) from None
-    print(results_markdown(results))
     return 0
 
 

@@ -1,9 +1,10 @@
-"""Named strategies found by name: the registry behind ``w2s_jax.methods`` and ``w2s_jax.tasks``.
+"""Named strategies found by name: the registry behind ``w2s_jax.methods``, ``w2s_jax.tasks`` and
+the experiment kinds of ``w2s run``.
 
-A registry belongs to a package. ``@registry.register`` records a class under its ``name``;
-:meth:`Registry.all` first imports every module of the package, so a new strategy is one file
-dropped into it, with nothing else to edit. An unknown name is an error suggesting the closest
-registered one.
+A registry belongs to a package (or to a list of modules). ``@registry.register`` records a class
+under its ``name``; :meth:`Registry.all` first imports every module of the package, so a new
+strategy is one file dropped into it, with nothing else to edit. An unknown name is an error
+suggesting the closest registered one.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ class Registry(Generic[T]):
     Arguments:
       kind: what the classes are, for messages ("method", "task").
       package: the package whose modules define them (imported on first look-up).
+      modules: or the modules that define them (each imported on first look-up).
     """
 
-    def __init__(self, kind: str, package: str):
-        self.kind, self.package = kind, package
+    def __init__(self, kind: str, package: str | None = None, *, modules: tuple[str, ...] = ()):
+        self.kind, self.package, self.modules = kind, package, modules
         self._classes: dict[str, T] = {}
 
     def register(self, cls: T) -> T:
@@ -37,10 +39,13 @@ class Registry(Generic[T]):
 
     def all(self) -> dict[str, T]:
         """Every registered class by name, sorted, after importing the package's modules."""
-        package = importlib.import_module(self.package)
-        for info in pkgutil.iter_modules(package.__path__):
-            if not info.name.startswith("_"):
-                importlib.import_module(f"{self.package}.{info.name}")
+        if self.package is not None:
+            package = importlib.import_module(self.package)
+            for info in pkgutil.iter_modules(package.__path__):
+                if not info.name.startswith("_"):
+                    importlib.import_module(f"{self.package}.{info.name}")
+        for module in self.modules:
+            importlib.import_module(module)
         return dict(sorted(self._classes.items()))
 
     def get(self, name: str) -> T:
@@ -51,3 +56,10 @@ class Registry(Generic[T]):
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise KeyError(f"unknown {self.kind} {name!r}{hint}; {self.kind}s: {', '.join(classes)}")
         return classes[name]
+
+
+# The experiment kinds of `w2s run` (the experiment file's top-level ``kind``): each module
+# registers a ``w2s_jax.pipeline.kind.ExperimentKind``. Named here, above both, so that the pipeline
+# never imports the kinds built on it.
+EXPERIMENT_KINDS: Registry = Registry("experiment kind", modules=("w2s_jax.pipeline.kind",
+                                                                  "w2s_jax.concept_world.kind"))

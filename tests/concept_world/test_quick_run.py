@@ -8,16 +8,24 @@ from pathlib import Path
 import pytest
 
 from w2s_jax.cli import main
+from w2s_jax.pipeline import stage_directories
 
 EXPERIMENT = Path(__file__).resolve().parents[2] / "experiments" / "concept_world.toml"
 
 
 def test_quick_concept_world_through_w2s_run(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["run", str(EXPERIMENT), "--quick", "--out", str(out), "--no-progress"]) == 0
+    both = ["--set", 'sweeps.quality_methods=["naive", "icl-refine", "gold"]']
+    assert main(["run", str(EXPERIMENT), "--quick", "--out", str(out), "--no-progress", *both]) == 0
+    first = capsys.readouterr().out
+    # the main and the quality parts both ask for the seed's gold student: it is computed once
+    assert first.count("[ran]  finetune/gold") == 1 and first.count("[ran]  labels/gold") == 1
+    plans = [json.loads((out / "seed-0" / part / "plan.json").read_text()) for part in ("main", "quality")]
+    gold = [next(s["records"] for s in plan["subjects"] if s["name"] == "student/gold") for plan in plans]
+    assert gold[0] == gold[1]
     results = json.loads((out / "results.json").read_text())
     names = {r["name"] for r in results["main"]["rows"]}
-    assert {"zero-shot", "student/gold", "weak/w0-weak-model", "student/icl-refine/w1-misaligned-0.30.jsonl",
+    assert {"zero-shot", "student/gold", "weak/w0-weak-model", "student/icl-refine/w1-misaligned-0.30",
             "student/context-distill/w0-weak-model", "student/bootstrap/w0-weak-model"} <= names
     assert all(0 <= r["accuracy"]["mean"] <= 1 and r["accuracy"]["n"] == 6 for r in results["main"]["rows"])
     assert [p["eta"] for p in sorted(results["quality"]["curve"], key=lambda p: p["eta"])] == [0.0, 0.5]
@@ -29,14 +37,14 @@ def test_quick_concept_world_through_w2s_run(tmp_path, capsys):
     for figure in ("demos.png", "quality.png", "gamma.png"):
         assert (out / "figures" / figure).stat().st_size > 1000
     assert (out / "seed-0" / "main" / "results.json").is_file()
-    strong = next((out / "stages").glob("pretrain.strong-*")) / "model"
+    strong = stage_directories(out)["pretrain/strong"] / "model"
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in strong.iterdir()}
     capsys.readouterr()  # the pre-trained checkpoint works with `w2s generate` like any other
     assert main(["generate", "--model", str(strong), "--prompt", "Question: x1\nAnswer: y2\n\nQuestion: x3\nAnswer:",
                  "--max-new-tokens", "1", "--json"]) == 0
     generated = json.loads(capsys.readouterr().out)["results"][0]["text"]
     assert re.fullmatch(r"y\d+", generated.strip()), generated  # an output token after the query
-    assert main(["run", str(EXPERIMENT), "--quick", "--out", str(out), "--no-progress", "--no-figures"]) == 0
+    assert main(["run", str(EXPERIMENT), "--quick", "--out", str(out), "--no-progress", "--no-figures", *both]) == 0
     rerun = capsys.readouterr().out
     assert "[ran]" not in rerun and rerun.count("(cached)") > 20
     assert json.loads((out / "results.json").read_text())["main"] == results["main"]
@@ -49,7 +57,7 @@ def test_quick_concept_world_through_w2s_run(tmp_path, capsys):
     ('kind = "concept-world"\n[world]\nnum_concept = 3\n', "did you mean 'num_concepts'"),
     ('kind = "concept-world"\n[split]\nn_train = 99\n', "split.n_train = 99 leaves no test input"),
     ('kind = "concept-world"\n[models]\nstrong = "x"\n', "models.strong is set by the concept world"),
-    ('kind = "concept-wrld"\n', "unknown kind 'concept-wrld'"),
+    ('kind = "concept-wrld"\n', "unknown experiment kind 'concept-wrld' (did you mean 'concept-world'?)"),
     ('kind = "concept-world"\n[train]\ntotal_step = 3\n', "did you mean 'total_steps'"),  # before pre-training
 ])
 def test_bad_concept_world_files_exit_2(tmp_path, capsys, edit, message):
@@ -65,3 +73,30 @@ def test_quick_is_refused_for_a_standard_experiment(tmp_path, capsys):
     path.write_text('[task]\nname = "concept"\n')
     assert main(["run", str(path), "--quick"]) == 2
     assert "--quick" in capsys.readouterr().err
+
+
+def test_the_graph_plans_gold_once_per_seed_and_runs_nothing(tmp_path):
+    """The experiment kind turns the config into one graph: both parts of a seed ask for its gold
+    student, which is one stage (one key) per seed; planning writes nothing."""
+    from w2s_jax.pipeline import Store
+    from w2s_jax.pipeline.kind import kind_of_file
+
+    kind = kind_of_file(EXPERIMENT)
+    config = kind.load(EXPERIMENT, quick=True, overrides=["seeds=[0, 1]",
+                                                          'sweeps.quality_methods=["naive", "gold"]'])
+    stages = kind.graph(config, Store(tmp_path / "store"))
+    assert len({s.key for s in stages}) == len(stages)
+    assert sorted(s.name for s in stages if s.name.startswith("finetune/gold")) == ["finetune/gold"] * 2
+    assert {s.name for s in stages} >= {"pretrain/strong", "pretrain/weak", "data/seed-1", "sweep-gamma/seed-1"}
+    assert not (tmp_path / "store").exists()
+
+
+def test_dry_run_lists_the_whole_graph_and_runs_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", str(EXPERIMENT), "--quick", "--out", str(out), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "[to run] pretrain/strong" and any(line.startswith("[to run] finetune/gold") for line in lines)
+    assert "[to run] weak-model/seed-0  (loads the model of pretrain/weak)" in lines
+    total = len(lines) - 1
+    assert lines[-1].startswith(f"{total} of {total} stages to run")
+    assert not out.exists() and not (tmp_path / "store").exists()

@@ -52,9 +52,10 @@ class RecordingEngine(Engine):
         super().__init__(None, tokenizer, chat=chat, name=name)
         self.reply, self.calls = reply, []
 
-    def generate(self, prompts, *, max_new_tokens, sampler=None, key=None, stop_strings=()):
+    def generate(self, prompts, *, max_new_tokens, sampler=None, key=None, stop_strings=(), example_ids=None):
         self.calls.append({"prompts": list(prompts), "text": [self.render(p) for p in prompts],
-                           "stop": tuple(stop_strings), "max_new_tokens": max_new_tokens})
+                           "stop": tuple(stop_strings), "max_new_tokens": max_new_tokens,
+                           "example_ids": None if example_ids is None else list(example_ids)})
         return [self.reply(p) for p in prompts]
 
     def next_token_topk(self, prompts, completions, k):
@@ -70,19 +71,22 @@ WEAK = ["a colour", "because of the air", "small", "the dog", "no"]
 
 def query_of(prompt: Prompt) -> str:
     """The question of an in-context query ``Question: q\\nAnswer:``."""
-    return prompt.user.split("\n")[0].removeprefix("Question: ")
+    return [line for line in prompt.user.split("\n") if line.startswith("Question: ")][-1].removeprefix("Question: ")
 
 
 def demos_text(pairs) -> str:
     return "\n\n".join(f"Question: {q}\nAnswer: {a}" for q, a in pairs)
 
 
-def context(engines: dict, *, n: int = 5, upstream=None, num_intermediate: int = 0) -> MethodContext:
+def context(engines: dict, *, n: int = 5, upstream=None, num_intermediate: int = 0,
+            upstream_options=None) -> MethodContext:
     task = QuestionTask()
     examples = [task.example({"question": q}, i, "test") for i, q in enumerate(QUESTIONS[:n])]
+    if upstream_options is None:  # the upstream methods' default options, as the pipeline passes them
+        upstream_options = {name: get_method(name).Options() for name in (upstream or {})}
     return MethodContext(task=task, examples=examples, weak=WEAK[:n], upstream=upstream or {},
                          engine=engines.__getitem__, generation=Generation(max_new_tokens=8),
-                         num_intermediate=num_intermediate)
+                         num_intermediate=num_intermediate, upstream_options=upstream_options)
 
 
 def run(method, ctx):
@@ -112,7 +116,9 @@ def test_icl_refine_shows_each_query_the_rest_of_its_batch_in_batch_order(tokeni
     assert call["text"][0] == ("Question: why is the sky blue\nAnswer: because of the air\n\n"
                                "Question: how big is a cat\nAnswer: small\n\nQuestion: what is red\nAnswer:")
     assert QUERY_STOP in call["stop"]
-    assert rows == [{"index": i, "completion": f" refined {q}"} for i, q in enumerate(QUESTIONS)]
+    assert rows == [{"index": i, "completion": f" refined {q}", "demos": list(expected_demos[i])}
+                    for i, q in enumerate(QUESTIONS)]
+    assert call["example_ids"] == list(range(5))  # each row samples from its own example's key
 
 
 def test_icl_refine_chat_form_puts_demonstrations_in_the_system_message(tokenizer):
@@ -264,15 +270,18 @@ def test_bootstrap_without_an_intermediate_model_points_to_icl_refine(tokenizer)
 # --- context-distill ---------------------------------------------------------------------------
 
 
-def test_context_distill_asks_for_top_k_after_icl_refines_exact_prompt(tokenizer):
+@pytest.mark.parametrize("placement", ["system", "user"])
+def test_context_distill_asks_for_top_k_after_icl_refines_exact_prompt(tokenizer, placement):
     icl_engine = RecordingEngine(tokenizer, lambda p: f"r {query_of(p)}")
     ctx = context({"strong": icl_engine})
-    icl_rows = run(get_method("icl-refine")(ICLRefineOptions(batch=3, shuffle_seed=1)), ctx)
+    icl_options = ICLRefineOptions(batch=3, shuffle_seed=1, placement=placement)
+    icl_rows = run(get_method("icl-refine")(icl_options), ctx)
     upstream = {"icl-refine": {r["index"]: r for r in icl_rows}}
-    upstream["icl-refine"][4] = {"index": 4, "completion": " "}  # an empty label: no row
+    assert all(r["demos"] and r["index"] not in r["demos"] for r in icl_rows)  # what demonstrated it
+    upstream["icl-refine"][4] = {**upstream["icl-refine"][4], "completion": " "}  # empty: no row
     strong = RecordingEngine(tokenizer, None)
-    method = get_method("context-distill")(ContextDistillOptions(batch=3, shuffle_seed=1, top_k=3))
-    ctx = context({"strong": strong}, upstream=upstream)
+    method = get_method("context-distill")(ContextDistillOptions(top_k=3))  # nothing restated
+    ctx = context({"strong": strong}, upstream=upstream, upstream_options={"icl-refine": icl_options})
     rows = run(method, ctx)
     (call,) = strong.calls
     icl_prompts = dict(zip(map(query_of, icl_engine.calls[0]["prompts"]), icl_engine.calls[0]["prompts"]))
@@ -285,6 +294,9 @@ def test_context_distill_asks_for_top_k_after_icl_refines_exact_prompt(tokenizer
                        "teacher_probs": [[float(np.float32(1 / 3))] * 3] * 2}
     with pytest.raises(ValueError, match="no icl-refine label for training example 0"):
         method.label(context({"strong": strong}, upstream={"icl-refine": {}}), [(0, 1, 2)])
+    old = {"icl-refine": {i: {"index": i, "completion": " x"} for i in range(5)}}
+    with pytest.raises(ValueError, match="does not list its demonstrations"):
+        method.label(context({"strong": strong}, upstream=old), [(0,)])
     with pytest.raises(ValueError, match="methods.context-distill.top_k must be an int >= 1"):
         ContextDistillOptions(top_k=0)
 
@@ -296,9 +308,10 @@ def test_context_distill_targets_equal_the_strong_models_direct_probabilities(to
 
     strong = tiny_engine(tokenizer, seed=2)
     completions = [" the cat sat", " yes", " a big dog", " no it is"]
-    upstream = {"icl-refine": {i: {"index": i, "completion": c} for i, c in enumerate(completions)}}
+    upstream = {"icl-refine": {i: {"index": i, "completion": c, "demos": [[1, 0, 3, 2][i]]}
+                               for i, c in enumerate(completions)}}
     ctx = context({"strong": strong}, n=4, upstream=upstream)
-    rows = run(get_method("context-distill")(ContextDistillOptions(batch=2, top_k=4)), ctx)
+    rows = run(get_method("context-distill")(ContextDistillOptions(top_k=4)), ctx)
     assert [r["index"] for r in rows] == [0, 1, 2, 3]
     for row, other in zip(rows, [1, 0, 3, 2]):
         prompt = in_context_prompt([(QUESTIONS[other], WEAK[other])], QUESTIONS[row["index"]])
@@ -316,14 +329,14 @@ END_TO_END = {
     "infer-and-respond": InferAndRespondOptions(batch=2, max_sentence_tokens=4),
     "ask-to-improve": AskToImproveOptions(),
     "bootstrap": BootstrapOptions(batch=2),
-    "context-distill": ContextDistillOptions(batch=2, top_k=3),
+    "context-distill": ContextDistillOptions(top_k=3),
 }
 
 
 @pytest.mark.parametrize("name", sorted(END_TO_END))
 def test_method_runs_end_to_end_on_a_tiny_checkpoint(tokenizer, name):
     engines = {"strong": tiny_engine(tokenizer, seed=0), "intermediate:0": tiny_engine(tokenizer, seed=1)}
-    upstream = {"icl-refine": {i: {"index": i, "completion": " the cat"} for i in range(4)}}
+    upstream = {"icl-refine": {i: {"index": i, "completion": " the cat", "demos": [i ^ 1]} for i in range(4)}}
     ctx = context(engines, n=4, upstream=upstream, num_intermediate=1)
     ctx.generation = Generation(max_new_tokens=3)
     method = get_method(name)(END_TO_END[name])

@@ -10,6 +10,7 @@ from flax import nnx
 
 from w2s_jax.cli import main
 from w2s_jax.models import ModelConfig, Transformer, save_pretrained
+from w2s_jax.pipeline import stage_directories
 
 WORDS = ("the a cat dog sat on mat ran to home big small red blue is was and then yes no "
          "pirate arr matey ship sea answer question how why what").split()
@@ -65,7 +66,6 @@ def test_every_method_and_the_judge_through_w2s_run(tmp_path):
         [methods.infer-and-respond]
         batch = 3
         [methods.context-distill]
-        batch = 3
         top_k = 4
         [generation]
         max_new_tokens = 3
@@ -91,13 +91,14 @@ def test_every_method_and_the_judge_through_w2s_run(tmp_path):
     for row in results["rows"]:
         assert row["style"]["n"] == 5 and 1.0 <= row["style"]["mean"] <= 9.0
         assert 1.0 <= row["quality"]["mean"] <= 9.0
-    distill = next((out / "stages").glob("labels.context-distill*"))
+    dirs = stage_directories(out)
+    distill = dirs["labels/context-distill/w0-weak"]
     label = json.loads((distill / "records.jsonl").read_text().splitlines()[0])
     assert len(label["teacher_ids"][0]) == 4 and abs(sum(label["teacher_probs"][0]) - 1) < 1e-5
-    finetune = next((out / "stages").glob("finetune.context-distill*"))
+    finetune = dirs["finetune/context-distill/w0-weak"]
     identity = json.loads((finetune / "checkpoints" / "run_identity.json").read_text())
     assert "KLToTeacher" in json.dumps(identity)
-    bootstrap = next((out / "stages").glob("labels.bootstrap*"))
+    bootstrap = dirs["labels/bootstrap/w0-weak"]
     assert "hops" in json.loads((bootstrap / "records.jsonl").read_text().splitlines()[0])
     assert (out / "results.md").read_text().count("| student/") == 7
 

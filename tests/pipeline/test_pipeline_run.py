@@ -2,108 +2,41 @@
 kill inside a stage (nothing recomputed, nothing lost, same results), a changed setting
 recomputing exactly the stages after it, and up-front validation errors through the CLI.
 
-The task here is a small test task (registered below) whose metric is word overlap with the gold
+The task here is a small test task (``tests/pipeline/tiny_run.py``) whose metric is word overlap with the gold
 answer, so random models get varied, non-trivial per-item scores; the shipped tasks have their
 own tests.
 """
 
 import json
-import textwrap
 
 import pytest
 
-from tests.lm.hf_fixtures import SPECIAL_TOKENS, WORDS, make_hf_checkpoint
+from tests.pipeline.tiny_run import OverlapTask, _run, make_world
 from w2s_jax.cli import main
-from w2s_jax.inference import Prompt
 from w2s_jax.methods.icl_refine import ICLRefine
-from w2s_jax.pipeline import run_experiment
+from w2s_jax.pipeline import stage_directories
 from w2s_jax.pipeline import stage as stage_module
-from w2s_jax.tasks.base import Example, Task, field, register
 
 pytest.importorskip("torch", reason="building the tiny checkpoints needs torch")
 
 
-@register
-class OverlapTask(Task):
-    """Test task: answer with words; scored by word overlap (Jaccard) with the gold answer."""
-
-    name = "test-overlap"
-
-    def example(self, row, index, source):
-        return Example(index, field(row, "question", index, source), row.get("answer"), row)
-
-    def prompt(self, example):
-        return Prompt(user=example.question)
-
-    def metric(self, examples, predictions, *, judge=None):
-        out = []
-        for example, prediction in zip(examples, predictions):
-            a, b = set(example.answer.split()), set(prediction.split())
-            out.append({"overlap": len(a & b) / max(len(a | b), 1)})
-        return out
-
-    def metric_names(self):
-        return ("overlap",)
-
-
-def _rows(n, seed):
-    import random
-
-    rng = random.Random(seed)
-    words = WORDS[4:]
-    return [{"question": " ".join(rng.choice(words) for _ in range(rng.randint(3, 6))),
-             "answer": " ".join(rng.choice(words) for _ in range(2))} for _ in range(n)]
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipeline")
-    vocab = len(SPECIAL_TOKENS) + len(WORDS)  # every sampled id decodes to a word
-    strong = make_hf_checkpoint(root / "strong", "llama", seed=0, vocab_size=vocab)
-    weak = make_hf_checkpoint(root / "weak", "llama", seed=1, vocab_size=vocab, num_hidden_layers=1)
-    for name, rows in (("train", _rows(10, 0)), ("test", _rows(6, 1))):
-        (root / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    experiment = root / "tiny.toml"
-    experiment.write_text(textwrap.dedent(f"""
-        name = "tiny"
-        chunk_size = 4
-        [task]
-        name = "test-overlap"
-        [data]
-        train = "{root / 'train.jsonl'}"
-        test = "{root / 'test.jsonl'}"
-        [models]
-        strong = "{strong}"
-        weak = ["{weak}"]
-        batch_size = 4
-        length_bucket = 16
-        [methods]
-        run = ["zero-shot", "naive", "icl-refine", "gold"]
-        [methods.icl-refine]
-        batch = 3
-        [generation]
-        max_new_tokens = 3
-        [train]
-        total_steps = 3
-        warmup_steps = 1
-        batch_size = 4
-        max_len = 64
-        learning_rate = 0.01
-        [report]
-        bootstrap = 200
-    """))
-    return root, experiment
+    return make_world(tmp_path_factory.mktemp("pipeline"))
+
+
+def stage_dirs(run_dir, prefix):
+    """The store directories of the run's stages whose names start with ``prefix``."""
+    return [d for name, d in stage_directories(run_dir).items() if name.startswith(prefix)]
 
 
 def _same(a, b):
-    """Equal as JSON (NaN, which a PGR without a significant gap is, equals NaN here)."""
-    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    """Equal as JSON (NaN, which a PGR without a significant gap is, equals NaN here), the links to
+    training curves (paths in each run's own store) aside."""
+    def numbers(rows):
+        return [{k: v for k, v in row.items() if k != "training"} for row in rows]
 
-
-def _run(experiment, out, **kw):
-    lines = []
-    results = run_experiment(experiment, run_dir=out, show_progress=False, log=lines.append, **kw)
-    return results, lines
+    return json.dumps(numbers(a), sort_keys=True) == json.dumps(numbers(b), sort_keys=True)
 
 
 def test_run_writes_report_and_a_rerun_recomputes_nothing(world, tmp_path, monkeypatch):
@@ -123,10 +56,17 @@ def test_run_writes_report_and_a_rerun_recomputes_nothing(world, tmp_path, monke
     assert (out / "results.md").read_text().startswith("# tiny")
     assert (out / "figures" / "scores.png").stat().st_size > 0
     assert (out / "figures" / "weak_vs_student.png").stat().st_size > 0
-    labels = [p for p in (out / "stages").iterdir() if p.name.startswith("labels.icl-refine")]
+    labels = stage_dirs(out, "labels/icl-refine")
     assert len(labels) == 1
     rows = [json.loads(line) for line in (labels[0] / "records.jsonl").read_text().splitlines()]
     assert sorted(r["index"] for r in rows) == list(range(10))
+    [finetune] = stage_dirs(out, "finetune/icl-refine")
+    steps = [json.loads(line) for line in (finetune / "metrics.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in steps] == [1, 2, 3]  # one line per optimizer step
+    assert all({"loss", "grad_norm", "lr"} <= set(s) and s["loss"] > 0 for s in steps)
+    assert steps[0]["lr"] == pytest.approx(0.0) and steps[1]["lr"] == pytest.approx(0.01)  # warmup 1 step
+    assert (finetune / "loss.png").stat().st_size > 1000
+    assert str(finetune / "loss.png") in (out / "results.md").read_text()
 
     (out / "results.md").unlink()
     assert main(["report", str(out), "--no-figures"]) == 0  # rebuilt from the run directory alone
@@ -148,7 +88,7 @@ def test_run_writes_report_and_a_rerun_recomputes_nothing(world, tmp_path, monke
 
 def test_kill_inside_a_stage_resumes_without_recomputing(world, tmp_path, monkeypatch):
     root, experiment = world
-    reference, _ = _run(experiment, tmp_path / "reference", figures=False)
+    reference, _ = _run(experiment, tmp_path / "reference", store=tmp_path / "reference-store", figures=False)
 
     calls = []
     original = ICLRefine.label
@@ -173,6 +113,21 @@ def test_kill_inside_a_stage_resumes_without_recomputing(world, tmp_path, monkey
     assert done_again | first_chunk == set(range(10))
     assert any("weak-labels" in line and "(cached)" in line for line in lines)
     assert _same(resumed["rows"], reference["rows"])
+
+
+def test_two_experiments_sharing_model_data_and_test_split_predict_zero_shot_once(world, tmp_path):
+    """Another experiment (another name, other methods, its own run directory) with the same
+    strong model, data and test split finds zero-shot in the shared store."""
+    root, experiment = world
+    first, second = [], []
+    _run(experiment, tmp_path / "a", methods=["zero-shot"], figures=False, executed=first)
+    other = tmp_path / "other.toml"
+    other.write_text(experiment.read_text().replace('name = "tiny"', 'name = "other"'))
+    results, lines = _run(other, tmp_path / "b", methods=["zero-shot", "gold"], figures=False, executed=second)
+    assert [s.name for s in first].count("predict/zero-shot") == 1
+    assert "predict/zero-shot" not in [s.name for s in second] and "finetune/gold" in [s.name for s in second]
+    assert any(line.startswith("[done] predict/zero-shot") for line in lines)
+    assert {r["name"] for r in results["rows"]} >= {"zero-shot", "student/gold"}
 
 
 def test_changed_setting_recomputes_exactly_the_stages_after_it(world, tmp_path):
@@ -213,7 +168,7 @@ def test_validation_errors_are_one_line_before_any_work(world, tmp_path, capsys)
     assert "overlaps training" in _cli_error(capsys, ["run", str(bad), "--out", str(tmp_path / "y")])
     bad.write_text(text.replace('strong = "', 'strong = "/no/such/model'))
     assert "models.strong" in _cli_error(capsys, ["run", str(bad)])
-    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").glob("stages/*"))
+    assert not (tmp_path / "x").exists() and not (tmp_path / "store").exists()
     assert stage_module.MANIFEST == "manifest.json"
 
 
@@ -238,12 +193,12 @@ def test_weak_labels_from_a_file(world, tmp_path, capsys):
     path.write_text(text)
     results, _ = _run(path, tmp_path / "run", methods=["naive"], figures=False)
     rows = {r["name"]: r for r in results["rows"]}
-    weak = rows["weak/w0-labels.jsonl"]
+    weak = rows["weak/w0-labels"]  # the file's name without its suffix
     given = {r["index"]: r["answer"] for r in labels if r["split"] == "test"}
     scores = OverlapTask().metric(*zip(*[(OverlapTask().example(r, i, "t"), given[i]) for i, r in enumerate(test)]))
     assert weak["overlap"]["mean"] == pytest.approx(sum(s["overlap"] for s in scores) / len(test), abs=1e-12)
     assert weak["overlap"]["mean"] >= 0.5  # the odd rows are exact
-    naive = next((tmp_path / "run" / "stages").glob("labels.naive*"))
+    [naive] = stage_dirs(tmp_path / "run", "labels/naive")
     completions = [json.loads(line)["completion"] for line in (naive / "records.jsonl").read_text().splitlines()]
     assert completions == [" " + r["answer"] for r in train]
     (tmp_path / "labels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in labels[:-1]))
@@ -261,13 +216,13 @@ def test_a_kill_in_any_stage_loses_nothing_and_recomputes_nothing(world, tmp_pat
 
     root, experiment = world
     kw = dict(methods=["naive"], overrides=["train.checkpoint_every=1"], figures=False)
-    reference, _ = _run(experiment, tmp_path / "reference", **kw)
+    reference, _ = _run(experiment, tmp_path / "reference", store=tmp_path / "reference-store", **kw)
     processed: dict[str, list] = {}
     for cls in (WeakLabels, Labels, Predict, Score):
         original = cls.process
 
-        def counted(self, run, units, key, _original=original):
-            result = _original(self, run, units, key)
+        def counted(self, res, units, _original=original):
+            result = _original(self, res, units)
             processed.setdefault(self.name, []).extend(map(str, units))
             return result
 
@@ -276,11 +231,11 @@ def test_a_kill_in_any_stage_loses_nothing_and_recomputes_nothing(world, tmp_pat
     def die_on_second_call(cls):
         original, calls = cls.process, []
 
-        def dying(self, run, units, key):
+        def dying(self, res, units):
             calls.append(1)
             if len(calls) == 2:
                 raise KeyboardInterrupt
-            return original(self, run, units, key)
+            return original(self, res, units)
 
         monkeypatch.setattr(cls, "process", dying)
         return lambda: monkeypatch.setattr(cls, "process", original)
@@ -299,7 +254,8 @@ def test_a_kill_in_any_stage_loses_nothing_and_recomputes_nothing(world, tmp_pat
                     if step == 2:
                         raise KeyboardInterrupt
 
-                return original_train(*args, callbacks=(stop,), **kwargs)
+                kwargs["callbacks"] = (*kwargs.get("callbacks", ()), stop)
+                return original_train(*args, **kwargs)
 
             monkeypatch.setattr(train_module, "train", dying_train)
             with pytest.raises(KeyboardInterrupt):
@@ -319,13 +275,14 @@ def test_sharded_run_equals_one_device(world, tmp_path):
     root, experiment = world
     base = ["models.batch_size=8", "train.batch_size=8"]
     kw = dict(methods=["zero-shot", "naive"], figures=False)
-    _run(experiment, tmp_path / "one", overrides=base, **kw)
-    _, lines = _run(experiment, tmp_path / "mesh", overrides=base + ["models.mesh={fsdp = -1}"], **kw)
+    _run(experiment, tmp_path / "one", store=tmp_path / "store-one", overrides=base, **kw)
+    _, lines = _run(experiment, tmp_path / "mesh", store=tmp_path / "store-mesh",
+                    overrides=base + ["models.mesh={fsdp = -1}"], **kw)
     assert "(cached)" not in "".join(lines)
 
     def records(run_dir, prefix):
-        [stage] = [p for p in (run_dir / "stages").iterdir() if p.name.startswith(prefix)]
+        [stage] = stage_dirs(run_dir, prefix)
         return [json.loads(line) for line in (stage / "records.jsonl").read_text().splitlines()]
 
-    for prefix in ("weak-labels", "labels.naive", "predict.zero-shot", "predict.student.naive"):
+    for prefix in ("weak-labels", "labels/naive", "predict/zero-shot", "predict/student/naive"):
         assert records(tmp_path / "one", prefix) == records(tmp_path / "mesh", prefix), prefix

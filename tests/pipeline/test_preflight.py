@@ -88,7 +88,7 @@ def no_run(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the run started: the problem was not caught before the first stage")
 
-    monkeypatch.setattr(w2s_jax.pipeline, "run_experiment", refuse)
+    monkeypatch.setattr(w2s_jax.pipeline.runner, "run_experiment", refuse)
 
 
 def refused(capsys, tmp_path, path, *flags):
@@ -265,7 +265,7 @@ def test_more_rows_requested_than_exist_is_a_warning(world, tmp_path, capsys, mo
     import w2s_jax.pipeline
 
     calls = []
-    monkeypatch.setattr(w2s_jax.pipeline, "run_experiment", lambda config, **kw: calls.append(config))
+    monkeypatch.setattr(w2s_jax.pipeline.runner, "run_experiment", lambda config, **kw: calls.append(config))
     path = experiment(world, tmp_path)
     assert main(["run", str(path), "--out", str(tmp_path / "out"), "--set", "data.n_train=1000",
                  "--set", "data.n_test=2"]) == 0
@@ -367,7 +367,7 @@ def test_max_len_that_fits_every_row_exactly_passes(world, tmp_path, capsys, mon
     import w2s_jax.pipeline
 
     root, strong, weak = world
-    monkeypatch.setattr(w2s_jax.pipeline, "run_experiment", lambda config, **kw: None)
+    monkeypatch.setattr(w2s_jax.pipeline.runner, "run_experiment", lambda config, **kw: None)
     fits = max(sum(_sft_lengths(strong, q, " yes")) for q in TRAIN)
     path = experiment(world, tmp_path)
     assert main(["run", str(path), "--out", str(tmp_path / "o"), "--methods", "gold",
@@ -389,7 +389,7 @@ def test_generated_labels_count_max_new_tokens_and_prompt_left_is_a_stated_choic
            f"is {p} tokens and a generated label of up to generation.max_new_tokens = 3 adds {bound}" in err
 
     started = []
-    monkeypatch.setattr(w2s_jax.pipeline, "run_experiment", lambda config, **kw: started.append(config))
+    monkeypatch.setattr(w2s_jax.pipeline.runner, "run_experiment", lambda config, **kw: started.append(config))
     too_long = sum(_sft_lengths(strong, q, " yes")[0] + bound > p + bound - 1 for q in TRAIN)
     assert main(["run", str(path), "--out", str(tmp_path / "o"), *set_len,
                  "--set", "data.truncate='prompt-left'"]) == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from w2s_jax.cli_pipeline import shipped_experiments
-from w2s_jax.pipeline import load_experiment
+from w2s_jax.pipeline import Split, load_experiment
 from w2s_jax.pipeline.plan import build_plan, check_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +42,7 @@ def test_shipped_experiment_validates(path):
         check_model(config, name, "model")
     if config.task.needs_judge:
         assert models.judge and config.judge is not None
-    stages, subjects = build_plan(config)
+    stages, subjects = build_plan(config, Split("train", ()), Split("test", ()))
     roles = {s.role for s in subjects}
     assert "weak" in roles and ("zero-shot" in roles) == any(not m.trains for m in config.methods)
     assert len({s.name for s in stages}) == len(stages)

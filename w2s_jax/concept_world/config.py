@@ -223,7 +223,7 @@ def load_concept_world(path: str | Path, *, overrides: Sequence[str] = (), quick
 def concept_world_from_dict(raw: Mapping[str, Any], *, source: str = "<experiment>",
                             default_name: str = KIND) -> ConceptWorldConfig:
     """The typed experiment of a parsed concept-world document."""
-    from w2s_jax.pipeline.config import _check_keys
+    from w2s_jax.pipeline.config import check_keys as _check_keys
 
     _check_keys(raw, _TOP, "the top level", source)
     if raw.get("kind") != KIND:

@@ -19,14 +19,14 @@ import numpy as np
 from w2s_jax.concept_world.bayes import chernoff_rate, label_law
 from w2s_jax.concept_world.sweeps import fitted_rate, theory_transition, transition
 from w2s_jax.concept_world.world import World, WorldConfig
-from w2s_jax.core.metrics import pgr
+from w2s_jax.core.metrics import bootstrap_mean, pgr
+from w2s_jax.pipeline import PLAN, format_stat
 from w2s_jax.pipeline.artifacts import (
     JsonlLog,
     atomic_write_json,
     atomic_write_text,
     read_json,
 )
-from w2s_jax.pipeline.report import PLAN, bootstrap_mean
 
 
 def _items(run_dir: Path) -> tuple[dict, dict[str, dict[int, float]]]:
@@ -84,9 +84,8 @@ def weak_train_accuracy(dirs: Mapping[int, Path], data: Mapping[int, Path]) -> d
     hits: dict[str, list[float]] = {}
     for seed, run_dir in dirs.items():
         gold = [json.loads(line)["answer"] for line in (Path(data[seed]) / "train.jsonl").read_text().splitlines()]
-        for path in sorted(Path(run_dir).glob("stages/weak-labels.*/records.jsonl")):
-            name = path.parent.name.removeprefix("weak-labels.").rsplit("-", 1)[0]
-            for record in JsonlLog(path).read():
+        for name, path in sorted(read_json(Path(run_dir) / PLAN).get("weak_labels", {}).items()):
+            for record in JsonlLog(Path(run_dir) / path).read():
                 words = record["answer"].split()
                 hits.setdefault(name, []).append(float(bool(words) and words[0] == gold[record["index"]]))
     return {name: float(np.mean(values)) for name, values in sorted(hits.items())}
@@ -209,14 +208,6 @@ def write_concept_report(run_dir: str | Path, meta: Mapping, runs: Mapping[str, 
     return results
 
 
-def _stat(stat: dict) -> str:
-    if math.isnan(stat["mean"]):
-        return "n/a"
-    if math.isnan(stat["lo"]):
-        return f"{stat['mean']:.3f}"
-    return f"{stat['mean']:.3f} [{stat['lo']:.3f}, {stat['hi']:.3f}]"
-
-
 def _pgr(p) -> str:
     if p is None:
         return ""
@@ -233,7 +224,7 @@ def pooled_table(pooled: dict) -> list[str]:
     head = ["subject", f"accuracy [{level}% CI], pooled", *(f"seed {s}" for s in seeds), "PGR", "n"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in pooled["rows"]:
-        cells = [row["name"].replace(".jsonl", ""), _stat(row["accuracy"]),
+        cells = [row["name"].replace(".jsonl", ""), format_stat(row["accuracy"]),
                  *(_num(row["per_seed"][str(s)]) for s in seeds), _pgr(row["pgr"]), str(row["accuracy"]["n"])]
         lines.append("| " + " | ".join(cells) + " |")
     return lines

@@ -144,3 +144,35 @@ def pgr(
     else:
         se = 0.0
     return PGREstimate(ratio, ratio - z * se, ratio + z * se, se, b_bar, b_se, True, level)
+
+
+def bootstrap_mean(values, *, n_bootstrap: int, level: float, seed: int = 0) -> dict:
+    """Mean of ``values`` with a percentile bootstrap interval: ``{"mean", "lo", "hi", "n"}``.
+
+    ``n_bootstrap`` resamples of the values with replacement (seeded by ``seed``); ``lo``/``hi``
+    are the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of their means. NaN interval for
+    fewer than two values, NaN mean for none.
+    """
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    if v.size == 0:
+        return {"mean": math.nan, "lo": math.nan, "hi": math.nan, "n": 0}
+    if v.size < 2:
+        return {"mean": float(v.mean()), "lo": math.nan, "hi": math.nan, "n": int(v.size)}
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, v.size, size=(n_bootstrap, v.size))].mean(axis=1)
+    lo, hi = np.quantile(means, [0.5 - level / 2, 0.5 + level / 2])
+    return {"mean": float(v.mean()), "lo": float(lo), "hi": float(hi), "n": int(v.size)}
+
+
+def disagreement(a_T, b_T, *, exact: bool) -> float:
+    """How often two answerers differ on the same items (the student's misfit to its supervisor):
+    with ``exact``, the fraction of items whose values differ; otherwise the mean squared
+    difference of numeric scores. NaN for no items."""
+    a, b = np.asarray(a_T, dtype=object if exact else np.float64), np.asarray(b_T, dtype=object if exact else np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"disagreement of {a.shape} and {b.shape} items: pair them by item first")
+    if a.size == 0:
+        return math.nan
+    if exact:
+        return float(np.mean([x != y for x, y in zip(a.reshape(-1), b.reshape(-1))]))
+    return float(np.mean((a - b) ** 2))

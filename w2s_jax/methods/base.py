@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 from w2s_jax.inference.engine import Engine, Prompt
 from w2s_jax.registry import Registry
-from w2s_jax.tasks.base import Example, Generation, Task
+from w2s_jax.tasks.base import Example, Generation, NoOptions, Task
 
 
 @dataclasses.dataclass
@@ -40,6 +40,9 @@ class MethodContext:
         ``"intermediate:<i>"`` (the chain of the experiment's ``models.intermediate``).
       generation: answer generation settings.
       key: this method's PRNG key (fold in example indices for per-example randomness).
+      num_intermediate: the number of intermediate models.
+      upstream_options: the options of the methods in ``upstream`` (a method that builds on
+        another reads its settings from there, so they are said once).
     """
 
     task: Task
@@ -50,16 +53,12 @@ class MethodContext:
     generation: Generation
     key: Any = None
     num_intermediate: int = 0
+    upstream_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # by method, as ``upstream``
 
     def answer(self, role: str, prompts: Sequence[Prompt], positions: Sequence[int]) -> list[str]:
         """The ``role`` model's answers to ``prompts`` (one per position in ``examples``)."""
         examples = [self.examples[p] for p in positions]
         return self.task.answer(self.engine(role), prompts, examples, self.generation, key=self.key)
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class NoOptions:
-    """For methods without options of their own."""
 
 
 class Method(ABC):

@@ -14,8 +14,10 @@ n the number of tokens of the completion as :class:`~w2s_jax.train.SFTDataset` t
 ids are the strong model's vocabulary, so the student must share its tokenizer. An example whose
 ``icl-refine`` label is empty has no completion token to fit and gets no row.
 
-The options ``batch``, ``shuffle_seed`` and ``fixed_demos`` choose the demonstrations and must equal
-``icl-refine``'s for the completion to be the answer to this very prompt; keep them the same.
+The demonstrations are read from ``icl-refine``'s label records (each lists the example indices
+that demonstrated its prompt), so icl-refine's ``batch``, ``shuffle_seed`` and ``fixed_demos`` are
+said once, in ``[methods.icl-refine]``, and this method's prompts are exactly the ones icl-refine
+answered, in icl-refine's prompt layout (``upstream_options``).
 """
 
 from __future__ import annotations
@@ -23,32 +25,19 @@ from __future__ import annotations
 import dataclasses
 
 from w2s_jax.methods.base import Method, label_row, register
-from w2s_jax.methods.icl_refine import ICLRefine, ICLRefineOptions, question_text
+from w2s_jax.methods.icl_refine import question_text
 from w2s_jax.tasks.demonstrations import in_context_prompt
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ContextDistillOptions:
-    batch: int = 5  # as icl-refine's: questions per batch
-    shuffle_seed: int | None = None  # as icl-refine's
-    fixed_demos: int = 0  # as icl-refine's
     # Tokens kept per position (2 x top_k numbers stored per completion token). The mass the k
     # had before renormalising is TopKResult.kept_mass: raise top_k where it is far below 1.
     top_k: int = 16
 
     def __post_init__(self):
-        name = "methods.context-distill"
-        if not isinstance(self.batch, int) or self.batch < 2:
-            raise ValueError(f"{name}.batch must be an int >= 2, got {self.batch!r}")
-        if not isinstance(self.fixed_demos, int) or self.fixed_demos < 0:
-            raise ValueError(f"{name}.fixed_demos must be an int >= 0, got {self.fixed_demos!r}")
-        if not isinstance(self.top_k, int) or self.top_k < 1:
-            raise ValueError(f"{name}.top_k must be an int >= 1, got {self.top_k!r}")
-
-    def demonstrations(self) -> ICLRefineOptions:
-        """The icl-refine options that choose the same demonstrations."""
-        return ICLRefineOptions(batch=self.batch, shuffle_seed=self.shuffle_seed,
-                                fixed_demos=self.fixed_demos)
+        if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 1:
+            raise ValueError(f"methods.context-distill.top_k must be an int >= 1, got {self.top_k!r}")
 
 
 @register
@@ -60,41 +49,34 @@ class ContextDistill(Method):
     needs = ("icl-refine",)
     roles = ("strong",)
 
-    def __init__(self, options=None):
-        super().__init__(options)
-        self._icl = ICLRefine(self.options.demonstrations())
-
-    def check(self, methods):
-        icl = methods["icl-refine"].options
-        mine = self.options.demonstrations()
-        for field in ("batch", "shuffle_seed", "fixed_demos"):
-            if getattr(icl, field) != getattr(mine, field):
-                raise ValueError(
-                    f"methods.context-distill.{field} = {getattr(mine, field)!r} differs from "
-                    f"methods.icl-refine.{field} = {getattr(icl, field)!r}: the teacher's predictive "
-                    "must be read on the prompts icl-refine answered; set both the same")
-
-    def units(self, ctx):
-        return self._icl.units(ctx)
-
-    def completion(self, ctx, position: int) -> str:
-        """icl-refine's label of the example at ``position``."""
+    def record(self, ctx, position: int) -> dict:
+        """icl-refine's label record of the example at ``position``."""
         index = ctx.examples[position].index
         rows = ctx.upstream.get("icl-refine")
         if rows is None or index not in rows:
             raise ValueError(f"context-distill: no icl-refine label for training example {index}; "
-                             "icl-refine must run first with the same batch, shuffle_seed and fixed_demos")
-        return rows[index]["completion"]
+                             "icl-refine must run first")
+        if "demos" not in rows[index]:
+            raise ValueError(f"context-distill: icl-refine's label of example {index} does not list its "
+                             "demonstrations (labels from an older version): rerun icl-refine")
+        return rows[index]
+
+    def units(self, ctx):
+        labelled = ctx.upstream.get("icl-refine", {})
+        return [(p,) for p, e in enumerate(ctx.examples) if e.index in labelled]
 
     def label(self, ctx, units):
         engine = ctx.engine("strong")
-        demos = {p: self._icl.demos_of(unit)(p) for unit in units for p in unit}
-        completions = {p: self.completion(ctx, p) for p in demos}
+        position = {e.index: p for p, e in enumerate(ctx.examples)}
+        records = {p: self.record(ctx, p) for unit in units for p in unit}
         # an empty label has no token to fit (it would add no term to the loss)
-        queries = [p for p in demos if engine.tokenizer.encode(completions[p], add_special_tokens=False)]
-        prompts = [in_context_prompt([(question_text(ctx, d), ctx.weak[d]) for d in demos[p]],
-                                     question_text(ctx, p)) for p in queries]
-        targets = engine.next_token_topk(prompts, [completions[p] for p in queries], self.options.top_k)
-        return [label_row(ctx.examples[p], completions[p], teacher_ids=target.topk_ids.tolist(),
+        queries = [p for p, r in records.items()
+                   if engine.tokenizer.encode(r["completion"], add_special_tokens=False)]
+        layout = ctx.upstream_options["icl-refine"].layout()
+        prompts = [in_context_prompt([(question_text(ctx, position[d]), ctx.weak[position[d]])
+                                      for d in records[p]["demos"]], question_text(ctx, p), layout)
+                   for p in queries]
+        targets = engine.next_token_topk(prompts, [records[p]["completion"] for p in queries], self.options.top_k)
+        return [label_row(ctx.examples[p], records[p]["completion"], teacher_ids=target.topk_ids.tolist(),
                           teacher_probs=target.topk_probs.tolist())
                 for p, target in zip(queries, targets)]

@@ -121,5 +121,8 @@ class ICLRefine(Method):
         demos = {p: self.demos_of(unit)(p) for unit in units for p in unit}
         queries = list(demos)  # every query of the chunk in one engine call (length-sorted batches)
         answers = refine(ctx, "strong", queries, demos.__getitem__, ctx.weak, self.options.layout())
-        return [label_row(ctx.examples[p], ctx.task.target(ctx.examples[p], a))
+        # the demonstrations (by example index) are part of the record: a method that builds on
+        # these labels (context-distill) rebuilds the very prompt each one answered
+        return [label_row(ctx.examples[p], ctx.task.target(ctx.examples[p], a),
+                          demos=[ctx.examples[d].index for d in demos[p]])
                 for p, a in zip(queries, answers)]

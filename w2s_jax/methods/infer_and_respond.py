@@ -135,7 +135,8 @@ class InferAndRespond(Method):
         prompts = [inference_prompt([(question_text(ctx, p), ctx.weak[p]) for p in unit], options)
                    for unit in units]
         texts = ctx.engine("strong").generate(prompts, max_new_tokens=options.max_sentence_tokens,
-                                              sampler=ctx.generation.sampler(), key=ctx.key)
+                                              sampler=ctx.generation.sampler(), key=ctx.key,
+                                              example_ids=[ctx.examples[unit[0]].index for unit in units])
         if options.detector is not None:
             return [text.strip() for text in texts]
         return [complete_sentence(options.sentence_prefix, text) for text in texts]

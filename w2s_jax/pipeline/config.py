@@ -359,3 +359,6 @@ def experiment_from_dict(raw: Mapping[str, Any], *, source: str = "<experiment>"
         source=source,
         **top,
     )
+
+
+check_keys = _check_keys  # public name: other experiment kinds check their tables the same way

@@ -1,21 +1,27 @@
-"""The run's models: content fingerprints for stage hashes, and a pool that loads each lazily.
+"""The run's models: content fingerprints for stage keys, and a pool that loads each lazily.
 
-A model's identity in a stage hash is what its files hold, not its path: ``config.json``, every
-safetensors file's size and header, and 16 evenly spaced 4 KiB blocks of each file's data. Two
-checkpoints of the same shape with different weights get different fingerprints (every sampled
-block differs); reading them costs a few hundred KiB per file, whatever the model's size.
+A model's identity in a stage key is what its files hold, not its path: the sha256 of every
+regular file at the top of its checkpoint directory (``config.json``, ``generation_config.json``,
+every tokenizer file and chat template, every ``*.safetensors`` byte, the index; a superset of
+what loading reads), each named by its file name. Hashing gigabytes on every run would be slow, so
+each file's digest is remembered in a cache (one small JSON per file under the store's
+``fingerprints/``) by (absolute path, size, mtime_ns, ctime_ns, inode): a file rewritten in
+place, replaced, renamed over or touched gets a new entry and is hashed again; ``ctime_ns`` is set
+by the kernel on every write and cannot be set back by a user, so even an edit that restores the
+old size and modification time is seen.
 """
 
 from __future__ import annotations
 
 import collections
 import hashlib
-import struct
+import json
 from pathlib import Path
 
+from w2s_jax.atomic_write import atomic_write_text
 from w2s_jax.inference.engine import Engine
 
-_BLOCKS, _BLOCK_BYTES = 16, 4096
+_READ_BYTES = 1 << 22
 
 
 def resolve_model_dir(name: str) -> Path:
@@ -25,29 +31,49 @@ def resolve_model_dir(name: str) -> Path:
     return Path(resolve_checkpoint_dir(name))
 
 
-def model_fingerprint(name: str) -> str:
+def file_digest(path: Path, cache_dir: Path | None = None) -> str:
+    """sha256 of a file's bytes, remembered in ``cache_dir`` by (path, size, mtime_ns, ctime_ns,
+    inode) (see the module docstring)."""
+    path = path.resolve()
+    stat = path.stat()
+    stamp = {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+             "ctime_ns": stat.st_ctime_ns, "inode": stat.st_ino}
+    entry = None
+    if cache_dir is not None:
+        entry = Path(cache_dir) / (hashlib.sha256(str(path).encode()).hexdigest()[:32] + ".json")
+        try:
+            cached = json.loads(entry.read_text())
+            if cached.get("stamp") == stamp:
+                return cached["sha256"]
+        except (OSError, ValueError, AttributeError):
+            pass
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(_READ_BYTES):
+            digest.update(block)
+    if path.stat().st_ctime_ns != stat.st_ctime_ns:  # written while we read: do not remember it
+        return file_digest(path, cache_dir)
+    if entry is not None:
+        atomic_write_text(entry, json.dumps({"stamp": stamp, "sha256": digest.hexdigest()}))
+    return digest.hexdigest()
+
+
+def model_files(directory: Path) -> list[Path]:
+    """The files of a checkpoint that enter its fingerprint (every visible top-level file)."""
+    return sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def model_fingerprint(name: str, cache_dir: str | Path | None = None) -> str:
     """sha256 of a checkpoint's contents (see the module docstring)."""
     directory = resolve_model_dir(name)
-    digest = hashlib.sha256()
-    config = directory / "config.json"
-    if not config.is_file():
+    if not (directory / "config.json").is_file():
         raise FileNotFoundError(f"{directory}: no config.json (is this a checkpoint directory?)")
-    digest.update(config.read_bytes())
-    files = sorted(directory.glob("*.safetensors"))
-    if not files:
+    files = model_files(directory)
+    if not any(p.suffix == ".safetensors" for p in files):
         raise FileNotFoundError(f"{directory}: no *.safetensors weight files")
+    digest = hashlib.sha256()
     for path in files:
-        size = path.stat().st_size
-        digest.update(f"{path.name}:{size}".encode())
-        with open(path, "rb") as handle:
-            head = handle.read(8)
-            header_len = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
-            digest.update(head + handle.read(min(header_len, size)))
-            start = 8 + header_len
-            span = max(size - start - _BLOCK_BYTES, 0)
-            for i in range(_BLOCKS):
-                handle.seek(start + span * i // max(_BLOCKS - 1, 1))
-                digest.update(handle.read(_BLOCK_BYTES))
+        digest.update(f"{path.name}\0{file_digest(path, cache_dir)}\n".encode())
     return digest.hexdigest()
 
 
@@ -67,30 +93,36 @@ class ModelPool:
         self.batch_size, self.length_bucket, self.max_loaded = batch_size, length_bucket, max_loaded
         self._engines: collections.OrderedDict[str, Engine] = collections.OrderedDict()
 
-    def engine(self, name: str) -> Engine:
-        """The engine of model ``name`` (a path or hub name), loading it if needed."""
-        if name in self._engines:
-            self._engines.move_to_end(name)
-            return self._engines[name]
+    def engine(self, name: str, *, chat: bool | None = None, dtype: str | None = None) -> Engine:
+        """The engine of model ``name`` (a path or hub name) with ``chat`` template and compute
+        ``dtype`` (default: the pool's), loading it if needed."""
+        chat = self.chat if chat is None else chat
+        dtype = self.dtype if dtype is None else dtype
+        slot = f"{name}\0{dtype}\0{chat}"
+        if slot in self._engines:
+            self._engines.move_to_end(slot)
+            return self._engines[slot]
         while len(self._engines) >= self.max_loaded:
             self._engines.popitem(last=False)
-        model, tokenizer = load_model(name, dtype=self.dtype, mesh=self.mesh, rules=self.rules, layout="per_layer")
-        engine = Engine(model, tokenizer, chat=self.chat, batch_size=self.batch_size,
+        model, tokenizer = load_model(name, dtype=dtype, mesh=self.mesh, rules=self.rules, layout="per_layer")
+        engine = Engine(model, tokenizer, chat=chat, batch_size=self.batch_size,
                         length_bucket=self.length_bucket, name=name, mesh=self.mesh, streams=self.streams)
-        self._engines[name] = engine
+        self._engines[slot] = engine
         return engine
 
     def tokenizer(self, name: str):
         """The tokenizer of model ``name`` without loading its weights (when not loaded)."""
-        if name in self._engines:
-            return self._engines[name].tokenizer
+        for slot, engine in self._engines.items():
+            if slot.split("\0", 1)[0] == name:
+                return engine.tokenizer
         from w2s_jax.models import load_tokenizer
 
         return load_tokenizer(name)
 
     def drop(self, name: str) -> None:
         """Forgets model ``name`` (e.g. before fine-tuning a fresh copy of it)."""
-        self._engines.pop(name, None)
+        for slot in [s for s in self._engines if s.split("\0", 1)[0] == name]:
+            del self._engines[slot]
 
     def clear(self) -> None:
         """Forgets every model."""

@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from w2s_jax.pipeline.config import ExperimentConfig, ExperimentError
-from w2s_jax.pipeline.run import Supervisor, supervisors
+from w2s_jax.pipeline.refs import Model, Split, Supervisor
+from w2s_jax.pipeline.run import inference_of, supervisors
 from w2s_jax.pipeline.stage import Stage
 from w2s_jax.pipeline.stages_labels import Labels, WeakLabels, label_file_answers
 from w2s_jax.pipeline.stages_student import (
     Finetune,
     Predict,
     Score,
-    StudentSubject,
-    WeakSubject,
-    ZeroShotSubject,
+    StudentAnswerer,
+    WeakAnswerer,
+    ZeroShotAnswerer,
 )
 from w2s_jax.tasks.base import DataError, Example
 
@@ -112,36 +114,59 @@ def validate(config: ExperimentConfig) -> tuple[list[Example], list[Example]]:
     return train, test
 
 
-def build_plan(config: ExperimentConfig) -> tuple[list[Stage], list[Subject]]:
-    """The stages in run order, and the report's subjects."""
+def build_plan(config: ExperimentConfig, train: Split, test: Split, *,
+               made_by: Mapping[str, str] | None = None) -> tuple[list[Stage], list[Subject]]:
+    """The stages in run order, and the report's subjects.
+
+    ``made_by`` maps the paths of models and label files that other stages write to those stages'
+    keys (their identities, known before the files exist); every other model is identified by its
+    files' fingerprint when the keys are computed.
+    """
     stages: list[Stage] = []
     subjects: list[Subject] = []
+    made_by = dict(made_by or {})
 
-    def scored(subject, role, method=None, supervisor=None):
-        predict = Predict(subject)
-        score = Score(predict)
+    def model(path: str) -> Model:
+        return Model(path, made_by=made_by.get(path))
+
+    m, task, inference = config.models, config.task, inference_of(config)
+    strong = model(m.strong)
+    judge = model(m.judge) if task.needs_judge else None
+
+    def scored(answerer, name, role, method=None, supervisor=None):
+        predict = Predict(name=f"predict/{name}", answerer=answerer, task=task, test=test, inference=inference)
+        score = Score(name=f"score/{name}", predict=predict, task=task, test=test, judge=judge,
+                      judge_options=config.judge if judge else None, inference=inference if judge else None)
         stages.extend([predict, score])
-        subjects.append(Subject(subject.name, role, method, supervisor, score))
+        subjects.append(Subject(name, role, method, supervisor, score))
 
-    sups: list[Supervisor] = supervisors(config)
-    weak_stages = {s.name: WeakLabels(s) for s in sups}
+    sups: list[Supervisor] = supervisors(config, made_by)
+    weak_stages = {s.name: WeakLabels(name=f"weak-labels/{s.name}", supervisor=s, task=task, train=train,
+                                      inference=inference) for s in sups}
     for s in sups:
         stages.append(weak_stages[s.name])
-        scored(WeakSubject(s), "weak", supervisor=s.name)
+        scored(WeakAnswerer(s), f"weak/{s.name}", "weak", supervisor=s.name)
     labels: dict[tuple[str, str | None], Labels] = {}
     for method in _dependency_order(config.methods):
         if not method.trains:
-            scored(ZeroShotSubject(), "zero-shot", method=method.name)
+            scored(ZeroShotAnswerer(strong), "zero-shot", "zero-shot", method=method.name)
             continue
         for s in (sups if method.uses_weak else [None]):
             sup = s.name if s else None
-            upstream = {need: labels[(need, sup)] for need in method.needs}
-            stage = Labels(method, s, weak_stages[sup] if s else None, upstream)
+            suffix = f"/{sup}" if sup else ""
+            stage = Labels(name=f"labels/{method.name}{suffix}", method=method,
+                           weak=weak_stages[sup] if s else None,
+                           upstream=tuple((need, labels[(need, sup)]) for need in method.needs),
+                           strong=strong if "strong" in method.roles else None,
+                           intermediate=tuple(model(i) for i in m.intermediate) if "intermediate" in method.roles else (),
+                           task=task, train=train, inference=inference)
             labels[(method.name, sup)] = stage
-            finetune = Finetune(stage)
+            finetune = Finetune(name=f"finetune/{method.name}{suffix}", labels=stage, strong=strong,
+                                train_config=config.train, chat=m.chat, task=task, train=train)
             stages.extend([stage, finetune])
             role = "ceiling" if method.needs_gold else "method"
-            scored(StudentSubject(finetune), role, method=method.name, supervisor=sup)
+            scored(StudentAnswerer(finetune), f"student/{method.name}{suffix}", role, method=method.name,
+                   supervisor=sup)
     return stages, subjects
 
 

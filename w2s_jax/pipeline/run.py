@@ -1,102 +1,53 @@
-"""The state of one run: its experiment, directory, validated data, models, keys and processes."""
+"""From an experiment to what its stages run with: supervisors, inference settings, resources."""
 
 from __future__ import annotations
 
-import dataclasses
-import zlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from w2s_jax.pipeline.artifacts import content_hash
-from w2s_jax.pipeline.config import ExperimentConfig, ExperimentError
-from w2s_jax.pipeline.models import ModelPool, model_fingerprint
-from w2s_jax.tasks.base import Example
-
-
-@dataclasses.dataclass(frozen=True)
-class Supervisor:
-    """A weak supervisor: a model, or a file of labels (rows ``{"split", "index", "answer"}``)."""
-
-    name: str  # short, unique in the run: "w0-qwen2.5-0.5b-instruct"
-    model: str | None = None
-    label_file: str | None = None
+from w2s_jax.pipeline.config import ExperimentConfig
+from w2s_jax.pipeline.models import ModelPool
+from w2s_jax.pipeline.refs import Inference, LabelFile, Model, Supervisor
+from w2s_jax.pipeline.stage import Resources
+from w2s_jax.pipeline.store import Store
 
 
-def supervisors(config: ExperimentConfig) -> list[Supervisor]:
-    """The experiment's weak supervisors, models first, each with a short unique name."""
+def supervisors(config: ExperimentConfig, made_by: Mapping[str, str] | None = None) -> list[Supervisor]:
+    """The experiment's weak supervisors, models first, each with a short unique name.
+    ``made_by``: the keys of the stages that write some of the models and files, by path."""
+    made_by = made_by or {}
     out = []
     for source, kind in [(m, "model") for m in config.models.weak] + \
                         [(f, "label_file") for f in config.models.weak_label_files]:
         stem = Path(source.rstrip("/")).name.lower() or "weak"
-        out.append(Supervisor(name=f"w{len(out)}-{stem}", **{kind: source}))
+        if kind == "label_file":
+            stem = Path(stem).stem or stem  # "w1-biased-0.30", not "w1-biased-0.30.jsonl"
+        ref = (Model if kind == "model" else LabelFile)(source, made_by=made_by.get(source))
+        out.append(Supervisor(name=f"w{len(out)}-{stem}", **{kind: ref}))
     return out
 
 
-class RunContext:
-    """What every stage reads: the experiment, the run directory, data, models, keys.
+def inference_of(config: ExperimentConfig) -> Inference:
+    """The settings that change answers (not batch sizes or streams: no result depends on them)."""
+    m = config.models
+    return Inference(generation=config.generation, chat=m.chat, dtype=m.dtype, seed=config.seed)
 
-    Arguments:
-      config: the experiment.
-      run_dir: the run directory.
-      train, test: the validated examples of both splits.
-      show_progress: draw progress bars.
-    """
 
-    def __init__(self, config: ExperimentConfig, run_dir: str | Path, *, train: list[Example],
-                 test: list[Example], show_progress: bool = True, pool: ModelPool | None = None):
-        import jax
+def make_resources(config: ExperimentConfig, store: Store, *, show_progress: bool = True) -> Resources:
+    """The resources of a run of ``config``: its model pool, meshes and chunking."""
+    import jax
 
-        self.config, self.run_dir = config, Path(run_dir)
-        self.train, self.test = train, test
-        self.show_progress = show_progress
-        m = config.models
-        self.process_index, self.process_count = jax.process_index(), jax.process_count()
-        self.mesh = self.train_mesh = self.rules = None
-        if m.mesh is not None:
-            from w2s_jax.parallel import ShardingRules, make_mesh
+    m = config.models
+    mesh = train_mesh = rules = None
+    if m.mesh is not None:
+        from w2s_jax.parallel import ShardingRules, make_mesh
 
-            # inference: this process's devices (each process labels its own share of the units);
-            # fine-tuning: every device of every process (one model trained together)
-            self.mesh = make_mesh(m.mesh, devices=jax.local_devices())
-            self.train_mesh = self.mesh if self.process_count == 1 else make_mesh(m.mesh)
-            self.rules = ShardingRules.fsdp()
-        self.pool = pool or ModelPool(dtype=m.dtype, chat=m.chat, batch_size=m.batch_size,
-                                      length_bucket=m.length_bucket, max_loaded=m.max_loaded,
-                                      mesh=self.mesh, rules=self.rules, streams=m.streams)
-        self.students: dict[str, Any] = {}  # fine-tuned models of this process, by stage name
-        self._fingerprints: dict[str, str] = {}
-        self.data_hash = content_hash({
-            "train": [(e.index, e.question, e.answer) for e in train],
-            "test": [(e.index, e.question, e.answer) for e in test]})
-
-    def fingerprint(self, model: str) -> str:
-        """The content fingerprint of a model (memoised)."""
-        if model not in self._fingerprints:
-            try:
-                self._fingerprints[model] = model_fingerprint(model)
-            except (OSError, ValueError) as error:
-                raise ExperimentError(f"{self.config.source}: model {model!r}: {error}") from None
-        return self._fingerprints[model]
-
-    def key(self, purpose: str):
-        """The run's PRNG key for ``purpose`` (a stage name): ``fold_in(key(seed), crc32(purpose))``."""
-        import jax
-
-        return jax.random.fold_in(jax.random.key(self.config.seed), zlib.crc32(purpose.encode()))
-
-    def barrier(self, name: str) -> None:
-        """Waits for every process (a no-op on one process)."""
-        if self.process_count > 1:
-            from jax.experimental import multihost_utils
-
-            multihost_utils.sync_global_devices(name)
-
-    def task_settings(self) -> dict:
-        """The task's identity in stage hashes."""
-        return {"task": {"name": self.config.task.name, "options": self.config.task.options}}
-
-    def inference_settings(self) -> dict:
-        """Inference settings that change answers (not batch sizes: results do not depend on them)."""
-        m = self.config.models
-        return {"generation": self.config.generation, "chat": m.chat, "dtype": m.dtype,
-                "seed": self.config.seed, "chunk_size": self.config.chunk_size}
+        # inference: this process's devices (each process labels its own share of the units);
+        # fine-tuning: every device of every process (one model trained together)
+        mesh = make_mesh(m.mesh, devices=jax.local_devices())
+        train_mesh = mesh if jax.process_count() == 1 else make_mesh(m.mesh)
+        rules = ShardingRules.fsdp()
+    pool = ModelPool(dtype=m.dtype, chat=m.chat, batch_size=m.batch_size, length_bucket=m.length_bucket,
+                     max_loaded=m.max_loaded, mesh=mesh, rules=rules, streams=m.streams)
+    return Resources(store, pool, chunk_size=config.chunk_size, mesh=mesh, train_mesh=train_mesh,
+                     rules=rules, show_progress=show_progress)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
+import dataclasses
+from typing import Any
 
-from w2s_jax.methods.base import Method, MethodContext
-from w2s_jax.pipeline.run import RunContext, Supervisor
-from w2s_jax.pipeline.stage import ChunkedStage, Stage
+from w2s_jax.methods.base import MethodContext
+from w2s_jax.pipeline.refs import Inference, Model, Split, Supervisor
+from w2s_jax.pipeline.stage import ChunkedStage, Resources
 
 
+@dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
 class WeakLabels(ChunkedStage):
     """The weak supervisor answers every training question (with the task's weak prompt).
 
@@ -17,29 +18,30 @@ class WeakLabels(ChunkedStage):
     Records: ``{"index", "answer"}``.
     """
 
-    def __init__(self, supervisor: Supervisor):
-        super().__init__(f"weak-labels/{supervisor.name}")
-        self.supervisor = supervisor
+    supervisor: Supervisor
+    task: Any
+    train: Split
+    inference: Inference
 
-    def settings(self, run: RunContext) -> dict:
-        s = self.supervisor
-        identity = ({"model": run.fingerprint(s.model)} if s.model else
-                    {"label_file": hashlib.sha256(Path(s.label_file).read_bytes()).hexdigest()})
-        return {"supervisor": identity, **run.task_settings(), **run.inference_settings(),
-                "data": run.data_hash}
+    @property
+    def slug(self) -> str:
+        return "weak-labels"
 
-    def units(self, run: RunContext) -> list:
-        return list(range(len(run.train)))
+    def models(self) -> list[str]:
+        return [self.supervisor.model.path] if self.supervisor.model else []
 
-    def process(self, run: RunContext, units: list, key) -> list[list[dict]]:
-        examples = [run.train[p] for p in units]
+    def units(self, res: Resources) -> list:
+        return list(range(len(self.train.examples)))
+
+    def process(self, res: Resources, units: list) -> list[list[dict]]:
+        examples = [self.train.examples[p] for p in units]
         if self.supervisor.label_file:
-            labels = label_file_answers(self.supervisor.label_file, "train", run.train)
+            labels = label_file_answers(self.supervisor.label_file.path, "train", self.train.examples)
             return [[{"index": e.index, "answer": labels[e.index]}] for e in examples]
-        task = run.config.task
-        engine = run.pool.engine(self.supervisor.model)
+        task, inference = self.task, self.inference
+        engine = res.pool.engine(self.supervisor.model.path, chat=inference.chat, dtype=inference.dtype)
         answers = task.answer(engine, [task.weak_prompt(e) for e in examples], examples,
-                              run.config.generation, key=key)
+                              inference.generation, key=self.prng())
         return [[{"index": e.index, "answer": a.strip()}] for e, a in zip(examples, answers)]
 
     def summarize(self, records):
@@ -64,60 +66,63 @@ def label_file_answers(path: str, split: str, examples) -> dict[int, str]:
     return answers
 
 
+@dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
 class Labels(ChunkedStage):
-    """One method's training labels for one weak supervisor (``None`` for methods without one).
+    """One method's training labels for one weak supervisor (``weak=None`` for methods without
+    one). ``upstream``: the label stages of the methods this one ``needs``, by method name;
+    ``strong`` and ``intermediate``: the models of the roles the method uses.
 
     Records: the method's label rows ``{"index", "completion", ...}``.
     """
 
-    def __init__(self, method: Method, supervisor: Supervisor | None, weak: Stage | None,
-                 upstream: dict[str, Stage]):
-        suffix = f"/{supervisor.name}" if supervisor else ""
-        inputs = ([weak] if weak else []) + list(upstream.values())
-        super().__init__(f"labels/{method.name}{suffix}", inputs)
-        self.method, self.supervisor, self.weak, self.upstream = method, supervisor, weak, upstream
-        self._ctx: MethodContext | None = None
+    method: Any
+    weak: WeakLabels | None
+    upstream: tuple[tuple[str, "Labels"], ...] = ()
+    strong: Model | None = None
+    intermediate: tuple[Model, ...] = ()
+    task: Any
+    train: Split
+    inference: Inference
 
-    def settings(self, run: RunContext) -> dict:
-        models = run.config.models
-        roles = {}
-        if "strong" in self.method.roles:
-            roles["strong"] = run.fingerprint(models.strong)
-        if "intermediate" in self.method.roles:
-            roles["intermediate"] = [run.fingerprint(m) for m in models.intermediate]
-        return {"method": self.method.name, "options": self.method.options, "models": roles,
-                **run.task_settings(), **run.inference_settings(), "data": run.data_hash}
+    @property
+    def slug(self) -> str:
+        return f"labels.{self.method.name}"
 
-    def context(self, run: RunContext) -> MethodContext:
-        """The method's view of the run (built once)."""
-        if self._ctx is None:
-            weak = [""] * len(run.train)
+    def models(self) -> list[str]:
+        return ([self.strong.path] if self.strong else []) + [m.path for m in self.intermediate]
+
+    def context(self, res: Resources) -> MethodContext:
+        """The method's view of its inputs (built once per stage and process)."""
+        slot = f"context:{self.key}"
+        if slot not in res.memo:
+            examples = self.train.examples
+            weak = [""] * len(examples)
             if self.weak is not None:
-                answers = {r["index"]: r["answer"] for r in self.weak.records(run)}
-                weak = [answers[e.index] for e in run.train]
-            upstream = {name: {r["index"]: r for r in stage.records(run)}
-                        for name, stage in self.upstream.items()}
-            models = run.config.models
+                answers = {r["index"]: r["answer"] for r in self.weak.records(res.store)}
+                weak = [answers[e.index] for e in examples]
+            upstream = {name: {r["index"]: r for r in stage.records(res.store)} for name, stage in self.upstream}
+            inference = self.inference
 
             def engine(role: str):
-                if role == "strong":
-                    return run.pool.engine(models.strong)
+                if role == "strong" and self.strong is not None:
+                    return res.pool.engine(self.strong.path, chat=inference.chat, dtype=inference.dtype)
                 if role.startswith("intermediate:"):
-                    return run.pool.engine(models.intermediate[int(role.split(":", 1)[1])])
+                    model = self.intermediate[int(role.split(":", 1)[1])]
+                    return res.pool.engine(model.path, chat=inference.chat, dtype=inference.dtype)
                 raise KeyError(f"unknown model role {role!r}")
 
-            self._ctx = MethodContext(task=run.config.task, examples=run.train, weak=weak,
-                                      upstream=upstream, engine=engine,
-                                      generation=run.config.generation, key=None,
-                                      num_intermediate=len(models.intermediate))
-        return self._ctx
+            res.memo[slot] = MethodContext(task=self.task, examples=examples, weak=weak, upstream=upstream,
+                                           engine=engine, generation=inference.generation, key=self.prng(),
+                                           num_intermediate=len(self.intermediate),
+                                           upstream_options={name: stage.method.options
+                                                             for name, stage in self.upstream})
+        return res.memo[slot]
 
-    def units(self, run: RunContext) -> list:
-        return [list(unit) for unit in self.method.units(self.context(run))]
+    def units(self, res: Resources) -> list:
+        return [list(unit) for unit in self.method.units(self.context(res))]
 
-    def process(self, run: RunContext, units: list, key) -> list[list[dict]]:
-        ctx = self.context(run)
-        ctx.key = key
+    def process(self, res: Resources, units: list) -> list[list[dict]]:
+        ctx = self.context(res)
         rows = self.method.label(ctx, [tuple(u) for u in units])
         unit_of = {ctx.examples[p].index: i for i, unit in enumerate(units) for p in unit}
         per_unit: list[list[dict]] = [[] for _ in units]

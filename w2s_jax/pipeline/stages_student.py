@@ -2,48 +2,57 @@
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import warnings
 from pathlib import Path
+from typing import Any
 
 from w2s_jax.inference.engine import Engine
 from w2s_jax.pipeline.models import load_model
-from w2s_jax.pipeline.run import RunContext, Supervisor
-from w2s_jax.pipeline.stage import ChunkedStage, Stage
+from w2s_jax.pipeline.refs import Inference, Model, Split, Supervisor
+from w2s_jax.pipeline.stage import ChunkedStage, Resources, Stage
 from w2s_jax.pipeline.stages_labels import Labels, label_file_answers
+from w2s_jax.pipeline.training_log import TrainingLog
 
 
+@dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
 class Finetune(Stage):
     """Fine-tunes a fresh copy of the strong model on one label set with ``w2s_jax.train``.
 
-    Its artifact is the trainer's orbax checkpoint directory (``checkpoints/``): a killed run
-    resumes there, and a later process restores the finished student from it. Labels with
-    ``teacher_ids``/``teacher_probs`` are fitted with ``KLToTeacher``, text labels with
-    ``CrossEntropyToTokens``. Rows whose label is empty are dropped and counted in the summary.
+    Its artifacts are the trainer's orbax checkpoint directory (``checkpoints/``: a killed run
+    resumes there, and a later process restores the finished student from it), ``metrics.jsonl``
+    (one line per optimizer step) and ``loss.png``. Labels with ``teacher_ids``/``teacher_probs``
+    are fitted with ``KLToTeacher``, text labels with ``CrossEntropyToTokens``. Rows whose label
+    is empty are dropped and counted in the summary.
     """
 
-    def __init__(self, labels: Labels):
-        super().__init__("finetune/" + labels.name.split("/", 1)[1], [labels])
-        self.labels = labels
+    labels: Labels
+    strong: Model
+    train_config: Any  # w2s_jax.train.TrainConfig
+    chat: bool
+    task: Any
+    train: Split
 
-    def settings(self, run: RunContext) -> dict:
-        return {"train": run.config.train, "strong": run.fingerprint(run.config.models.strong),
-                "chat": run.config.models.chat, **run.task_settings()}
+    @property
+    def slug(self) -> str:
+        return f"finetune.{self.labels.method.name}"
 
-    def _prepare(self, run: RunContext):
+    def models(self) -> list[str]:
+        return [self.strong.path]
+
+    def _prepare(self, res: Resources):
         from w2s_jax.train import CrossEntropyToTokens, KLToTeacher, SFTDataset
 
-        run.pool.clear()  # the student and its optimizer need the memory the labellers held
-        model, tokenizer = load_model(run.config.models.strong, dtype="float32", mesh=run.train_mesh,
-                                      rules=run.rules)
-        render = Engine(model, tokenizer, chat=run.config.models.chat, name="student").render
-        by_index = {e.index: e for e in run.train}
-        task, rows, dropped = run.config.task, [], 0
-        for label in self.labels.records(run):
+        res.pool.clear()  # the student and its optimizer need the memory the labellers held
+        model, tokenizer = load_model(self.strong.path, dtype="float32", mesh=res.train_mesh, rules=res.rules)
+        render = Engine(model, tokenizer, chat=self.chat, name="student").render
+        by_index = {e.index: e for e in self.train.examples}
+        rows, dropped = [], 0
+        for label in self.labels.records(res.store):
             if not label["completion"].strip():
                 dropped += 1
                 continue
-            row = {"prompt": render(task.prompt(by_index[label["index"]])),
+            row = {"prompt": render(self.task.prompt(by_index[label["index"]])),
                    "completion": label["completion"]}
             for field in ("teacher_ids", "teacher_probs"):
                 if field in label:
@@ -53,154 +62,173 @@ class Finetune(Stage):
             raise ValueError(f"{self.name}: every training label is empty; nothing to fine-tune on")
         if dropped:
             warnings.warn(f"{self.name}: {dropped} empty label(s) dropped", stacklevel=2)
-        cfg = run.config.train
+        cfg = self.train_config
         pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
-        data = SFTDataset(rows, tokenizer, max_len=cfg.max_len, pad_id=pad_id,
-                          add_bos=not run.config.models.chat, seed=cfg.seed)
+        data = SFTDataset(rows, tokenizer, max_len=cfg.max_len, pad_id=pad_id, add_bos=not self.chat, seed=cfg.seed)
         loss = KLToTeacher() if "teacher_ids" in rows[0] else CrossEntropyToTokens()
         return model, tokenizer, data, loss, dropped
 
-    def _train(self, run: RunContext, directory: Path):
-        from w2s_jax.train import train
+    def _train(self, res: Resources, directory: Path, log: TrainingLog | None = None):
+        import w2s_jax.train as train_module
 
-        model, tokenizer, data, loss, dropped = self._prepare(run)
-        result = train(model, data, config=run.config.train, loss_fn=loss,
-                       checkpoint_dir=directory / "checkpoints",
-                       identity={"stage": self.name, "key": self.key(run)},
-                       show_progress=run.show_progress, mesh=run.train_mesh, rules=run.rules)
-        run.students = {self.name: (model, tokenizer)}  # one student in memory at a time
+        model, tokenizer, data, loss, dropped = self._prepare(res)
+        callbacks = (log.on_step,) if log is not None else ()
+        result = train_module.train(model, data, config=self.train_config, loss_fn=loss,
+                                    checkpoint_dir=directory / "checkpoints",
+                                    identity={"stage": self.slug, "key": self.key},
+                                    show_progress=res.show_progress, mesh=res.train_mesh, rules=res.rules,
+                                    callbacks=callbacks)
+        res.memo = {k: v for k, v in res.memo.items() if not k.startswith("student:")}  # one in memory
+        res.memo[f"student:{self.key}"] = (model, tokenizer)
         return result, dropped, len(data)
 
-    def execute(self, run: RunContext, directory: Path) -> str:
-        result, dropped, rows = self._train(run, directory)
+    def execute(self, res: Resources, directory: Path) -> str:
+        from w2s_jax.train.step import learning_rate_schedule
+
+        cfg = self.train_config
+        log = TrainingLog(directory, tokens_per_step=cfg.batch_size * cfg.max_len,
+                          schedule=learning_rate_schedule(cfg))
+        result, dropped, rows = self._train(res, directory, log)
+        if res.process_index == 0:
+            log.finish(result)
         losses = result.train_losses
         last = f", last loss {losses[max(losses)]:.4f}" if losses else ""
         return f"{result.step} steps on {rows} rows{last}" + (f", {dropped} empty labels dropped" if dropped else "")
 
-    def student(self, run: RunContext):
+    def student(self, res: Resources):
         """``(model, tokenizer)`` of the finished student (restored from its checkpoint if needed)."""
-        if self.name not in run.students:
-            self._train(run, self.directory(run))  # a finished checkpoint: restores, 0 steps
-        return run.students[self.name]
+        if f"student:{self.key}" not in res.memo:
+            self._train(res, res.store.directory(self))  # a finished checkpoint: restores, 0 steps
+        return res.memo[f"student:{self.key}"]
 
 
-class Subject:
-    """Who answers the test split: a weak supervisor, the untouched strong model, or a student."""
+@dataclasses.dataclass(frozen=True)
+class WeakAnswerer:
+    """A weak supervisor answering the test split (with the task's weak prompt), or its label file."""
 
-    name: str
-    inputs: tuple[Stage, ...] = ()
+    supervisor: Supervisor
 
-    def settings(self, run: RunContext) -> dict: ...
+    slug = "weak"
 
-    def answer(self, run: RunContext, examples, key) -> list[str]: ...
+    def models(self) -> list[str]:
+        return [self.supervisor.model.path] if self.supervisor.model else []
 
-
-class WeakSubject(Subject):
-    def __init__(self, supervisor: Supervisor):
-        self.supervisor, self.name = supervisor, f"weak/{supervisor.name}"
-
-    def settings(self, run):
-        s = self.supervisor
-        if s.model:
-            return {"model": run.fingerprint(s.model), "prompt": "weak"}
-        return {"label_file": hashlib.sha256(Path(s.label_file).read_bytes()).hexdigest()}
-
-    def answer(self, run, examples, key):
+    def answer(self, res, stage, examples) -> list[str]:
         if self.supervisor.label_file:
-            labels = label_file_answers(self.supervisor.label_file, "test", run.test)
+            labels = label_file_answers(self.supervisor.label_file.path, "test", stage.test.examples)
             return [labels[e.index] for e in examples]
-        task = run.config.task
-        return task.answer(run.pool.engine(self.supervisor.model), [task.weak_prompt(e) for e in examples],
-                           examples, run.config.generation, key=key)
+        task, inference = stage.task, stage.inference
+        engine = res.pool.engine(self.supervisor.model.path, chat=inference.chat, dtype=inference.dtype)
+        return task.answer(engine, [task.weak_prompt(e) for e in examples], examples, inference.generation,
+                           key=stage.prng())
 
 
-class ZeroShotSubject(Subject):
-    name = "zero-shot"
+@dataclasses.dataclass(frozen=True)
+class ZeroShotAnswerer:
+    """The strong model, untouched."""
 
-    def settings(self, run):
-        return {"model": run.fingerprint(run.config.models.strong)}
+    strong: Model
 
-    def answer(self, run, examples, key):
-        task = run.config.task
-        return task.answer(run.pool.engine(run.config.models.strong), [task.prompt(e) for e in examples],
-                           examples, run.config.generation, key=key)
+    slug = "zero-shot"
 
+    def models(self) -> list[str]:
+        return [self.strong.path]
 
-class StudentSubject(Subject):
-    def __init__(self, finetune: Finetune):
-        self.finetune, self.inputs = finetune, (finetune,)
-        self.name = "student/" + finetune.name.split("/", 1)[1]
-
-    def settings(self, run):
-        return {}
-
-    def answer(self, run, examples, key):
-        model, tokenizer = self.finetune.student(run)
-        m = run.config.models
-        engine = Engine(model, tokenizer, chat=m.chat, batch_size=m.batch_size,
-                        length_bucket=m.length_bucket, name=self.name, mesh=run.mesh, streams=m.streams)
-        task = run.config.task
-        return task.answer(engine, [task.prompt(e) for e in examples], examples,
-                           run.config.generation, key=key)
+    def answer(self, res, stage, examples) -> list[str]:
+        task, inference = stage.task, stage.inference
+        engine = res.pool.engine(self.strong.path, chat=inference.chat, dtype=inference.dtype)
+        return task.answer(engine, [task.prompt(e) for e in examples], examples, inference.generation,
+                           key=stage.prng())
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class StudentAnswerer:
+    """A fine-tuned student."""
+
+    finetune: Finetune
+
+    @property
+    def slug(self) -> str:
+        return f"student.{self.finetune.labels.method.name}"
+
+    def models(self) -> list[str]:
+        return [self.finetune.strong.path]
+
+    def answer(self, res, stage, examples) -> list[str]:
+        model, tokenizer = self.finetune.student(res)
+        pool = res.pool
+        engine = Engine(model, tokenizer, chat=stage.inference.chat, batch_size=pool.batch_size,
+                        length_bucket=pool.length_bucket, name=stage.name, mesh=res.mesh, streams=pool.streams)
+        task = stage.task
+        return task.answer(engine, [task.prompt(e) for e in examples], examples, stage.inference.generation,
+                           key=stage.prng())
+
+
+@dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
 class Predict(ChunkedStage):
-    """A subject's answers to the test questions. Records: ``{"index", "prediction"}``."""
+    """Who answers the test questions, and their answers. Records: ``{"index", "prediction"}``."""
 
-    def __init__(self, subject: Subject):
-        super().__init__(f"predict/{subject.name}", subject.inputs)
-        self.subject = subject
+    answerer: WeakAnswerer | ZeroShotAnswerer | StudentAnswerer
+    task: Any
+    test: Split
+    inference: Inference
 
-    def settings(self, run):
-        return {"subject": self.subject.settings(run), **run.task_settings(),
-                **run.inference_settings(), "data": run.data_hash}
+    @property
+    def slug(self) -> str:
+        return f"predict.{self.answerer.slug}"
 
-    def units(self, run):
-        return list(range(len(run.test)))
+    def models(self) -> list[str]:
+        return self.answerer.models()
 
-    def process(self, run, units, key):
-        examples = [run.test[p] for p in units]
-        answers = self.subject.answer(run, examples, key)
+    def units(self, res):
+        return list(range(len(self.test.examples)))
+
+    def process(self, res, units):
+        examples = [self.test.examples[p] for p in units]
+        answers = self.answerer.answer(res, self, examples)
         return [[{"index": e.index, "prediction": a}] for e, a in zip(examples, answers)]
 
     def summarize(self, records):
         return f"{len(records)} test predictions"
 
 
+@dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
 class Score(ChunkedStage):
-    """The task's metric of each test prediction (a judge model's when the task needs one).
+    """The task's metric of each test prediction (a judge model's when ``judge`` is set).
 
     Records: ``{"index", <metric>: value, ...}``.
     """
 
-    def __init__(self, predict: Predict):
-        super().__init__("score/" + predict.name.split("/", 1)[1], [predict])
-        self.predict = predict
+    predict: Predict
+    task: Any
+    test: Split
+    judge: Model | None = None
+    judge_options: Any = None
+    inference: Inference | None = None  # the judge's chat template, dtype and seed
 
-    def settings(self, run):
-        judged = run.config.task.needs_judge
-        judge = ({"model": run.fingerprint(run.config.models.judge), "options": run.config.judge}
-                 if judged else None)
-        return {"judge": judge, **run.task_settings(), "seed": run.config.seed,
-                "chunk_size": run.config.chunk_size}
+    @property
+    def slug(self) -> str:
+        return f"score.{self.predict.answerer.slug}"
 
-    def units(self, run):
-        return list(range(len(run.test)))
+    def models(self) -> list[str]:
+        return [self.judge.path] if self.judge else []
 
-    def _judge(self, run):
-        if not run.config.task.needs_judge:
+    def units(self, res):
+        return list(range(len(self.test.examples)))
+
+    def _judge(self, res):
+        if self.judge is None:
             return None
         from w2s_jax.tasks.judge import Judge
 
-        # the stage's key, not the chunk's: the judge folds in each item's own id, so a rating
-        # depends on the item alone, whatever chunk it is scored in
-        return Judge(run.pool.engine(run.config.models.judge), run.config.judge, key=run.key(self.name))
+        # the judge folds in each item's own id, so a rating depends on the item alone
+        engine = res.pool.engine(self.judge.path, chat=self.inference.chat, dtype=self.inference.dtype)
+        return Judge(engine, self.judge_options, key=self.prng())
 
-    def process(self, run, units, key):
-        predictions = {r["index"]: r["prediction"] for r in self.predict.records(run)}
-        examples = [run.test[p] for p in units]
-        scores = run.config.task.metric(examples, [predictions[e.index] for e in examples],
-                                        judge=self._judge(run))
+    def process(self, res, units):
+        predictions = {r["index"]: r["prediction"] for r in self.predict.records(res.store)}
+        examples = [self.test.examples[p] for p in units]
+        scores = self.task.metric(examples, [predictions[e.index] for e in examples], judge=self._judge(res))
         return [[{"index": e.index, **s}] for e, s in zip(examples, scores)]
 
     def summarize(self, records):

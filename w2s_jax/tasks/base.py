@@ -106,9 +106,11 @@ class Task(ABC):
 
     def answer(self, engine: Engine, prompts: Sequence[Prompt], examples: Sequence[Example],
                generation: Generation, *, key=None) -> list[str]:
-        """Each prompt's answer text (default: generation)."""
+        """Each prompt's answer text (default: generation). A sampled answer draws from
+        ``fold_in(key, example.index)``: the same whichever other examples share the call."""
         return engine.generate(list(prompts), max_new_tokens=generation.max_new_tokens,
-                               sampler=generation.sampler(), key=key, stop_strings=generation.stop)
+                               sampler=generation.sampler(), key=key, stop_strings=generation.stop,
+                               example_ids=[e.index for e in examples])
 
     def target(self, example: Example, answer: str) -> str:
         """The training completion for an answer (default: the answer, with a leading space
