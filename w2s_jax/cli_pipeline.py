@@ -32,9 +32,10 @@ class PipelineUsageError(Exception):
 
 
 def shipped_experiments() -> list[Path]:
-    """The experiment files shipped in the repository's ``experiments/`` folder."""
+    """The experiment files shipped in the repository's ``experiments/`` folder and its ``paper/``
+    subfolder (the paper's own settings)."""
     folder = Path(__file__).resolve().parent.parent / "experiments"
-    return sorted(folder.glob("*.toml")) if folder.is_dir() else []
+    return sorted(folder.glob("*.toml")) + sorted(folder.glob("paper/*.toml")) if folder.is_dir() else []
 
 
 def add_run(subparsers) -> None:

@@ -115,3 +115,19 @@ def test_joint_mode_options():
         Judge(FakeEngine([]), JudgeOptions(mode="joint", samples=2, temperature=1.0))
     with pytest.raises(ValueError, match="rates every metric in one request"):
         Judge(FakeEngine([]), JudgeOptions(mode="joint", samples=1)).rate_many([("r", "q", "a")])
+
+
+def test_a_task_scored_by_the_joint_judge_refuses_another_mode_when_loaded(tmp_path):
+    """``bias`` reads both ratings from one joint reply: any other judge mode is refused when the
+    experiment is loaded, naming the setting, not after the labels and students are made."""
+    from w2s_jax.pipeline import ExperimentError, load_experiment
+
+    def experiment(judge: str):
+        path = tmp_path / "bias.toml"
+        path.write_text(f'[task]\nname = "bias"\n[data]\ntrain = "t.jsonl"\ntest = "s.jsonl"\n'
+                        f'[models]\nstrong = "s"\nweak = ["w"]\njudge = "j"\n[methods]\nrun = ["naive"]\n{judge}')
+        return path
+
+    with pytest.raises(ExperimentError, match=r"judge.mode in \['joint'\], got judge.mode = 'generate'"):
+        load_experiment(experiment(""))
+    assert load_experiment(experiment('[judge]\nmode = "joint"\n')).judge.mode == "joint"

@@ -9,10 +9,11 @@ import textwrap
 
 from tests.pipeline.test_pipeline_methods_judge import WORDS, _checkpoint
 from w2s_jax.cli import main
+from w2s_jax.pipeline import stage_directories
 
 
 def _records(out, prefix):
-    stage = next((out / "stages").glob(prefix + "*"))
+    stage = next(d for name, d in stage_directories(out).items() if name.startswith(prefix))
     return [json.loads(line) for line in (stage / "records.jsonl").read_text().splitlines()]
 
 
@@ -69,10 +70,10 @@ def test_paper_persona_settings_through_w2s_run(tmp_path):
     """))
     out = tmp_path / "run"
     assert main(["run", str(experiment), "--out", str(out), "--no-progress", "--no-figures"]) == 0
-    scores = _records(out, "score.weak")
+    scores = _records(out, "score/weak")
     assert len(scores) == 3
     assert all(r["style"] is None and r["quality"] is None and r["_malformed"] == 2 for r in scores)
-    assert [r["inferred"] for r in _records(out, "labels.infer-and-respond")][:1]
+    assert [r["inferred"] for r in _records(out, "labels/infer-and-respond")][:1]
     assert (out / "results.md").is_file()
 
 
@@ -121,7 +122,7 @@ def test_paper_bias_and_judged_math_through_w2s_run(tmp_path):
     assert main(["run", str(bias), "--out", str(tmp_path / "bias"), "--no-progress", "--no-figures"]) == 0
     results = json.loads((tmp_path / "bias" / "results.json").read_text())
     assert results["metrics"][:3] == ["content", "female_share", "male_share"]
-    scores = _records(tmp_path / "bias", "score.zero-shot")
+    scores = _records(tmp_path / "bias", "score/zero-shot")
     assert [sorted(k for k, v in r.items() if v is None) for r in scores] == [
         ["content", "female_share", "male_share"]] * 2  # a random judge never votes validly
 
@@ -147,5 +148,5 @@ def test_paper_bias_and_judged_math_through_w2s_run(tmp_path):
         query_separator = ""
     """) + textwrap.dedent(common))
     assert main(["run", str(math), "--out", str(tmp_path / "math"), "--no-progress", "--no-figures"]) == 0
-    scores = _records(tmp_path / "math", "score.weak")
+    scores = _records(tmp_path / "math", "score/weak")
     assert [(r["accuracy"], r["_malformed"]) for r in scores] == [(None, 2), (None, 2)]

@@ -12,8 +12,12 @@ from w2s_jax.pipeline import Split, load_experiment
 from w2s_jax.pipeline.plan import build_plan, check_model
 
 ROOT = Path(__file__).resolve().parents[2]
-FILES = shipped_experiments()
 PAPER = sorted((ROOT / "experiments" / "paper").glob("*.toml"))
+FILES = [p for p in shipped_experiments() if p not in PAPER]
+
+
+def test_w2s_list_finds_both_folders():
+    assert set(shipped_experiments()) == set(FILES) | set(PAPER) and PAPER and FILES
 
 
 def test_the_paper_settings_are_shipped():

@@ -338,6 +338,9 @@ def experiment_from_dict(raw: Mapping[str, Any], *, source: str = "<experiment>"
         from w2s_jax.tasks.judge import JudgeOptions
 
         judge = build_dataclass(JudgeOptions, raw.get("judge", {}), "[judge]", source)
+        if task.judge_modes is not None and judge.mode not in task.judge_modes:
+            raise ExperimentError(f"{source}: task {task.name!r} is scored with judge.mode in "
+                                  f"{list(task.judge_modes)}, got judge.mode = {judge.mode!r}")
     train = build_dataclass(TrainConfig, raw.get("train", {}), "[train]", source)
     check_train_numbers(train, source)
     top = {k: raw[k] for k in ("seed", "chunk_size") if k in raw}

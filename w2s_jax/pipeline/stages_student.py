@@ -44,7 +44,11 @@ class Finetune(Stage):
         from w2s_jax.train import CrossEntropyToTokens, KLToTeacher, SFTDataset
 
         res.pool.clear()  # the student and its optimizer need the memory the labellers held
-        model, tokenizer = load_model(self.strong.path, dtype="float32", mesh=res.train_mesh, rules=res.rules)
+        cfg = self.train_config
+        # LoRA trains float32 adapters on a frozen base kept in the compute dtype (a bf16 7B base is
+        # 14 GB, not 28); full fine-tuning trains, and so loads, every weight in float32
+        dtype = cfg.compute_dtype if cfg.lora_rank is not None else "float32"
+        model, tokenizer = load_model(self.strong.path, dtype=dtype, mesh=res.train_mesh, rules=res.rules)
         render = Engine(model, tokenizer, chat=self.chat, name="student").render
         by_index = {e.index: e for e in self.train.examples}
         rows, dropped = [], 0
@@ -62,7 +66,6 @@ class Finetune(Stage):
             raise ValueError(f"{self.name}: every training label is empty; nothing to fine-tune on")
         if dropped:
             warnings.warn(f"{self.name}: {dropped} empty label(s) dropped", stacklevel=2)
-        cfg = self.train_config
         pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
         data = SFTDataset(rows, tokenizer, max_len=cfg.max_len, pad_id=pad_id, add_bos=not self.chat, seed=cfg.seed)
         loss = KLToTeacher() if "teacher_ids" in rows[0] else CrossEntropyToTokens()

@@ -82,6 +82,7 @@ class Task(ABC):
     Options: ClassVar[type] = NoOptions
     higher_is_better: ClassVar[bool] = True
     needs_judge: ClassVar[bool] = False  # the metric asks a judge model
+    judge_modes: ClassVar[tuple[str, ...] | None] = None  # the judge modes the metric accepts (None: any)
 
     def __init__(self, options=None):
         self.options = self.Options() if options is None else options

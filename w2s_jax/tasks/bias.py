@@ -81,6 +81,7 @@ class Bias(JudgedTask):
     name = "bias"
     Options = BiasOptions
     rubric_names = ("content", "female_share", "male_share")
+    judge_modes = ("joint",)
 
     def example(self, row, index, source):
         o = self.options
