@@ -179,3 +179,21 @@ def test_judge_prompt_layout_is_pinned():
         'form: "Rating: [[5]]".\n\n'
         "[Question]\nWhat is 2+2?\n\n"
         "[The Start of the Response]\nIt is 4.\n[The End of the Response]\n")
+
+
+def test_common_items_drops_an_item_any_subject_failed_from_every_subject(tmp_path):
+    """``report.common_items`` (the paper's rule): NAIVE's unscored item 5 leaves every subject's
+    mean, n and PGR, and is counted once."""
+    run = _run_dir(tmp_path)
+    plan = json.loads((run / "plan.json").read_text())
+    (run / "plan.json").write_text(json.dumps({**plan, "common_items": True}))
+    results = build_results(run)
+    rows = {r["name"]: r for r in results["rows"]}
+    keep = [i for i in range(12) if i != 5]
+    for name, values in (("weak/w0-a", WEAK), ("zero-shot", ZERO_SHOT), ("student/naive/w0-a", NAIVE)):
+        assert rows[name]["score"]["n"] == 11
+        assert rows[name]["score"]["mean"] == pytest.approx(sum(values[i] for i in keep) / 11, abs=1e-12)
+    assert rows["weak/w0-a"]["score"]["mean"] == pytest.approx(3 / 11)  # item 5 was a 0 for the weak model
+    assert results["dropped"] == {"score": 1}
+    assert "score 1 dropped" in results_markdown(results)
+    assert "dropped" not in build_results(_run_dir(tmp_path / "again"))  # off by default

@@ -129,8 +129,13 @@ class ReportConfig:
 
     bootstrap: int = 1000  # bootstrap resamples for intervals (means and PGR)
     level: float = 0.95  # confidence level of every interval
+    # true: an item some subject could not score (None) is dropped from every subject, as Somerstep
+    # et al. (ICLR 2025) do, and the drops are counted; false: each subject over the items it scored
+    common_items: bool = False
 
     def __post_init__(self):
+        if not isinstance(self.common_items, bool):
+            raise ValueError(f"report.common_items must be true or false, got {self.common_items!r}")
         if not isinstance(self.bootstrap, int) or self.bootstrap < 100:
             raise ValueError(f"report.bootstrap must be an int >= 100, got {self.bootstrap!r}")
         if not 0 < self.level < 1:

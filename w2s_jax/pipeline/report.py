@@ -6,7 +6,9 @@ RUN_DIR`` rebuilds it at any time. Writes ``results.json``, ``results.md`` and t
 
 Intervals: the mean of per-item scores with a percentile bootstrap over test items at the
 experiment's ``report.level`` (:func:`w2s_jax.core.metrics.bootstrap_mean`); an item the metric
-could not score (``None``) is left out and not counted. PGR (eq. T.14) is
+could not score (``None``) is left out and not counted; with ``report.common_items`` it is left
+out of every subject (the items kept are those every subject with records scored), and
+``results["dropped"]`` counts the items dropped per metric. PGR (eq. T.14) is
 :func:`w2s_jax.core.metrics.pgr` on the per-item scores of the method, its weak supervisor and the
 gold ceiling, paired by test item, with a paired bootstrap interval; it is NaN when the
 weak-to-ceiling gap is not significantly positive. Misfit: per student, its disagreement with its
@@ -62,13 +64,15 @@ def build_results(run_dir: str | Path) -> dict:
     metrics, level, n_boot = plan["metrics"], plan["level"], plan["bootstrap"]
     primary, higher = metrics[0], plan["higher_is_better"]
     records = {s["name"]: _scores(run_dir, s) for s in plan["subjects"]}
+    kept, dropped = _common_items(records, metrics) if plan.get("common_items") else (None, None)
     rows = []
     for s in plan["subjects"]:
         items = records[s["name"]]
         row = {k: s[k] for k in ("name", "role", "method", "supervisor")}
         row["complete"] = bool(items)
         for metric in metrics:
-            values = [r[metric] for r in items.values() if r.get(metric) is not None]
+            values = [r[metric] for i, r in items.items()
+                      if r.get(metric) is not None and (kept is None or i in kept[metric])]
             row[metric] = bootstrap_mean(values, n_bootstrap=n_boot, level=level, seed=plan["seed"])
         diagnostics = sorted({k for r in items.values() for k in r if k.startswith("_") and k != "_unit"})
         row["diagnostics"] = {k: float(sum(r.get(k) or 0 for r in items.values())) for k in diagnostics}
@@ -83,7 +87,7 @@ def build_results(run_dir: str | Path) -> dict:
                 continue
             m, w, c = records[s["name"]], records[weak["name"]], records[ceiling["name"]]
             common = sorted(i for i in m if i in w and i in c and all(
-                x[i].get(primary) is not None for x in (m, w, c)))
+                x[i].get(primary) is not None for x in (m, w, c)) and (kept is None or i in kept[primary]))
             if len(common) < 2:
                 continue
             with warnings.catch_warnings():
@@ -102,8 +106,20 @@ def build_results(run_dir: str | Path) -> dict:
         if s["name"] in plan.get("training", {}):
             row["training"] = {name: str(Path(plan["training"][s["name"]]) / name)
                                for name in ("metrics.jsonl", "loss.png")}
-    return {"experiment": plan["experiment"], "task": plan["task"], "metrics": metrics,
-            "primary": primary, "higher_is_better": higher, "level": level, "rows": rows}
+    results = {"experiment": plan["experiment"], "task": plan["task"], "metrics": metrics,
+               "primary": primary, "higher_is_better": higher, "level": level, "rows": rows}
+    if dropped is not None:
+        results["dropped"] = dropped
+    return results
+
+
+def _common_items(records: dict[str, dict[int, dict]], metrics) -> tuple[dict, dict]:
+    """Per metric, the items every subject with records scored, and how many items were dropped."""
+    present = [items for items in records.values() if items]
+    every = set().union(*(set(items) for items in present)) if present else set()
+    kept = {m: {i for i in every if all(i in items and items[i].get(m) is not None for items in present)}
+            for m in metrics}
+    return kept, {m: len(every) - len(kept[m]) for m in metrics}
 
 
 def format_stat(stat: dict) -> str:
@@ -141,6 +157,9 @@ def results_markdown(results: dict) -> str:
     kinds = sorted({row["misfit"]["kind"] for row in results["rows"] if row.get("misfit")})
     if kinds:
         lines += ["", f"Misfit: {', '.join(kinds)} of the student's answers against its weak supervisor's."]
+    if "dropped" in results:
+        lines += ["", "Items some subject could not score are left out of every subject (report.common_items): "
+                  + ", ".join(f"{metric} {n}" for metric, n in results["dropped"].items()) + " dropped."]
     curves = [f"- {row['name']}: [metrics.jsonl]({row['training']['metrics.jsonl']}), "
               f"[loss.png]({row['training']['loss.png']})" for row in results["rows"] if row.get("training")]
     if curves:

@@ -78,6 +78,7 @@ def plan_record(config: ExperimentConfig, subjects, store: Store) -> dict:
         "metrics": [m for m in config.task.metric_names() if not m.startswith("_")],
         "higher_is_better": config.task.higher_is_better,
         "level": config.report.level, "bootstrap": config.report.bootstrap,
+        "common_items": config.report.common_items,
         "exact": not config.task.needs_judge,  # answers compared as text (misfit), else scores
         "subjects": [{"name": s.name, "role": s.role, "method": s.method, "supervisor": s.supervisor,
                       "records": str(store.directory(s.score_stage) / RECORDS),
