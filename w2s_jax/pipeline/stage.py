@@ -265,6 +265,7 @@ def run_stages(stages: Sequence[Stage], res: Resources, *, log: Callable[[str], 
             if res.process_index == 0:
                 atomic_write_json(directory / MANIFEST, {**read_json(directory / MANIFEST), "status": "done",
                                                          "summary": summary, "seconds": round(seconds, 3)})
+            res.barrier(f"{stage.key[:16]}-done")  # every process sees it done before the next stage
         if executed is not None:
             executed.append(stage)
         log(f"[ran]  {stage.name}: {summary} ({seconds:.1f} s)")
