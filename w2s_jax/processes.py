@@ -99,26 +99,47 @@ class ProcessGroup:
                    timeout=DEFAULT_TIMEOUT if wait is None else wait)
 
 
-def join(group: ProcessGroup) -> None:
+def join(group: ProcessGroup, *, log: Callable[[str], None] | None = None) -> None:
     """Initialises ``jax.distributed`` for ``group`` (a no-op for one process). Call before any
-    JAX computation. A process that cannot reach the coordinator, or whose peers do not all join,
-    within ``group.timeout`` seconds raises :class:`ProcessesError` naming the coordinator."""
+    JAX computation.
+
+    A process other than 0 first waits for the coordinator's port to accept connections, up to
+    ``group.timeout`` seconds, and raises :class:`ProcessesError` naming the address when it does
+    not. Past that, JAX itself bounds the wait for the other processes by the same timeout, and
+    ends the process (status 134, ``DEADLINE_EXCEEDED``) when one never joins; the line logged
+    before says which run it was joining."""
     if not group.distributed:
         return
     import jax
 
     from w2s_jax.startup import runs_on_cpu
 
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    if group.coordinator is not None and group.process_id != 0:
+        wait_for_coordinator(group.coordinator, group.timeout)
     if runs_on_cpu():
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    try:
-        jax.distributed.initialize(coordinator_address=group.coordinator, num_processes=group.num_processes,
-                                   process_id=group.process_id, initialization_timeout=group.timeout)
-    except Exception as error:  # noqa: BLE001 -- JAX raises runtime errors of several kinds here
-        first = " ".join(str(error).split())[:300]
-        raise ProcessesError(
-            f"process {group.process_id} of {group.num_processes} could not join the run through "
-            f"coordinator {group.coordinator or '(from the cluster)'} within {group.timeout} s: {first}") from None
+    log(f"process {group.process_id} of {group.num_processes}: joining through coordinator "
+        f"{group.coordinator or '(from the cluster)'} (waiting up to {group.timeout} s for every process)")
+    jax.distributed.initialize(coordinator_address=group.coordinator, num_processes=group.num_processes,
+                               process_id=group.process_id, initialization_timeout=group.timeout)
+
+
+def wait_for_coordinator(address: str, timeout: float, poll: float = 0.5) -> None:
+    """Returns once ``address`` (HOST:PORT) accepts a TCP connection; raises
+    :class:`ProcessesError` after ``timeout`` seconds without one."""
+    host, _, port = address.rpartition(":")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=max(poll, 0.1)):
+                return
+        except OSError as error:
+            if time.monotonic() >= deadline:
+                raise ProcessesError(f"cannot reach the coordinator {address} within {timeout:g} s "
+                                     f"({error.strerror or error}); is process 0 running, and is "
+                                     f"{address} its address as seen from this host?") from None
+            time.sleep(poll)
 
 
 def free_port() -> int:
@@ -151,9 +172,10 @@ def launch_local(command: Sequence[str], num_processes: int, *, env: Mapping[str
             if failed:
                 first = failed[0]
                 stop(children)
-                log(f"process {first} of {num_processes} exited with status {codes[first]}; "
-                    f"stopped the other processes")
-                return codes[first] if codes[first] > 0 else 128 - codes[first]
+                code = codes[first]
+                how = f"exited with status {code}" if code > 0 else f"was killed by {signal.Signals(-code).name}"
+                log(f"process {first} of {num_processes} {how}; stopped the other processes")
+                return code if code > 0 else 128 - code
             if all(code == 0 for code in codes):
                 return 0
             time.sleep(poll)
