@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 COORDINATOR_ENV, NUM_PROCESSES_ENV, PROCESS_ID_ENV = "W2S_COORDINATOR", "W2S_NUM_PROCESSES", "W2S_PROCESS_ID"
 TIMEOUT_ENV = "W2S_COORDINATOR_TIMEOUT"
@@ -196,3 +197,35 @@ def stop(children: Sequence[subprocess.Popen], grace: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
+
+
+def check_shared(directory, what: str = "the store") -> None:
+    """Raises :class:`ProcessesError` on every process unless all of them see ``directory`` as one
+    directory (a shared filesystem mounted at the same path): process 0 writes a file there and
+    every process looks for it. Every process calls it (it is collective); a no-op for one."""
+    import jax
+
+    if jax.process_count() == 1:
+        return
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    from w2s_jax.atomic_write import atomic_write_text
+
+    directory = Path(directory).absolute()
+    token = int(np.random.default_rng().integers(1, 2**31)) if jax.process_index() == 0 else 0
+    token = int(multihost_utils.broadcast_one_to_all(np.int32(token)))
+    probe = directory / f".shared-{token}"
+    if jax.process_index() == 0:
+        atomic_write_text(probe, str(token))
+    multihost_utils.sync_global_devices(f"shared-{token}-written")
+    seen = probe.is_file()
+    everyone = np.asarray(multihost_utils.process_allgather(np.int32(seen))).reshape(-1)
+    multihost_utils.sync_global_devices(f"shared-{token}-read")
+    if jax.process_index() == 0:
+        probe.unlink(missing_ok=True)
+    blind = [i for i, ok in enumerate(everyone) if not ok]
+    if blind:
+        raise ProcessesError(f"{what} {directory} is not shared: process(es) {blind} cannot see a file "
+                             f"process 0 wrote there; every host must mount it at the same path "
+                             f"(a shared filesystem)")

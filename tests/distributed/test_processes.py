@@ -226,3 +226,21 @@ def test_process_settings_from_flags_and_environment():
                          ({"W2S_COORDINATOR": "10.0.0.1:1"}, "no number of processes")]:
         with pytest.raises(ProcessesError, match=message):
             ProcessGroup.from_settings(environ=bad)
+
+
+def test_a_store_the_processes_do_not_share_is_refused(world):
+    """Two processes of one run each given their own store (as two hosts without a shared
+    filesystem would have): both stop with one line before any stage runs."""
+    root, experiment, env = world
+    port = free_port()
+    children = [subprocess.Popen([*ENTRY, "run", str(experiment), "--out", str(root / "apart" / "run"),
+                                  *SETTINGS, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                                  "--process-id", str(i), "--coordinator-timeout", "60"],
+                                 env={**env, "W2S_STORE": str(root / "apart" / f"store-{i}")}, cwd=ROOT,
+                                 text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
+    for child in children:
+        _, stderr = child.communicate(timeout=300)
+        assert child.returncode == 2, stderr[-2000:]
+        assert stderr.strip().splitlines()[-1].startswith("w2s run: error: the store ")
+        assert "is not shared: process(es) [1] cannot see a file process 0 wrote there" in stderr
+    assert not list((root / "apart").glob("store-*/weak-labels-*"))  # no stage ran
