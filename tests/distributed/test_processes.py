@@ -244,3 +244,47 @@ def test_a_store_the_processes_do_not_share_is_refused(world):
         assert stderr.strip().splitlines()[-1].startswith("w2s run: error: the store ")
         assert "is not shared: process(es) [1] cannot see a file process 0 wrote there" in stderr
     assert not list((root / "apart").glob("store-*/weak-labels-*"))  # no stage ran
+
+
+def test_a_stage_interrupted_under_one_process_count_resumes_under_another(tmp_path):
+    """Units written by a one-process run are neither recomputed nor merged twice when two
+    processes resume the stage (each process here runs in turn; barriers are no-ops)."""
+    import dataclasses
+
+    from w2s_jax.pipeline.artifacts import atomic_write_json
+    from w2s_jax.pipeline.stage import ChunkedStage, Resources
+    from w2s_jax.pipeline.store import Store
+
+    computed = []
+
+    @dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
+    class Squares(ChunkedStage):
+        n: int
+        stop_after: int | None = dataclasses.field(default=None, metadata={"label": True})
+
+        def units(self, res):
+            return list(range(self.n))
+
+        def process(self, res, units):
+            if self.stop_after is not None and len(computed) >= self.stop_after:
+                raise KeyboardInterrupt  # the kill
+            computed.extend(units)
+            return [[{"index": u, "square": u * u}] for u in units]
+
+    store = Store(tmp_path / "store")
+
+    def resources(index, count):
+        res = Resources(store, None, chunk_size=1, show_progress=False)
+        res.process_index, res.process_count = index, count
+        return res
+
+    directory = store.directory(Squares(name="squares", n=10))
+    atomic_write_json(directory / "manifest.json", {"status": "running"})  # as the runner leaves it
+    with pytest.raises(KeyboardInterrupt):
+        Squares(name="squares", n=10, stop_after=7).execute(resources(0, 1), directory)  # units 0..6 done
+    assert computed == list(range(7))
+    Squares(name="squares", n=10).execute(resources(1, 2), directory)  # share 5..9: only 7..9 left
+    Squares(name="squares", n=10).execute(resources(0, 2), directory)  # share 0..4: all done; merges
+    assert computed == list(range(10))
+    records = [json.loads(line) for line in (directory / "records.jsonl").read_text().splitlines()]
+    assert [(r["index"], r["square"]) for r in records] == [(u, u * u) for u in range(10)]
