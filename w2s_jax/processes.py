@@ -174,7 +174,7 @@ def launch_local(command: Sequence[str], num_processes: int, *, env: Mapping[str
                 first = failed[0]
                 stop(children)
                 code = codes[first]
-                how = f"exited with status {code}" if code > 0 else f"was killed by {signal.Signals(-code).name}"
+                how = f"exited with status {code}" if code > 0 else f"was killed by {signal_name(-code)}"
                 log(f"process {first} of {num_processes} {how}; stopped the other processes")
                 return code if code > 0 else 128 - code
             if all(code == 0 for code in codes):
@@ -183,6 +183,14 @@ def launch_local(command: Sequence[str], num_processes: int, *, env: Mapping[str
     except BaseException:
         stop(children)
         raise
+
+
+def signal_name(number: int) -> str:
+    """``SIGKILL`` for 9; ``signal N`` for a number without a name."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def stop(children: Sequence[subprocess.Popen], grace: float = 10.0) -> None:
