@@ -1,4 +1,4 @@
-"""Check every claim of the latent-concept W2S theory against simulation.
+"""Check every claim of the latent-concept W2S theory against simulation (one process, one device).
 
 Usage (from the repository root)::
 

@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse already printed usage and the error (or --help)
         return int(exit_.code or 0)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for commands that relaunch themselves
     try:
         return args.run(args)
     except (UsageError, PipelineUsageError) as error:

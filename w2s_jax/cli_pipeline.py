@@ -11,6 +11,9 @@
     ``concept-world`` runs the concept world (``w2s_jax.concept_world``), which builds its own
     models and data and plans the pipeline per seed in the same graph; ``--quick`` applies its
     small preset.
+    ``--processes N`` runs N processes of the run on this machine (``jax.distributed``, to try
+    multi-host behaviour); ``--coordinator HOST:PORT --num-processes N --process-id I`` (or the
+    ``W2S_*`` variables of ``w2s_jax.processes``) make this process one of a multi-host run.
 ``w2s report RUN_DIR``
     Rebuilds ``results.json``, ``results.md`` and the figures of a run directory.
 ``w2s list``
@@ -22,8 +25,10 @@ stderr naming the file, row, key or value), 1 an unexpected internal error.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from w2s_jax.processes import PROCESS_ID_ENV, ProcessesError, join
 from w2s_jax.startup import prepare_jax
 
 
@@ -55,6 +60,18 @@ def add_run(subparsers) -> None:
     parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     parser.add_argument("--quick", action="store_true",
                         help="the experiment kind's quick preset (kind = \"concept-world\")")
+    group = parser.add_argument_group("several processes (docs/pipeline.md, Several hosts)")
+    group.add_argument("--processes", type=int, default=None, metavar="N",
+                       help="run N processes of this run on this machine (jax.distributed)")
+    group.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                       help="process 0's address, reachable from every host (default $W2S_COORDINATOR)")
+    group.add_argument("--num-processes", type=int, default=None, metavar="N",
+                       help="processes in the run (default $W2S_NUM_PROCESSES, else 1)")
+    group.add_argument("--process-id", type=int, default=None, metavar="I",
+                       help="this process's number, 0..N-1 (default $W2S_PROCESS_ID)")
+    group.add_argument("--coordinator-timeout", type=int, default=None, metavar="S",
+                       help="seconds to wait for every process to join (default $W2S_COORDINATOR_TIMEOUT, "
+                            "else 120)")
     parser.set_defaults(run=run_run)
 
 
@@ -78,14 +95,46 @@ def run_run(args) -> int:
     try:
         kind = kind_of_file(args.experiment)
         config = kind.load(args.experiment, overrides=args.set, methods=methods, quick=args.quick)
+        if args.processes is not None and not args.dry_run and PROCESS_ID_ENV not in os.environ:
+            return launch_processes(args)
+        group = process_group(args)
         if not args.dry_run:
             kind.preflight(config, args.out)  # every checkable input, before anything is written
             prepare_jax()
+            join(group)
         kind.run(config, run_dir=args.out, store=args.store, show_progress=not args.no_progress,
                  figures=not args.no_figures, dry_run=args.dry_run, methods=methods)
-    except (ExperimentError, FileNotFoundError) as error:
+    except (ExperimentError, FileNotFoundError, ProcessesError) as error:
         raise PipelineUsageError(str(error)) from None
     return 0
+
+
+def process_group(args):
+    """This process's place in its run, from the flags and the environment."""
+    from w2s_jax.processes import ProcessGroup
+
+    if args.processes is not None and any(v is not None for v in (args.coordinator, args.num_processes,
+                                                                     args.process_id)):
+        raise PipelineUsageError("--processes launches local processes; it cannot be combined with "
+                                 "--coordinator, --num-processes or --process-id")
+    return ProcessGroup.from_settings(coordinator=args.coordinator, num_processes=args.num_processes,
+                                      process_id=args.process_id, timeout=args.coordinator_timeout)
+
+
+def launch_processes(args) -> int:
+    """``--processes N``: the same command as N local processes of one run; their exit status.
+    The processes get the same arguments; the variables :func:`~w2s_jax.processes.launch_local`
+    sets tell each it is one of them."""
+    import sys
+
+    from w2s_jax.processes import launch_local
+
+    process_group(args)  # refuses --processes with the multi-host flags
+    if args.argv == sys.argv[1:]:  # the program as started (`w2s`, `python -m ...`, a script)
+        program = sys.orig_argv[:len(sys.orig_argv) - len(sys.argv) + 1]
+    else:  # called as a function with other arguments
+        program = [sys.executable, "-c", "import sys; from w2s_jax.cli import main; sys.exit(main(sys.argv[1:]))"]
+    return launch_local([*program, *args.argv], args.processes)
 
 
 def run_report(args) -> int:

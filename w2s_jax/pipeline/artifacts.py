@@ -87,6 +87,14 @@ class JsonlLog:
                 raise ValueError(f"{self.path}: line {number} is not valid JSON ({error})") from None
         return records
 
+    def complete(self) -> list[dict]:
+        """Every complete record, leaving the file as it is (it may be another process's, being
+        appended to now): an incomplete last line is skipped."""
+        if not self.path.exists():
+            return []
+        data = self.path.read_bytes()
+        return [json.loads(line) for line in data[:data.rfind(b"\n") + 1].splitlines()]
+
     def append(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Appends records as one flushed, fsync'ed write."""
         text = "".join(json.dumps(_jsonable(r)) + "\n" for r in records)
@@ -115,6 +123,14 @@ def part_path(directory: str | Path, process_index: int) -> Path:
 
 
 def merge_parts(paths: Sequence[str | Path], *, key: str = "_unit") -> list[dict]:
-    """The records of every part file in unit order (records sorted by ``key``, stable)."""
-    records = [r for p in paths for r in JsonlLog(p).read()]
-    return sorted(records, key=lambda r: r[key])
+    """The records of every part file in unit order (by ``key``; a unit's records in the order
+    written). A unit found in several parts (written by runs with different process counts, each
+    computing it the same) is taken from the first part that has it."""
+    chosen: dict = {}
+    for path in paths:
+        found: dict = {}
+        for record in JsonlLog(path).complete():
+            found.setdefault(record[key], []).append(record)
+        for unit, records in found.items():
+            chosen.setdefault(unit, records)
+    return [r for unit in sorted(chosen) for r in chosen[unit]]

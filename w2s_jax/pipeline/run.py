@@ -39,6 +39,11 @@ def make_resources(config: ExperimentConfig, store: Store, *, show_progress: boo
 
     m = config.models
     mesh = train_mesh = rules = None
+    if m.mesh is None and jax.process_count() > 1:
+        from w2s_jax.parallel import MeshConfig, ShardingRules, make_mesh
+
+        # several processes train one student together: FSDP over every process's devices
+        train_mesh, rules = make_mesh(MeshConfig()), ShardingRules.fsdp()
     if m.mesh is not None:
         from w2s_jax.parallel import ShardingRules, make_mesh
 

@@ -110,6 +110,10 @@ def prepare(config: ExperimentConfig, run_dir: str | Path, *, store: str | Path 
     stages = graph_order(stages)
     stage_keys(stages, config.source)
     res = make_resources(config, opened, show_progress=show_progress)
+    if res.process_count > 1:
+        from w2s_jax.processes import check_shared
+
+        check_shared(opened.root)  # else each host would merge only the parts it can see
     res.train_count, res.test_count = len(train), len(test)
     if write and res.process_index == 0:
         write_run_record(run_dir, config, plan_record(config, subjects, opened), stages, opened)

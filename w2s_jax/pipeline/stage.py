@@ -153,6 +153,9 @@ class ChunkedStage(Stage):
         share = process_share(len(units), res.process_index, res.process_count)
         log = JsonlLog(part_path(directory, res.process_index))
         done = {record["_unit"] for record in log.read()}
+        # units of this share that a run with another process count wrote into other parts
+        done |= {r["_unit"] for p in directory.glob("part-*.jsonl") if p != log.path
+                 for r in JsonlLog(p).complete()}
         todo = [u for u in share if u not in done]
         chunks, current, rows = [], [], 0
         for u in todo:
@@ -170,8 +173,7 @@ class ChunkedStage(Stage):
                 log.append({**record, "_unit": u} for u, records in zip(chunk, per_unit) for record in records)
                 bar.update(len(chunk))
         res.barrier(f"{self.key[:16]}-parts")
-        parts = [part_path(directory, p) for p in range(res.process_count)]
-        records = merge_parts(parts)
+        records = merge_parts(sorted(directory.glob("part-*.jsonl")))
         if res.process_index == 0:
             atomic_write_text(directory / RECORDS, "".join(json.dumps(r) + "\n" for r in records))
         res.barrier(f"{self.key[:16]}-merged")
@@ -265,6 +267,7 @@ def run_stages(stages: Sequence[Stage], res: Resources, *, log: Callable[[str], 
             if res.process_index == 0:
                 atomic_write_json(directory / MANIFEST, {**read_json(directory / MANIFEST), "status": "done",
                                                          "summary": summary, "seconds": round(seconds, 3)})
+            res.barrier(f"{stage.key[:16]}-done")  # every process sees it done before the next stage
         if executed is not None:
             executed.append(stage)
         log(f"[ran]  {stage.name}: {summary} ({seconds:.1f} s)")

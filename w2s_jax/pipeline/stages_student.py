@@ -81,6 +81,8 @@ class Finetune(Stage):
                                     identity={"stage": self.slug, "key": self.key},
                                     show_progress=res.show_progress, mesh=res.train_mesh, rules=res.rules,
                                     callbacks=callbacks)
+        if res.process_count > 1:  # each process answers its own test rows with its own copy
+            local_copy(model, res.mesh, res.rules)
         res.memo = {k: v for k, v in res.memo.items() if not k.startswith("student:")}  # one in memory
         res.memo[f"student:{self.key}"] = (model, tokenizer)
         return result, dropped, len(data)
@@ -103,6 +105,25 @@ class Finetune(Stage):
         if f"student:{self.key}" not in res.memo:
             self._train(res, res.store.directory(self))  # a finished checkpoint: restores, 0 steps
         return res.memo[f"student:{self.key}"]
+
+
+def local_copy(model, mesh, rules) -> None:
+    """Replaces (in place) every parameter of ``model`` sharded over several processes by a copy
+    on this process's devices (``mesh``, else the default device). Every process calls it, in the
+    same order: each gather is a collective."""
+    import jax
+    import numpy as np
+    from flax import nnx
+    from jax.experimental import multihost_utils
+
+    from w2s_jax.parallel import shard_model
+
+    for _, node in nnx.iter_graph(model):
+        if isinstance(node, nnx.Variable):
+            value = node.get_value()
+            if isinstance(value, jax.Array) and not value.is_fully_addressable:
+                node.set_value(jax.device_put(np.asarray(multihost_utils.process_allgather(value, tiled=True))))
+    shard_model(model, mesh, rules)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,6 +206,11 @@ class Predict(ChunkedStage):
 
     def units(self, res):
         return list(range(len(self.test.examples)))
+
+    def execute(self, res, directory):
+        if isinstance(self.answerer, StudentAnswerer):  # restoring a student is collective: every
+            self.answerer.finetune.student(res)          # process, even one with no rows left
+        return super().execute(res, directory)
 
     def process(self, res, units):
         examples = [self.test.examples[p] for p in units]

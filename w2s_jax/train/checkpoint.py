@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 from flax.nnx import filterlib
@@ -75,7 +76,8 @@ class Checkpointer:
         arrays = {
             "model": _nest({p: v.get_value() for p, v in _variables(model, optimizer.wrt).items()}),
             "optimizer": _nest({p: v.get_value() for p, v in _variables(optimizer).items()}),
-            "key": jax.random.key_data(key),
+            # host data: a device array of one process cannot be saved by several
+            "key": np.asarray(jax.random.key_data(key)),
         }
         meta = {"step": step, "data_position": data_position}
         self.manager.save(
@@ -103,7 +105,8 @@ class Checkpointer:
 
         target = {name: _nest({p: abstract(v) for p, v in vs.items()}) for name, vs in live.items()}
         # the key data's shape/dtype come from the key type of the run
-        target["key"] = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))
+        shape = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))
+        target["key"] = np.zeros(shape.shape, shape.dtype)
         restored = self.manager.restore(
             step,
             args=ocp.args.Composite(

@@ -47,8 +47,11 @@ class TrainResult:
     optimizer: nnx.Optimizer  # final optimizer state
 
 
-def _process_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    # Each host feeds its contiguous slice of the global batch (see w2s_jax.parallel.placement).
+def _process_rows(batch: dict[str, np.ndarray], mesh: Mesh | None) -> dict[str, np.ndarray]:
+    # Each host feeds its contiguous slice of the global batch (see w2s_jax.parallel.placement);
+    # without a mesh every process trains on its own, on the whole batch.
+    if mesh is None:
+        return batch
     n, rank = jax.process_count(), jax.process_index()
     rows = next(iter(batch.values())).shape[0] // n
     return {k: v[rank * rows : (rank + 1) * rows] for k, v in batch.items()}
@@ -72,7 +75,7 @@ def evaluate(
     """Held-out loss: per-batch losses averaged with weights = scored positions per batch."""
     total, weight = 0.0, 0.0
     for batch, _ in data.eval_batches(batch_size):
-        loss, count = eval_step(model, shard_batch(_process_rows(batch), mesh))
+        loss, count = eval_step(model, shard_batch(_process_rows(batch, mesh), mesh))
         total += float(loss) * float(count)
         weight += float(count)
     return total / max(weight, 1.0)
@@ -177,7 +180,7 @@ def train(
     try:
         while step < config.total_steps:
             batch = train_data.batch(position, config.batch_size)
-            metrics = train_step(model, optimizer, shard_batch(_process_rows(batch), mesh))
+            metrics = train_step(model, optimizer, shard_batch(_process_rows(batch, mesh), mesh))
             step, position = step + 1, position + 1
             key = jax.random.fold_in(key, step)  # the run's key advances with every step
             metrics = {name: float(value) for name, value in metrics.items()}
