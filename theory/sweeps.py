@@ -214,7 +214,10 @@ class NoisySweep:
         series = {k: [] for k in ("n", "ols", "ols_se", "ols_closed", "ft", "refined", "ceiling")}
         for i, n in enumerate(self.ns):
             ols, ols_se = _mean_se(out["weak/ridge"][:, i, 0])
-            closed = float(cf.ols_excess_risk(n, self.model.d, p.sigma_weak)) if n > self.model.d + 1 else float("nan")
+            # From the supervisor's definition (eq. T.3), not from p.sigma_weak: the check then also
+            # tests how make_problem builds the noisy supervisor.
+            sigma_w = float(np.hypot(self.model.sigma, self.eta))
+            closed = float(cf.ols_excess_risk(n, self.model.d, sigma_w)) if n > self.model.d + 1 else float("nan")
             if np.isfinite(closed):
                 z = abs(ols - closed) / ols_se
                 worst, ok = max(worst, z), ok and z <= Z_TOL
