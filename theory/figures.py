@@ -61,18 +61,19 @@ def plot_refine_decay(series: dict):
 
 def plot_weak_quality(series: dict):
     fig, (ax_r, ax_p) = plt.subplots(1, 2, figsize=(11, 4.2))
-    d = series["delta"]
+    d, param = series["value"], series["parameter"]
+    xlabel = {"delta": r"weak bias $\delta$", "eta": r"weak noise $\eta$", "gamma": r"misalignment $\gamma$"}[param]
     for key, label in (("weak", "weak model"), ("strong", "pre-trained strong"), ("ft", "best fine-tuning"),
                        ("bound", "fine-tuning bound"), ("refined", "refinement"), ("ceiling", "gold ceiling")):
         ax_r.plot(d, series[key], "o-", ms=3, label=label)
     ax_r.set_yscale("log")
-    ax_r.set_xlabel(r"weak bias $\delta$")
+    ax_r.set_xlabel(xlabel)
     ax_r.set_ylabel("excess risk")
     ax_r.legend(fontsize=7)
     ax_p.plot(d, series["pgr_ft"], "o-", label="fine-tuning")
     ax_p.plot(d, series["pgr_refined"], "s-", label="refinement")
     ax_p.axhline(1.0, color="k", ls=":")
-    ax_p.set_xlabel(r"weak bias $\delta$")
+    ax_p.set_xlabel(xlabel)
     ax_p.set_ylabel("PGR")
     ax_p.legend(fontsize=7)
     fig.suptitle("Weak-quality sweep")
