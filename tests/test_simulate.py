@@ -24,7 +24,7 @@ def _no_persistent_cache(monkeypatch):
 
 
 def test_every_experiment_file_declares_a_runnable_experiment():
-    assert set(EXPERIMENTS) == {"ft_trapped", "refine_decay", "weak_quality", "noisy", "misaligned"}
+    assert set(EXPERIMENTS) == {"ft_trapped", "refine_decay", "weak_quality", "noisy", "misaligned", "misfit"}
     for name, exp in EXPERIMENTS.items():
         assert exp.name == name
         assert callable(exp.sweep.run) and type(exp.quick) is type(exp.sweep)

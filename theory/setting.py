@@ -11,7 +11,7 @@
     sigma = 1.0
 
     [supervisor]
-    name = "noisy"   # biased | noisy | misaligned
+    name = "noisy"   # biased | noisy | misaligned | angled
     eta = 0.5
 
 The file is read first, then each ``--set`` in order. Choosing a supervisor family starts from that
@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from theory.model import Biased, ConceptModel, Misaligned, Noisy, Supervisor
+from theory.model import Angled, Biased, ConceptModel, Misaligned, Noisy, Supervisor
 
 __all__ = ["Setting", "SUPERVISORS", "SettingError", "parse_setting", "parse_value"]
 
-SUPERVISORS = {cls.name: cls for cls in (Biased, Noisy, Misaligned)}
+SUPERVISORS = {cls.name: cls for cls in (Biased, Noisy, Misaligned, Angled)}
 _TUPLE_FIELDS = {"alpha", "feature_scales"}  # sequences in TOML, tuples in the (hashable) config
 
 

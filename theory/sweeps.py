@@ -207,7 +207,7 @@ class DecaySweep:
         return {"table": {"columns": cols, "rows": rows}, "series": series, "checks": checks}
 
 
-QUALITY = {"biased": "delta", "noisy": "eta", "misaligned": "gamma"}  # the parameter each family's quality sweeps
+QUALITY = {"biased": "delta", "noisy": "eta", "misaligned": "gamma", "angled": "delta"}  # the parameter each family's quality sweeps
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -35,7 +35,7 @@ def test_config_file_then_set(tmp_path):
 @pytest.mark.parametrize("overrides,fragment", [
     (["model.dd=5"], "unknown parameter model.dd"),
     (["supervisor.eta=0.5"], "supervisor.eta is not a parameter of the biased supervisor"),
-    (["supervisor=noisy", "supervisor.delta=1"], "(a parameter of: biased, misaligned)"),
+    (["supervisor=noisy", "supervisor.delta=1"], "(a parameter of: biased, misaligned, angled)"),
     (["supervisor=clever"], "supervisor='clever'"),
     (["model.K=30"], "K=30"),
     (["model.d=6.5"], "d=6.5"),
