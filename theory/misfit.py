@@ -35,7 +35,7 @@ class MisfitSweep:
     delta: float = 1.0  # size of the weak bias
     thetas: tuple[float, ...] = (0.0, 15.0, 30.0, 45.0, 60.0, 75.0, 90.0)  # its angle to span(B), degrees
     rival: int | None = None  # the concept the in-span part points to (None: k_star + 1 mod K)
-    ns: tuple[int, ...] = (25, 100)  # training-set sizes, each > K + 1
+    ns: tuple[int, ...] = (25, 100)  # training-set sizes (those <= K + 1 are dropped)
     n_icl: int = 8  # demonstrations per refined label
     n_test: int = 200  # unlabelled inputs on which the misfit is measured
 
@@ -49,12 +49,13 @@ class MisfitSweep:
         m = self.model
         rival = (m.k_star + 1) % m.K if self.rival is None else self.rival
         K, thetas = m.K, np.asarray(self.thetas, dtype=np.float64)
-        if min(self.ns) <= K + 1:
-            raise ValueError(f"the misfit sweep needs every n > K + 1 = {K + 1}, got ns={self.ns}")
+        # The probe's least squares needs n > K + 1: sizes at or below that are dropped, and a grid
+        # with none left gets two sizes from K.
+        ns = tuple(n for n in self.ns if n > K + 1) or (2 * K + 5, 8 * K + 10)
         problems = [make_problem(m, Angled(delta=self.delta, theta=t, rival=rival)) for t in self.thetas]
         grid = stack_problems(problems)
         fit_key, probe_key, post_key = jax.random.split(key, 3)
-        s = FitSettings(ns=self.ns, trials=trials, n_icl=self.n_icl)
+        s = FitSettings(ns=ns, trials=trials, n_icl=self.n_icl)
         fit_keys = jax.random.split(fit_key, len(problems))
 
         def run_fits(first, size):
@@ -63,7 +64,7 @@ class MisfitSweep:
 
         fits = in_chunks(run_fits, trials, axis=1)  # G x T x N x L
         probe_keys = jax.random.split(probe_key, len(problems))
-        pr = jax.vmap(lambda q, k: probe.simulate_probe(q, self.ns, trials, self.n_test, key=k))(grid, probe_keys)
+        pr = jax.vmap(lambda q, k: probe.simulate_probe(q, ns, trials, self.n_test, key=k))(grid, probe_keys)
         pr = {k: np.asarray(v) for k, v in pr.items()}  # G x T x N
         post_keys = jax.random.split(post_key, len(problems))
         post = jax.vmap(lambda q, k: simulate_posterior(q, self.n_icl, 20 * trials, key=k))(grid, post_keys)
@@ -76,15 +77,15 @@ class MisfitSweep:
             warnings.simplefilter("ignore", cf.IsotropyWarning)  # said in the checks instead
             bound = np.asarray([float(cf.segment_bound(p)) for p in problems])
         ident = np.asarray([bool(cf.identifiable(p)) for p in problems])
-        V = np.asarray([[probe.probe_variance(p, n) for n in self.ns] for p in problems])  # G x N
+        V = np.asarray([[probe.probe_variance(p, n) for n in ns] for p in problems])  # G x N
 
         rows, ok_mc, ok_fin, ok_gain, ok_trap = [], True, True, True, True
         worst = {"mc": 0.0, "fin": 0.0, "gain": 0.0}
-        series = {k: np.zeros((len(problems), len(self.ns))).tolist() for k in
+        series = {k: np.zeros((len(problems), len(ns))).tolist() for k in
                   ("probe", "probe_closed", "ft", "refined", "gold", "gain", "gain_predicted")}
         escape_probe, escape_ref = [], []
         for g, p in enumerate(problems):
-            for i, n in enumerate(self.ns):
+            for i, n in enumerate(ns):
                 R_T, M_T, Mt_T = pr["risk_TxN"][g, :, i], pr["misfit_TxN"][g, :, i], pr["misfit_test_TxN"][g, :, i]
                 r_mean, r_se = _mean_se(R_T)
                 z_mc = abs(_mean_se(R_T + M_T)[0] - (eps_w[g] + 2 * V[g, i])) / _mean_se(R_T + M_T)[1]
@@ -106,9 +107,9 @@ class MisfitSweep:
                 for k, v in zip(series, (r_mean, closed, ft_mean[j], ref, gold, eps_w[g] - r_mean, _mean_se(Mt_T)[0] - 2 * V[g, i])):
                     series[k][g][i] = float(v)
                 rows.append([float(thetas[g]), n, eps_w[g], misfit[g], closed, r_mean, ft_mean[j], bound[g], ref, gold])
-            if ident[g] and refined_risk_upper(p, E_pi[g], cov_pi[g], self.ns[-1]) < bound[g]:
+            if ident[g] and refined_risk_upper(p, E_pi[g], cov_pi[g], ns[-1]) < bound[g]:
                 escape_ref.append((g, series["refined"][g][-1] < bound[g]))
-        series.update(thetas=thetas.tolist(), ns=list(self.ns), eps_w=eps_w.tolist(), bound=bound.tolist(),
+        series.update(thetas=thetas.tolist(), ns=list(ns), eps_w=eps_w.tolist(), bound=bound.tolist(),
                       misfit=misfit.tolist(), inside=inside.tolist())
 
         identity = float(np.max(np.abs(inside + misfit - eps_w)))
@@ -135,7 +136,7 @@ class MisfitSweep:
             return self._result(rows, series, checks)
         checks.append(check(claim_probe, limits and all(ok for _, _, ok in escape_probe),
                             f"{len(escape_probe)} (theta, n) where the closed form is below the bound by {Z_TOL} se: MC below it there"))
-        checks.append(check(claim_trap, ok_trap, f"{len(thetas)} thetas x {len(self.ns)} sizes, {Z_TOL} se"))
+        checks.append(check(claim_trap, ok_trap, f"{len(thetas)} thetas x {len(ns)} sizes, {Z_TOL} se"))
         if escape_ref:
             names = [f"{thetas[g]:g}" for g, _ in escape_ref]
             checks.append(check(claim_ref, all(ok for _, ok in escape_ref), f"theta in {names} (identifiable: "
