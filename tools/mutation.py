@@ -84,6 +84,23 @@ MUTANTS = [
            (T + "test_validation.py", T + "test_limits.py")),
     Mutant("refine_bound_factor", "theory/closed_form.py", "return 2 * jnp.square(err)", "return jnp.square(err)",
            (T + "test_validation.py",)),
+    Mutant("angled_rival_direction_not_unit", "theory/model.py",
+           "v = (B_KxD[self.rival] - B_KxD[model.k_star]) / np.sqrt(2.0)",
+           "v = (B_KxD[self.rival] - B_KxD[model.k_star]) / 2.0", (T + "test_misfit.py",)),
+    # theory/probe.py
+    Mutant("probe_variance_dof", "theory/probe.py", "return (float(p.sigma_weak) ** 2 + misfit_population(p)) * K / (n - K - 1)",
+           "return (float(p.sigma_weak) ** 2 + misfit_population(p)) * K / (n - K)", (T + "test_misfit.py",)),
+    Mutant("probe_noise_without_misfit", "theory/probe.py",
+           "return (float(p.sigma_weak) ** 2 + misfit_population(p)) * K / (n - K - 1)",
+           "return float(p.sigma_weak) ** 2 * K / (n - K - 1)", (T + "test_misfit.py",)),
+    Mutant("probe_misfit_against_target", "theory/probe.py", "excess_risk(b_D, p.beta_weak, p.Sigma_DxD),",
+           "excess_risk(b_D, p.beta_star, p.Sigma_DxD),", (T + "test_misfit.py",)),
+    # theory/setting.py
+    Mutant("setting_family_keeps_old_fields", "theory/setting.py", "sup_name, sup_kw = value, {}", "sup_name = value",
+           (T + "test_setting.py",)),
+    # theory/sweeps.py (a check's own closed form)
+    Mutant("noisy_check_sigma_w_unsquared", "theory/sweeps.py", "sigma_w = float(np.hypot(self.model.sigma, self.eta))",
+           "sigma_w = float(self.model.sigma + self.eta)", ("tests/test_simulate.py::test_quick_run_writes_all_outputs_and_every_check_passes",)),
     # theory/estimators.py
     Mutant("spectrum_unmasked_n", "theory/estimators.py", "A_DxD = (X_NxD * w_N[:, None]).T @ X_NxD / n",
            "A_DxD = (X_NxD * w_N[:, None]).T @ X_NxD / X_NxD.shape[0]", (T + "test_closed_form_vs_mc.py",)),
