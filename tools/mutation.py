@@ -179,26 +179,28 @@ def _copy_repo(dest: Path) -> None:
             shutil.copy2(src, dest / name)
 
 
-def _pytest(workdir: Path, targets, timeout: float) -> tuple[str, float]:
-    """"passed", "failed" or "timeout", and the seconds it took."""
+def _pytest(workdir: Path, targets, timeout: float) -> tuple[str, float, str]:
+    """"passed", "failed" or "timeout", the seconds it took, and the first failing test (or "")."""
     env = dict(os.environ, PYTHONPATH=str(workdir), PYTHONDONTWRITEBYTECODE="1", W2S_COMPILATION_CACHE="off")
     cmd = [sys.executable, "-m", "pytest", *targets, "-x", "-q", "-p", "no:cacheprovider", "-W", "ignore"]
     return _run(cmd, workdir, env, timeout)
 
 
-def _simulate(workdir: Path, timeout: float) -> tuple[str, float]:
+def _simulate(workdir: Path, timeout: float) -> tuple[str, float, str]:
     env = dict(os.environ, PYTHONPATH=str(workdir), PYTHONDONTWRITEBYTECODE="1", W2S_COMPILATION_CACHE="off")
     cmd = [sys.executable, "theory/simulate.py", "--quick", "--no-figures", "--out", str(workdir / "results")]
     return _run(cmd, workdir, env, timeout)
 
 
-def _run(cmd, workdir, env, timeout) -> tuple[str, float]:
+def _run(cmd, workdir, env, timeout) -> tuple[str, float, str]:
     start = time.perf_counter()
     try:
         proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return "timeout", time.perf_counter() - start
-    return ("passed" if proc.returncode == 0 else "failed"), time.perf_counter() - start
+        return "timeout", time.perf_counter() - start, ""
+    lines = proc.stdout.splitlines()
+    first = next((ln.split(" - ")[0].removeprefix("FAILED ") for ln in lines if ln.startswith("FAILED ")), "")
+    return ("passed" if proc.returncode == 0 else "failed"), time.perf_counter() - start, first
 
 
 def main(argv=None) -> int:
@@ -228,7 +230,7 @@ def main(argv=None) -> int:
         work = Path(tmp)
         _copy_repo(work)
         targets = sorted({t for m in mutants for t in m.tests})
-        status, secs = _pytest(work, targets, args.timeout * 4)
+        status, secs, _ = _pytest(work, targets, args.timeout * 4)
         print(f"baseline: {' '.join(targets)}: {status} ({secs:.0f} s)", flush=True)
         if status != "passed":
             print("the unmutated code does not pass its tests; fix that first")
@@ -238,18 +240,18 @@ def main(argv=None) -> int:
             original = path.read_text()
             path.write_text(original.replace(m.old, m.new))
             try:
-                status, secs = _pytest(work, m.tests, args.timeout)
-                killed_by = "tests" if status != "passed" else None
+                status, secs, first = _pytest(work, m.tests, args.timeout)
+                killed_by = (first or "tests") if status != "passed" else None
                 if killed_by is None and args.simulate:
-                    sim, sim_secs = _simulate(work, args.timeout * 2)
+                    sim, sim_secs, _ = _simulate(work, args.timeout * 2)
                     secs += sim_secs
-                    killed_by = "simulate.py" if sim != "passed" else None
+                    killed_by = "simulate.py --quick" if sim != "passed" else None
             finally:
                 path.write_text(original)
             results.append({"name": m.name, "path": m.path, "killed_by": killed_by, "tests": list(m.tests),
                             "seconds": round(secs, 1), "status": status})
-            print(f"{'KILLED  ' if killed_by else 'SURVIVED'} {m.name:34s} {m.path:30s} "
-                  f"{'by ' + killed_by if killed_by else ''} ({secs:.0f} s)", flush=True)
+            print(f"{'KILLED  ' if killed_by else 'SURVIVED'} {m.name:34s} {m.path:30s} ({secs:.0f} s)"
+                  f"{' by ' + killed_by if killed_by else ''}", flush=True)
     killed = sum(r["killed_by"] is not None for r in results)
     print(f"\nmutation score: {killed}/{len(results)} killed ({100 * killed / len(results):.0f}%)")
     for r in results:
