@@ -389,8 +389,8 @@ class MisalignedSweep:
         last = self.n_max
         ok_star = np.all(success[below, last] + Z_TOL * se_pi[below, last, k_star] >= guarantee[below])
         ok_j = np.all(E_pi[above, last, j] + Z_TOL * se_pi[above, last, j] >= guarantee_j[above])
-        claim_star = f"gamma < 1/2: E[pi*] at n_max >= 1 - Chernoff bound, and > 1/2 where that bound says so"
-        claim_j = f"gamma > 1/2: E[pi_j] at n_max >= 1 - Chernoff bound for j, and > 1/2 where that bound says so"
+        claim_star = "gamma < 1/2: E[pi*] at n_max >= 1 - Chernoff bound, and > 1/2 where that bound says so"
+        claim_j = "gamma > 1/2: E[pi_j] at n_max >= 1 - Chernoff bound for j, and > 1/2 where that bound says so"
         checks = [
             _check("identifiable exactly when gamma < 1/2", all(i == (g < 0.5) for i, g in zip(ident, g_arr)),
                    "closed form ||bw - bj|| > ||bw - b*||"),
