@@ -110,7 +110,7 @@ MUTANTS = [
     Mutant("ridge_shrinks_to_zero", "theory/estimators.py", "num_LxD = c_D[None, :] + lam_Lx1 * w0_D[None, :]",
            "num_LxD = c_D[None, :]", (T + "test_limits.py",)),
     Mutant("features_not_square_rooted", "theory/estimators.py", "return z_NxD @ L_DxD.T", "return z_NxD @ Sigma_DxD",
-           (T + "test_limits.py", T + "test_closed_form_vs_mc.py", T + "test_validation.py")),
+           (T + "test_hand_values.py", T + "test_limits.py", T + "test_closed_form_vs_mc.py")),
     # theory/monte_carlo.py
     Mutant("weak_labels_with_gold_key", "theory/monte_carlo.py",
            'keys = {"gold": gold_key, "weak": weak_key, "refined": refine_key}',

@@ -97,3 +97,28 @@ def test_map_readout_splits_a_prior_tie_equally():
     q = make_problem(ConceptModel(d=6, K=3, sigma=0.5, alpha=(0.4, 0.4, 0.2)), Biased(delta=1.0))
     post = simulate_posterior(q, 2, 4, key=jax.random.key(0))
     np.testing.assert_allclose(np.asarray(post["E_map_JxK"])[0], [0.5, 0.5, 0.0], atol=1e-15)
+
+
+def test_sampled_features_have_covariance_sigma():
+    """x ~ N(0, Sigma) with Sigma = diag(scales^2): each sample variance within 4 se (sqrt(2/N) Sigma_ii) of
+    its scale squared, and off-diagonal covariances within 4 se (scale_i scale_j / sqrt(N)) of 0."""
+    from theory.estimators import sample_features
+
+    scales = np.asarray([2.0, 0.5, 1.0, 3.0])
+    N = 100_000
+    X = np.asarray(sample_features(jax.numpy.asarray(np.diag(scales**2)), N, key=jax.random.key(9)))
+    cov = X.T @ X / N
+    np.testing.assert_array_less(np.abs(np.diag(cov) - scales**2), Z * scales**2 * math.sqrt(2 / N))
+    off = ~np.eye(4, dtype=bool)
+    np.testing.assert_array_less(np.abs(cov[off]), (Z * np.outer(scales, scales) / math.sqrt(N))[off])
+
+
+def test_ols_risk_does_not_depend_on_the_feature_scales():
+    """Prop. 2.3 for any Sigma: E R(b_OLS) = sigma^2 d / (n - d - 1) in the Sigma-norm (d = 6, n = 20: 0.25 * 6 / 13)."""
+    model = ConceptModel(d=6, K=3, sigma=0.5, feature_scales=(3.0, 0.5, 1.0, 2.0, 0.25, 1.0))
+    p = make_problem(model, Biased(delta=0.0))
+    T = 3000
+    out = simulate_fits(p, FitSettings(ns=(20,), trials=T, lams=(0.0,), steps=(0,), n_icl=0), key=jax.random.key(10))
+    for source in ("gold", "weak"):
+        r = np.asarray(out[f"{source}/ridge"])[:, 0, 0]
+        assert abs(r.mean() - 0.25 * 6 / 13) <= Z * r.std(ddof=1) / math.sqrt(T), (source, r.mean())
