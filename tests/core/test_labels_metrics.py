@@ -144,3 +144,12 @@ def test_pgr_delta_interval_is_value_plus_minus_z_se_by_hand():
     assert est.value == pytest.approx(1.0) and est.se == pytest.approx(se, rel=1e-12)
     assert est.lo == pytest.approx(1 - 1.959963984540054 * se, rel=1e-12)
     assert est.hi == pytest.approx(1 + 1.959963984540054 * se, rel=1e-12)
+
+
+def test_pgr_delta_method_se_with_correlated_gaps_by_hand():
+    """Worked by hand with a non-zero covariance of the two gaps,
+    a = (1, 2, 4), b = (1, 3, 2): PGR = (7/3)/2 = 7/6, s_aa = 7/3, s_bb = 1, s_ab = 1/2, so
+    se^2 = (7/3 - 2 (7/6)(1/2) + (7/6)^2) / (3 * 2^2) = 91/432 (the cross term's sign matters here)."""
+    est = pgr([1.0, 2.0, 4.0], [0.0, 0.0, 0.0], [1.0, 3.0, 2.0])
+    assert est.reliable and est.value == pytest.approx(7 / 6, rel=1e-14)
+    assert est.se == pytest.approx(np.sqrt(91 / 432), rel=1e-12)
