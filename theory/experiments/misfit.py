@@ -16,6 +16,6 @@ EXPERIMENT = Experiment(
     title="Misfit: a probe escapes iff the weak bias leaves span(B); full fine-tuning never does",
     sweep=SWEEP,
     quick=dataclasses.replace(SWEEP, thetas=(0.0, 30.0, 60.0, 90.0)),
-    trials=600,
+    trials=400,
     figure="plot_misfit",
 )
