@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_ft_trapped", "plot_refine_decay", "plot_weak_quality", "plot_noisy", "plot_misaligned"]
+__all__ = ["plot_ft_trapped", "plot_refine_decay", "plot_weak_quality", "plot_noisy", "plot_misaligned", "plot_misfit"]
 
 
 def plot_ft_trapped(series: dict):
@@ -61,18 +61,19 @@ def plot_refine_decay(series: dict):
 
 def plot_weak_quality(series: dict):
     fig, (ax_r, ax_p) = plt.subplots(1, 2, figsize=(11, 4.2))
-    d = series["delta"]
+    d, param = series["value"], series["parameter"]
+    xlabel = {"delta": r"weak bias $\delta$", "eta": r"weak noise $\eta$", "gamma": r"misalignment $\gamma$"}[param]
     for key, label in (("weak", "weak model"), ("strong", "pre-trained strong"), ("ft", "best fine-tuning"),
                        ("bound", "fine-tuning bound"), ("refined", "refinement"), ("ceiling", "gold ceiling")):
         ax_r.plot(d, series[key], "o-", ms=3, label=label)
     ax_r.set_yscale("log")
-    ax_r.set_xlabel(r"weak bias $\delta$")
+    ax_r.set_xlabel(xlabel)
     ax_r.set_ylabel("excess risk")
     ax_r.legend(fontsize=7)
     ax_p.plot(d, series["pgr_ft"], "o-", label="fine-tuning")
     ax_p.plot(d, series["pgr_refined"], "s-", label="refinement")
     ax_p.axhline(1.0, color="k", ls=":")
-    ax_p.set_xlabel(r"weak bias $\delta$")
+    ax_p.set_xlabel(xlabel)
     ax_p.set_ylabel("PGR")
     ax_p.legend(fontsize=7)
     fig.suptitle("Weak-quality sweep")
@@ -112,4 +113,31 @@ def plot_misaligned(series: dict):
     ax_c.set_xlabel(r"misalignment $\gamma$")
     ax_c.legend(fontsize=7)
     fig.suptitle("Misaligned supervisor: the phase transition at gamma = 1/2")
+    return fig
+
+
+def plot_misfit(series: dict):
+    fig, (ax_r, ax_g) = plt.subplots(1, 2, figsize=(11, 4.2))
+    th, n = np.asarray(series["thetas"]), series["ns"][-1]
+    last = lambda key: np.asarray(series[key])[:, -1]  # noqa: E731
+    ax_r.plot(th, series["eps_w"], "k-", label=r"weak supervisor $\varepsilon_W^2$")
+    ax_r.plot(th, series["bound"], "r-", lw=2, label="fine-tuning lower bound (T.13)")
+    ax_r.plot(th, last("probe_closed"), "C0-", label=f"probe, closed form (T.21), n={n}")
+    ax_r.plot(th, last("probe"), "C0o", ms=4, label="probe, Monte Carlo")
+    ax_r.plot(th, last("ft"), "C1s-", ms=3, label="full fine-tuning, best ridge")
+    ax_r.plot(th, last("refined"), "C2^-", ms=3, label="refine then fit")
+    ax_r.plot(th, last("gold"), "C3d:", ms=3, label="gold ceiling")
+    ax_r.set_xlabel(r"angle $\theta$ of the weak bias to span(B) (degrees)")
+    ax_r.set_ylabel("excess risk")
+    ax_r.set_yscale("symlog", linthresh=1e-2)
+    ax_r.legend(fontsize=7)
+    gain, pred = np.asarray(series["gain"]), np.asarray(series["gain_predicted"])
+    for i, size in enumerate(series["ns"]):
+        ax_g.plot(pred[:, i], gain[:, i], "o", ms=4, label=f"n={size}")
+    lim = [min(pred.min(), gain.min()), max(pred.max(), gain.max())]
+    ax_g.plot(lim, lim, "k:", label="gain = misfit - 2 V_K(n)")
+    ax_g.set_xlabel("misfit on unlabelled inputs - 2 V_K(n) (no gold labels)")
+    ax_g.set_ylabel(r"probe's gain $\varepsilon_W^2 - R$ (gold)")
+    ax_g.legend(fontsize=7)
+    fig.suptitle("Misfit: the probe gains what it disagrees with the weak model; full fine-tuning is trapped")
     return fig

@@ -8,7 +8,9 @@ beta_{k_star}``. A weak supervisor labels with ``y' ~ N(beta_weak^T x, sigma_wea
 
 * :class:`Biased`: ``beta_weak = beta_star + delta u``, ``u`` a unit vector orthogonal to span(B);
 * :class:`Noisy`: ``beta_weak = beta_star``, ``sigma_weak^2 = sigma^2 + eta^2``;
-* :class:`Misaligned`: ``beta_weak = (1 - gamma) beta_star + gamma beta_j + delta u``.
+* :class:`Misaligned`: ``beta_weak = (1 - gamma) beta_star + gamma beta_j + delta u``;
+* :class:`Angled`: ``beta_weak = beta_star + delta (cos(theta) v + sin(theta) u)``, ``v`` the unit
+  vector from ``beta_star`` towards a rival concept: a bias at angle theta to span(B).
 
 Without loss of generality (rotation invariance when ``Sigma = I``), ``beta_k = e_k`` and
 ``u = e_K``. :func:`make_problem` turns a (:class:`ConceptModel`, :class:`Supervisor`) pair into a
@@ -27,7 +29,8 @@ import numpy as np
 
 from theory.validation import integer, real
 
-__all__ = ["ConceptModel", "Supervisor", "Biased", "Noisy", "Misaligned", "Problem", "make_problem", "stack_problems"]
+__all__ = ["ConceptModel", "Supervisor", "Biased", "Noisy", "Misaligned", "Angled", "Problem", "make_problem",
+           "stack_problems"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -155,6 +158,45 @@ class Misaligned:
             raise ValueError(f"j must be a concept other than k_star={model.k_star} in [0, K={model.K}), got j={self.j}")
         beta = (1 - self.gamma) * B_KxD[model.k_star] + self.gamma * B_KxD[self.j]
         return beta + self.delta * _u(model, self.delta), np.asarray(model.sigma)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Angled:
+    """``beta_weak = beta_star + delta (cos(theta) v + sin(theta) u)``, ``sigma_weak = sigma``.
+
+    ``v = (beta_r - beta_star) / sqrt(2)`` points inside span(B) towards the rival concept ``r``; ``u``
+    is orthogonal to span(B). ``theta = 90`` is :class:`Biased` (bias outside every concept),
+    ``theta = 0`` a bias inside span(B), towards ``beta_r``.
+    """
+
+    delta: float = 1.0  # size of the bias
+    theta: float = 90.0  # its angle to span(B), in degrees, in [0, 90]
+    rival: int = 1  # the concept the in-span part points to, != k_star
+
+    name = "angled"
+
+    def __post_init__(self):
+        if not real("delta", self.delta) >= 0:
+            raise ValueError(f"delta must be >= 0, got delta={self.delta}")
+        if not 0.0 <= real("theta", self.theta) <= 90.0:
+            raise ValueError(f"theta must be in [0, 90] degrees, got theta={self.theta}")
+        integer("rival", self.rival)
+
+    def components(self) -> tuple[float, float]:
+        """``(delta cos theta, delta sin theta)``: the bias inside and outside span(B), exact at 0 and 90."""
+        rad = np.deg2rad(self.theta)
+        inside = 0.0 if self.theta == 90.0 else float(np.cos(rad))
+        outside = 0.0 if self.theta == 0.0 else float(np.sin(rad))
+        return self.delta * inside, self.delta * outside
+
+    def weak(self, model, B_KxD):
+        if not 0 <= self.rival < model.K or self.rival == model.k_star:
+            raise ValueError(f"rival must be a concept other than k_star={model.k_star} in [0, K={model.K}), "
+                             f"got rival={self.rival}")
+        inside, outside = self.components()
+        v = (B_KxD[self.rival] - B_KxD[model.k_star]) / np.sqrt(2.0)
+        beta = B_KxD[model.k_star] + inside * v
+        return beta + outside * _u(model, outside), np.asarray(model.sigma)
 
 
 @functools.partial(

@@ -86,6 +86,7 @@ def write_summary(path: Path, results: dict, header: str) -> None:
     for name, r in results.items():
         lines += [f"## {name}: {r['title']}", "", format_table(r["table"]), ""]
         for c in r["checks"]:
-            lines.append(f"- **{'PASS' if c['passed'] else 'FAIL'}** {c['claim']} ({c['detail']})")
+            label = "N/A" if c["passed"] is None else ("PASS" if c["passed"] else "FAIL")
+            lines.append(f"- **{label}** {c['claim']} ({c['detail']})")
         lines += ["", f"Figure: `{name}.png`, data: `{name}.json`.", ""]
     atomic_write_bytes(Path(path), "\n".join(lines).encode())

@@ -6,10 +6,13 @@ Usage (from the repository root)::
     python theory/simulate.py --quick               # smaller grids, for a smoke run
     python theory/simulate.py --experiment refine_decay --trials 4000 --seed 1 --out results/x
     python theory/simulate.py --list
+    python theory/simulate.py --set model.d=50 --set model.K=10 --set supervisor=noisy --set supervisor.eta=0.5
+    python theory/simulate.py --config my_setting.toml --quick      # the same, from a TOML file
     python theory/simulate.py --trials 100000 --resume   # after a kill: finished experiments are reused
 
 Writes ``<out>/<experiment>.json``, ``<out>/<experiment>.png`` / ``.pdf`` and ``<out>/summary.md``,
-and prints one table per experiment with its checks. Exits 1 if any check fails. Deterministic
+and prints one table per experiment with its checks (PASS, FAIL, or N/A with the reason where a claim
+does not apply to the setting). Exits 1 if any check fails. Deterministic
 for a given ``--seed``: each experiment's key is ``fold_in(key(seed), crc32(name))``, so it does not
 depend on which other experiments run.
 """
@@ -37,7 +40,9 @@ import jax  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from theory import report  # noqa: E402
+from theory.claims import status  # noqa: E402
 from theory.experiments import EXPERIMENTS, get  # noqa: E402
+from theory.setting import Setting, SettingError, parse_setting  # noqa: E402
 from w2s_jax.compilation_cache import enable_compilation_cache  # noqa: E402
 
 SEED_RANGE = (-(2**63), 2**63 - 1)  # jax.random.key takes a signed 64-bit seed
@@ -54,6 +59,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=Path("results/theory"), help="output directory")
     ap.add_argument("--list", action="store_true", help="list the experiments and exit")
     ap.add_argument("--no-figures", action="store_true", help="skip the PNG/PDF figures")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="overrides",
+                    help="a setting, e.g. model.d=50, model.alpha=[0.4,0.3,0.3], supervisor=noisy, supervisor.eta=0.5 "
+                         "(repeatable; names as in theory/model.py)")
+    ap.add_argument("--config", type=Path, default=None, metavar="FILE.toml",
+                    help="a TOML file with [model] and [supervisor] tables (read before --set)")
     ap.add_argument("--resume", action="store_true",
                     help="reuse <out>/<experiment>.json computed with the same settings (after a killed run)")
     args = ap.parse_args(argv)
@@ -66,6 +76,10 @@ def parse_args(argv=None) -> argparse.Namespace:
             ap.error(f"unknown experiment {name!r}; choose from: {', '.join(EXPERIMENTS)}")
     if args.experiment:
         args.experiment = list(dict.fromkeys(args.experiment))  # each once, in the order first given
+    try:
+        args.setting = parse_setting(args.overrides, args.config)
+    except SettingError as error:
+        ap.error(str(error))
     if not args.list:
         problem = _unwritable(args.out)
         if problem:
@@ -90,12 +104,14 @@ def _unwritable(out: Path) -> str | None:
     return None
 
 
-def _sweep_and_trials(name: str, quick: bool, trials: int | None):
+def _sweep_and_trials(name: str, quick: bool, trials: int | None, setting: Setting):
     exp = get(name)
-    return (exp.quick if quick else exp.sweep), trials or (max(50, exp.trials // 4) if quick else exp.trials)
+    sweep = (exp.quick if quick else exp.sweep).for_setting(setting)
+    return sweep, trials or (max(50, exp.trials // 4) if quick else exp.trials)
 
 
-def load_finished(out: Path, name: str, *, seed: int, quick: bool, trials: int | None) -> dict | None:
+def load_finished(out: Path, name: str, *, seed: int, quick: bool, trials: int | None,
+                  setting: Setting = Setting()) -> dict | None:
     """The result in ``out/<name>.json`` if it was computed with exactly these settings, else None.
 
     A result is a deterministic function of (sweep, trials, seed), so reusing it is exact: this is
@@ -108,21 +124,22 @@ def load_finished(out: Path, name: str, *, seed: int, quick: bool, trials: int |
         r = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None  # unreadable: recompute (writes are atomic, so this is a foreign file)
-    sweep, n_trials = _sweep_and_trials(name, quick, trials)
-    same = (r.get("sweep"), r.get("trials"), r.get("seed"), r.get("quick")) == (repr(sweep), n_trials, seed, quick)
+    sweep, n_trials = _sweep_and_trials(name, quick, trials, setting)
+    same = (r.get("sweep"), r.get("trials"), r.get("seed"), r.get("quick"), r.get("setting")) == (
+        repr(sweep), n_trials, seed, quick, report.to_jsonable(setting.as_dict()))
     return r if same else None
 
 
-def run_experiment(name: str, *, seed: int, quick: bool, trials: int | None) -> dict:
-    """Run one experiment in float64 and return its result (table, series, checks, metadata)."""
+def run_experiment(name: str, *, seed: int, quick: bool, trials: int | None, setting: Setting = Setting()) -> dict:
+    """Run one experiment in float64 in ``setting`` and return its result (table, series, checks, metadata)."""
     exp = get(name)
-    sweep, n_trials = _sweep_and_trials(name, quick, trials)
+    sweep, n_trials = _sweep_and_trials(name, quick, trials, setting)
     key = jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode()))
     start = time.perf_counter()
     with jax.enable_x64(True):
         result = sweep.run(key=key, trials=n_trials)
     result.update(name=name, title=exp.title, trials=n_trials, seed=seed, quick=quick,
-                  seconds=round(time.perf_counter() - start, 2), sweep=repr(sweep))
+                  seconds=round(time.perf_counter() - start, 2), sweep=repr(sweep), setting=setting.as_dict())
     return result
 
 
@@ -139,10 +156,11 @@ def main(argv=None) -> int:
     names = args.experiment or list(EXPERIMENTS)
     results, t0 = {}, time.perf_counter()
     for name in tqdm(names, desc="experiments", unit="exp", disable=None):
-        r = load_finished(args.out, name, seed=args.seed, quick=args.quick, trials=args.trials) if args.resume else None
+        r = (load_finished(args.out, name, seed=args.seed, quick=args.quick, trials=args.trials, setting=args.setting)
+             if args.resume else None)
         reused = r is not None
         if not reused:
-            r = run_experiment(name, seed=args.seed, quick=args.quick, trials=args.trials)
+            r = run_experiment(name, seed=args.seed, quick=args.quick, trials=args.trials, setting=args.setting)
             report.write_json_atomic(args.out / f"{name}.json", r)
         results[name] = r
         if not args.no_figures and not (reused and (args.out / f"{name}.png").exists()):
@@ -151,13 +169,19 @@ def main(argv=None) -> int:
                    f"{', reused from ' + str(args.out / (name + '.json')) if reused else ''})")
         tqdm.write(report.format_table(r["table"]))
         for c in r["checks"]:
-            tqdm.write(f"  [{'PASS' if c['passed'] else 'FAIL'}] {c['claim']} ({c['detail']})")
-    failed = [f"{n}: {c['claim']}" for n, r in results.items() for c in r["checks"] if not c["passed"]]
+            tqdm.write(f"  [{status(c)}] {c['claim']} ({c['detail']})")
+    checks = [(n, c) for n, r in results.items() for c in r["checks"]]
+    failed = [f"{n}: {c['claim']}" for n, c in checks if c["passed"] is False]
+    n_na = sum(c["passed"] is None for _, c in checks)
+    flags = "".join(f" --set {o}" for o in args.overrides)
+    flags = (f" --config {args.config}" if args.config else "") + flags
     header = (f"# Theory checks\n\nCommand: `python theory/simulate.py{' --quick' if args.quick else ''}"
-              f" --seed {args.seed}`; {len(results)} experiments, {time.perf_counter() - t0:.1f} s; "
-              f"{sum(len(r['checks']) for r in results.values()) - len(failed)} checks passed, {len(failed)} failed.")
+              f" --seed {args.seed}{flags}`; {len(results)} experiments, {time.perf_counter() - t0:.1f} s; "
+              f"{len(checks) - len(failed) - n_na} checks passed, {len(failed)} failed, {n_na} not applicable.\n\n"
+              f"Setting: {args.setting.describe()}.")
     report.write_summary(args.out / "summary.md", results, header)
-    print(f"\nWrote {args.out}/ ({len(results)} experiments). {len(failed)} failed checks.")
+    print(f"\nSetting: {args.setting.describe()}")
+    print(f"Wrote {args.out}/ ({len(results)} experiments). {len(failed)} failed checks, {n_na} not applicable.")
     for f in failed:
         print(f"  FAILED {f}")
     return 1 if failed else 0

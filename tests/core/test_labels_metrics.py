@@ -93,3 +93,63 @@ def test_mean_and_se():
     m, se = mean_and_se([1.0, 2.0, 3.0, 4.0])
     assert m == 2.5 and se == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2)
     assert np.isnan(mean_and_se([1.0])[1])
+
+
+def _bootstrap_by_hand(a_T, b_T, n_bootstrap, seed, level):
+    """The paired percentile bootstrap written out: resample trials, ratio of means, percentiles."""
+    rng = np.random.default_rng(seed)
+    T = len(a_T)
+    ratios = []
+    for _ in range(n_bootstrap):
+        i = rng.integers(0, T, size=T)
+        ratios.append(a_T[i].mean() / b_T[i].mean())
+    tail = 100 * (1 - level) / 2
+    return np.percentile(ratios, [tail, 100 - tail]), np.std(ratios, ddof=1)
+
+
+@pytest.mark.parametrize("level", [0.9, 0.95])
+def test_pgr_bootstrap_interval_tails_match_a_hand_percentile(level):
+    rng = np.random.default_rng(5)
+    T = 60
+    weak = rng.normal(0.0, 1.0, T)
+    ceiling = weak + 1.0 + rng.normal(0.0, 0.5, T)
+    method = weak + 0.6 + rng.normal(0.0, 0.5, T)
+    est = pgr(method, weak, ceiling, n_bootstrap=500, seed=3, level=level)
+    (lo, hi), se = _bootstrap_by_hand(method - weak, ceiling - weak, 500, 3, level)
+    assert est.lo == pytest.approx(lo, rel=1e-12) and est.hi == pytest.approx(hi, rel=1e-12)
+    assert est.se == pytest.approx(se, rel=1e-12)
+    assert est.lo < est.value < est.hi
+    # The interval is not symmetric by construction, but it is close to value +- z se here.
+    z = {0.9: 1.6449, 0.95: 1.96}[level]
+    assert est.hi - est.lo == pytest.approx(2 * z * se, rel=0.25)
+
+
+def test_pgr_bootstrap_interval_covers_the_true_value():
+    """Coverage of the 90% bootstrap interval over 200 replicates: binomial se 0.021."""
+    rng = np.random.default_rng(6)
+    hits = []
+    for r in range(200):
+        weak = rng.normal(0.0, 1.0, 200)
+        ceiling = weak + 1.0 + rng.normal(0.0, 0.5, 200)
+        method = weak + 0.6 + rng.normal(0.0, 0.5, 200)  # true PGR = 0.6
+        est = pgr(method, weak, ceiling, n_bootstrap=300, seed=r, level=0.9)
+        hits.append(est.lo <= 0.6 <= est.hi)
+    assert abs(np.mean(hits) - 0.9) <= Z * np.sqrt(0.9 * 0.1 / 200)
+
+
+def test_pgr_delta_interval_is_value_plus_minus_z_se_by_hand():
+    """T = 3 by hand: a = (1, 2, 3), b = (2, 2, 2): PGR = 1, s_aa = 1, s_ab = s_bb = 0, se = 1 / (2 sqrt 3)."""
+    est = pgr([1.0, 2.0, 3.0], [0.0, 0.0, 0.0], [2.0, 2.0, 2.0], level=0.95)
+    se = 1 / (2 * np.sqrt(3))
+    assert est.value == pytest.approx(1.0) and est.se == pytest.approx(se, rel=1e-12)
+    assert est.lo == pytest.approx(1 - 1.959963984540054 * se, rel=1e-12)
+    assert est.hi == pytest.approx(1 + 1.959963984540054 * se, rel=1e-12)
+
+
+def test_pgr_delta_method_se_with_correlated_gaps_by_hand():
+    """Worked by hand with a non-zero covariance of the two gaps,
+    a = (1, 2, 4), b = (1, 3, 2): PGR = (7/3)/2 = 7/6, s_aa = 7/3, s_bb = 1, s_ab = 1/2, so
+    se^2 = (7/3 - 2 (7/6)(1/2) + (7/6)^2) / (3 * 2^2) = 91/432 (the cross term's sign matters here)."""
+    est = pgr([1.0, 2.0, 4.0], [0.0, 0.0, 0.0], [1.0, 3.0, 2.0])
+    assert est.reliable and est.value == pytest.approx(7 / 6, rel=1e-14)
+    assert est.se == pytest.approx(np.sqrt(91 / 432), rel=1e-12)

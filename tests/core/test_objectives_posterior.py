@@ -94,3 +94,23 @@ def test_readouts():
     freq = np.asarray(w.mean(0))
     se = np.sqrt(np.asarray(pi[0]) * (1 - np.asarray(pi[0])) / M)
     assert np.all(np.abs(freq - np.asarray(pi[0])) <= 4 * se), (freq, se)
+
+
+def test_concept_log_posterior_of_rows_that_are_all_very_negative():
+    """Bayes' rule is invariant to a shift shared by all concepts: a row whose log-likelihoods are all
+    near -2000 (exp underflows to 0 in float64) has the same posterior as the row shifted to 0."""
+    log_prior = jnp.log(jnp.asarray([0.5, 0.3, 0.2]))
+    base = jnp.asarray([[-1.0, -2.0, -0.5], [0.0, -3.0, -1.0]])
+    shifted = concept_log_posterior(log_prior, base - 2000.0)
+    assert bool(jnp.all(jnp.isfinite(shifted)))
+    np.testing.assert_allclose(np.asarray(shifted), np.asarray(concept_log_posterior(log_prior, base)), atol=1e-12)
+    unnorm = np.asarray([0.5, 0.3, 0.2]) * np.exp([-1.0, -2.0, -0.5])
+    np.testing.assert_allclose(np.exp(np.asarray(shifted[0])), unnorm / unnorm.sum(), rtol=1e-12)
+
+
+def test_map_readout_ties_are_split_equally():
+    """Exact ties share the weight (the expectation of a uniformly random tie-break): a uniform row
+    gives 1/K each, a two-way tie 1/2 each, whichever concepts tie."""
+    log_pi = jnp.log(jnp.asarray([[0.25, 0.25, 0.25, 0.25], [0.1, 0.45, 0.0, 0.45], [0.4, 0.4, 0.1, 0.1]]))
+    w = np.asarray(PosteriorMAP().weights(log_pi, key=jax.random.key(0)))
+    np.testing.assert_array_equal(w, [[0.25, 0.25, 0.25, 0.25], [0, 0.5, 0, 0.5], [0.5, 0.5, 0, 0]])

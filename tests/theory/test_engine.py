@@ -130,3 +130,13 @@ def test_final_posterior_is_the_last_slice_of_the_path():
     assert path.shape == (7, 6, p.B_KxD.shape[0])
     np.testing.assert_allclose(np.asarray(src.log_posterior(7, key=key)), path[:, -1], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(path[:, 0], np.broadcast_to(np.log(p.alpha_K), path[:, 0].shape), atol=1e-12)
+
+
+def test_theory_is_imported_from_this_repository():
+    """``tests/theory`` is not a package, so ``theory`` resolves to the repository's ``theory/``, never
+    to a test directory of the same name or to another checkout's copy through an installed finder."""
+    import theory.model
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    assert Path(theory.model.__file__).resolve().is_relative_to(repo / "theory"), theory.model.__file__

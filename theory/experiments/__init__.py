@@ -25,7 +25,7 @@ class Experiment:
     figure: str = ""  # name of the plotting function in theory.figures
 
 
-_MODULES = ("ft_trapped", "refine_decay", "weak_quality", "noisy", "misaligned")
+_MODULES = ("ft_trapped", "refine_decay", "weak_quality", "noisy", "misaligned", "misfit")
 EXPERIMENTS: dict[str, Experiment] = {
     m: importlib.import_module(f"theory.experiments.{m}").EXPERIMENT for m in _MODULES
 }
