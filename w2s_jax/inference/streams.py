@@ -33,28 +33,43 @@ Batch = TypeVar("Batch")
 Result = TypeVar("Result")
 
 
-def default_streams(mesh=None) -> int:
-    """Batches to run at once: 2 on a CPU backend with two or more usable cores and no mesh, else 1."""
-    if mesh is not None or jax.default_backend() != "cpu":
+def default_streams(mesh=None, backend=None) -> int:
+    """Batches to run at once: 2 on a backend without a stream limit (the CPU) with two or more
+    usable cores and no mesh, else 1. backend: a `models.backend.Backend` (None: the mesh's or
+    the default device's)."""
+    backend = _backend(mesh, backend)
+    if mesh is not None or backend.max_streams is not None:
         return 1
     return 2 if _usable_cores() >= 2 else 1
 
 
-def resolve_streams(streams: int | None, mesh) -> int:
+def resolve_streams(streams: int | None, mesh, backend=None) -> int:
     """``streams``, checked, or :func:`default_streams` for None."""
-    streams = default_streams(mesh) if streams is None else streams
-    check_streams(streams, mesh)
+    streams = default_streams(mesh, backend) if streams is None else streams
+    check_streams(streams, mesh, backend)
     return streams
 
 
-def check_streams(streams: int, mesh) -> None:
-    """Raises a ValueError naming the problem unless ``streams`` is a valid number of streams."""
+def check_streams(streams: int, mesh, backend=None) -> None:
+    """Raises a ValueError naming the problem unless ``streams`` is a valid number of streams
+    for ``mesh`` and ``backend`` (an accelerator runs one program at a time: more than its
+    `Backend.max_streams` is refused)."""
     if isinstance(streams, bool) or not isinstance(streams, int) or streams < 1:
         raise ValueError(f"streams must be an integer >= 1, got {streams!r}")
     if streams > 1 and mesh is not None:
         raise ValueError(f"streams={streams} with a mesh: sharded batches run one at a time (two "
                          "programs in flight on the same devices would interleave their "
                          "collectives); use streams=1")
+    backend = _backend(mesh, backend)
+    if backend.max_streams is not None and streams > backend.max_streams:
+        raise ValueError(f"streams={streams} on {backend.platform}: the device runs one program at a time, so "
+                         f"batches in flight at once only add memory; use streams<={backend.max_streams}")
+
+
+def _backend(mesh, backend):
+    from w2s_jax.models.backend import for_mesh, for_platform  # models import flax: keep this module light
+
+    return for_mesh(mesh) if backend is None else for_platform(backend)
 
 
 def map_batches(fn: Callable[[Batch], Result], batches: Sequence[Batch], *, streams: int, desc: str,

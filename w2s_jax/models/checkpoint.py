@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from w2s_jax.models.backend import for_mesh
 from w2s_jax.models.config import ModelConfig, config_from_hf, config_to_hf
 from w2s_jax.models.convert import TensorMap, optional_hf_names, tensor_maps
 from w2s_jax.models.host_copy import copy_into, host_buffer, transpose_into
@@ -186,6 +188,11 @@ def load_pretrained(path_or_hub_name: str | Path, *, dtype=jnp.float32, param_dt
     CPU at 1B scale; inference only, `layer_weights.py`). Convert later with `to_layout`.
     """
     check_layout(layout)
+    backend = for_mesh(mesh)
+    if layout == "per_layer" and backend.layout != "per_layer":
+        warnings.warn(f"layout='per_layer' is read through a conditional per layer, which the {backend.platform} "
+                      "backend does not run: loading the stacked layout instead", stacklevel=2)
+        layout = "stacked"
     ckpt_dir = resolve_checkpoint_dir(path_or_hub_name)
     config = config_from_hf(ckpt_dir / "config.json")
     param_dtype = dtype if param_dtype is None else param_dtype
@@ -204,7 +211,8 @@ def load_pretrained(path_or_hub_name: str | Path, *, dtype=jnp.float32, param_dt
     if unexpected:
         raise ValueError(f"checkpoint {ckpt_dir} has unexpected tensor(s) {unexpected[:8]} for "
                          f"model_type={config.model_type!r} (is config.json right?)")
-    abstract = nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype))
+    abstract = nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype,
+                                                  backend=backend))
     graphdef, state = nnx.split(abstract)
     by_path: dict[tuple, list[TensorMap]] = defaultdict(list)
     for m in maps:

@@ -81,6 +81,10 @@ def to_layout(model: nnx.Module, layout: str) -> nnx.Module:
     array keeps its sharding (a per-layer array gets its stacked parent's, minus the layer axis).
     Returns `model`."""
     check_layout(layout)
+    backend = getattr(model, "backend", None)
+    if layout == "per_layer" and backend is not None and backend.layout != "per_layer":
+        raise ValueError(f"layout='per_layer' is read through a conditional per layer, which the {backend.platform} "
+                         "backend does not run; keep the stacked layout")
     if layout == "per_layer" and any(isinstance(node, nnx.LoRAParam) for _, node in nnx.iter_graph(model)):
         raise ValueError("a model with LoRA adapters stays stacked: merge them first (`merge_lora`)")
     for _, node in nnx.iter_graph(model):

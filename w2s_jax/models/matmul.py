@@ -14,6 +14,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from w2s_jax.models import backend
+
 SIXTEEN_BIT = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 
 
@@ -31,7 +33,7 @@ def matmul_with(a: jax.Array, b_dtype, product_fn) -> jax.Array:
     `layer_weights.LayerWeight` passes a switch over per-layer weights, so the padding and the
     rounding sit outside its branches, each branch one product (less code to compile)."""
     sixteen_bit = a.dtype == jnp.dtype(b_dtype) and a.dtype in SIXTEEN_BIT and a.ndim >= 2
-    pad = sixteen_bit and a.shape[-2] == 1 and jax.default_backend() == "cpu"
+    pad = sixteen_bit and a.shape[-2] == 1 and backend.active().pad_single_row
     if pad:
         a = jnp.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, 1), (0, 0)])
     y = product_fn(a, jnp.float32 if sixteen_bit else None)
@@ -77,4 +79,4 @@ def weight_major(a: jax.Array) -> bool:
     (float32) up the usual order wins (1024 rows, float32 8192 x 2048: 228 against 274 ms).
     """
     lo, hi = WEIGHT_MAJOR_ROWS
-    return a.ndim == 2 and lo <= a.shape[0] <= hi and jax.default_backend() == "cpu"
+    return a.ndim == 2 and lo <= a.shape[0] <= hi and backend.active().weight_major

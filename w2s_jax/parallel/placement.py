@@ -35,6 +35,10 @@ def shard_model(model: nnx.Module, mesh: Mesh | None, rules: ShardingRules | Non
     """
     if mesh is None:
         return
+    if hasattr(model, "backend"):  # a Transformer runs what its new devices' platform runs
+        from w2s_jax.models.backend import for_mesh
+
+        model.backend = for_mesh(mesh)
     for _, node in nnx.iter_graph(model):
         if not isinstance(node, nnx.Variable):
             continue
