@@ -22,6 +22,7 @@ from w2s_jax.inference import compile_ahead, generation
 from w2s_jax.inference.batching import geometric_bucket, pad_sequences, positions_from_valid, prompt_layout, round_up
 from w2s_jax.inference.sampling import example_keys
 from w2s_jax.models import ModelConfig, Transformer, load_pretrained, load_tokenizer, to_layout
+from w2s_jax.models.backend import set_backend
 
 # --- sampling filters on hand-made distributions -------------------------------------------------
 
@@ -275,12 +276,15 @@ def checkpoints(tmp_path_factory):
     return {family: make_hf_checkpoint(root, family) for family in FAMILIES}
 
 
-@pytest.mark.parametrize("layout", ["stacked", "per_layer"])
+@pytest.mark.parametrize("backend,layout", [("cpu", "stacked"), ("cpu", "per_layer"), ("gpu", "stacked")])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_greedy_matches_transformers(checkpoints, family, layout):
+def test_greedy_matches_transformers(checkpoints, family, backend, layout):
+    """Every backend's program (the GPU's: stacked cache, whole prefill, fused attention, run
+    here on the CPU) generates transformers' greedy tokens."""
     torch = pytest.importorskip("torch", reason="the transformers reference needs torch")
     path = checkpoints[family]
     model, config = load_pretrained(path, layout=layout)
+    set_backend(model, backend)
     reference = load_hf_torch_model(path)
     prompts = [[1, 5, 9, 4, 12, 7, 20, 8, 30], [1, 11, 6]]  # left-padded batch of two lengths
     new = 10
