@@ -2,18 +2,16 @@
 
 XLA:CPU runs a program's operations one after another, each spread over the cores only when it
 is large. A decoding step is a chain of small ones (one token per row: a few ``16 x 256``
-matmuls and attention over the cache, memory-bound), so a second core barely speeds it up:
-``benchmarks/pipeline_bench.py``'s small model decoded its 252 batch-16 steps in 1.23 s on one
-core and 1.27 s on two. Two batches, each generating on a thread of its own (the host-memory
-setup runs CPU programs on the calling thread, `host_memory.py`), keep both cores busy: the
-benchmark's labelling took 1.73 / 1.77 s in two streams against 3.02 / 2.49 s in one
-(``--threads 2 --streams N``, two alternating runs each; docs/benchmarks.md). Scoring and top-k
+matmuls and attention over the cache, memory-bound), so a second core barely speeds it up. Two
+batches, each generating on a thread of its own (the host-memory setup runs CPU programs on the
+calling thread, `host_memory.py`), keep both cores busy (docs/benchmarks.md). Scoring and top-k
 (a prefill without decoding) run in streams the same way. Threads that reach a new shape together
 compile its program once (JAX's own caches; generation's compile-ahead waits for the thread
 compiling it, `compile_ahead.py`; `tests/lm/test_streams.py` counts the compilations).
 
 :func:`default_streams` is therefore 2 on a CPU with two or more cores and 1 elsewhere: an
-accelerator runs one program at a time and gains nothing but the memory of a second batch; on a
+accelerator runs one program at a time and gains nothing but the memory of a second batch, so
+more than `Backend.max_streams` (1) is refused there; on a
 mesh, batches stay in turn (two sharded programs in flight on the same devices would interleave
 their collectives). Results do not depend on the number of streams: each batch is independent
 and draws its sampling keys from its examples' ids.

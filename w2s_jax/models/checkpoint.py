@@ -184,8 +184,9 @@ def load_pretrained(path_or_hub_name: str | Path, *, dtype=jnp.float32, param_dt
     naming the file.
 
     layout: "stacked" (default; what training needs) or "per_layer": each layer's matmul weights
-    as arrays of their own, read in place by generation and scoring (about 3x faster decoding on
-    CPU at 1B scale; inference only, `layer_weights.py`). Convert later with `to_layout`.
+    as arrays of their own, read in place by generation and scoring (faster decoding on the CPU,
+    docs/benchmarks.md; inference only, `layer_weights.py`; refused with a warning on a backend
+    that reads stacked weights). Convert later with `to_layout`.
     """
     check_layout(layout)
     backend = for_mesh(mesh)

@@ -60,8 +60,8 @@ def dense(x: jnp.ndarray, w: jnp.ndarray, *, contract: int = 1) -> jnp.ndarray:
     """Contract the last `contract` axes of `x` with the first `contract` axes of `w` as ONE 2-D matmul.
 
     Equal to the einsum (e.g. "BTD,DNH->BTNH", "BTNH,NHD->BTD"), but flattened to (rows, in) @ (in,
-    out): XLA:CPU runs the backward pass of rank-3 contractions 2-3.5x slower than of 2-D matmuls
-    (measured for the MLP and the LM head; see docs/benchmarks.md). `w` may be a per-layer
+    out): XLA:CPU runs the backward pass of rank-3 contractions slower than of 2-D matmuls
+    (docs/benchmarks.md). `w` may be a per-layer
     `LayerWeight` (`layer_weights.py`), contracted through its switch.
     """
     lead, inner = x.shape[: x.ndim - contract], x.shape[x.ndim - contract:]
@@ -81,9 +81,8 @@ def dense_transposed(x: jnp.ndarray, w_OxI: jnp.ndarray) -> jnp.ndarray:
 
     Same values as `dense(x, w_OxI.T)`; only the backward pass differs in how it lays out the
     weight's gradient: autodiff asks for dW = dy^T x (N x V contracted over rows into V x D), which
-    XLA:CPU runs 1.6x slower than (x^T dy)^T (B=8, T=128, D=256, V=4096 on one core: 20.8 ms
-    against 13.4 ms, the transpose included). The optimization barrier stops XLA from folding the
-    transpose back into the slow form.
+    XLA:CPU runs slower than (x^T dy)^T (docs/benchmarks.md). The optimization barrier stops XLA
+    from folding the transpose back into the slow form. Used on the CPU backend only.
     """
     return _dense_transposed_fwd(x, w_OxI)[0]
 
@@ -112,8 +111,7 @@ def softmax(x: jnp.ndarray) -> jnp.ndarray:
     Its derivative is written in terms of the output, dy = y * (dx - sum(y * dx)), so the backward
     pass keeps only y. `jax.nn.softmax` does the same only under the opt-in `jax_softmax_custom_jvp`
     flag; by default it differentiates through exp, sum and divide and keeps more B x K x GT x S
-    arrays alive. Small benchmark config (lm_bench.py, one core): the train step's temp buffer
-    shrinks from 188 to 154 MB and the step from 286 to 271 ms.
+    arrays alive (docs/benchmarks.md: a smaller temp buffer and a faster train step).
     """
     unnormalized = jnp.exp(x - jnp.max(x, axis=-1, keepdims=True))
     return unnormalized / jnp.sum(unnormalized, axis=-1, keepdims=True)
@@ -263,8 +261,7 @@ class Attention(nnx.Module):
         the cache), each cache contraction on the layer's own array (`LayerCache.with_keys`), and
         the softmax is normalised after the PV products: the division is then on GT x H outputs,
         not GT x S probabilities, and XLA:CPU has no softmax to fuse into the matmul's operand
-        (8.9 against 10.5 ms, B=16, 4 kv heads, 128 x 512 scores, one core; training keeps
-        softmax-then-matmul, whose backward pass was 1.9x faster than autodiff of this form).
+        (training keeps softmax-then-matmul, whose backward pass is faster; docs/benchmarks.md).
         """
         G = self.config.num_heads // self.config.num_kv_heads
         if (k_new_BxKxHxT.shape[3] > 1 and kv_cache.max_len % _PREFILL_KEY_BLOCK == 0
@@ -307,8 +304,7 @@ class Attention(nnx.Module):
             # Every cached slot lies before every query of the chunk, so without a window its
             # mask is the key's validity alone, the same for all T rows: the chunk's last row
             # (which sees every slot up to itself). One mask row per block instead of T, broadcast
-            # in the select: the `icl-refine` labelling's prefill ran 4% faster (median of five
-            # interleaved runs, 0.753 against 0.784 s; `pipeline_bench.py` shapes).
+            # in the select (docs/benchmarks.md).
             cached_BxTxS = cached_BxTxS[:, -1:, :]
 
         def add_block(i, carry):

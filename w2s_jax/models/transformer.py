@@ -5,8 +5,9 @@ axis "layers", never sharded) and the forward pass is one `jax.lax.scan` over it
 program holds one layer whatever the depth (compile time does not grow with it) and a weight
 stored in bfloat16 is converted for its matmuls inside its own layer's step, never all at once.
 Per-layer differences are per-layer data: whether a layer uses the sliding window is a boolean
-scanned with the weights. The KV cache keeps one array per layer (`kv_cache.py` says why), and
-so can the matmul weights of a model loaded for inference (`layer_weights.py`).
+scanned with the weights. On the CPU backend the KV cache of a decode step keeps one array per
+layer (`kv_cache.py` says why), and so can the matmul weights of a model loaded for inference
+(`layer_weights.py`); accelerators read both stacked (`backend.py`).
 
 Slots: without a cache, query t and key s are slots t and s of the input; with a cache, the T
 new tokens occupy slots [index, index + T) of an S-slot cache. A query at slot q sees key slot s
@@ -104,16 +105,14 @@ def stacked_layers(config: ModelConfig, *, rngs: nnx.Rngs, dtype, param_dtype) -
 
 @jax.custom_vjp
 def take_layer(stacked: jax.Array, layer: jax.Array) -> jax.Array:
-    """`stacked[layer]`; a 16-bit float weight is sliced behind an optimization barrier.
+    """`stacked[layer]`; on the CPU backend a 16-bit float weight is sliced behind an
+    optimization barrier.
 
     XLA:CPU slices a bf16 array through a float32 conversion of its operand, and inside the layer
     scan loop-invariant code motion hoisted that conversion out of the loop: a float32 copy of
-    every layer's weights (4.7 GB for 1.24B parameters). Behind the barrier the stack counts as
-    loop-variant and only the layer in use is converted. (Slicing the raw bits, the fix before
-    this one, still copied the whole stack as uint16 once per call: a scan over 8 bf16
-    1024 x 1024 layers needed 20 MiB of scratch that way, 4 MiB behind the barrier, 36 MiB
-    plain.) float32 weights are sliced plainly. The gradient is that of the plain slice, written
-    out (a zero stack with the layer's cotangent in place), as the training step was tuned with.
+    every layer's weights. Behind the barrier the stack counts as loop-variant and only the layer
+    in use is converted (docs/benchmarks.md). The gradient is that of the plain slice, written out
+    (a zero stack with the layer's cotangent in place).
     """
     if (backends.active().barriers and stacked.dtype.itemsize == 2
             and jnp.issubdtype(stacked.dtype, jnp.floating)):
@@ -148,14 +147,13 @@ def _layer_params(layer_params: nnx.State, layer: jax.Array) -> nnx.State:
 
 
 def embedding_rows(table_VxD: jax.Array, tokens_BxT: jax.Array) -> jax.Array:
-    """`table_VxD[tokens_BxT]`, the gather behind an optimization barrier.
+    """`table_VxD[tokens_BxT]`; on the CPU backend the gather sits behind an optimization barrier.
 
-    XLA:CPU gathers from a bf16 table through a float32 conversion of its operand. Inside a
-    loop (the decode loop, the prefill chunks) loop-invariant code motion then hoisted that
-    conversion of the whole table out of the loop: a float32 copy made every call (the
-    Llama-3.2-1B embedding: 1 GB and 245 ms per call), where behind the barrier the table
-    counts as loop-variant and the conversion stays fused with the gather, reading only the
-    rows gathered (`tests/lm/test_layer_scan.py` measures the loop's scratch memory).
+    XLA:CPU gathers from a bf16 table through a float32 conversion of its operand, and inside a
+    loop (the decode loop, the prefill chunks) loop-invariant code motion hoisted that conversion
+    of the whole table out of the loop; behind the barrier the conversion stays fused with the
+    gather, reading only the rows gathered (`tests/lm/test_layer_scan.py` measures the loop's
+    scratch memory; docs/benchmarks.md).
     """
     if backends.active().barriers:
         table_VxD, tokens_BxT = jax.lax.optimization_barrier((table_VxD, tokens_BxT))
