@@ -173,7 +173,7 @@ def test_load_pretrained_with_mesh_matches_unsharded(tmp_path):
 
     path = make_hf_checkpoint(tmp_path, "qwen2")
     mesh = make_mesh(MeshConfig(fsdp=4, tp=2))
-    sharded, config = load_pretrained(path, mesh=mesh, rules=ShardingRules.fsdp_tp())
+    sharded, config = load_pretrained(path, mesh=mesh, rules=ShardingRules.fsdp_tp(), layout="stacked")
     plain, _ = load_pretrained(path)
     q = sharded.layers.attn.q_proj.get_value()  # stacked: L x D x N x H
     assert q.sharding.spec == P(None, "fsdp", "tp", None)

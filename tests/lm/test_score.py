@@ -68,7 +68,7 @@ def test_score_with_the_gpu_program_matches_torch(checkpoint):
     from w2s_jax.models.backend import set_backend
 
     _, tokenizer, reference, path = checkpoint
-    model, _ = load_pretrained(path)
+    model, _ = load_pretrained(path, layout="stacked")
     set_backend(model, "gpu")
     for prompt, completion, result in zip(PROMPTS, COMPLETIONS, score(model, tokenizer, PROMPTS, COMPLETIONS,
                                                                       batch_size=2)):

@@ -173,7 +173,7 @@ def _read_per_layer(maps, tensors, shape, dtype, logical_axes, pool, mesh, rules
 
 
 def load_pretrained(path_or_hub_name: str | Path, *, dtype=jnp.float32, param_dtype=None, mesh=None,
-                    rules=None, layout: str = "stacked") -> tuple[Transformer, ModelConfig]:
+                    rules=None, layout: str | None = None) -> tuple[Transformer, ModelConfig]:
     """Load a HF checkpoint directory (or Hub name) into `(Transformer, ModelConfig)`.
 
     dtype: activation dtype; param_dtype: parameter dtype (default: `dtype`). With `mesh`, each
@@ -183,13 +183,16 @@ def load_pretrained(path_or_hub_name: str | Path, *, dtype=jnp.float32, param_dt
     not valid JSON; a safetensors file that is truncated or corrupt, as SafetensorsError), each
     naming the file.
 
-    layout: "stacked" (default; what training needs) or "per_layer": each layer's matmul weights
+    layout: None (default): the inference layout of the backend of the devices the model is placed
+    on (`Backend.layout`: "per_layer" on the CPU, "stacked" on accelerators); "stacked" (what
+    training reads; `train` converts a per-layer model itself) or "per_layer": each layer's matmul weights
     as arrays of their own, read in place by generation and scoring (faster decoding on the CPU,
     docs/benchmarks.md; inference only, `layer_weights.py`; refused with a warning on a backend
     that reads stacked weights). Convert later with `to_layout`.
     """
-    check_layout(layout)
     backend = for_mesh(mesh)
+    layout = backend.layout if layout is None else layout
+    check_layout(layout)
     if layout == "per_layer" and backend.layout != "per_layer":
         warnings.warn(f"layout='per_layer' is read through a conditional per layer, which the {backend.platform} "
                       "backend does not run: loading the stacked layout instead", stacklevel=2)

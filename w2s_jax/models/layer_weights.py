@@ -23,7 +23,8 @@ the layer axis, one of them "embed"); norms and biases stay stacked (their slice
 The layout is a property of the loaded model (`load_pretrained(..., layout=)`, or `to_layout` in
 place), not a flag threaded through the code: `Transformer.hidden`, and hence generation, scoring and top-k, read either.
 The gradient of a switch carries a zero cotangent for every layer not taken, so training, LoRA
-and sharding rules that split the layer axis work on the stacked layout only (`check_stacked`).
+and sharding rules that split the layer axis work on the stacked layout only: they convert a
+per-layer model first (`check_stacked`).
 """
 
 from __future__ import annotations
@@ -61,11 +62,12 @@ def is_per_layer(model: nnx.Module) -> bool:
 
 
 def check_stacked(model: nnx.Module, *, what: str) -> None:
-    """Raise if `model` has per-layer weights: `what` (e.g. "training") needs the stacked layout."""
+    """Put `model`'s layer weights in the stacked layout that `what` (e.g. "training") reads, in
+    place (a no-op when they are stacked already): a model loaded for fast inference on the CPU
+    (per-layer weights, `load_pretrained`'s default there) trains without its caller knowing
+    about layouts. The conversion copies each weight once (`to_layout`)."""
     if is_per_layer(model):
-        raise ValueError(f"{what} needs the stacked layout, but this model's layer weights are per layer "
-                         "(loaded with layout='per_layer', for inference); call "
-                         "`w2s_jax.models.to_layout(model, 'stacked')` first")
+        to_layout(model, "stacked")
 
 
 def to_layout(model: nnx.Module, layout: str) -> nnx.Module:
