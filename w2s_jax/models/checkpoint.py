@@ -204,6 +204,10 @@ def load_pretrained(path_or_hub_name: str | Path, *, dtype=jnp.float32, param_dt
         from w2s_jax.parallel import ShardingRules
 
         rules = ShardingRules.fsdp()
+    if mesh is not None:
+        from w2s_jax.parallel.placement import check_head_split
+
+        check_head_split(config, mesh, rules)
     tensors = _open_shards(ckpt_dir)
     maps = tensor_maps(config)
     missing = sorted(m.hf_name for m in maps if m.hf_name not in tensors)
