@@ -175,6 +175,21 @@ def test_sharded_model_generates_the_same_tokens(tiny_model):
     assert generate(sharded, None, PROMPTS, max_new_tokens=5) == expected
 
 
+def test_data_parallel_model_generates_the_same_tokens(tiny_model):
+    """Data parallelism on 8 fake CPU devices: every weight whole on every device (no collective
+    over the weights), the 8 rows split over "data"; the same tokens as on one device."""
+    from w2s_jax.parallel import MeshConfig, ShardingRules, make_mesh, shard_model
+
+    replicated = Transformer(tiny_model.config, rngs=nnx.Rngs(0))
+    mesh = make_mesh(MeshConfig(data=8, fsdp=1, tp=1))
+    shard_model(replicated, mesh, ShardingRules.data_parallel())
+    q = replicated.layers.attn.q_proj[...]
+    assert all(shard.data.shape == q.shape for shard in q.addressable_shards)  # whole on each device
+    prompts = PROMPTS * 4
+    expected = generate(tiny_model, None, prompts, max_new_tokens=5)
+    assert generate(replicated, None, prompts, max_new_tokens=5, mesh=mesh) == expected
+
+
 def test_decode_step_compiles_once(tiny_model):
     prompts = [[1, 2, 3], [1, 4], [1, 5, 6, 7]]
     jax.clear_caches()  # earlier tests may have compiled these shapes already

@@ -252,16 +252,16 @@ class Transformer(nnx.Module):
         T = tokens_BxT.shape[1]
         x_BxTxD = self.embed(tokens_BxT)
         cos_BxTxH, sin_BxTxH = rope_cos_sin(positions_BxT, c, self.dtype)
-        index = None
-        if cache is not None:
+        if cache is None:
+            q_slot_T, kv_valid_BxS, index = jnp.arange(T), valid_BxT.astype(bool), None
+        else:
             if T > cache.max_len:
                 raise ValueError(f"{T} new tokens do not fit a cache of max_len={cache.max_len}")
             index = jnp.zeros((), jnp.int32) if fresh else cache.index
+            q_slot_T = index + jnp.arange(T)
             cache_valid_BxS = jax.lax.dynamic_update_slice(cache.valid_BxS, valid_BxT.astype(bool), (0, index))
-        if cache is None or fresh:
-            q_slot_T, kv_valid_BxS = jnp.arange(T), valid_BxT.astype(bool)
-        else:
-            q_slot_T, kv_valid_BxS = index + jnp.arange(T), cache_valid_BxS
+            # a fresh prefill's keys are its own tokens: the mask is theirs alone, `T x T`
+            kv_valid_BxS = valid_BxT.astype(bool) if fresh else cache_valid_BxS
         windows = {c.layer_window(i) for i in range(c.num_layers)}
         full_mask_BxTxS = attention_mask(kv_valid_BxS, q_slot_T, None)
         window_mask_BxTxS = (full_mask_BxTxS if c.sliding_window is None or windows == {None}
