@@ -192,8 +192,9 @@ def generate(
         ("data", "fsdp") axes, so ``batch_size`` must be a multiple of data * fsdp (with
         ``batch_size=None`` the one batch is filled up to a multiple).
       streams: batches generating at once, each on a thread of its own (None:
-        ``streams.default_streams``: 2 on a CPU with two or more cores, else 1). The results are
-        the same for any value.
+        ``streams.default_streams``: 2 on a CPU with two or more cores, else 1; more than 1 is
+        refused on an accelerator, which runs one program at a time). The results are the same
+        for any value.
     Returns:
       a :class:`GenerationResult`.
     """
