@@ -8,6 +8,9 @@ mean the same program, so a timing difference between the commits is the machine
 
     python benchmarks/program_hashes.py                 # the programs of this host's backend
     python benchmarks/program_hashes.py --platform cuda  # lowered for a GPU from this host
+
+(Lowering for cuda in bfloat16 asks the installed cuDNN for its version: on a host without one,
+the bfloat16 prefill raises "cuDNN is not detected".)
 """
 
 from __future__ import annotations
