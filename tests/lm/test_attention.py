@@ -112,8 +112,9 @@ def test_uncached_attention_matches_the_reference(family, backend):
 def _cache(config, k_BxSxKxH, v_BxSxKxH, S):
     """A one-layer stacked cache of S slots holding the given keys and values in its first slots."""
     P = k_BxSxKxH.shape[1]
-    keys = jnp.zeros((1, 2, config.num_kv_heads, config.head_dim, S)).at[0, ..., :P].set(k_BxSxKxH.transpose(0, 2, 3, 1))
-    values = jnp.zeros((1, 2, config.num_kv_heads, S, config.head_dim)).at[0, :, :, :P].set(v_BxSxKxH.transpose(0, 2, 1, 3))
+    K, H = config.num_kv_heads, config.head_dim
+    keys = jnp.zeros((1, 2, K, H, S)).at[0, ..., :P].set(k_BxSxKxH.transpose(0, 2, 3, 1))
+    values = jnp.zeros((1, 2, K, S, H)).at[0, :, :, :P].set(v_BxSxKxH.transpose(0, 2, 1, 3))
     return LayerCache(keys=keys, values=values, layer=jnp.asarray(0))
 
 
