@@ -185,3 +185,27 @@ def test_fused_attention_is_cudnns_in_16_bit_on_gpu(cudnn_present):
     assert "__cudnn$fmha" in prefill_text(jnp.bfloat16, "cuda", GPU)
     assert "__cudnn$fmha" not in prefill_text(jnp.float32, "cuda", GPU)
     assert "__cudnn$fmha" not in prefill_text(jnp.bfloat16, "tpu", TPU)
+
+
+def test_gpu_training_gradient_runs_cudnn_attention_both_ways(cudnn_present):
+    """The gradient of a bf16 loss lowered for cuda: cuDNN's fused attention forward and backward,
+    no conditional, and none of XLA:CPU's optimization barriers (those exist for XLA:CPU only)."""
+    model = _model("llama", backend=GPU, dtype=jnp.bfloat16)
+    graphdef, state = nnx.split(model)
+    tokens, valid = jnp.ones((2, 16), jnp.int32), jnp.ones((2, 16), bool)
+
+    def loss(state):
+        logits, _ = nnx.merge(graphdef, state)(tokens, positions_BxT=jnp.broadcast_to(jnp.arange(16), (2, 16)),
+                                               valid_BxT=valid)
+        return logits.astype(jnp.float32).mean()
+
+    text = jax.jit(jax.grad(loss)).trace(state).lower(lowering_platforms=("cuda",)).as_text()
+    assert set(re.findall(r"@(__cudnn\$\w+)", text)) == {"__cudnn$fmhaScaleBiasSoftmax",
+                                                         "__cudnn$fmhaScaleBiasSoftmaxBackward"}
+    assert "stablehlo.case" not in text and _barriers(text) == 0
+    cpu = Transformer(model.config, rngs=nnx.Rngs(0), dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, backend=CPU)
+    cpu_graphdef, cpu_state = nnx.split(cpu)
+    cpu_text = jax.jit(jax.grad(lambda s: nnx.merge(cpu_graphdef, s)(
+        tokens, positions_BxT=jnp.broadcast_to(jnp.arange(16), (2, 16)), valid_BxT=valid)[0].astype(jnp.float32).mean())
+    ).trace(cpu_state).lower(lowering_platforms=("cpu",)).as_text()
+    assert _barriers(cpu_text) > 0  # the CPU program keeps its barriers: the check above tests a choice
