@@ -138,11 +138,14 @@ def _next_token_loss(model, tokens_BxT):
     return loss_from_hidden(CrossEntropyToTokens(), model, h_BxTxD, batch)
 
 
-def bench_ours(model, tokens_BxT, prompts, *, new_tokens, repeats, breakdown: int = 0) -> dict[str, float]:
+def bench_ours(model, tokens_BxT, prompts, *, new_tokens, repeats, breakdown: int = 0,
+               generator=None) -> dict[str, float]:
     """Seconds per forward, per train step and per generate call for our model.
 
-    With `breakdown` > 0, also prints that many of the train step's most expensive XLA ops.
+    generator: the model `generate` runs (default `model`): the same weights as loaded for
+    inference. With `breakdown` > 0, also prints that many of the train step's most expensive XLA ops.
     """
+    generator = model if generator is None else generator
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
     @jax.jit
@@ -174,7 +177,7 @@ def bench_ours(model, tokens_BxT, prompts, *, new_tokens, repeats, breakdown: in
     return dict(
         forward=_median_seconds(lambda: forward(params, tokens_BxT).block_until_ready(), repeats),
         train=train,
-        generate=_median_seconds(lambda: generate(model, None, prompts, max_new_tokens=new_tokens,
+        generate=_median_seconds(lambda: generate(generator, None, prompts, max_new_tokens=new_tokens,
                                                   sampler=Greedy(), eos_token_ids=()), repeats),
     )
 
@@ -235,18 +238,19 @@ def run_cpu_comparison(args) -> None:
     reference = LlamaForCausalLM(_hf_config(args.preset)).to(torch.float32)
     with tempfile.TemporaryDirectory() as tmp:  # ours loads the very same weights
         reference.save_pretrained(tmp)
-        model, config = load_pretrained(tmp)
+        model, config = load_pretrained(tmp)  # as the README loads it: the backend's inference layout
+        trainable, _ = load_pretrained(tmp, layout="stacked")  # what a train step reads
     reference.config._attn_implementation = "sdpa"
     tokens_BxT, prompts = _inputs(config.vocab_size, args.batch_size, seq_len, args.prompt_len)
     # Same computation: both sides' training losses agree on the same weights and tokens.
-    ours_loss = float(_next_token_loss(model, tokens_BxT))
+    ours_loss = float(_next_token_loss(trainable, tokens_BxT))
     with torch.no_grad():
         labels = torch.as_tensor(np.array(tokens_BxT), dtype=torch.long)
         theirs_loss = float(reference(labels, labels=labels).loss)
     if not abs(ours_loss - theirs_loss) <= 1e-4 * abs(theirs_loss):
         raise RuntimeError(f"the two train steps compute different losses: {ours_loss} vs {theirs_loss}")
     kw = dict(new_tokens=args.new_tokens, repeats=args.repeats)
-    ours = bench_ours(model, tokens_BxT, prompts, breakdown=args.breakdown, **kw)
+    ours = bench_ours(trainable, tokens_BxT, prompts, breakdown=args.breakdown, generator=model, **kw)
     theirs = bench_torch(reference, tokens_BxT, prompts, **kw)
     n_params = sum(p.numel() for p in reference.parameters())
     train_tokens = args.batch_size * seq_len

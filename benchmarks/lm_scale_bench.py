@@ -3,8 +3,8 @@
 Builds a random checkpoint with the exact Llama-3.2-1B shape (1.24B parameters, tied embeddings,
 bfloat16, three safetensors shards, as published checkpoints are) and, for ours and transformers
 in float32 and in bfloat16, measures in a fresh process each:
-  load       seconds to a model ready to run (ours: `load_pretrained(..., layout="per_layer")`, the
-             inference layout the CLI loads; theirs: `from_pretrained`)
+  load       seconds to a model ready to run (ours: `load_pretrained(path, dtype=)`, the README's
+             call, which loads the backend's inference layout; theirs: `from_pretrained`)
   peak anon  the process's peak anonymous memory (RssAnon sampled every 10 ms), over the whole run,
              and up to the end of loading
   compile    first 16-token generate call minus a warm one (ours: tracing + XLA compilation of
@@ -180,7 +180,7 @@ def measure_ours(ckpt: Path, dtype_name: str, prompt: list[int], completion: lis
     from w2s_jax.models import load_pretrained
 
     def load():
-        model, _ = load_pretrained(ckpt, dtype=getattr(jnp, dtype_name), layout="per_layer")  # inference
+        model, _ = load_pretrained(ckpt, dtype=getattr(jnp, dtype_name))  # the README's call: inference layout
         jax.block_until_ready(nnx.state(model))
         return model
 

@@ -23,10 +23,10 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from w2s_jax.host_memory import reuse_freed_host_memory
 from w2s_jax.inference import generate, make_sampler, score
 from w2s_jax.models import load_pretrained, load_tokenizer, save_pretrained
 from w2s_jax.parallel import MeshConfig, ShardingRules, make_mesh
+from w2s_jax.startup import prepare_jax
 from w2s_jax.train import (CheckpointMismatchError, CrossEntropyToTokens, SFTDataset, TrainConfig, merge_lora,
                            train)
 
@@ -65,7 +65,7 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    reuse_freed_host_memory()  # CPU runs: no page faults on XLA's per-step scratch (w2s_jax/host_memory.py)
+    prepare_jax()  # on CPU only: keep freed host memory for XLA's per-step scratch (w2s_jax/startup.py)
     try:
         main()
     except CheckpointMismatchError as err:  # the user's fix is in the message: no traceback

@@ -58,3 +58,18 @@ def test_lm_scale_bench_tiny_checkpoint_agrees_with_transformers(capsys, tmp_pat
         ratio = r"\s+(-?[\d.]+x|-) \|"  # "-" where the baseline's figure is not positive
         assert re.search(rf"\| {row}[^|]*\|({cell}){{2}}{ratio}({cell}){{2}}{ratio}", out), out
     assert "float32: 16 greedy tokens identical: True" in out, out
+
+
+def test_program_hashes_tell_programs_apart(monkeypatch):
+    """Equal fingerprints for the same program lowered twice; different ones for another backend."""
+    from jax._src.cudnn import fused_attention_stablehlo
+
+    from benchmarks import program_hashes
+
+    # lowering cuDNN's attention (bf16 for cuda) asks for the installed version; this host has none
+    monkeypatch.setattr(fused_attention_stablehlo, "check_cudnn_version", lambda: 91000)
+
+    cpu = program_hashes.fingerprints("cpu", batch=2, slots=64)
+    assert cpu == program_hashes.fingerprints("cpu", batch=2, slots=64)
+    cuda = program_hashes.fingerprints("cuda", batch=2, slots=64)
+    assert set(cpu) == set(cuda) and all(cpu[k] != cuda[k] for k in ("prefill float32", "decode float32"))

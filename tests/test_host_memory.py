@@ -82,3 +82,18 @@ def test_freed_memory_is_reused_without_page_faults(probe):
     _, off = _faults_per_round(probe, "off")
     assert off > 0.5 * pages, f"glibc default should fault the fresh mapping each round, got {off:.0f}"
     assert on < 0.05 * pages, f"after reuse_freed_host_memory() a round faulted {on:.0f} pages"
+
+
+@pytest.mark.parametrize("platforms, expected", [("cpu", True), ("cuda", False), ("tpu,cpu", False)])
+def test_startup_sets_the_host_memory_options_on_cpu_only(monkeypatch, platforms, expected):
+    """`prepare_jax` (the CLI's and the quickstart example's first call) applies the XLA:CPU
+    malloc options only when JAX will compute on the CPU, decided without starting JAX."""
+    from w2s_jax import compilation_cache, host_memory, startup
+
+    calls = []
+    monkeypatch.setenv("JAX_PLATFORMS", platforms)
+    monkeypatch.setattr(host_memory, "reuse_freed_host_memory", lambda: calls.append("host") or True)
+    monkeypatch.setattr(compilation_cache, "enable_compilation_cache", lambda *a, **k: calls.append("cache"))
+    assert startup.runs_on_cpu() is expected
+    startup.prepare_jax()
+    assert calls == (["host", "cache"] if expected else ["cache"])

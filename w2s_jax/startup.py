@@ -29,7 +29,9 @@ def runs_on_cpu() -> bool:
 def prepare_jax() -> None:
     """On CPU keep freed host memory mapped (``w2s_jax.host_memory``), then turn the persistent
     compilation cache on (``w2s_jax.compilation_cache``). Call before any JAX computation."""
-    if runs_on_cpu():
+    from w2s_jax.models.backend import CPU  # imports jax, which starts no backend
+
+    if runs_on_cpu() and CPU.host_memory:
         from w2s_jax.host_memory import reuse_freed_host_memory
 
         reuse_freed_host_memory()

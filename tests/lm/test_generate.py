@@ -22,6 +22,7 @@ from w2s_jax.inference import compile_ahead, generation
 from w2s_jax.inference.batching import geometric_bucket, pad_sequences, positions_from_valid, prompt_layout, round_up
 from w2s_jax.inference.sampling import example_keys
 from w2s_jax.models import ModelConfig, Transformer, load_pretrained, load_tokenizer, to_layout
+from w2s_jax.models.backend import set_backend
 
 # --- sampling filters on hand-made distributions -------------------------------------------------
 
@@ -174,6 +175,21 @@ def test_sharded_model_generates_the_same_tokens(tiny_model):
     assert generate(sharded, None, PROMPTS, max_new_tokens=5) == expected
 
 
+def test_data_parallel_model_generates_the_same_tokens(tiny_model):
+    """Data parallelism on 8 fake CPU devices: every weight whole on every device (no collective
+    over the weights), the 8 rows split over "data"; the same tokens as on one device."""
+    from w2s_jax.parallel import MeshConfig, ShardingRules, make_mesh, shard_model
+
+    replicated = Transformer(tiny_model.config, rngs=nnx.Rngs(0))
+    mesh = make_mesh(MeshConfig(data=8, fsdp=1, tp=1))
+    shard_model(replicated, mesh, ShardingRules.data_parallel())
+    q = replicated.layers.attn.q_proj[...]
+    assert all(shard.data.shape == q.shape for shard in q.addressable_shards)  # whole on each device
+    prompts = PROMPTS * 4
+    expected = generate(tiny_model, None, prompts, max_new_tokens=5)
+    assert generate(replicated, None, prompts, max_new_tokens=5, mesh=mesh) == expected
+
+
 def test_decode_step_compiles_once(tiny_model):
     prompts = [[1, 2, 3], [1, 4], [1, 5, 6, 7]]
     jax.clear_caches()  # earlier tests may have compiled these shapes already
@@ -275,12 +291,15 @@ def checkpoints(tmp_path_factory):
     return {family: make_hf_checkpoint(root, family) for family in FAMILIES}
 
 
-@pytest.mark.parametrize("layout", ["stacked", "per_layer"])
+@pytest.mark.parametrize("backend,layout", [("cpu", "stacked"), ("cpu", "per_layer"), ("gpu", "stacked")])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_greedy_matches_transformers(checkpoints, family, layout):
+def test_greedy_matches_transformers(checkpoints, family, backend, layout):
+    """Every backend's program (the GPU's: stacked cache, whole prefill, fused attention, run
+    here on the CPU) generates transformers' greedy tokens."""
     torch = pytest.importorskip("torch", reason="the transformers reference needs torch")
     path = checkpoints[family]
     model, config = load_pretrained(path, layout=layout)
+    set_backend(model, backend)
     reference = load_hf_torch_model(path)
     prompts = [[1, 5, 9, 4, 12, 7, 20, 8, 30], [1, 11, 6]]  # left-padded batch of two lengths
     new = 10

@@ -45,7 +45,7 @@ def _torch_grads(path, tokens_BxT, valid_BxT, positions_BxT, target_Bx1T):
 
 
 def _our_grads(path, tokens_BxT, valid_BxT, positions_BxT, target_Bx1T):
-    model, config = load_pretrained(path)
+    model, config = load_pretrained(path, layout="stacked")
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
     def loss_fn(params):

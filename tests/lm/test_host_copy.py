@@ -70,7 +70,7 @@ def test_mesh_loading_gives_every_device_its_own_memory(tmp_path):
 
     path = make_hf_checkpoint(tmp_path, "llama")
     mesh = parallel.make_mesh(parallel.MeshConfig(data=1, fsdp=4, tp=2))
-    model, _ = load_pretrained(path, mesh=mesh, rules=parallel.ShardingRules.fsdp_tp())
+    model, _ = load_pretrained(path, mesh=mesh, rules=parallel.ShardingRules.fsdp_tp(), layout="stacked")
     for path_, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
         shards = variable.get_value().addressable_shards
         pointers = {shard.data.unsafe_buffer_pointer() for shard in shards}
@@ -81,7 +81,7 @@ def test_mesh_loading_gives_every_device_its_own_memory(tmp_path):
 @pytest.mark.parametrize("family", ["qwen2", "qwen3"])  # q/k/v biases; q/k norms
 def test_loaded_parameters_are_the_converted_hf_tensors(tmp_path, family, dtype):
     path = make_hf_checkpoint(tmp_path, family, sharded=True)
-    model, config = load_pretrained(path, dtype=dtype)
+    model, config = load_pretrained(path, dtype=dtype, layout="stacked")
     params = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
     tensors = _open_shards(path)
     for m in tensor_maps(config):

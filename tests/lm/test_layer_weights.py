@@ -51,15 +51,20 @@ def test_per_layer_gives_the_stacked_logits_and_converts_back_exactly(dtype):
     np.testing.assert_array_equal(np.asarray(model.layers.attn.q_proj.get_value()), stacked_q)
 
 
-def test_training_and_lora_refuse_per_layer_weights(tmp_path):
-    from w2s_jax.train import TrainConfig, train
+def test_training_and_lora_convert_per_layer_weights_to_stacked():
+    """A model loaded per layer (the CPU's inference default) is trained or given LoRA adapters
+    without its caller converting it: the weights come back stacked, with the same values."""
+    from w2s_jax.models.layer_weights import check_stacked
     from w2s_jax.train.lora import apply_lora
 
+    stacked_q = np.asarray(Transformer(CONFIG, rngs=nnx.Rngs(0)).layers.attn.q_proj.get_value())
     model = to_layout(Transformer(CONFIG, rngs=nnx.Rngs(0)), "per_layer")
-    with pytest.raises(ValueError, match="training needs the stacked layout.*to_layout"):
-        train(model, [], config=TrainConfig.tiny())
-    with pytest.raises(ValueError, match="LoRA needs the stacked layout"):
-        apply_lora(model, rank=2, alpha=4.0, targets=("q_proj",), key=jax.random.key(0))
+    check_stacked(model, what="training")  # what `train` calls first
+    assert not is_per_layer(model)
+    np.testing.assert_array_equal(np.asarray(model.layers.attn.q_proj.get_value()), stacked_q)
+    model = to_layout(Transformer(CONFIG, rngs=nnx.Rngs(0)), "per_layer")
+    apply_lora(model, rank=2, alpha=4.0, targets=("q_proj",), key=jax.random.key(0))
+    assert not is_per_layer(model)
     with pytest.raises(ValueError, match="layout='rows'"):
         to_layout(model, "rows")
 

@@ -87,7 +87,7 @@ def test_mesh_loading_shards_each_parameter(llama_dir):
     assert len(jax.devices()) == 8
     mesh = parallel.make_mesh(parallel.MeshConfig(data=1, fsdp=4, tp=2))
     rules = parallel.ShardingRules.fsdp_tp()
-    model, _ = load_pretrained(llama_dir, mesh=mesh, rules=rules)
+    model, _ = load_pretrained(llama_dir, mesh=mesh, rules=rules, layout="stacked")
     flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
     for path, variable in flat:
         expected = parallel.logical_to_sharding(variable.get_metadata()["logical_axes"], mesh, rules,

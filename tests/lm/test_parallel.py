@@ -173,7 +173,7 @@ def test_load_pretrained_with_mesh_matches_unsharded(tmp_path):
 
     path = make_hf_checkpoint(tmp_path, "qwen2")
     mesh = make_mesh(MeshConfig(fsdp=4, tp=2))
-    sharded, config = load_pretrained(path, mesh=mesh, rules=ShardingRules.fsdp_tp())
+    sharded, config = load_pretrained(path, mesh=mesh, rules=ShardingRules.fsdp_tp(), layout="stacked")
     plain, _ = load_pretrained(path)
     q = sharded.layers.attn.q_proj.get_value()  # stacked: L x D x N x H
     assert q.sharding.spec == P(None, "fsdp", "tp", None)
@@ -284,3 +284,18 @@ def test_sharded_run_checkpoints_and_resumes_onto_the_mesh(tmp_path):
     for a, b in zip(jax.tree.leaves(nnx.state(reference, nnx.Param)),
                     jax.tree.leaves(nnx.state(resumed, nnx.Param)), strict=True):
         np.testing.assert_array_equal(np.asarray(b), np.asarray(a))
+
+
+def test_tensor_parallelism_beyond_the_kv_heads_warns():
+    """tp=4 over a model with 2 kv heads replicates the key/value projections: a warning names
+    it, from `shard_model` (and `load_pretrained(mesh=)`); tp=2 divides both head counts, silently."""
+    import warnings
+
+    config = ModelConfig.tiny("llama")  # 4 query heads, 2 kv heads
+    model = Transformer(config, rngs=nnx.Rngs(0))
+    with pytest.warns(UserWarning, match=r"the 2 kv/heads do not divide over 4 devices \(tp\)"):
+        shard_model(model, make_mesh(MeshConfig(fsdp=2, tp=4)), ShardingRules.fsdp_tp())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        shard_model(Transformer(config, rngs=nnx.Rngs(0)), make_mesh(MeshConfig(fsdp=4, tp=2)),
+                    ShardingRules.fsdp_tp())

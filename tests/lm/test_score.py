@@ -62,6 +62,21 @@ def test_score_with_per_layer_weights_matches_torch(checkpoint):
             np.testing.assert_allclose(result.token_logprobs, expected, atol=1e-4, rtol=0)
 
 
+def test_score_with_the_gpu_program_matches_torch(checkpoint):
+    """The GPU's program (whole sequences, fused attention, no barriers), run here on the CPU,
+    scores as the reference does: padded batches and sequences long enough for the CPU's chunks."""
+    from w2s_jax.models.backend import set_backend
+
+    _, tokenizer, reference, path = checkpoint
+    model, _ = load_pretrained(path, layout="stacked")
+    set_backend(model, "gpu")
+    for prompt, completion, result in zip(PROMPTS, COMPLETIONS, score(model, tokenizer, PROMPTS, COMPLETIONS,
+                                                                      batch_size=2)):
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        expected = _torch_logprobs(reference, tokenizer(prompt + completion)["input_ids"], len(prompt_ids))
+        np.testing.assert_allclose(result.token_logprobs, expected, atol=1e-4, rtol=0)
+
+
 def test_score_token_ids_equal_strings(checkpoint):
     model, tokenizer, _, _ = checkpoint
     by_text = score(model, tokenizer, PROMPTS[:2], COMPLETIONS[:2])

@@ -125,8 +125,7 @@ def prefill_chunk(batch_size: int) -> int:
     """The default prefill chunk C for `batch_size` rows: 64 / B as a power of two, within [16, 64].
 
     A prefill step reads every weight once for its B x C rows, and below about 64 rows a matmul
-    is bound by that read, not by its arithmetic (1B-width 2048 x 8192 float32 weight on 2
-    cores: 1.9 / 3.4 / 8.8 / 13.7 / 13.2 ms for 1 / 4 / 16 / 32 / 64 rows), so a lone prompt
+    is bound by that read, not by its arithmetic (docs/benchmarks.md), so a lone prompt
     prefills in chunks of 64 (a 64-token prompt of a 1B model: 1 step instead of 4); a batch
     of four or more rows keeps C = 16, which pads less.
     """
@@ -147,10 +146,8 @@ def prompt_layout(max_prompt_len: int, num_new: int, chunk: int) -> tuple[int, i
     and 64 new tokens, a 320-token prompt fits 384 slots, not 512).
 
     S lies on a geometric grid of `CACHE_PER_OCTAVE` = 4 lengths per doubling, so at most a
-    quarter of the cache is never written. Every decoding step reads all S slots, and a grid of 2
-    per doubling (at most half unwritten) made the `icl-refine` benchmark's labelling 5% slower
-    (its four batches need 319, 383, 383 and 447 slots: 320 / 384 / 384 / 448 against 384 / 384 /
-    384 / 512; `benchmarks/pipeline_bench.py`); the price is up to twice as many compiled
+    quarter of the cache is never written. Every decoding step reads all S slots, so a coarser
+    grid is slower (docs/benchmarks.md); the price is up to twice as many compiled
     programs over a range of prompt lengths (each S compiles one prefill and one decode program).
     """
     num_chunks = -(-max_prompt_len // chunk)

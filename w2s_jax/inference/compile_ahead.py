@@ -8,10 +8,7 @@ holds the GIL, so that part stays in order; the second is lowered from the first
 shapes, ``Lowered.out_info``) and compiles each ``Lowered`` in a thread of its own. The jitted
 functions' own caches then hold the executables, so the calls that follow compile nothing.
 
-On the Llama-3.2-1B-shaped checkpoint of ``benchmarks/lm_scale_bench.py`` (float32, two cores),
-prefill compiled in 2.1-2.2 s and decode in 3.3-3.5 s side by side, against 1.5-1.8 s and
-2.4-2.9 s in turn: the first 16-token generate call spent 4.8-5.3 s more than a warm one,
-against 5.5-7.1 s (docs/benchmarks.md). It needs freed host memory to be per thread:
+The first generate call of a shape then waits less (docs/benchmarks.md). It needs freed host memory to be per thread:
 ``host_memory.reuse_freed_host_memory`` no longer forces one malloc arena, under which the two
 compilations took longer together than in turn.
 

@@ -92,7 +92,9 @@ def _prefill(graphdef, state, tokens_BxS, valid_BxS, num_chunks, active_B, key, 
     last chunk's gives the logits to sample from (the other positions are never unembedded).
     The last prompt token is not run again on its own: that was a full pass over the weights,
     one decoding step's worth of time, and a second copy of the model in the program.
-    ``num_chunks`` is traced: one program serves every prompt length that fits the cache. Rows
+    ``num_chunks`` is traced: one program serves every prompt length that fits the cache; None
+    (a backend that prefills whole, `Backend.prefill`) runs the ``chunk`` prompt slots in one
+    pass, one program per prompt length bucket. Rows
     with ``active_B`` False are batch filler: they start finished. The cache is made here (no
     buffer passed in to keep alive), stacked while prefilling and handed to decoding one array
     per layer (`models/kv_cache.py`).
@@ -103,15 +105,16 @@ def _prefill(graphdef, state, tokens_BxS, valid_BxS, num_chunks, active_B, key, 
     cache = place_cache(stacked_cache(cache_spec), cache_spec)
     cache, h_last_BxD = run_chunks(model, tokens_BxS, positions_BxS, valid_BxS, cache,
                                    num_chunks=num_chunks, chunk=chunk, keep="last")
-    last_position_B = jax.lax.dynamic_index_in_dim(positions_BxS, num_chunks * chunk - 1, axis=1,
-                                                   keepdims=False)
+    prompt_len = chunk if num_chunks is None else num_chunks * chunk
+    last_position_B = jax.lax.dynamic_index_in_dim(positions_BxS, prompt_len - 1, axis=1, keepdims=False)
     batch_size = tokens_BxS.shape[0]
     logits_BxV = model.unembed(h_last_BxD)
     token_B = sampler(logits_BxV, keys_B=example_keys(key, example_index_B, 0))
     tokens_BxN = jnp.zeros((batch_size, num_new), jnp.int32).at[:, 0].set(token_B)
+    if model.backend.decode_cache == "per_layer":  # read in place through a switch (models/kv_cache.py)
+        cache = cache.per_layer()
     return _DecodeState(
-        # decoding reads each layer's arrays in place (models/kv_cache.py)
-        cache=place_cache(cache.per_layer(), cache_spec),
+        cache=place_cache(cache, cache_spec),
         tokens_BxN=tokens_BxN,
         position_B=last_position_B + 1,
         done_B=~active_B | _is_eos(token_B, eos_ids),
@@ -189,8 +192,9 @@ def generate(
         ("data", "fsdp") axes, so ``batch_size`` must be a multiple of data * fsdp (with
         ``batch_size=None`` the one batch is filled up to a multiple).
       streams: batches generating at once, each on a thread of its own (None:
-        ``streams.default_streams``: 2 on a CPU with two or more cores, else 1). The results are
-        the same for any value.
+        ``streams.default_streams``: 2 on a CPU with two or more cores, else 1; more than 1 is
+        refused on an accelerator, which runs one program at a time). The results are the same
+        for any value.
     Returns:
       a :class:`GenerationResult`.
     """
@@ -216,7 +220,7 @@ def generate(
     check_rows_divide(rows_per_batch, mesh, what="generate batch_size")
     if prompt_bucket is None:
         prompt_bucket = prefill_chunk(rows_per_batch)
-    streams = resolve_streams(streams, mesh)
+    streams = resolve_streams(streams, mesh, model.backend)
 
     graphdef, state = nnx.split(model)
     cache_dtype = getattr(model, "dtype", None)
@@ -236,7 +240,7 @@ def generate(
             example_index_B=np.concatenate([ids_N[batch], filler_ids]),
             max_new_tokens=max_new_tokens, sampler=sampler, key=key, stop_strings=tuple(stop_strings),
             eos_ids=eos_ids, pad_id=pad_id, prompt_bucket=prompt_bucket,
-            new_token_bucket=new_token_bucket, cache_dtype=cache_dtype, mesh=mesh,
+            new_token_bucket=new_token_bucket, cache_dtype=cache_dtype, mesh=mesh, backend=model.backend,
         )
 
     batches = batch_slices(len(prompt_ids), batch_size)
@@ -262,7 +266,7 @@ def _pad_id(config, eos_ids) -> int:
 
 def _generate_batch(graphdef, state, config, tokenizer, prompt_ids, *, batch_size, example_index_B,
                     max_new_tokens, sampler, key, stop_strings, eos_ids, pad_id, prompt_bucket,
-                    new_token_bucket, cache_dtype, mesh):
+                    new_token_bucket, cache_dtype, mesh, backend):
     num_new = round_up(max_new_tokens, new_token_bucket)
     num_chunks, cache_len = prompt_layout(max(len(p) for p in prompt_ids), num_new, prompt_bucket)
     num_rows = len(prompt_ids)
@@ -276,9 +280,11 @@ def _generate_batch(graphdef, state, config, tokenizer, prompt_ids, *, batch_siz
                         "valid_BxS": np.pad(valid_BxP, tail),
                         "active_B": np.arange(batch_size) < num_rows,
                         "example_index_B": np.asarray(example_index_B, np.int32)}, mesh)
-    prefill_args = (graphdef, state, rows["tokens_BxS"], rows["valid_BxS"], np.asarray(num_chunks, np.int32),
-                    rows["active_B"], key, rows["example_index_B"])
-    prefill_kw = dict(sampler=sampler, eos_ids=eos_ids, num_new=num_new, chunk=prompt_bucket,
+    whole = backend.prefill == "whole"  # one static pass over the prompt slots, no loop
+    prefill_args = (graphdef, state, rows["tokens_BxS"], rows["valid_BxS"],
+                    None if whole else np.asarray(num_chunks, np.int32), rows["active_B"], key,
+                    rows["example_index_B"])
+    prefill_kw = dict(sampler=sampler, eos_ids=eos_ids, num_new=num_new, chunk=prompt_len if whole else prompt_bucket,
                       cache_spec=CacheSpec(config, batch_size, cache_len, jnp.dtype(cache_dtype), mesh))
     decode_kw = dict(sampler=sampler, eos_ids=eos_ids, pad_id=pad_id)
     if mesh is None:  # with a mesh, placements decide the programs: compile them at their calls

@@ -65,6 +65,9 @@ def run_chunks(model, tokens_BxS, positions_BxS, valid_BxS, cache, *, num_chunks
     """Slots [0, num_chunks * chunk) of the arrays through ``model``, ``chunk`` at a time, each
     chunk written into ``cache`` after the slots before it (``num_chunks`` may be traced).
 
+    num_chunks None: the backend prefills whole (`Backend.prefill`, accelerators): slots
+    [0, chunk) go through in one pass into the empty cache, with no loop in the program.
+
     keep: "last": returns ``(cache, h_BxD)``, the hidden state of the last slot (generation
     samples from it; the other positions are never kept, and the last layer forms its output for
     each chunk's last slot alone: ``Transformer.hidden(last_only=True)``); "all":
@@ -89,6 +92,13 @@ def run_chunks(model, tokens_BxS, positions_BxS, valid_BxS, cache, *, num_chunks
             return cache, h_BxCxD[:, -1]
         return cache, jax.lax.dynamic_update_slice_in_dim(h, h_BxCxD, start, axis=1)
 
+    if num_chunks is None:
+        h_BxCxD, cache = model.hidden(tokens_BxS[:, :chunk], positions_BxT=positions_BxS[:, :chunk],
+                                      valid_BxT=valid_BxS[:, :chunk], cache=cache, last_only=keep == "last",
+                                      fresh=True)
+        if keep == "last":
+            return cache, h_BxCxD[:, -1]
+        return cache, jnp.pad(h_BxCxD, ((0, 0), (0, S - chunk), (0, 0)))
     h = jnp.zeros((B, D) if keep == "last" else (B, S, D), model.dtype)
     return jax.lax.fori_loop(0, num_chunks, write_chunk, (cache, h))
 

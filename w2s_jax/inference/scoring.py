@@ -82,7 +82,7 @@ def sequence_hidden(model, tokens_BxT, valid_BxT, *, mesh=None):
     (one chunk) run as one plain forward pass. Traced inside a jitted function."""
     B, T = tokens_BxT.shape
     positions_BxT = positions_from_valid(valid_BxT)
-    chunk = scoring_chunk(B, T)
+    chunk = T if model.backend.prefill == "whole" else scoring_chunk(B, T)  # accelerators: one pass
     if chunk == T:
         return model.hidden(tokens_BxT, positions_BxT=positions_BxT, valid_BxT=valid_BxT)[0]
     spec = CacheSpec(model.config, B, T, jnp.dtype(model.dtype), mesh)
@@ -168,7 +168,7 @@ def score(
         return results
 
     return map_pair_batches(run, pairs, batch_size=batch_size, length_bucket=length_bucket, pad_id=pad_id,
-                            mesh=mesh, streams=resolve_streams(streams, mesh), desc="score")
+                            mesh=mesh, streams=resolve_streams(streams, mesh, model.backend), desc="score")
 
 
 def tokenize_pair(tokenizer, prompt, completion, index: int = 0) -> tuple[list[int], int]:

@@ -2,18 +2,16 @@
 
 XLA:CPU runs a program's operations one after another, each spread over the cores only when it
 is large. A decoding step is a chain of small ones (one token per row: a few ``16 x 256``
-matmuls and attention over the cache, memory-bound), so a second core barely speeds it up:
-``benchmarks/pipeline_bench.py``'s small model decoded its 252 batch-16 steps in 1.23 s on one
-core and 1.27 s on two. Two batches, each generating on a thread of its own (the host-memory
-setup runs CPU programs on the calling thread, `host_memory.py`), keep both cores busy: the
-benchmark's labelling took 1.73 / 1.77 s in two streams against 3.02 / 2.49 s in one
-(``--threads 2 --streams N``, two alternating runs each; docs/benchmarks.md). Scoring and top-k
+matmuls and attention over the cache, memory-bound), so a second core barely speeds it up. Two
+batches, each generating on a thread of its own (the host-memory setup runs CPU programs on the
+calling thread, `host_memory.py`), keep both cores busy (docs/benchmarks.md). Scoring and top-k
 (a prefill without decoding) run in streams the same way. Threads that reach a new shape together
 compile its program once (JAX's own caches; generation's compile-ahead waits for the thread
 compiling it, `compile_ahead.py`; `tests/lm/test_streams.py` counts the compilations).
 
 :func:`default_streams` is therefore 2 on a CPU with two or more cores and 1 elsewhere: an
-accelerator runs one program at a time and gains nothing but the memory of a second batch; on a
+accelerator runs one program at a time and gains nothing but the memory of a second batch, so
+more than `Backend.max_streams` (1) is refused there; on a
 mesh, batches stay in turn (two sharded programs in flight on the same devices would interleave
 their collectives). Results do not depend on the number of streams: each batch is independent
 and draws its sampling keys from its examples' ids.
@@ -33,28 +31,43 @@ Batch = TypeVar("Batch")
 Result = TypeVar("Result")
 
 
-def default_streams(mesh=None) -> int:
-    """Batches to run at once: 2 on a CPU backend with two or more usable cores and no mesh, else 1."""
-    if mesh is not None or jax.default_backend() != "cpu":
+def default_streams(mesh=None, backend=None) -> int:
+    """Batches to run at once: 2 on a backend without a stream limit (the CPU) with two or more
+    usable cores and no mesh, else 1. backend: a `models.backend.Backend` (None: the mesh's or
+    the default device's)."""
+    backend = _backend(mesh, backend)
+    if mesh is not None or backend.max_streams is not None:
         return 1
     return 2 if _usable_cores() >= 2 else 1
 
 
-def resolve_streams(streams: int | None, mesh) -> int:
+def resolve_streams(streams: int | None, mesh, backend=None) -> int:
     """``streams``, checked, or :func:`default_streams` for None."""
-    streams = default_streams(mesh) if streams is None else streams
-    check_streams(streams, mesh)
+    streams = default_streams(mesh, backend) if streams is None else streams
+    check_streams(streams, mesh, backend)
     return streams
 
 
-def check_streams(streams: int, mesh) -> None:
-    """Raises a ValueError naming the problem unless ``streams`` is a valid number of streams."""
+def check_streams(streams: int, mesh, backend=None) -> None:
+    """Raises a ValueError naming the problem unless ``streams`` is a valid number of streams
+    for ``mesh`` and ``backend`` (an accelerator runs one program at a time: more than its
+    `Backend.max_streams` is refused)."""
     if isinstance(streams, bool) or not isinstance(streams, int) or streams < 1:
         raise ValueError(f"streams must be an integer >= 1, got {streams!r}")
     if streams > 1 and mesh is not None:
         raise ValueError(f"streams={streams} with a mesh: sharded batches run one at a time (two "
                          "programs in flight on the same devices would interleave their "
                          "collectives); use streams=1")
+    backend = _backend(mesh, backend)
+    if backend.max_streams is not None and streams > backend.max_streams:
+        raise ValueError(f"streams={streams} on {backend.platform}: the device runs one program at a time, so "
+                         f"batches in flight at once only add memory; use streams<={backend.max_streams}")
+
+
+def _backend(mesh, backend):
+    from w2s_jax.models.backend import for_mesh, for_platform  # models import flax: keep this module light
+
+    return for_mesh(mesh) if backend is None else for_platform(backend)
 
 
 def map_batches(fn: Callable[[Batch], Result], batches: Sequence[Batch], *, streams: int, desc: str,

@@ -124,4 +124,4 @@ def next_token_topk(
         return results
 
     return map_pair_batches(run, pairs, batch_size=batch_size, length_bucket=length_bucket, pad_id=pad_id,
-                            mesh=mesh, streams=resolve_streams(streams, mesh), desc="top-k")
+                            mesh=mesh, streams=resolve_streams(streams, mesh, model.backend), desc="top-k")

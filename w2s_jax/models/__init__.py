@@ -14,11 +14,11 @@ _MODULE_OF = {
     "KVCache": "kv_cache", "Transformer": "transformer", "init_cache": "kv_cache",
     "ModelConfig": "config", "config_from_hf": "config", "config_to_hf": "config",
     "load_pretrained": "checkpoint", "save_pretrained": "checkpoint",
-    "load_tokenizer": "tokenizer", "to_layout": "layer_weights",
+    "load_tokenizer": "tokenizer", "to_layout": "layer_weights", "set_backend": "backend",
 }
 
 __all__ = ["KVCache", "ModelConfig", "Transformer", "config_from_hf", "config_to_hf", "init_cache",
-           "load_pretrained", "load_tokenizer", "save_pretrained", "to_layout"]
+           "load_pretrained", "load_tokenizer", "save_pretrained", "set_backend", "to_layout"]
 assert sorted(_MODULE_OF) == __all__  # one list of names: the lazy table and the exports agree
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from w2s_jax.models.config import ModelConfig, config_from_hf, config_to_hf
     from w2s_jax.models.tokenizer import load_tokenizer
     from w2s_jax.models.kv_cache import KVCache, init_cache
+    from w2s_jax.models.backend import set_backend
     from w2s_jax.models.layer_weights import to_layout
     from w2s_jax.models.transformer import Transformer
 

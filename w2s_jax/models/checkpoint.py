@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from w2s_jax.models.backend import for_mesh
 from w2s_jax.models.config import ModelConfig, config_from_hf, config_to_hf
 from w2s_jax.models.convert import TensorMap, optional_hf_names, tensor_maps
 from w2s_jax.models.host_copy import copy_into, host_buffer, transpose_into
@@ -171,7 +173,7 @@ def _read_per_layer(maps, tensors, shape, dtype, logical_axes, pool, mesh, rules
 
 
 def load_pretrained(path_or_hub_name: str | Path, *, dtype=jnp.float32, param_dtype=None, mesh=None,
-                    rules=None, layout: str = "stacked") -> tuple[Transformer, ModelConfig]:
+                    rules=None, layout: str | None = None) -> tuple[Transformer, ModelConfig]:
     """Load a HF checkpoint directory (or Hub name) into `(Transformer, ModelConfig)`.
 
     dtype: activation dtype; param_dtype: parameter dtype (default: `dtype`). With `mesh`, each
@@ -181,11 +183,20 @@ def load_pretrained(path_or_hub_name: str | Path, *, dtype=jnp.float32, param_dt
     not valid JSON; a safetensors file that is truncated or corrupt, as SafetensorsError), each
     naming the file.
 
-    layout: "stacked" (default; what training needs) or "per_layer": each layer's matmul weights
-    as arrays of their own, read in place by generation and scoring (about 3x faster decoding on
-    CPU at 1B scale; inference only, `layer_weights.py`). Convert later with `to_layout`.
+    layout: None (default): the inference layout of the backend of the devices the model is placed
+    on (`Backend.layout`: "per_layer" on the CPU, "stacked" on accelerators); "stacked" (what
+    training reads; `train` converts a per-layer model itself) or "per_layer": each layer's matmul weights
+    as arrays of their own, read in place by generation and scoring (faster decoding on the CPU,
+    docs/benchmarks.md; inference only, `layer_weights.py`; refused with a warning on a backend
+    that reads stacked weights). Convert later with `to_layout`.
     """
+    backend = for_mesh(mesh)
+    layout = backend.layout if layout is None else layout
     check_layout(layout)
+    if layout == "per_layer" and backend.layout != "per_layer":
+        warnings.warn(f"layout='per_layer' is read through a conditional per layer, which the {backend.platform} "
+                      "backend does not run: loading the stacked layout instead", stacklevel=2)
+        layout = "stacked"
     ckpt_dir = resolve_checkpoint_dir(path_or_hub_name)
     config = config_from_hf(ckpt_dir / "config.json")
     param_dtype = dtype if param_dtype is None else param_dtype
@@ -193,6 +204,10 @@ def load_pretrained(path_or_hub_name: str | Path, *, dtype=jnp.float32, param_dt
         from w2s_jax.parallel import ShardingRules
 
         rules = ShardingRules.fsdp()
+    if mesh is not None:
+        from w2s_jax.parallel.placement import check_head_split
+
+        check_head_split(config, mesh, rules)
     tensors = _open_shards(ckpt_dir)
     maps = tensor_maps(config)
     missing = sorted(m.hf_name for m in maps if m.hf_name not in tensors)
@@ -204,7 +219,8 @@ def load_pretrained(path_or_hub_name: str | Path, *, dtype=jnp.float32, param_dt
     if unexpected:
         raise ValueError(f"checkpoint {ckpt_dir} has unexpected tensor(s) {unexpected[:8]} for "
                          f"model_type={config.model_type!r} (is config.json right?)")
-    abstract = nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype))
+    abstract = nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype,
+                                                  backend=backend))
     graphdef, state = nnx.split(abstract)
     by_path: dict[tuple, list[TensorMap]] = defaultdict(list)
     for m in maps:

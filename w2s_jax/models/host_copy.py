@@ -3,11 +3,9 @@ way, and page-aligned, pre-faulted buffers that JAX's CPU client adopts without 
 
 Loading a checkpoint changes every linear weight from HF's `out x in` layout to our `in x out`.
 numpy's copy of a transposed view walks the source with a stride of a whole row, so each element
-read misses the cache: ~0.3 GB/s for a 8192 x 2048 bfloat16 matrix on one core. Copying the
-same transpose one tile of 64 source rows x 256 columns at a time keeps both tiles in cache:
-~1.3-1.6 GB/s whichever side is longer (square 256 x 256 tiles: 1.6 GB/s one way, 0.4 GB/s the
-other, where 256 rows at a power-of-two stride share too few cache sets), as fast as XLA:CPU's
-transpose of the same matrix (~1.3 GB/s) with no device program to compile.
+read misses the cache. Copying the same transpose one tile of 64 source rows x 256 columns at a
+time keeps both tiles in cache, as fast as XLA:CPU's transpose of the same matrix with no device
+program to compile (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -30,8 +28,7 @@ def host_buffer(shape: tuple[int, ...], dtype) -> np.ndarray:
     Page-aligned (>= 64 bytes), so `jax.device_put` on the CPU makes this memory the device
     buffer instead of copying it: the loaded parameter costs its own size once, not twice. Mapped
     up front (`MAP_POPULATE`, Linux), because faulting fresh pages in one at a time as they are
-    first written costs more than the copy itself: 1.5 s per GiB on the 2-vCPU VM of
-    docs/benchmarks.md, 0.28 s populated. Its own mapping, so the memory goes back to the system
+    first written costs more than the copy itself (docs/benchmarks.md). Its own mapping, so the memory goes back to the system
     when the array is freed. Elsewhere: a 64-byte aligned slice of `np.empty`.
     """
     dtype = np.dtype(dtype)
@@ -73,10 +70,9 @@ def transpose_into(dst: np.ndarray, src: np.ndarray) -> None:
 
     Narrow elements (bfloat16: 2 bytes) move as packs of 8 bytes: the (R, C / 4) matrix of packs
     is transposed tile by tile into a scratch array, then each of the 4 lanes of a pack is written
-    to its own rows of dst (a row-local copy). Per element that is ~1.5x faster than moving each
-    element alone: a tile copy costs about the same per element, whatever its size. bfloat16 ->
-    float32 widens in that last copy (a float32's bits are the bfloat16's followed by 16 zero
-    bits: exact, and 1.3-2x faster than numpy's bfloat16 conversion after the transpose). Other
+    to its own rows of dst (a row-local copy): a tile copy costs about the same per element,
+    whatever its size. bfloat16 -> float32 widens in that last copy (a float32's bits are the
+    bfloat16's followed by 16 zero bits: exact; docs/benchmarks.md). Other
     dtype changes come after the transpose, as a copy of contiguous rows; odd shapes and 8-byte
     dtypes are transposed element by element.
     """

@@ -1,4 +1,4 @@
-"""The KV cache, in two layouts: stacked for prefill, one array per layer for decoding.
+"""The KV cache, in two layouts: stacked, or one array per layer (XLA:CPU's decoding).
 
 The layers run under one `jax.lax.scan` (see `transformer.py`), so inside the scan the layer is a
 traced index, and the cache must be read at that index:
@@ -9,14 +9,14 @@ traced index, and the cache must be read at that index:
   layer, each branch reading its own array in place. No copy, but every branch is code of its own
   (one slice-and-contraction each), so the program grows a little with depth.
 
-A decode step reads the whole cache for one token: there the copies were 40% of the step (two
-`B x K x S x H` copies per layer; pipeline_bench small shapes, B=16, S=512: 0.64 ms per copy,
-5.4 of 13.5 ms), so decoding uses the per-layer layout. A prefill chunk reads only the written
-blocks of the cache, once per chunk of many tokens (`layers.Attention._attend_cached_blocks`):
-there a copy of a block costs little, and the stacked layout keeps the prefill program the same
-size at any depth (through the switch, a 16-layer prefill compiled 2.3 s slower than a 2-layer
-one; stacked, in the same time). Generation prefills into a stacked cache and hands decoding the
-per-layer one (`KVCache.per_layer`, one copy of the cache per batch).
+On XLA:CPU a decode step reads the whole cache for one token, and the slice copies were a large
+part of the step, so the CPU backend decodes from the per-layer layout. A prefill chunk reads
+only the written blocks of the cache, once per chunk of many tokens: there a copy of a block
+costs little, and the stacked layout keeps the prefill program the same size at any depth. The
+CPU backend prefills into a stacked cache and hands decoding the per-layer one
+(`KVCache.per_layer`, one copy of the cache per batch). Accelerators keep the stacked cache
+throughout: a switch is a conditional, which they must not run per token (`backend.py`). The
+measurements are in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -39,9 +39,8 @@ class KVCache:
     """Keys/values of every layer for B rows and S slots (prompts left-padded).
 
     keys: `B x K x H x S` per layer; values: `B x K x S x H` per layer (each the layout its
-    contraction reads: q @ k and p @ v are plain batched matmuls, no transpose of the cache; a
-    decode step's q @ k over keys stored `S x H` ran 2.3x slower, 0.48 against 0.21 ms, B=16,
-    K=4, S=384, H=32, G=2, one core), either stacked on a leading L axis or as a tuple of L
+    contraction reads: q @ k and p @ v are plain batched matmuls, no transpose of the cache;
+    docs/benchmarks.md), either stacked on a leading L axis or as a tuple of L
     arrays (module docstring); valid_BxS: False on padding and unwritten slots; index: int32
     scalar, the next slot to write (shared by all rows).
     """
@@ -118,10 +117,9 @@ def _first(arrays_L: Layers) -> jax.Array:
 def _per_layer(layer, arrays_L: Layers, fn):
     """`fn(arrays_L[layer])` for a traced `layer`.
 
-    Stacked: the slice (a copy, which XLA may fuse with a slice `fn` takes of it). Per layer: one
-    `lax.switch` branch per layer, the branch taken reading its layer's array in place. Measured
-    alone (4 layers, B=16, K=4, S=512, H=32, scores of one query per head, one core): 1.42 ms
-    through the switch against 2.79 ms slicing a stacked cache.
+    Stacked: the slice (a copy on XLA:CPU, which XLA may fuse with a slice `fn` takes of it). Per
+    layer: one `lax.switch` branch per layer, the branch taken reading its layer's array in place
+    (faster on XLA:CPU, docs/benchmarks.md; CPU backend only).
     """
     if not isinstance(arrays_L, tuple):
         return fn(jax.lax.dynamic_index_in_dim(arrays_L, layer, keepdims=False))

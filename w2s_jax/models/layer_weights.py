@@ -8,29 +8,23 @@ traced index and every weight is read at that index:
   layout (one gradient array per weight) and the program holds one layer whatever the depth.
 - **per layer** (the Param holds a tuple of L arrays, each `...`): a matmul reads its weight
   through `jax.lax.switch`, one branch per layer holding just that layer's matmul, so the branch
-  taken reads its array in place. Generation at B=1 is memory-bound, and the slice copies tripled
-  the bytes moved per token (4 layers of 2048 x 8192 float32 weights, B=1, one core: 155.9 ms
-  sliced from a stack against 55.7 ms through the switch; 53.5 ms for a Python loop over the
-  arrays). The program grows by one small branch per matmul per layer.
+  taken reads its array in place. Generation at B=1 is memory-bound, and on XLA:CPU the slice
+  copies of the stacked layout multiplied the bytes moved per token. The program grows by one
+  small branch per matmul per layer. This is the CPU backend's inference layout only: a switch is
+  a conditional, which an accelerator must not run per token (`backend.py`).
 
 Each per-layer array is stored `out x in`, the checkpoint's own layout (the loader copies it
-without a transpose), and contracted on its last axis. XLA:CPU's bf16 kernels ran 1.4-2.7x
-faster on that layout at every row count (2048 x 8192, one row: 1.40 against 3.41 ms; 64 rows:
-3.38 against 5.33 ms). For float32 it is faster for one row (a decoding step at batch 1), about
-as fast or faster from 16 rows up (prefill chunks, batched decoding), and slower for 2 to 8 rows
-(2048 x 8192 and 8192 x 2048 float32 weights, eight in rotation so that they stream from memory
-as a model's do, two cores, `out x in` against `in x out`: one row 2.64 / 2.63 against 3.04 /
-3.72 ms; 16 rows 6.56 / 11.33 against 12.64 / 11.89; 64 rows 9.30 / 14.01 against 12.16 / 13.45;
-256 rows 31.3 / 33.4 against 36.3 / 34.3; 2 rows 8.37 / 8.19 against 5.60 / 5.17). The loader
-then copies float32 weights without transposing them either. Since then a product of 2-32 rows
-puts the weight first (`matmul.weight_major`), which is 2-6x faster again at those row counts.
+without a transpose), and contracted on its last axis, which XLA:CPU's kernels ran faster for
+bf16 at every row count and for float32 at the row counts that matter; a product of 2-32 rows
+puts the weight first (`matmul.weight_major`). The measurements are in docs/benchmarks.md.
 
 Only the matmul weights go per layer (the seven projections of a layer: two or more axes besides
 the layer axis, one of them "embed"); norms and biases stay stacked (their slices are a few KB).
 The layout is a property of the loaded model (`load_pretrained(..., layout=)`, or `to_layout` in
 place), not a flag threaded through the code: `Transformer.hidden`, and hence generation, scoring and top-k, read either.
 The gradient of a switch carries a zero cotangent for every layer not taken, so training, LoRA
-and sharding rules that split the layer axis work on the stacked layout only (`check_stacked`).
+and sharding rules that split the layer axis work on the stacked layout only: they convert a
+per-layer model first (`check_stacked`).
 """
 
 from __future__ import annotations
@@ -68,11 +62,12 @@ def is_per_layer(model: nnx.Module) -> bool:
 
 
 def check_stacked(model: nnx.Module, *, what: str) -> None:
-    """Raise if `model` has per-layer weights: `what` (e.g. "training") needs the stacked layout."""
+    """Put `model`'s layer weights in the stacked layout that `what` (e.g. "training") reads, in
+    place (a no-op when they are stacked already): a model loaded for fast inference on the CPU
+    (per-layer weights, `load_pretrained`'s default there) trains without its caller knowing
+    about layouts. The conversion copies each weight once (`to_layout`)."""
     if is_per_layer(model):
-        raise ValueError(f"{what} needs the stacked layout, but this model's layer weights are per layer "
-                         "(loaded with layout='per_layer', for inference); call "
-                         "`w2s_jax.models.to_layout(model, 'stacked')` first")
+        to_layout(model, "stacked")
 
 
 def to_layout(model: nnx.Module, layout: str) -> nnx.Module:
@@ -81,6 +76,10 @@ def to_layout(model: nnx.Module, layout: str) -> nnx.Module:
     array keeps its sharding (a per-layer array gets its stacked parent's, minus the layer axis).
     Returns `model`."""
     check_layout(layout)
+    backend = getattr(model, "backend", None)
+    if layout == "per_layer" and backend is not None and backend.layout != "per_layer":
+        raise ValueError(f"layout='per_layer' is read through a conditional per layer, which the {backend.platform} "
+                         "backend does not run; keep the stacked layout")
     if layout == "per_layer" and any(isinstance(node, nnx.LoRAParam) for _, node in nnx.iter_graph(model)):
         raise ValueError("a model with LoRA adapters stays stacked: merge them first (`merge_lora`)")
     for _, node in nnx.iter_graph(model):

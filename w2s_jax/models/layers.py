@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from w2s_jax.models import backend
+from w2s_jax.models.attention import fused_attention
 from w2s_jax.models.config import ModelConfig
 from w2s_jax.models.layer_weights import LayerWeight
 from w2s_jax.models.matmul import matmul
@@ -58,8 +60,8 @@ def dense(x: jnp.ndarray, w: jnp.ndarray, *, contract: int = 1) -> jnp.ndarray:
     """Contract the last `contract` axes of `x` with the first `contract` axes of `w` as ONE 2-D matmul.
 
     Equal to the einsum (e.g. "BTD,DNH->BTNH", "BTNH,NHD->BTD"), but flattened to (rows, in) @ (in,
-    out): XLA:CPU runs the backward pass of rank-3 contractions 2-3.5x slower than of 2-D matmuls
-    (measured for the MLP and the LM head; see docs/benchmarks.md). `w` may be a per-layer
+    out): XLA:CPU runs the backward pass of rank-3 contractions slower than of 2-D matmuls
+    (docs/benchmarks.md). `w` may be a per-layer
     `LayerWeight` (`layer_weights.py`), contracted through its switch.
     """
     lead, inner = x.shape[: x.ndim - contract], x.shape[x.ndim - contract:]
@@ -79,9 +81,8 @@ def dense_transposed(x: jnp.ndarray, w_OxI: jnp.ndarray) -> jnp.ndarray:
 
     Same values as `dense(x, w_OxI.T)`; only the backward pass differs in how it lays out the
     weight's gradient: autodiff asks for dW = dy^T x (N x V contracted over rows into V x D), which
-    XLA:CPU runs 1.6x slower than (x^T dy)^T (B=8, T=128, D=256, V=4096 on one core: 20.8 ms
-    against 13.4 ms, the transpose included). The optimization barrier stops XLA from folding the
-    transpose back into the slow form.
+    XLA:CPU runs slower than (x^T dy)^T (docs/benchmarks.md). The optimization barrier stops XLA
+    from folding the transpose back into the slow form. Used on the CPU backend only.
     """
     return _dense_transposed_fwd(x, w_OxI)[0]
 
@@ -110,8 +111,7 @@ def softmax(x: jnp.ndarray) -> jnp.ndarray:
     Its derivative is written in terms of the output, dy = y * (dx - sum(y * dx)), so the backward
     pass keeps only y. `jax.nn.softmax` does the same only under the opt-in `jax_softmax_custom_jvp`
     flag; by default it differentiates through exp, sum and divide and keeps more B x K x GT x S
-    arrays alive. Small benchmark config (lm_bench.py, one core): the train step's temp buffer
-    shrinks from 188 to 154 MB and the step from 286 to 271 ms.
+    arrays alive (docs/benchmarks.md: a smaller temp buffer and a faster train step).
     """
     unnormalized = jnp.exp(x - jnp.max(x, axis=-1, keepdims=True))
     return unnormalized / jnp.sum(unnormalized, axis=-1, keepdims=True)
@@ -127,6 +127,13 @@ def _softmax_jvp(primals, tangents):
 def softcap(x: jnp.ndarray, cap: float | None) -> jnp.ndarray:
     """cap * tanh(x / cap), or x when cap is None."""
     return x if cap is None else jnp.tanh(x / cap) * cap
+
+
+def _heads_last(out_BxKxGTxH: jnp.ndarray, G: int) -> jnp.ndarray:
+    """Attention outputs from the grouped `B x K x (G T) x H` layout to `B x T x N x H`."""
+    B, K, GT, H = out_BxKxGTxH.shape
+    T = GT // G
+    return out_BxKxGTxH.reshape(B, K, G, T, H).transpose(0, 3, 1, 2, 4).reshape(B, T, K * G, H)
 
 
 class Attention(nnx.Module):
@@ -160,13 +167,16 @@ class Attention(nnx.Module):
 
     def __call__(self, x_BxTxD: jnp.ndarray, *, cos_BxTxH: jnp.ndarray, sin_BxTxH: jnp.ndarray,
                  mask_BxTxS: jnp.ndarray, kv_cache=None, index: jnp.ndarray | None = None,
-                 last_only: bool = False):
+                 last_only: bool = False, fresh: bool = False):
         """Attend; with `kv_cache` (a `kv_cache.LayerCache`: this layer's cache before the call),
         the T new tokens occupy slots [index, index + T) and attend to the slots written before
         and to each other.
 
         last_only: only the last slot queries (keys and values are still formed for all T
         slots): out is `B x 1 x D`, equal to the last row of the full call's.
+        fresh: the cache holds nothing before these tokens (a prefill from slot 0): they attend
+        to each other alone, as without a cache (`mask_BxTxS` is then `B x T x T`), and their
+        keys and values are returned for the cache.
 
         Returns (out_BxTxD, None without a cache, else the new tokens' (k_BxKxHxT, v_BxKxTxH)
         in the cache's dtype, for the caller to write at slot `index`: the cache itself is only
@@ -187,16 +197,13 @@ class Attention(nnx.Module):
         K = c.num_kv_heads
         G = N // K
         # Batch axes (B, K) leading and the G*T query rows of each kv head stacked, so both
-        # contractions and the softmax are plain rank-4 batched ops. Measured on XLA:CPU (attention
-        # alone, B=8, T=128, 8 heads): forward+backward 6.5 ms (G=1) / 7.0 ms (G=4), against 9.4 /
-        # 7.7 ms with rank-5 scores and 11.7 ms for the "BTKGH,BSKH->BKGTS" einsum. Same values.
+        # contractions and the softmax are plain rank-4 batched ops (faster on XLA:CPU than the
+        # rank-5 einsum of `attention.reference_attention`, same values; docs/benchmarks.md).
         q_BxKxGTxH = q_BxTxNxH.reshape(B, T, K, G, H).transpose(0, 2, 3, 1, 4).reshape(B, K, G * T, H)
-        # The scale goes on the queries (T x H per head), not on the scores (T x S per head, and
-        # per block of a prefill's cached attention): one pass over the scores fewer. The
-        # `icl-refine` labelling of `pipeline_bench.py` ran 1.9% faster (median of 12 interleaved
-        # runs, 1.380 against 1.407 s); only the rounding of the product moves.
+        # The scale goes on the queries (T x H per head), not on the scores (T x S per head):
+        # one pass over the scores fewer; only the rounding of the product moves.
         q_BxKxGTxH = q_BxKxGTxH * jnp.asarray(c.attn_scale, self.dtype)
-        if kv_cache is not None:
+        if kv_cache is not None and not fresh:
             # Keys are stored B x K x H x S and values B x K x S x H (`kv_cache.py`): both
             # contractions then read the cache in the layout a matmul wants, so only the T new
             # keys and values are transposed, never the S cached ones.
@@ -211,17 +218,25 @@ class Attention(nnx.Module):
                                                v_new_BxKxTxH=v_new_BxKxTxH, cached_BxTxS=cached_BxTxS,
                                                new_BxTxT=new_BxTxT, num_written=index)
             kv_cache = new_kv
+            out_BxTxNxH = _heads_last(out_BxKxGTxH, G)
+        elif backend.active().attention == "fused" and c.attn_logit_softcap is None:
+            # the scale is passed to the kernel, not applied to the queries
+            out_BxTxNxH = fused_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, mask_BxTxS, scale=c.attn_scale,
+                                          implementation=backend.active().fused_implementation)
         else:
             k_BxKxSxH = k_BxTxKxH.transpose(0, 2, 1, 3)
             v_BxKxSxH = v_BxTxKxH.transpose(0, 2, 1, 3)
-            # k^T materialised behind a barrier: the backward pass then forms dk^T = q^T dS (the
-            # small operand transposed), not dk = dS^T q, which XLA:CPU ran 3x slower (2.4 vs 0.8 ms
-            # per layer, B=8, T=128, 8 heads; train step of lm_bench.py --preset small on one core:
-            # about -6 ms).
-            k_BxKxHxS = jax.lax.optimization_barrier(k_BxKxSxH.swapaxes(-1, -2))
+            # On XLA:CPU k^T is materialised behind a barrier, so that the backward pass forms
+            # dk^T = q^T dS (the small operand transposed) rather than dk = dS^T q, which ran
+            # slower there (docs/benchmarks.md).
+            k_BxKxHxS = k_BxKxSxH.swapaxes(-1, -2)
+            if backend.active().barriers:
+                k_BxKxHxS = jax.lax.optimization_barrier(k_BxKxHxS)
             scores = self._scores(matmul(q_BxKxGTxH, k_BxKxHxS), mask_BxTxS, G)
-            out_BxKxGTxH = matmul(softmax(scores).astype(self.dtype), v_BxKxSxH)
-        out_BxTxNxH = out_BxKxGTxH.reshape(B, K, G, T, H).transpose(0, 3, 1, 2, 4).reshape(B, T, N, H)
+            out_BxTxNxH = _heads_last(matmul(softmax(scores).astype(self.dtype), v_BxKxSxH), G)
+        if kv_cache is not None and fresh:
+            kv_cache = (k_BxTxKxH.transpose(0, 2, 3, 1).astype(kv_cache.dtype),
+                        v_BxTxKxH.transpose(0, 2, 1, 3).astype(kv_cache.dtype))
         out_BxTxD = dense(out_BxTxNxH, self.o_proj[...].astype(self.dtype), contract=2)  # BTNH,NHD->BTD
         if c.o_bias:
             out_BxTxD = out_BxTxD + self.o_bias[...].astype(self.dtype)
@@ -246,11 +261,11 @@ class Attention(nnx.Module):
         the cache), each cache contraction on the layer's own array (`LayerCache.with_keys`), and
         the softmax is normalised after the PV products: the division is then on GT x H outputs,
         not GT x S probabilities, and XLA:CPU has no softmax to fuse into the matmul's operand
-        (8.9 against 10.5 ms, B=16, 4 kv heads, 128 x 512 scores, one core; training keeps
-        softmax-then-matmul, whose backward pass was 1.9x faster than autodiff of this form).
+        (training keeps softmax-then-matmul, whose backward pass is faster; docs/benchmarks.md).
         """
         G = self.config.num_heads // self.config.num_kv_heads
-        if k_new_BxKxHxT.shape[3] > 1 and kv_cache.max_len % _PREFILL_KEY_BLOCK == 0:
+        if (k_new_BxKxHxT.shape[3] > 1 and kv_cache.max_len % _PREFILL_KEY_BLOCK == 0
+                and backend.active().prefill == "chunked"):
             return self._attend_cached_blocks(q_BxKxGTxH, kv_cache, k_new_BxKxHxT=k_new_BxKxHxT,
                                               v_new_BxKxTxH=v_new_BxKxTxH, cached_BxTxS=cached_BxTxS,
                                               new_BxTxT=new_BxTxT, num_written=num_written)
@@ -289,8 +304,7 @@ class Attention(nnx.Module):
             # Every cached slot lies before every query of the chunk, so without a window its
             # mask is the key's validity alone, the same for all T rows: the chunk's last row
             # (which sees every slot up to itself). One mask row per block instead of T, broadcast
-            # in the select: the `icl-refine` labelling's prefill ran 4% faster (median of five
-            # interleaved runs, 0.753 against 0.784 s; `pipeline_bench.py` shapes).
+            # in the select (docs/benchmarks.md).
             cached_BxTxS = cached_BxTxS[:, -1:, :]
 
         def add_block(i, carry):

@@ -1,12 +1,10 @@
 """The matmul every model layer calls: `a @ b`, with 16-bit floats accumulated in float32.
 
 For bfloat16 (or float16) operands the product is accumulated in float32 and rounded once to the
-operands' dtype, as PyTorch does on CPU and accelerators do in hardware. Written this way XLA:CPU
-takes its fast 16-bit path; a plain 16-bit `a @ b` ran ~10x slower (2048 x 8192 bf16 weight, one
-core: 3.2 ms against 31.8 ms for 16 rows; float32 weights: 10.8 ms), and rounds the same values
-(max error against a float64 product identical, 0.01097, at 1, 2 and 16 rows). XLA:CPU's fast
-path needs two or more rows: a single bf16 row (a decoding step at batch 1) took 21.6 ms, two
-rows 3.3 ms, so on the CPU a lone row is padded with a zero row. Other dtypes: plain `a @ b`.
+operands' dtype, as PyTorch does on CPU and accelerators do in hardware; written this way XLA:CPU
+also takes its fast 16-bit path, which a plain 16-bit `a @ b` does not. XLA:CPU's fast path needs
+two or more rows, so on the CPU backend a lone row is padded with a zero row
+(`Backend.pad_single_row`). Other dtypes: plain `a @ b`. The measurements are in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -17,6 +15,8 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
+from w2s_jax.models import backend
+
 SIXTEEN_BIT = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 WEIGHT_PRODUCT = "weight_product"  # the name of a 16-bit product by a 2-D weight, for remat policies
 
@@ -24,8 +24,8 @@ WEIGHT_PRODUCT = "weight_product"  # the name of a 16-bit product by a 2-D weigh
 def matmul(a: jax.Array, b: jax.Array, *, transpose_b: bool = False) -> jax.Array:
     """`a @ b` (numpy matmul semantics, batch axes leading), or `a @ b.T` for a 2-D `b` stored
     (out, in) with `transpose_b` (contracted in place: XLA:CPU's 16-bit path does not fold a
-    transpose of `b` into the product, 91 against 7.8 ms for a 32768 x 2048 bf16 head at two
-    rows). 16-bit floats: see the module docstring; their backward products are 16-bit too."""
+    transpose of `b` into the product). 16-bit floats: see the module docstring; their backward
+    products are 16-bit too."""
     if _differentiable_16bit(a, b, transpose_b):
         return _matmul_16bit(a, b, transpose_b)
     return matmul_with(a, b.dtype, lambda a, accumulate: product(a, b, transpose_b=transpose_b, accumulate=accumulate))
@@ -91,7 +91,7 @@ def matmul_with(a: jax.Array, b_dtype, product_fn) -> jax.Array:
     `layer_weights.LayerWeight` passes a switch over per-layer weights, so the padding and the
     rounding sit outside its branches, each branch one product (less code to compile)."""
     sixteen_bit = a.dtype == jnp.dtype(b_dtype) and a.dtype in SIXTEEN_BIT and a.ndim >= 2
-    pad = sixteen_bit and a.shape[-2] == 1 and jax.default_backend() == "cpu"
+    pad = sixteen_bit and a.shape[-2] == 1 and backend.active().pad_single_row
     if pad:
         a = jnp.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, 1), (0, 0)])
     y = product_fn(a, jnp.float32 if sixteen_bit else None)
@@ -112,8 +112,7 @@ def product(a: jax.Array, b: jax.Array, *, transpose_b: bool = False, accumulate
             b_x_aT = jax.lax.dot_general(b, a, (((1,), (1,)), ((), ())), preferred_element_type=accumulate)
             # The first barrier keeps XLA's simplifier from folding the transpose back into
             # `a @ b.T`; the second makes the transpose a copy of its own, so that a consumer
-            # reducing over rows reads them contiguous (greedy decoding's max over the 4096
-            # logits of 16 rows: 0.42 against 0.59 ms with the transpose fused into it).
+            # reducing over rows reads them contiguous (docs/benchmarks.md).
             return jax.lax.optimization_barrier(jax.lax.optimization_barrier(b_x_aT).T)
         return jax.lax.dot_general(a, b, (((a.ndim - 1,), (1,)), ((), ())), preferred_element_type=accumulate)
     return jnp.matmul(a, b, preferred_element_type=accumulate)
@@ -128,13 +127,7 @@ def weight_major(a: jax.Array) -> bool:
 
     XLA:CPU's dot kernels (YNNPACK) pack their right-hand operand into tiles at every call (its
     `pack_b` step); for `a @ b.T` that is the whole weight, for `b @ a.T` only the few rows of
-    `a`, which fits how the two orders time. Measured (`out x in` weights, one
-    core, `a @ b.T` against `(b @ a.T).T`, transpose included): float32 8192 x 2048 at 2 / 8 / 16
-    / 32 / 64 rows 8.3 / 16.4 / 7.9 / 11.5 / 17.0 against 2.8 / 2.8 / 4.2 / 6.9 / 12.9 ms, and
-    2048 x 8192 at 16 rows 21.1 against 4.3 ms; the 4096 x 256 head of a small model at 16 rows
-    0.45 against 0.27 ms; bfloat16 8192 x 2048 at 2 / 16 / 32 rows 2.19 / 2.01 / 2.32 against
-    1.37 / 1.39 / 1.51 ms. One row is as fast either way, and from 64 rows (bfloat16) or 256
-    (float32) up the usual order wins (1024 rows, float32 8192 x 2048: 228 against 274 ms).
+    `a`. CPU backend only (`Backend.weight_major`); the measurements are in docs/benchmarks.md.
     """
     lo, hi = WEIGHT_MAJOR_ROWS
-    return a.ndim == 2 and lo <= a.shape[0] <= hi and jax.default_backend() == "cpu"
+    return a.ndim == 2 and lo <= a.shape[0] <= hi and backend.active().weight_major

@@ -47,8 +47,7 @@ def rope_cos_sin(positions_BxT: jnp.ndarray, config: ModelConfig, dtype) -> tupl
     angles_BxTxHh = positions_BxT.astype(jnp.float32)[..., None] * inv_freq_Hh
     # cos/sin on the H/2 distinct angles, then duplicated: the same values as transformers'
     # cos(cat(a, a)), but XLA:CPU no longer fuses the transcendental into every consumer (once per
-    # head and use). RoPE on q and k with their transposes, B=8, T=128, 8 x 32 heads, one core:
-    # 1.8 -> 0.3 ms; train step of lm_bench.py --preset small: 226 -> 216 ms.
+    # head and use; docs/benchmarks.md).
     cos_BxTxHh, sin_BxTxHh = jnp.cos(angles_BxTxHh), jnp.sin(angles_BxTxHh)
     cos_BxTxH = jnp.concatenate([cos_BxTxHh, cos_BxTxHh], axis=-1)
     sin_BxTxH = jnp.concatenate([sin_BxTxHh, sin_BxTxHh], axis=-1)

@@ -5,8 +5,9 @@ axis "layers", never sharded) and the forward pass is one `jax.lax.scan` over it
 program holds one layer whatever the depth (compile time does not grow with it) and a weight
 stored in bfloat16 is converted for its matmuls inside its own layer's step, never all at once.
 Per-layer differences are per-layer data: whether a layer uses the sliding window is a boolean
-scanned with the weights. The KV cache keeps one array per layer (`kv_cache.py` says why), and
-so can the matmul weights of a model loaded for inference (`layer_weights.py`).
+scanned with the weights. On the CPU backend the KV cache of a decode step keeps one array per
+layer (`kv_cache.py` says why), and so can the matmul weights of a model loaded for inference
+(`layer_weights.py`); accelerators read both stacked (`backend.py`).
 
 Slots: without a cache, query t and key s are slots t and s of the input; with a cache, the T
 new tokens occupy slots [index, index + T) of an S-slot cache. A query at slot q sees key slot s
@@ -16,10 +17,14 @@ transformers uses (its `cache_position`), so left padding shifts no windows.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from w2s_jax.models import backend as backends
+from w2s_jax.models.backend import Backend, use_backend
 from w2s_jax.models.config import ModelConfig
 from w2s_jax.models.kv_cache import KVCache
 from w2s_jax.models.layer_weights import LayerWeight
@@ -32,7 +37,7 @@ from w2s_jax.models.layers import (
     init_param,
     softcap,
 )
-from w2s_jax.models.matmul import WEIGHT_PRODUCT
+from w2s_jax.models.matmul import WEIGHT_PRODUCT, matmul
 from w2s_jax.models.rope import rope_cos_sin
 
 
@@ -62,12 +67,12 @@ class DecoderLayer(nnx.Module):
             self.post_mlp_norm = norm()
 
     def __call__(self, x_BxTxD, *, cos_BxTxH, sin_BxTxH, mask_BxTxS, kv_cache=None, index=None,
-                 last_only: bool = False):
+                 last_only: bool = False, fresh: bool = False):
         """The block on `x_BxTxD`; with `last_only`, keys and values for every slot but the
-        output (`B x 1 x D`) for the last slot alone (`Attention`)."""
+        output (`B x 1 x D`) for the last slot alone (`Attention`, as is `fresh`)."""
         h_BxTxD, kv_cache = self.attn(self.input_norm(x_BxTxD), cos_BxTxH=cos_BxTxH, sin_BxTxH=sin_BxTxH,
                                       mask_BxTxS=mask_BxTxS, kv_cache=kv_cache, index=index,
-                                      last_only=last_only)
+                                      last_only=last_only, fresh=fresh)
         if last_only:
             x_BxTxD = x_BxTxD[:, -1:]
         if self.sandwich:
@@ -100,18 +105,17 @@ def stacked_layers(config: ModelConfig, *, rngs: nnx.Rngs, dtype, param_dtype) -
 
 @jax.custom_vjp
 def take_layer(stacked: jax.Array, layer: jax.Array) -> jax.Array:
-    """`stacked[layer]`; a 16-bit float weight is sliced behind an optimization barrier.
+    """`stacked[layer]`; on the CPU backend a 16-bit float weight is sliced behind an
+    optimization barrier.
 
     XLA:CPU slices a bf16 array through a float32 conversion of its operand, and inside the layer
     scan loop-invariant code motion hoisted that conversion out of the loop: a float32 copy of
-    every layer's weights (4.7 GB for 1.24B parameters). Behind the barrier the stack counts as
-    loop-variant and only the layer in use is converted. (Slicing the raw bits, the fix before
-    this one, still copied the whole stack as uint16 once per call: a scan over 8 bf16
-    1024 x 1024 layers needed 20 MiB of scratch that way, 4 MiB behind the barrier, 36 MiB
-    plain.) float32 weights are sliced plainly. The gradient is that of the plain slice, written
-    out (a zero stack with the layer's cotangent in place), as the training step was tuned with.
+    every layer's weights. Behind the barrier the stack counts as loop-variant and only the layer
+    in use is converted (docs/benchmarks.md). The gradient is that of the plain slice, written out
+    (a zero stack with the layer's cotangent in place).
     """
-    if stacked.dtype.itemsize == 2 and jnp.issubdtype(stacked.dtype, jnp.floating):
+    if (backends.active().barriers and stacked.dtype.itemsize == 2
+            and jnp.issubdtype(stacked.dtype, jnp.floating)):
         stacked, layer = jax.lax.optimization_barrier((stacked, layer))
     return jax.lax.dynamic_index_in_dim(stacked, layer, keepdims=False)
 
@@ -143,16 +147,16 @@ def _layer_params(layer_params: nnx.State, layer: jax.Array) -> nnx.State:
 
 
 def embedding_rows(table_VxD: jax.Array, tokens_BxT: jax.Array) -> jax.Array:
-    """`table_VxD[tokens_BxT]`, the gather behind an optimization barrier.
+    """`table_VxD[tokens_BxT]`; on the CPU backend the gather sits behind an optimization barrier.
 
-    XLA:CPU gathers from a bf16 table through a float32 conversion of its operand. Inside a
-    loop (the decode loop, the prefill chunks) loop-invariant code motion then hoisted that
-    conversion of the whole table out of the loop: a float32 copy made every call (the
-    Llama-3.2-1B embedding: 1 GB and 245 ms per call), where behind the barrier the table
-    counts as loop-variant and the conversion stays fused with the gather, reading only the
-    rows gathered (`tests/lm/test_layer_scan.py` measures the loop's scratch memory).
+    XLA:CPU gathers from a bf16 table through a float32 conversion of its operand, and inside a
+    loop (the decode loop, the prefill chunks) loop-invariant code motion hoisted that conversion
+    of the whole table out of the loop; behind the barrier the conversion stays fused with the
+    gather, reading only the rows gathered (`tests/lm/test_layer_scan.py` measures the loop's
+    scratch memory; docs/benchmarks.md).
     """
-    table_VxD, tokens_BxT = jax.lax.optimization_barrier((table_VxD, tokens_BxT))
+    if backends.active().barriers:
+        table_VxD, tokens_BxT = jax.lax.optimization_barrier((table_VxD, tokens_BxT))
     return jnp.take(table_VxD, tokens_BxT, axis=0)
 
 
@@ -164,18 +168,24 @@ REMAT_POLICIES = {
 
 
 class Transformer(nnx.Module):
-    """Decoder-only LM for every family in `ModelConfig.model_type` (see the shared API contract)."""
+    """Decoder-only LM for every family in `ModelConfig.model_type` (see the shared API contract).
+
+    `backend` (`backend.py`) says what the model runs on its platform; it is static (part of the
+    graph definition), set from the default device here and from the mesh by `load_pretrained`.
+    """
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32,
-                 remat: str | None = None):
+                 remat: str | None = None, backend: Backend | str | None = None):
         """remat: None, or a key of `REMAT_POLICIES`: recompute each layer in the backward pass
-        ("full") or all but its matmul outputs ("dots"), for training at depth."""
+        ("full") or all but its matmul outputs ("dots"), for training at depth. backend: a
+        `Backend` or platform name (None: the default device's)."""
         c = config
         if remat is not None and remat not in REMAT_POLICIES:
             raise ValueError(f"remat={remat!r} is not a policy; use None or one of {sorted(REMAT_POLICIES)}")
         self.config = config
         self.dtype = dtype
         self.remat = remat
+        self.backend = backends.for_devices() if backend is None else backends.for_platform(backend)
         self.embedding = init_param(rngs, (c.vocab_size, c.hidden_size), ("vocab", "embed"), param_dtype)
         self.layers = stacked_layers(c, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.final_norm = RMSNorm(c.hidden_size, eps=c.rms_norm_eps, style=c.norm_style, rngs=rngs,
@@ -185,7 +195,8 @@ class Transformer(nnx.Module):
 
     def embed(self, tokens_BxT: jax.Array) -> jax.Array:
         """Token embeddings `B x T x D` in the activation dtype (sqrt(D)-scaled for Gemma)."""
-        x_BxTxD = embedding_rows(self.embedding[...], tokens_BxT).astype(self.dtype)
+        with use_backend(self.backend):
+            x_BxTxD = embedding_rows(self.embedding[...], tokens_BxT).astype(self.dtype)
         if self.config.embed_scale:
             x_BxTxD = x_BxTxD * jnp.asarray(self.config.hidden_size ** 0.5, jnp.float32).astype(self.dtype)
         return x_BxTxD
@@ -193,11 +204,16 @@ class Transformer(nnx.Module):
     def unembed(self, h_BxTxD: jax.Array) -> jax.Array:
         """Final norm, output projection and logit softcap; float32 logits `... x V` for hidden
         states `... x D` (any leading axes: `B x T x D`, or `N x D` gathered positions)."""
-        h_BxTxD = self.final_norm(h_BxTxD)
-        if self.config.tie_word_embeddings:
-            logits = dense_transposed(h_BxTxD, self.embedding[...].astype(self.dtype))  # BTD,VD->BTV
-        else:
-            logits = dense(h_BxTxD, self.lm_head[...].astype(self.dtype))  # BTD,DV->BTV
+        with use_backend(self.backend):
+            h_BxTxD = self.final_norm(h_BxTxD)
+            if not self.config.tie_word_embeddings:
+                logits = dense(h_BxTxD, self.lm_head[...].astype(self.dtype))  # BTD,DV->BTV
+            elif self.backend.barriers:  # XLA:CPU: the weight gradient laid out as it runs fastest
+                logits = dense_transposed(h_BxTxD, self.embedding[...].astype(self.dtype))  # BTD,VD->BTV
+            else:
+                h_NxD = h_BxTxD.reshape(-1, h_BxTxD.shape[-1])
+                logits = matmul(h_NxD, self.embedding[...].astype(self.dtype), transpose_b=True)
+                logits = logits.reshape(*h_BxTxD.shape[:-1], -1)
         return softcap(logits.astype(jnp.float32), self.config.final_logit_softcap)
 
     def __call__(self, tokens_BxT: jax.Array, *, positions_BxT: jax.Array, valid_BxT: jax.Array,
@@ -214,24 +230,25 @@ class Transformer(nnx.Module):
         return self.unembed(h_BxTxD), cache
 
     def hidden(self, tokens_BxT: jax.Array, *, positions_BxT: jax.Array, valid_BxT: jax.Array,
-               cache: KVCache | None = None, last_only: bool = False) -> tuple[jax.Array, KVCache | None]:
+               cache: KVCache | None = None, last_only: bool = False,
+               fresh: bool = False) -> tuple[jax.Array, KVCache | None]:
         """The last layer's output `B x T x D` (before the final norm) and the updated cache.
 
         Same arguments as `__call__`; `unembed(hidden(...)[0])` are its logits.
 
         last_only: only the last slot's output is wanted (`B x 1 x D`; generation's prefill).
-        The last layer's outputs at the other slots feed nothing, so that layer forms their keys
-        and values (the cache holds them) but its queries, attention, output projection and MLP
-        for the last slot alone: 23% of the projections' work in a 4-layer Llama, 3% in a
-        32-layer one. `pipeline_bench.py`'s labelling (4 layers) prefilled its prompts 17%
-        faster (docs/benchmarks.md). The last layer is a branch of the one layer scan
-        (`lax.cond`), not a call after it: there its reads of the cache sat outside the loop
-        that reads it too, and XLA copied the whole cache in every prefill chunk to update it.
-        The price is that second body in the prefill program: with `pipeline_bench.py`'s shapes
-        (16 rows, 384 slots) it compiled in 1.09 s against 0.85 s at 4 layers and 1.56 s
-        against 1.18 s at 16, once per cache length (a rerun loads it from the persistent
-        compilation cache).
+        Where the backend says so (`Backend.last_slot_only`, XLA:CPU), the last layer forms its
+        queries, attention, output projection and MLP for the last slot alone, as a `lax.cond`
+        branch of the one layer scan (a call after the scan made XLA copy the cache); elsewhere
+        every layer runs whole and the last slot is taken after (no conditional in the program).
+        fresh: the cache is empty (`cache.index` is 0, a prefill of the whole prompt): the tokens
+        attend to each other alone, as without a cache, and are written at slots [0, T).
         """
+        with use_backend(self.backend):
+            return self._hidden(tokens_BxT, positions_BxT=positions_BxT, valid_BxT=valid_BxT, cache=cache,
+                                last_only=last_only, fresh=fresh)
+
+    def _hidden(self, tokens_BxT, *, positions_BxT, valid_BxT, cache, last_only, fresh):
         c = self.config
         T = tokens_BxT.shape[1]
         x_BxTxD = self.embed(tokens_BxT)
@@ -241,9 +258,11 @@ class Transformer(nnx.Module):
         else:
             if T > cache.max_len:
                 raise ValueError(f"{T} new tokens do not fit a cache of max_len={cache.max_len}")
-            index = cache.index
+            index = jnp.zeros((), jnp.int32) if fresh else cache.index
             q_slot_T = index + jnp.arange(T)
-            kv_valid_BxS = jax.lax.dynamic_update_slice(cache.valid_BxS, valid_BxT.astype(bool), (0, index))
+            cache_valid_BxS = jax.lax.dynamic_update_slice(cache.valid_BxS, valid_BxT.astype(bool), (0, index))
+            # a fresh prefill's keys are its own tokens: the mask is theirs alone, `T x T`
+            kv_valid_BxS = valid_BxT.astype(bool) if fresh else cache_valid_BxS
         windows = {c.layer_window(i) for i in range(c.num_layers)}
         full_mask_BxTxS = attention_mask(kv_valid_BxS, q_slot_T, None)
         window_mask_BxTxS = (full_mask_BxTxS if c.sliding_window is None or windows == {None}
@@ -257,10 +276,10 @@ class Transformer(nnx.Module):
             mask_BxTxS = jnp.where(sliding, window_mask_BxTxS, full_mask_BxTxS)
             return layer(x_BxTxD, cos_BxTxH=cos_BxTxH, sin_BxTxH=sin_BxTxH, mask_BxTxS=mask_BxTxS,
                          kv_cache=None if cache is None else cache.layer(layer_index), index=index,
-                         last_only=last_only)
+                         last_only=last_only, fresh=fresh)
 
         def layer_step(x_BxTxD, per_layer):
-            if not last_only:
+            if not (last_only and self.backend.last_slot_only):
                 return run_layer(x_BxTxD, per_layer, last_only=False)
 
             def last_slot(x_BxTxD):  # the last layer: its output for the last slot, in that slot
@@ -274,11 +293,12 @@ class Transformer(nnx.Module):
             layer_step = jax.checkpoint(layer_step, policy=REMAT_POLICIES[self.remat])
         # The layers only read the cache (each layer's arrays in place, `kv_cache.LayerCache`) and
         # return their T new keys and values, written into it here in one update per layer, in
-        # place: a cache passed through the scan and returned from it was copied whole in every
-        # decode step (3x slower decoding, lm_bench small shapes).
+        # place: a cache passed through the scan and returned from it is copied whole every step.
         x_BxTxD, new_L = jax.lax.scan(layer_step, x_BxTxD, (jnp.arange(c.num_layers), sliding_L))
         if last_only:
             x_BxTxD = x_BxTxD[:, -1:]
         if cache is None:
             return x_BxTxD, None
-        return x_BxTxD, cache.written(new_L[0], new_L[1], kv_valid_BxS, T)
+        if fresh:
+            cache = dataclasses.replace(cache, index=jnp.zeros((), jnp.int32))
+        return x_BxTxD, cache.written(new_L[0], new_L[1], cache_valid_BxS, T)

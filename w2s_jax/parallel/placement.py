@@ -8,6 +8,9 @@ order. `shard_model` is the same on every host (each host keeps only its address
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import jax
 import numpy as np
 from flax import nnx
@@ -35,6 +38,11 @@ def shard_model(model: nnx.Module, mesh: Mesh | None, rules: ShardingRules | Non
     """
     if mesh is None:
         return
+    check_head_split(getattr(model, "config", None), mesh, rules)
+    if hasattr(model, "backend"):  # a Transformer runs what its new devices' platform runs
+        from w2s_jax.models.backend import for_mesh
+
+        model.backend = for_mesh(mesh)
     for _, node in nnx.iter_graph(model):
         if not isinstance(node, nnx.Variable):
             continue
@@ -45,6 +53,22 @@ def shard_model(model: nnx.Module, mesh: Mesh | None, rules: ShardingRules | Non
             axes = node.get_metadata().get("layer_axes")
             node.set_value(tuple(jax.device_put(v, logical_to_sharding(axes, mesh, rules, shape=v.shape))
                                  for v in value))
+
+
+def check_head_split(config, mesh: Mesh | None, rules: ShardingRules | None) -> None:
+    """Warn when the rules split the query or key/value heads over more devices than divide their
+    number: those weights (and the KV cache's heads) are then replicated over the split, so every
+    device holds and computes all of them, which tensor parallelism was meant to avoid."""
+    if mesh is None or config is None:
+        return
+    rules = ShardingRules.fsdp() if rules is None else rules
+    for axis, count in (("heads", config.num_heads), ("kv_heads", config.num_kv_heads)):
+        split = math.prod(mesh.shape[a] for a in rules.mesh_axes(axis))
+        if split > 1 and count % split != 0:
+            warnings.warn(f"the {count} {axis.replace('_', '/')} do not divide over {split} devices "
+                          f"({'x'.join(rules.mesh_axes(axis))}): those weights are replicated there, not split; "
+                          f"use a tensor-parallel size that divides {count}, or data parallelism for a model that "
+                          "fits one device", stacklevel=3)
 
 
 def batch_sharding(mesh: Mesh, ndim: int, *, axis: int = 0) -> NamedSharding:

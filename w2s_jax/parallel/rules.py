@@ -65,6 +65,13 @@ class ShardingRules:
         return cls(embed="fsdp", heads="tp", kv_heads="tp", mlp="tp", vocab="tp", fallback="fsdp")
 
     @classmethod
+    def data_parallel(cls) -> ShardingRules:
+        """Every weight whole on every device, only the rows split (over "data" and "fsdp"): for
+        inference of a model that fits one device, where FSDP would all-gather every weight for
+        every token and tensor parallelism would add collectives to every layer."""
+        return cls()
+
+    @classmethod
     def tiny(cls) -> ShardingRules:
         """Same as `fsdp()`."""
         return cls.fsdp()

@@ -23,8 +23,13 @@ from jax.sharding import Mesh
 
 
 def check_params(model: nnx.Module, *, what: str) -> None:
-    """Raise if a Variable of `model` holds anything but one array: `what` (e.g. "training")
-    differentiates and updates each parameter as one array."""
+    """Put `model` in the layout `what` (e.g. "training") reads, one array per parameter: a model
+    loaded for fast CPU inference (per-layer weights, `load_pretrained`'s default there) is
+    converted in place (`w2s_jax.models.layer_weights.check_stacked`); then raise if a Variable
+    still holds anything but one array."""
+    from w2s_jax.models.layer_weights import check_stacked
+
+    check_stacked(model, what=what)
     for path, node in nnx.iter_graph(model):
         if isinstance(node, nnx.Variable) and isinstance(node.get_value(), tuple):
             where = "/".join(str(p) for p in path)
