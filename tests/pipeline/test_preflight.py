@@ -409,7 +409,7 @@ def test_library_log_lines_are_dropped_on_error_and_kept_in_order_otherwise():
     import logging
     import warnings
 
-    from w2s_jax.library_logs import held_library_logs
+    from w2s_jax.held_logs import held_library_logs
 
     seen = []
 

@@ -26,7 +26,7 @@ and exits 2), found in seconds instead of after the weak stages have run:
 Warnings (printed only when every check passed, so an error is never buried): more rows requested
 (``data.n_train``, ``data.n_test``) than a split holds, prompts that leave fewer than
 ``generation.max_new_tokens`` positions of a context, rows cut by ``"prompt-left"``.
-Library log lines emitted while checking are held back the same way (``w2s_jax.library_logs``).
+Library log lines emitted while checking are held back the same way (``w2s_jax.held_logs``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from w2s_jax.library_logs import held_library_logs
+from w2s_jax.held_logs import held_library_logs
 from w2s_jax.pipeline.checkpoint_checks import CheckedModel, check_checkpoint, one_line
 from w2s_jax.pipeline.config import ExperimentConfig, ExperimentError
 from w2s_jax.tasks.base import DataError, Example, Task

@@ -7,7 +7,7 @@
 A source is a local file when it exists, has a data-file extension, or starts with ``/``, ``./``,
 ``../`` or ``~``; anything else is a Hub dataset name (needs the network). Remote code is never run.
 ``datasets`` is imported on first use: it takes seconds to import. Its log lines during a load are
-held back (``w2s_jax.library_logs``): a file it cannot read gives one error, ours, naming the file.
+held back (``w2s_jax.held_logs``): a file it cannot read gives one error, ours, naming the file.
 
 Two rows are the same question for the split-overlap check when their :func:`overlap_key` agree:
 Unicode NFKC, case folded, every run of whitespace one space, no leading or trailing space.
@@ -18,7 +18,7 @@ from __future__ import annotations
 import unicodedata
 from pathlib import Path
 
-from w2s_jax.library_logs import held_library_logs
+from w2s_jax.held_logs import held_library_logs
 from w2s_jax.tasks.base import DataError, Example, Task
 
 # Extension -> the `datasets` packaged builder that reads it.
