@@ -193,6 +193,11 @@ class Transformer(nnx.Module):
         if not c.tie_word_embeddings:
             self.lm_head = init_param(rngs, (c.hidden_size, c.vocab_size), ("embed", "vocab"), param_dtype)
 
+    def placed_on(self, mesh) -> None:
+        """Called by `w2s_jax.parallel.shard_model` after placing the weights on `mesh`: the model
+        runs what the mesh's platform runs."""
+        self.backend = backends.for_mesh(mesh)
+
     def embed(self, tokens_BxT: jax.Array) -> jax.Array:
         """Token embeddings `B x T x D` in the activation dtype (sqrt(D)-scaled for Gemma)."""
         with use_backend(self.backend):

@@ -39,10 +39,9 @@ def shard_model(model: nnx.Module, mesh: Mesh | None, rules: ShardingRules | Non
     if mesh is None:
         return
     check_head_split(getattr(model, "config", None), mesh, rules)
-    if hasattr(model, "backend"):  # a Transformer runs what its new devices' platform runs
-        from w2s_jax.models.backend import for_mesh
-
-        model.backend = for_mesh(mesh)
+    placed_on = getattr(model, "placed_on", None)
+    if placed_on is not None:  # a model whose program depends on its devices' platform (a Transformer)
+        placed_on(mesh)
     for _, node in nnx.iter_graph(model):
         if not isinstance(node, nnx.Variable):
             continue
