@@ -36,7 +36,7 @@ def _status(results):
 def test_each_prediction_passes_at_its_criterion():
     good = _results(naive_j=(0.22, 0.15, 0.30), refine_j=(0.01, 0.0, J_MAX - 0.01),
                     refine_pgr=(0.9, PGR_MIN + 0.01, 1.0))
-    assert _status(good) == {"P1": "PASS", "P2": "PASS", "P3": "PASS", "P4": "PASS", "P5": "NOT RUN"}
+    assert _status(good) == {"P1": "PASS", "P2": "PASS", "P3": "PASS", "P4": "PASS", "P5": "NOT RUN"}  # no sizes
 
 
 def test_each_prediction_fails_outside_its_criterion():
@@ -54,3 +54,25 @@ def test_predictions_without_their_measurement_are_not_run_or_have_no_interval()
     status = _status(fixed)
     assert status["P1"] == "NO INTERVAL" and status["P3"] == "NOT RUN"
     assert _status({}) == {f"P{i}": "NOT RUN" for i in range(1, 6)}
+
+
+def _sizes(naive, refine):
+    """Size rows from per-unit accuracies: ``naive[m]`` and ``refine[m]`` list 4 units' values."""
+    units = ["0/0", "0/1", "1/0", "1/1"]
+    rows = []
+    for m in sorted(naive):
+        rows.append({"m": m, **{key: {"accuracy": _i(sum(v[m]) / 4, 0, 1), "per_unit": dict(zip(units, v[m]))}
+                                for key, v in (("naive", naive), ("icl-refine", refine))}})
+    return {"sizes": {"eta": 0.3, "rows": rows}}
+
+
+def test_p5_reads_paired_unit_differences():
+    grows = _sizes({12: [0.5, 0.55, 0.6, 0.5], 48: [0.8, 0.85, 0.9, 0.8]},
+                   {12: [0.9, 0.95, 0.9, 0.92], 48: [0.95, 0.95, 0.97, 0.96]})
+    assert _status(grows)["P5"] == "PASS"
+    flat = _sizes({12: [0.5, 0.55, 0.6, 0.5], 48: [0.5, 0.5, 0.62, 0.55]},
+                  {12: [0.9, 0.95, 0.9, 0.92], 48: [0.95, 0.95, 0.97, 0.96]})
+    assert _status(flat)["P5"] == "FAIL"
+    behind = _sizes({12: [0.5, 0.55, 0.6, 0.5], 48: [0.8, 0.85, 0.9, 0.8]},
+                    {12: [0.4, 0.5, 0.5, 0.45], 48: [0.95, 0.95, 0.97, 0.96]})
+    assert _status(behind)["P5"] == "FAIL"

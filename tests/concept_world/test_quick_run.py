@@ -39,6 +39,8 @@ def test_quick_concept_world_through_w2s_run(tmp_path, capsys):
     assert [r["gamma"] for r in results["gamma"]["rows"]] == [0.0, 0.5, 1.0]
     assert results["gamma"]["rows"][0]["rho_star"]["value"] > 0 == results["gamma"]["rows"][-1]["rho_star"]["value"]
     assert [p["id"] for p in results["predictions"]] == ["P1", "P2", "P3", "P4", "P5"]
+    assert [r["m"] for r in results["sizes"]["rows"]] == [5, 10] and "icl-refine" in results["sizes"]["rows"][0]
+    assert (out / "world-0" / "seed-0" / "size-5" / "plan.json").is_file()
     assert set(results["curves"]) == {"strong", "intermediate", "weak"}
     # the quick model is not held to the gate; the report says it is a smoke test unless it passed
     gate = results["gate"]["worlds"]["0"][-1]

@@ -105,6 +105,8 @@ class SweepsConfig:
     demos_eta: float = 0.2  # the demonstrations' labeller in the demos sweep: noisy with this eta
     quality: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6)  # eta of the noisy labellers of the quality sweep
     quality_methods: tuple[str, ...] = ("naive", "icl-refine", "gold")  # methods of its pipeline run
+    sizes: tuple[int, ...] = ()  # training-set sizes m (prefixes of the training split), one run each
+    size_eta: float = 0.2  # the noisy labeller of the size runs
     gamma: tuple[float, ...] = (0.0, 0.1667, 0.3333, 0.4167, 0.5, 0.5833, 0.6667, 0.8333, 1.0)
     gamma_demos: int = 11  # demonstrations per query in the gamma sweep
     gamma_rates: tuple[float, ...] = ()  # gammas < 1/2 at which the decay in n is swept
@@ -115,9 +117,13 @@ class SweepsConfig:
         for name in ("quality", "gamma", "gamma_rates"):
             _levels(self, name, "sweeps")
         demo_draw(self.draw)
-        for name in ("demos", "quality_methods", "gamma_rate_demos"):
+        for name in ("demos", "quality_methods", "gamma_rate_demos", "sizes"):
             if isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(getattr(self, name)))
+        if any(not isinstance(m, int) or m < 2 for m in self.sizes):
+            raise ValueError(f"sweeps.sizes must be ints >= 2, got {list(self.sizes)}")
+        if not 0 <= self.size_eta < 1:
+            raise ValueError(f"sweeps.size_eta must be in [0, 1), got {self.size_eta!r}")
         for name in ("demos", "gamma_rate_demos"):
             if any(not isinstance(n, int) or n < 0 for n in getattr(self, name)):
                 raise ValueError(f"sweeps.{name} must be ints >= 0, got {list(getattr(self, name))}")
@@ -172,6 +178,9 @@ class ConceptWorldConfig:
         if self.weak_finetune.gold_examples > self.split.n_gold:
             raise ValueError(f"weak_finetune.gold_examples = {self.weak_finetune.gold_examples} exceeds "
                              f"split.n_gold = {self.split.n_gold} (the gold pool)")
+        if max(self.sweeps.sizes, default=0) > self.split.n_train:
+            raise ValueError(f"sweeps.sizes must be at most split.n_train = {self.split.n_train}, "
+                             f"got {list(self.sweeps.sizes)}")
         demos = (*self.sweeps.demos, self.sweeps.gamma_demos, *self.sweeps.gamma_rate_demos)
         if max(demos) > self.split.n_train:
             raise ValueError(f"the sweeps draw demonstrations from the {self.split.n_train} training "
@@ -208,6 +217,7 @@ QUICK: dict[str, Any] = {
     "supervisors.biased": [], "supervisors.misaligned": [0.3],
     "sweeps.demos": [0, 1, 2, 4], "sweeps.quality": [0.0, 0.5], "sweeps.gamma": [0.0, 0.5, 1.0],
     "sweeps.gamma_demos": 4, "sweeps.repeats": 1, "sweeps.gamma_rates": [0.2], "sweeps.gamma_rate_demos": [1, 4], "sweeps.quality_methods": ["naive", "icl-refine"],
+    "sweeps.sizes": [5, 10],
     "train.total_steps": 4, "train.warmup_steps": 1, "train.batch_size": 5,
     "report.bootstrap": 100,
 }

@@ -33,6 +33,7 @@ from w2s_jax.concept_world.stages import (
     WeakFinetune,
     main_labellers,
     quality_labellers,
+    size_file,
 )
 from w2s_jax.concept_world.world import World, WorldConfig
 from w2s_jax.pipeline import (
@@ -62,12 +63,12 @@ DEFAULT_METHODS = ("zero-shot", "naive", "icl-refine", "context-distill", "boots
 
 def pipeline_dict(config: ConceptWorldConfig, *, name: str, seed: int, data_dir: Path, strong: Path,
                   intermediate: Path, weak_models: Sequence[str], label_files: Sequence[str],
-                  methods: Sequence[str]) -> dict:
+                  methods: Sequence[str], train_file: str = "train.jsonl") -> dict:
     """The standard experiment (as a parsed TOML document) of one pipeline part of one seed."""
     p = config.pipeline
     method_tables = {k: v for k, v in dict(p.get("methods", {})).items() if k != "run"}
     raw = {"name": name, "seed": seed, "task": {"name": "concept"},
-           "data": {"train": str(data_dir / "train.jsonl"), "test": str(data_dir / "test.jsonl")},
+           "data": {"train": str(data_dir / train_file), "test": str(data_dir / "test.jsonl")},
            "models": {"batch_size": 64, "length_bucket": 16, **dict(p.get("models", {})),
                       "strong": str(strong), "weak": list(weak_models),
                       "weak_label_files": list(label_files), "intermediate": [str(intermediate)]},
@@ -153,7 +154,8 @@ def concept_graph(config: ConceptWorldConfig, store: Store, methods: Sequence[st
         world = World(world_config)
         for seed in config.seeds:
             d = SeedData(name=f"data/world-{w}/seed-{seed}", world=world_config, split=config.split, seed=seed,
-                         supervisors=config.supervisors, quality=tuple(config.sweeps.quality))
+                         supervisors=config.supervisors, quality=tuple(config.sweeps.quality),
+                         sizes=tuple(config.sweeps.sizes), size_eta=config.sweeps.size_eta)
             weak = WeakFinetune(name=f"weak-model/world-{w}/seed-{seed}", base=weak_base, data=d,
                                 weak_finetune=config.weak_finetune, seed=seed)
             setup_stages += [d, weak]
@@ -165,17 +167,22 @@ def concept_graph(config: ConceptWorldConfig, store: Store, methods: Sequence[st
                 return [str(data_dir / "labellers" / f"{labeller.name}.jsonl") for labeller in labellers]
 
             plans = {"main": (main_methods, [str(weak.model_dir(store))] if config.supervisors.weak_model else [],
-                              files(main_labellers(config, setup)))}
+                              files(main_labellers(config, setup)), "train.jsonl")}
             if config.sweeps.quality:
-                plans["quality"] = (list(config.sweeps.quality_methods), [], files(quality_labellers(config)))
+                plans["quality"] = (list(config.sweeps.quality_methods), [], files(quality_labellers(config)),
+                                    "train.jsonl")
+            for m in config.sweeps.sizes:
+                plans[f"size-{m}"] = (list(config.sweeps.quality_methods), [],
+                                      [str(data_dir / "labellers" / size_file(m, config.sweeps.size_eta))],
+                                      f"train-{m}.jsonl")
             made_by = {str(strong.model_dir(store)): strong.key, str(weak_base.model_dir(store)): weak_base.key,
                        str(middle.model_dir(store)): middle.key, str(weak.model_dir(store)): weak.key}
-            for part, (names, weak_models, label_files) in plans.items():
+            for part, (names, weak_models, label_files, train_file) in plans.items():
                 experiment = experiment_from_dict(
                     pipeline_dict(config, name=f"{config.name}-{part}-world{w}-seed{seed}", seed=seed,
                                   data_dir=data_dir, strong=strong.model_dir(store),
                                   intermediate=middle.model_dir(store), weak_models=weak_models,
-                                  label_files=label_files, methods=names),
+                                  label_files=label_files, methods=names, train_file=train_file),
                     source=config.source)
                 generation = experiment.generation
                 train = Split("train", load=lambda e=experiment: load_split(e, "train"), made_by=d.key)

@@ -15,8 +15,10 @@ interval is undefined (one unit) is ``NO INTERVAL``. Nothing here is tuned to a 
 - P4 transition: the transformer's refined-label accuracy crosses the midpoint of its range at
   gamma = 1/2 (the interval covers 1/2), and its fitted decay rate in n falls as gamma -> 1/2
   (the rate at the largest swept gamma < 1/2 lies below the rate at the smallest, intervals apart).
-- P5 noise: naive students of a noisy labeller approach the ceiling as training data grows, and
-  refinement gets there with less data (needs a training-size sweep).
+- P5 noise: naive students of a noisy labeller (consistent, with a variance price) gain accuracy
+  as training data grows: naive at the largest size minus naive at the smallest, interval above 0;
+  and refinement gets there with less data: icl-refine minus naive at the smallest size, interval
+  above 0 (paired by unit).
 """
 
 from __future__ import annotations
@@ -122,10 +124,34 @@ def p4(results: dict) -> dict:
     return _record("P4", claim, stat, status, detail, [{"transition": t, "rate_low": a, "rate_high": b}])
 
 
+def _paired(a: dict, b: dict, **kw) -> dict:
+    """Mean over units of ``a - b`` (per-unit values keyed ``"w/s"``) with its cluster interval."""
+    from w2s_jax.concept_world.clusters import cluster_interval, mean
+    from w2s_jax.concept_world.report import unit_of
+
+    values = {unit_of(k): a[k] - b[k] for k in a if k in b and a[k] is not None and b[k] is not None
+              and not math.isnan(a[k]) and not math.isnan(b[k])}
+    return cluster_interval(values, mean, **kw)
+
+
 def p5(results: dict) -> dict:
-    claim = "naive students of a noisy labeller approach the ceiling as training data grows; refinement with less data"
-    return _record("P5", claim, "student accuracy against training-set size", "NOT RUN",
-                   "this version runs no training-size sweep")
+    claim = ("naive students of a noisy labeller gain accuracy as training data grows, and refinement is "
+             "ahead with the least data")
+    stat = "naive(m_max) - naive(m_min) [interval]; icl-refine(m_min) - naive(m_min) [interval]"
+    rows = (results.get("sizes") or {}).get("rows", [])
+    if len(rows) < 2 or any("naive" not in r or "icl-refine" not in r for r in rows):
+        return _record("P5", claim, stat, "NOT RUN", "needs naive and icl-refine students at >= 2 training-set sizes")
+    small, large = rows[0], rows[-1]
+    grow = _paired(large["naive"]["per_unit"], small["naive"]["per_unit"])
+    ahead = _paired(small["icl-refine"]["per_unit"], small["naive"]["per_unit"])
+    if not (_ok(grow) and _ok(ahead)):
+        status = "NO INTERVAL"
+    else:
+        status = "PASS" if grow["lo"] > 0 and ahead["lo"] > 0 else "FAIL"
+    detail = (f"naive m={large['m']} minus m={small['m']}: {_f(grow)}; icl-refine minus naive at m={small['m']}: "
+              f"{_f(ahead)}; naive {', '.join(_f(r['naive']['accuracy']) for r in rows)}; icl-refine "
+              f"{', '.join(_f(r['icl-refine']['accuracy']) for r in rows)}")
+    return _record("P5", claim, stat, status, detail, [{"naive_gain": grow, "refine_lead": ahead}])
 
 
 def check_predictions(results: dict, meta: dict | None = None) -> list[dict]:

@@ -194,6 +194,17 @@ def curves_part(curves: Mapping[str, Path], *, n_bootstrap, level) -> dict:
             for who, per_world in sorted(by_model.items())}
 
 
+def size_point(m: int, part: dict) -> dict:
+    """One training-set size: the weak labels', each student's and the gold student's accuracy."""
+    point: dict = {"m": m}
+    for row in part["rows"]:
+        key = {"weak": "weak", "ceiling": "gold"}.get(row["role"], row["method"])
+        point[key] = {"accuracy": row["accuracy"], "per_unit": row["per_unit"]}
+        if "train_labels" in row:
+            point[key]["train_labels"] = row["train_labels"]
+    return point
+
+
 def noisy_rate(world, setup: dict, eta: float) -> float:
     """rho* of the noisy labeller (eta) on a seed's training inputs (``setup.json``)."""
     inputs = setup["train_inputs"]
@@ -209,6 +220,7 @@ def report_meta(config, gate: Mapping | None = None) -> dict:
             "world": dataclasses.asdict(config.world), "gate_config": dataclasses.asdict(config.gate),
             "gate": {str(w): records for w, records in (gate or {}).items()},
             "supervisors": dataclasses.asdict(config.supervisors), "split": dataclasses.asdict(config.split),
+            "size_eta": config.sweeps.size_eta,
             "bootstrap": int(config.pipeline.get("report", {}).get("bootstrap", 1000)),
             "level": float(config.pipeline.get("report", {}).get("level", 0.95))}
 
@@ -260,6 +272,10 @@ def write_concept_report(run_dir: str | Path, meta: Mapping, runs: Mapping[str, 
                 row["eta"] = eta
                 row["rho_star"] = float(np.mean([noisy_rate(units.world(u), units.setup[u], eta)
                                                  for u in units.setup]))
+    sizes = sorted(int(part.split("-")[1]) for part in runs if part.startswith("size-"))
+    if sizes:
+        results["sizes"] = {"eta": meta.get("size_eta"), "rows": [size_point(m, pipeline_part(runs[f"size-{m}"], units, **kw))
+                                                                  for m in sizes]}
     for part, build in (("demos", demos_part), ("gamma", gamma_part), ("gamma-rates", gamma_rates_part)):
         if f"sweep-{part}" in runs:
             results[part] = build(runs[f"sweep-{part}"], **kw)
@@ -338,6 +354,13 @@ def results_markdown(results: dict) -> str:
                   f"{fmt(r['bayes'])} | {fmt(r['bayes_rival'])} | {fmt(r['rho_star'])} |" for r in g["rows"]]
         lines += ["", f"Transition: transformer {fmt(g['transition_transformer'], 2)}, Bayes-optimal "
                       f"{fmt(g['transition_bayes'], 2)} (theory: 1/2).", ""]
+    if "sizes" in results:
+        z = results["sizes"]
+        lines += [f"## Students against training-set size (noisy labeller eta = {z['eta']})", "",
+                  "| m | labels fit | naive | icl-refine | gold |", "|---|---|---|---|---|"]
+        lines += [f"| {r['m']} | {fmt(r.get('weak', {}).get('train_labels'))} | {fmt(r.get('naive', {}).get('accuracy'))} | "
+                  f"{fmt(r.get('icl-refine', {}).get('accuracy'))} | {fmt(r.get('gold', {}).get('accuracy'))} |"
+                  for r in z["rows"]] + [""]
     if "gamma-rates" in results:
         lines += ["## Decay rate in n at several gamma (misaligned labeller)", "",
                   "| gamma | rho* | Bayes fitted rate | transformer fitted rate |", "|---|---|---|---|"]

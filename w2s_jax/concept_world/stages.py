@@ -128,6 +128,16 @@ def quality_labellers(levels) -> list[Labeller]:
     return [Labeller(kind="noisy", level=v) for v in levels]
 
 
+def size_labeller(eta: float) -> Labeller:
+    """The size runs' noisy labeller."""
+    return Labeller(kind="noisy", level=eta)
+
+
+def size_file(m: int, eta: float) -> str:
+    """The weak-label file of the size run with m training questions."""
+    return f"size{m}-{size_labeller(eta).name}.jsonl"
+
+
 @dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
 class SeedData(Stage):
     """The seed's data files, weak-label files and setup record."""
@@ -137,6 +147,8 @@ class SeedData(Stage):
     seed: int
     supervisors: SupervisorsConfig
     quality: tuple[float, ...]
+    sizes: tuple[int, ...] = ()  # training-set sizes of the size runs
+    size_eta: float = 0.2  # their noisy labeller
 
     @property
     def slug(self) -> str:
@@ -161,6 +173,15 @@ class SeedData(Stage):
             accuracy[labeller.name] = write_label_file(world, setup.target, labeller, splits,
                                                        directory / "labellers" / f"{labeller.name}.jsonl",
                                                        seed=self.seed)
+        for m in self.sizes:  # the size runs: the first m training rows, labelled by one noisy labeller
+            train = setup.train_inputs[:m]
+            rows = [{"question": world.input_token(x), "answer": world.output_token(int(world.tables_KxX[setup.target, x]))}
+                    for x in train]
+            atomic_write_text(directory / f"train-{m}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+            labeller = size_labeller(self.size_eta)
+            accuracy[f"size{m}-{labeller.name}"] = write_label_file(
+                world, setup.target, labeller, {"train": train, "test": setup.test_inputs},
+                directory / "labellers" / size_file(m, self.size_eta), seed=self.seed)
         atomic_write_json(directory / "setup.json", {**dataclasses.asdict(setup), "labellers": accuracy})
         return f"k*={setup.target}, j={setup.rival}, {len(setup.train_inputs)} train / {len(setup.test_inputs)} test"
 
