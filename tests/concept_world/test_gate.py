@@ -39,8 +39,9 @@ def _config(tolerance, max_chunks):
     world = WorldConfig(num_concepts=3, num_inputs=8, num_outputs=8, pairs_per_document=6, noise=0.0)
     strong = PretrainConfig(hidden_size=32, num_layers=2, num_heads=4, steps=120, batch_size=32,
                             warmup_steps=10, documents=1024, checkpoint_every=0)
-    return dataclasses.replace(ConceptWorldConfig.quick(), world=world, strong=strong,
-                               split=SplitConfig(n_gold=3, n_train=4),
+    quick = ConceptWorldConfig.quick()
+    return dataclasses.replace(quick, world=world, strong=strong, split=SplitConfig(n_gold=3, n_train=4),
+                               sweeps=dataclasses.replace(quick.sweeps, sizes=()),
                                gate=GateConfig(demos=(0, 3), prompts=64, tolerance=tolerance,
                                                max_chunks=max_chunks))
 

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from w2s_jax.concept_world.config import ConceptWorldConfig, load_concept_world
+from w2s_jax.concept_world.gate import verdict
 from w2s_jax.concept_world.pretrain import PretrainConfig
 from w2s_jax.concept_world.stages import (
     Curve,
@@ -98,7 +99,8 @@ def strong_chunk(config: ConceptWorldConfig, w: int, chunk: int) -> Pretrain:
 
 
 def gate_curve(config: ConceptWorldConfig, model: Pretrain, label: str) -> Curve:
-    return Curve(name=f"curve/{label}", model=model, gate=config.gate)
+    """The in-context curve of ``model`` on the gate's held-out prompts."""
+    return Curve(name=f"curve/{label}", model=model, demos=tuple(config.gate.demos), prompts=config.gate.prompts)
 
 
 def pass_gate(config: ConceptWorldConfig, w: int, res, log: Callable[[str], None] = print,
@@ -110,7 +112,8 @@ def pass_gate(config: ConceptWorldConfig, w: int, res, log: Callable[[str], None
         stage = strong_chunk(config, w, chunk)
         curve = gate_curve(config, stage, f"strong/world-{w}/chunk-{chunk}")
         run_stages([stage, curve], res, log=log, executed=executed)
-        records.append({"chunk": chunk, **curve.result(res.store)})
+        result = curve.result(res.store)
+        records.append({"chunk": chunk, **result, **verdict(result["rows"], config.gate.tolerance)})
         if records[-1]["passed"]:
             break
     return stage, records
@@ -247,6 +250,8 @@ def run_concept_world(path: str | Path, *, out: str | Path | None = None, store:
                 atomic_write_json(run_dir / "gate.json", {"passed": False, "worlds": {str(k): v for k, v in gate.items()}})
                 raise GateFailed(message + "; stopping (gate.json)")
             log(message + "; running on as a smoke test (gate.enforce = false)")
+    atomic_write_json(run_dir / "gate.json", {"passed": all(records[-1]["passed"] for records in gate.values()),
+                                              "worlds": {str(k): v for k, v in gate.items()}})
     graph = concept_graph(config, opened, methods, strong_of)
     stages = graph.stages()
     run_stages(stages, res, log=log, executed=executed)

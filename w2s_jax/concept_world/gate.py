@@ -81,9 +81,14 @@ def in_context_curve(engine, world: World, demos: Sequence[int], prompts: int) -
     return rows
 
 
+def shortfall(rows: Sequence[dict]) -> dict:
+    """``{"gap", "worst_n"}``: the largest shortfall of the model's accuracy below Bayes, and where."""
+    gap, worst = max((r["bayes"] - r["model"], r["n"]) for r in rows)
+    return {"gap": float(gap), "worst_n": worst}
+
+
 def verdict(rows: Sequence[dict], tolerance: float) -> dict:
-    """``{"gap", "worst_n", "passed"}``: the largest shortfall below Bayes and whether it is within
-    the tolerance."""
-    gaps = [(r["bayes"] - r["model"], r["n"]) for r in rows]
-    gap, worst = max(gaps)
-    return {"gap": float(gap), "worst_n": worst, "tolerance": tolerance, "passed": bool(gap <= tolerance)}
+    """``{"gap", "worst_n", "tolerance", "passed"}``: the shortfall and whether it is within the
+    tolerance."""
+    out = shortfall(rows)
+    return {**out, "tolerance": tolerance, "passed": bool(out["gap"] <= tolerance)}

@@ -189,8 +189,7 @@ def curves_part(curves: Mapping[str, Path], *, n_bootstrap, level) -> dict:
         w, who = key.split("/", 1)
         by_model.setdefault(who, {})[(int(w), 0)] = read_json(Path(directory) / "result.json")
     return {who: {"rows": _curve(per_world, "n", lambda r: r["rows"], ("model", "bayes"), **kw),
-                  "gap": _interval({u: r["gap"] for u, r in per_world.items()}, **kw),
-                  "passed": [bool(r["passed"]) for r in per_world.values()]}
+                  "gap": _interval({u: r["gap"] for u, r in per_world.items()}, **kw)}
             for who, per_world in sorted(by_model.items())}
 
 
