@@ -20,24 +20,38 @@ def test_quick_concept_world_through_w2s_run(tmp_path, capsys):
     first = capsys.readouterr().out
     # the main and the quality parts both ask for the seed's gold student: it is computed once
     assert first.count("[ran]  finetune/gold") == 1 and first.count("[ran]  labels/gold") == 1
-    plans = [json.loads((out / "seed-0" / part / "plan.json").read_text()) for part in ("main", "quality")]
+    unit = out / "world-0" / "seed-0"
+    plans = [json.loads((unit / part / "plan.json").read_text()) for part in ("main", "quality")]
     gold = [next(s["records"] for s in plan["subjects"] if s["name"] == "student/gold") for plan in plans]
     assert gold[0] == gold[1]
     results = json.loads((out / "results.json").read_text())
-    names = {r["name"] for r in results["main"]["rows"]}
+    rows = {r["name"]: r for r in results["main"]["rows"]}
     assert {"zero-shot", "student/gold", "weak/w0-weak-model", "student/icl-refine/w1-misaligned-0.30",
-            "student/context-distill/w0-weak-model", "student/bootstrap/w0-weak-model"} <= names
-    assert all(0 <= r["accuracy"]["mean"] <= 1 and r["accuracy"]["n"] == 6 for r in results["main"]["rows"])
-    assert [p["eta"] for p in sorted(results["quality"]["curve"], key=lambda p: p["eta"])] == [0.0, 0.5]
-    assert results["quality"]["curve"][-1]["weak"] == 1.0  # eta = 0 labels every test row right
-    assert [r["n"] for r in results["demos"]["rows"]] == [0, 1, 2, 4]
-    assert results["demos"]["rows"][-1]["bayes"] >= results["demos"]["rows"][0]["bayes"]
+            "student/context-distill/w0-weak-model", "student/bootstrap/w0-weak-model"} <= set(rows)
+    assert all(0 <= r["accuracy"]["value"] <= 1 for r in rows.values())
+    # the weak baselines are the labels the students fit: 3 of the 10 training labels are j's
+    misaligned = rows["weak/w1-misaligned-0.30"]
+    assert misaligned["train_labels"]["value"] <= 0.7 and misaligned["train_labels_rival_rate"]["value"] > 0
+    quality = {r["eta"]: r for r in results["quality"]["rows"] if r["role"] == "weak"}
+    assert sorted(quality) == [0.0, 0.5] and quality[0.0]["train_labels"]["value"] == 1.0
+    assert [r["n"] for r in results["demos"]["rows"]] == [0, 1, 2, 4] and results["demos"]["draw"] == "fresh"
+    assert results["demos"]["rows"][-1]["bayes"]["value"] >= results["demos"]["rows"][0]["bayes"]["value"]
     assert [r["gamma"] for r in results["gamma"]["rows"]] == [0.0, 0.5, 1.0]
-    assert results["gamma"]["rows"][0]["rho_star"] > 0 == results["gamma"]["rows"][-1]["rho_star"]
-    for figure in ("demos.png", "quality.png", "gamma.png"):
+    assert results["gamma"]["rows"][0]["rho_star"]["value"] > 0 == results["gamma"]["rows"][-1]["rho_star"]["value"]
+    assert [p["id"] for p in results["predictions"]] == ["P1", "P2", "P3", "P4", "P5"]
+    assert [r["m"] for r in results["sizes"]["rows"]] == [5, 10] and "icl-refine" in results["sizes"]["rows"][0]
+    assert (out / "world-0" / "seed-0" / "size-5" / "plan.json").is_file()
+    assert set(results["curves"]) == {"strong", "intermediate", "weak"}
+    # the quick model is not held to the gate; the report says it is a smoke test unless it passed
+    gate = results["gate"]["worlds"]["0"][-1]
+    text = (out / "results.md").read_text()
+    assert ("SMOKE TEST" in text) != gate["passed"]
+    for figure in ("curves.png", "demos.png", "quality.png", "gamma.png", "gamma_rates.png"):
         assert (out / "figures" / figure).stat().st_size > 1000
-    assert (out / "seed-0" / "main" / "results.json").is_file()
-    strong = stage_directories(out)["pretrain/strong"] / "model"
+    assert (unit / "main" / "results.json").is_file()
+    setup = json.loads((stage_directories(out)["data/world-0/seed-0"] / "setup.json").read_text())
+    assert not set(setup["gold_inputs"]) & set(setup["train_inputs"] + setup["test_inputs"])
+    strong = stage_directories(out)["pretrain/strong/world-0"] / "model"
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in strong.iterdir()}
     capsys.readouterr()  # the pre-trained checkpoint works with `w2s generate` like any other
     assert main(["generate", "--model", str(strong), "--prompt", "Question: x1\nAnswer: y2\n\nQuestion: x3\nAnswer:",
@@ -55,7 +69,9 @@ def test_quick_concept_world_through_w2s_run(tmp_path, capsys):
 
 @pytest.mark.parametrize("edit, message", [
     ('kind = "concept-world"\n[world]\nnum_concept = 3\n', "did you mean 'num_concepts'"),
-    ('kind = "concept-world"\n[split]\nn_train = 99\n', "split.n_train = 99 leaves no test input"),
+    ('kind = "concept-world"\n[split]\nn_train = 99\n', "split.n_gold + split.n_train = 115 leaves no test input"),
+    ('kind = "concept-world"\n[sweeps]\ndraw = "random"\n', "sweeps.draw must be one of ['fixed', 'fresh']"),
+    ('kind = "concept-world"\n[gate]\ntolerance = -1\n', "gate.tolerance must be in [0, 1)"),
     ('kind = "concept-world"\n[models]\nstrong = "x"\n', "models.strong is set by the concept world"),
     ('kind = "concept-wrld"\n', "unknown experiment kind 'concept-wrld' (did you mean 'concept-world'?)"),
     ('kind = "concept-world"\n[train]\ntotal_step = 3\n', "did you mean 'total_steps'"),  # before pre-training

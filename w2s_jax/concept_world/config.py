@@ -4,22 +4,27 @@
 
     kind = "concept-world"
     name = "concept-world"
-    seeds = [0, 1, 2]            # one target concept, split and labeller draw per seed
+    worlds = [0, 1, 2]           # independent replicates: world tables and pre-training seeds
+    seeds = [0, 1]               # per world: one target concept, split and labeller draw per seed
 
-    [world]                      # WorldConfig: K, |X|, |Y|, alpha, pairs per document, eps, seed
-    [strong]                     # PretrainConfig of the strong model
-    [weak]                       # PretrainConfig of the weak model (smaller, shorter-trained)
-    [weak_finetune]              # the weak model's fine-tuning on a few gold examples of k*
-    [split]                      # how many inputs are training questions (the rest are test)
+    [world]                      # WorldConfig: K, |X|, |Y|, alpha, pairs per document, eps
+    [strong]                     # PretrainConfig of the strong model (steps: one chunk)
+    [gate]                       # GateConfig: the strong model's in-context accuracy vs Bayes
+    [weak]                       # PretrainConfig of the weak model (shorter-trained)
+    [intermediate]               # PretrainConfig of bootstrap's middle hop
+    [weak_finetune]              # the weak model's fine-tuning on the seed's gold pool
+    [split]                      # gold-pool, training and test inputs (the rest are test)
     [supervisors]                # the main run's weak supervisors
-    [sweeps]                     # the three sweeps
+    [sweeps]                     # the refined-label sweeps and the quality run
 
     # tables passed to every pipeline run as they are (see docs/pipeline.md):
     [methods] [train] [generation] [models] [report]    (and chunk_size)
 
-The world and the two pre-trainings do not depend on the seed; the target concept k*, the rival
-concept j, the train/test split of the inputs, the labellers' draws, the weak model's gold
-examples and the pipeline's seed do. ``--quick`` applies :data:`QUICK` (a small world, short
+Each world w of ``worlds`` is a replicate: its concept tables are drawn with ``world.seed = w`` and
+its three pre-trainings start from ``seed + w``. Within a world, the target concept k*, the rival
+concept j, the split of the inputs (gold pool / training / test), the labellers' draws and the
+pipeline's seed depend on the seed. A (world, seed) pair is the unit that fails together, and every
+interval of the report resamples worlds and seeds within them (``clusters``). ``--quick`` applies :data:`QUICK` (a small world, short
 budgets, one seed) after the file and before ``--set``.
 """
 
@@ -31,7 +36,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from w2s_jax.concept_world.gate import GateConfig
 from w2s_jax.concept_world.pretrain import PretrainConfig
+from w2s_jax.concept_world.sampling import demo_draw
 from w2s_jax.concept_world.world import WorldConfig
 from w2s_jax.pipeline.config import ExperimentError, apply_overrides, build_dataclass
 
@@ -41,9 +48,10 @@ PIPELINE_TABLES = ("methods", "train", "generation", "models", "report")
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class WeakFinetuneConfig:
-    """The weak model's supervision: a few gold examples of the target concept."""
+    """The weak model's supervision: gold examples of the target concept from the seed's gold pool
+    (inputs that are neither training nor test questions)."""
 
-    gold_examples: int = 6  # training questions (the first ones) with their gold answers
+    gold_examples: int = 6  # gold-pool inputs (the first ones) with their gold answers
     steps: int = 40  # Adam steps on them
     learning_rate: float = 3e-3
     batch_size: int = 6
@@ -59,13 +67,17 @@ class WeakFinetuneConfig:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SplitConfig:
-    """Which inputs are training questions: ``n_train`` of them, the rest are test questions."""
+    """The inputs of a seed: ``n_gold`` for the weak model's gold pool, ``n_train`` training
+    questions (the labelled pool), the rest test questions; the three are disjoint."""
 
-    n_train: int = 12
+    n_gold: int = 16
+    n_train: int = 48
 
     def __post_init__(self):
         if not isinstance(self.n_train, int) or self.n_train < 2:
             raise ValueError(f"split.n_train must be an int >= 2, got {self.n_train!r}")
+        if not isinstance(self.n_gold, int) or self.n_gold < 0:
+            raise ValueError(f"split.n_gold must be an int >= 0, got {self.n_gold!r}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -86,24 +98,35 @@ class SupervisorsConfig:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SweepsConfig:
-    """The three sweeps (an empty list skips that sweep)."""
+    """The sweeps (an empty list skips that sweep)."""
 
+    draw: str = "fresh"  # each label's demonstrations: "fresh" (its own draw) or "fixed" (one per seed)
     demos: tuple[int, ...] = (0, 1, 2, 3, 4, 6, 8, 11)  # demonstrations per query
     demos_eta: float = 0.2  # the demonstrations' labeller in the demos sweep: noisy with this eta
     quality: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6)  # eta of the noisy labellers of the quality sweep
     quality_methods: tuple[str, ...] = ("naive", "icl-refine", "gold")  # methods of its pipeline run
+    sizes: tuple[int, ...] = ()  # training-set sizes m (prefixes of the training split), one run each
+    size_eta: float = 0.2  # the noisy labeller of the size runs
     gamma: tuple[float, ...] = (0.0, 0.1667, 0.3333, 0.4167, 0.5, 0.5833, 0.6667, 0.8333, 1.0)
     gamma_demos: int = 11  # demonstrations per query in the gamma sweep
-    repeats: int = 4  # demonstration draws per test question (demos and gamma sweeps)
+    gamma_rates: tuple[float, ...] = ()  # gammas < 1/2 at which the decay in n is swept
+    gamma_rate_demos: tuple[int, ...] = (1, 2, 4, 8)  # the n of that sweep
+    repeats: int = 4  # demonstration draws per test question (every sweep)
 
     def __post_init__(self):
-        for name in ("quality", "gamma"):
+        for name in ("quality", "gamma", "gamma_rates"):
             _levels(self, name, "sweeps")
-        for name in ("demos", "quality_methods"):
+        demo_draw(self.draw)
+        for name in ("demos", "quality_methods", "gamma_rate_demos", "sizes"):
             if isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(getattr(self, name)))
-        if any(not isinstance(n, int) or n < 0 for n in self.demos):
-            raise ValueError(f"sweeps.demos must be ints >= 0, got {list(self.demos)}")
+        if any(not isinstance(m, int) or m < 2 for m in self.sizes):
+            raise ValueError(f"sweeps.sizes must be ints >= 2, got {list(self.sizes)}")
+        if not 0 <= self.size_eta < 1:
+            raise ValueError(f"sweeps.size_eta must be in [0, 1), got {self.size_eta!r}")
+        for name in ("demos", "gamma_rate_demos"):
+            if any(not isinstance(n, int) or n < 0 for n in getattr(self, name)):
+                raise ValueError(f"sweeps.{name} must be ints >= 0, got {list(getattr(self, name))}")
         for name in ("gamma_demos", "repeats"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -127,10 +150,13 @@ class ConceptWorldConfig:
     """A whole concept-world experiment (see the module docstring)."""
 
     name: str = "concept-world"
+    worlds: tuple[int, ...] = (0,)  # replicates: world tables and pre-training seeds
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     world: WorldConfig = WorldConfig()
     strong: PretrainConfig = PretrainConfig()
+    gate: GateConfig = GateConfig()
     weak: PretrainConfig = PretrainConfig(steps=400)  # the strong shape, trained shorter
+    intermediate: PretrainConfig = PretrainConfig(steps=1500)  # bootstrap's middle hop
     weak_finetune: WeakFinetuneConfig = WeakFinetuneConfig()
     split: SplitConfig = SplitConfig()
     supervisors: SupervisorsConfig = SupervisorsConfig()
@@ -139,23 +165,27 @@ class ConceptWorldConfig:
     source: str = ""
 
     def __post_init__(self):
-        if isinstance(self.seeds, int):
-            object.__setattr__(self, "seeds", (self.seeds,))
-        seeds = tuple(self.seeds)
-        if not seeds or any(not isinstance(s, int) or s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-            raise ValueError(f"seeds must be distinct ints >= 0, got {list(seeds)}")
-        object.__setattr__(self, "seeds", seeds)
-        if not self.split.n_train < self.world.num_inputs:
-            raise ValueError(f"split.n_train = {self.split.n_train} leaves no test input "
-                             f"(world.num_inputs = {self.world.num_inputs})")
-        if self.weak_finetune.gold_examples > self.split.n_train:
+        for name in ("seeds", "worlds"):
+            if isinstance(getattr(self, name), int):
+                object.__setattr__(self, name, (getattr(self, name),))
+            values = tuple(getattr(self, name))
+            if not values or any(not isinstance(s, int) or s < 0 for s in values) or len(set(values)) != len(values):
+                raise ValueError(f"{name} must be distinct ints >= 0, got {list(values)}")
+            object.__setattr__(self, name, values)
+        if not self.split.n_gold + self.split.n_train < self.world.num_inputs:
+            raise ValueError(f"split.n_gold + split.n_train = {self.split.n_gold + self.split.n_train} leaves "
+                             f"no test input (world.num_inputs = {self.world.num_inputs})")
+        if self.weak_finetune.gold_examples > self.split.n_gold:
             raise ValueError(f"weak_finetune.gold_examples = {self.weak_finetune.gold_examples} exceeds "
-                             f"split.n_train = {self.split.n_train}")
-        if max(self.sweeps.demos, default=0) > self.split.n_train - 1 or \
-                self.sweeps.gamma_demos > self.split.n_train - 1:
-            raise ValueError(f"sweeps.demos and sweeps.gamma_demos draw demonstrations from the "
-                             f"{self.split.n_train} training questions: at most {self.split.n_train - 1}")
-        longest = max(max(self.sweeps.demos, default=0), self.sweeps.gamma_demos) + 1
+                             f"split.n_gold = {self.split.n_gold} (the gold pool)")
+        if max(self.sweeps.sizes, default=0) > self.split.n_train:
+            raise ValueError(f"sweeps.sizes must be at most split.n_train = {self.split.n_train}, "
+                             f"got {list(self.sweeps.sizes)}")
+        demos = (*self.sweeps.demos, self.sweeps.gamma_demos, *self.sweeps.gamma_rate_demos)
+        if max(demos) > self.split.n_train:
+            raise ValueError(f"the sweeps draw demonstrations from the {self.split.n_train} training "
+                             f"questions: at most {self.split.n_train}, got {max(demos)}")
+        longest = max(max(demos), max(self.gate.demos)) + 1
         if longest > self.world.pairs_per_document:
             raise ValueError(f"a sweep prompt of {longest} pairs is longer than a pre-training document "
                              f"(world.pairs_per_document = {self.world.pairs_per_document})")
@@ -169,25 +199,31 @@ class ConceptWorldConfig:
 
 # The --quick preset: a small world, short budgets, one seed (dotted keys, applied after the file).
 QUICK: dict[str, Any] = {
-    "seeds": [0],
-    "world.num_concepts": 4, "world.num_inputs": 16, "world.num_outputs": 16,
+    "worlds": [0], "seeds": [0],
+    "world.num_concepts": 4, "world.num_inputs": 20, "world.num_outputs": 16,
     "world.pairs_per_document": 8, "world.noise": 0.2,
     "strong.hidden_size": 32, "strong.steps": 200, "strong.batch_size": 32, "strong.documents": 2048,
     "strong.warmup_steps": 20, "strong.checkpoint_every": 0,
     # the weak model is the strong one's shape trained shorter: its compiled programs are shared
     "weak.hidden_size": 32, "weak.num_layers": 2, "weak.num_heads": 4, "weak.steps": 40,
     "weak.batch_size": 32, "weak.documents": 1024, "weak.warmup_steps": 5, "weak.checkpoint_every": 0,
+    "intermediate.hidden_size": 32, "intermediate.num_layers": 2, "intermediate.num_heads": 4,
+    "intermediate.steps": 40, "intermediate.batch_size": 32, "intermediate.documents": 1024,
+    "intermediate.warmup_steps": 5, "intermediate.checkpoint_every": 0,
+    # the gate is measured and reported, but a 200-step model is not held to it: a smoke test
+    "gate.demos": [1, 4], "gate.prompts": 32, "gate.max_chunks": 1, "gate.enforce": False,
     "weak_finetune.gold_examples": 3, "weak_finetune.steps": 5, "weak_finetune.batch_size": 3,
-    "split.n_train": 10,
+    "split.n_gold": 4, "split.n_train": 10,
     "supervisors.biased": [], "supervisors.misaligned": [0.3],
     "sweeps.demos": [0, 1, 2, 4], "sweeps.quality": [0.0, 0.5], "sweeps.gamma": [0.0, 0.5, 1.0],
-    "sweeps.gamma_demos": 4, "sweeps.repeats": 1, "sweeps.quality_methods": ["naive", "icl-refine"],
+    "sweeps.gamma_demos": 4, "sweeps.repeats": 1, "sweeps.gamma_rates": [0.2], "sweeps.gamma_rate_demos": [1, 4], "sweeps.quality_methods": ["naive", "icl-refine"],
+    "sweeps.sizes": [5, 10],
     "train.total_steps": 4, "train.warmup_steps": 1, "train.batch_size": 5,
     "report.bootstrap": 100,
 }
 
-_TOP = ("kind", "name", "seeds", "description", "chunk_size", "world", "strong", "weak", "weak_finetune",
-        "split", "supervisors", "sweeps", *PIPELINE_TABLES)
+_TOP = ("kind", "name", "worlds", "seeds", "description", "chunk_size", "world", "strong", "gate", "weak",
+        "intermediate", "weak_finetune", "split", "supervisors", "sweeps", *PIPELINE_TABLES)
 
 
 def _nested(dotted: Mapping[str, Any]) -> list[str]:
@@ -229,11 +265,12 @@ def concept_world_from_dict(raw: Mapping[str, Any], *, source: str = "<experimen
     if raw.get("kind") != KIND:
         raise ExperimentError(f"{source}: kind must be {KIND!r} for this loader, got {raw.get('kind')!r}")
     tables = {}
-    for name, cls in (("world", WorldConfig), ("strong", PretrainConfig), ("weak", PretrainConfig),
+    for name, cls in (("world", WorldConfig), ("strong", PretrainConfig), ("gate", GateConfig),
+                      ("weak", PretrainConfig), ("intermediate", PretrainConfig),
                       ("weak_finetune", WeakFinetuneConfig), ("split", SplitConfig),
                       ("supervisors", SupervisorsConfig), ("sweeps", SweepsConfig)):
         if name in raw:
-            base = dataclasses.asdict(getattr(ConceptWorldConfig, name)) if name == "weak" else {}
+            base = dataclasses.asdict(getattr(ConceptWorldConfig, name)) if name in ("weak", "intermediate") else {}
             tables[name] = build_dataclass(cls, {**base, **raw[name]}, f"[{name}]", source)
     pipeline = {k: raw[k] for k in (*PIPELINE_TABLES, "chunk_size") if k in raw}
     for key in ("task", "data"):
@@ -244,7 +281,8 @@ def concept_world_from_dict(raw: Mapping[str, Any], *, source: str = "<experimen
             raise ExperimentError(f"{source}: models.{key} is set by the concept world; remove it")
     try:
         return ConceptWorldConfig(name=str(raw.get("name", default_name)),
-                                  seeds=raw.get("seeds", ConceptWorldConfig.seeds), pipeline=pipeline,
+                                  seeds=raw.get("seeds", ConceptWorldConfig.seeds),
+                                  worlds=raw.get("worlds", ConceptWorldConfig.worlds), pipeline=pipeline,
                                   source=source, **tables)
     except (TypeError, ValueError) as error:
         raise ExperimentError(f"{source}: {error}") from None

@@ -72,7 +72,8 @@ def document_max_len(world: World) -> int:
 
 
 def pretrain(world: World, config: PretrainConfig, out_dir: str | Path, *, checkpoint_dir: str | Path,
-             stream: int, identity: dict | None = None, show_progress: bool = False) -> dict:
+             stream: int, identity: dict | None = None, show_progress: bool = False,
+             init_from: str | Path | None = None, chunk: int = 0) -> dict:
     """Pre-trains a fresh decoder on ``world`` and saves it (weights, config, tokenizer) in ``out_dir``.
 
     Arguments:
@@ -83,6 +84,9 @@ def pretrain(world: World, config: PretrainConfig, out_dir: str | Path, *, check
       stream: which stream of documents to draw (models pre-trained on different streams see
         different documents of the same world).
       identity: extra fields identifying the run to the trainer's resume check.
+      init_from: a checkpoint to continue from (the previous chunk of a chunked pre-training;
+        None: fresh weights); its optimizer state is not carried over (a warm restart).
+      chunk: the chunk's index, which changes the order the documents are read in.
     Returns:
       ``{"steps", "first_loss", "last_loss"}``.
     """
@@ -94,11 +98,16 @@ def pretrain(world: World, config: PretrainConfig, out_dir: str | Path, *, check
     save_tokenizer(world, out_dir)
     tokenizer = load_tokenizer(out_dir)
     model_config = config.model_config(world)
-    model = Transformer(model_config, rngs=nnx.Rngs(config.seed))
+    if init_from is None:
+        model = Transformer(model_config, rngs=nnx.Rngs(config.seed))
+    else:
+        from w2s_jax.pipeline.models import load_model
+
+        model, _ = load_model(str(init_from))
     rows = [{"prompt": "", "completion": doc}
             for doc in world.sample_documents(config.documents, stream=stream)]
     train_config = config.train_config(world)
-    data = SFTDataset(rows, tokenizer, max_len=train_config.max_len, pad_id=PAD_ID, seed=config.seed)
+    data = SFTDataset(rows, tokenizer, max_len=train_config.max_len, pad_id=PAD_ID, seed=config.seed + 7919 * chunk)
     result = train(model, data, config=train_config, loss_fn=CrossEntropyToTokens(),
                    checkpoint_dir=checkpoint_dir, identity=identity, show_progress=show_progress)
     save_pretrained(model, model_config, out_dir)

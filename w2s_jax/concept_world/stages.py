@@ -6,12 +6,18 @@ through the trainer's orbax checkpoints after a kill. The models and files they 
 by their keys in the pipeline stages that read them (``Model(path, made_by=key)``), so the whole
 experiment is one graph whose keys are known before anything runs.
 
-- ``pretrain/strong``, ``pretrain/weak``: the two decoders pre-trained on the world (different
-  document streams); checkpoints with ``config.json``, safetensors and ``tokenizer.json``.
-- ``data/seed-s``: the seed's train/test rows, its controlled labellers' weak-label files and
-  ``setup.json`` (target k*, rival j, inputs of each split, labeller accuracies).
-- ``weak-model/seed-s``: the weak decoder fine-tuned on the first few gold training examples.
-- ``sweep-demos/seed-s``, ``sweep-gamma/seed-s``: the sweeps of :mod:`.sweeps` (``result.json``).
+- ``pretrain/strong``, ``pretrain/weak``, ``pretrain/intermediate``: the decoders pre-trained on
+  the world (different document streams); checkpoints with ``config.json``, safetensors and
+  ``tokenizer.json``. The strong one is pre-trained in chunks, each a stage that continues the
+  previous one, until the gate (:mod:`.gate`) passes.
+- ``curve/...``: a pre-trained decoder's in-context accuracy on held-out documents next to the
+  Bayes-optimal accuracy (the gate's measurement; also the intermediate model's curve).
+- ``data/seed-s``: the seed's gold-pool, train and test rows, its controlled labellers' weak-label
+  files and ``setup.json`` (target k*, rival j, inputs of each split, labeller accuracies).
+- ``weak-model/seed-s``: the weak decoder fine-tuned on gold examples of the seed's gold pool,
+  which is disjoint from the questions it labels.
+- ``sweep-demos/seed-s``, ``sweep-gamma/seed-s``, ``sweep-gamma-rates/seed-s``: the sweeps of
+  :mod:`.sweeps` (``result.json``).
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ from typing import Any
 from w2s_jax.concept_world.config import ConceptWorldConfig, SplitConfig, SupervisorsConfig
 from w2s_jax.concept_world.labellers import Labeller, write_label_file
 from w2s_jax.concept_world.pretrain import PretrainConfig, pretrain
-from w2s_jax.concept_world.sweeps import SeedSetup, demos_sweep, gamma_sweep, seed_setup
+from w2s_jax.concept_world.gate import in_context_curve, shortfall
+from w2s_jax.concept_world.sampling import demo_draw
+from w2s_jax.concept_world.sweeps import SeedSetup, demos_sweep, gamma_rates_sweep, gamma_sweep, seed_setup
 from w2s_jax.concept_world.world import PAD_ID, World, WorldConfig, save_tokenizer
 from w2s_jax.pipeline import Resources, Stage
 from w2s_jax.pipeline.artifacts import atomic_write_json, atomic_write_text, read_json
@@ -42,11 +50,23 @@ def world_of(res: Resources, config: WorldConfig) -> World:
 
 @dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
 class Pretrain(Stage):
-    """Pre-trains the strong (``stream = 0``) or the weak (``stream = 1``) decoder on the world."""
+    """Pre-trains a decoder on the world's document stream ``stream`` (strong 0, weak 1,
+    intermediate 2) for ``model.steps`` steps: from fresh weights, or continuing ``previous`` (the
+    chunk before, whose weights it starts from)."""
 
     world: WorldConfig
     model: PretrainConfig
     stream: int
+    previous: "Pretrain | None" = None
+
+    @property
+    def chunk(self) -> int:
+        """1 for the first chunk, 2 for the one after it, ..."""
+        return 1 if self.previous is None else self.previous.chunk + 1
+
+    @property
+    def total_steps(self) -> int:
+        return self.model.steps * self.chunk
 
     @property
     def slug(self) -> str:
@@ -56,11 +76,44 @@ class Pretrain(Stage):
         return store.directory(self) / MODEL
 
     def execute(self, res: Resources, directory: Path) -> str:
+        init = None if self.previous is None else self.previous.model_dir(res.store)
         stats = pretrain(world_of(res, self.world), self.model, directory / MODEL,
                          checkpoint_dir=directory / "checkpoints", stream=self.stream,
-                         identity={"stage": self.slug, "key": self.key}, show_progress=res.show_progress)
+                         identity={"stage": self.slug, "key": self.key}, show_progress=res.show_progress,
+                         init_from=init, chunk=self.chunk - 1)
+        stats = {**stats, "chunk": self.chunk, "total_steps": self.total_steps}
         atomic_write_json(directory / "pretrain.json", stats)
-        return f"{stats['steps']} steps, loss {stats['first_loss']:.3f} -> {stats['last_loss']:.3f}"
+        first, last = (f"{v:.3f}" if v is not None else "n/a" for v in (stats["first_loss"], stats["last_loss"]))
+        return f"chunk {self.chunk}: {stats['steps']} steps ({self.total_steps} in all), loss {first} -> {last}"
+
+
+@dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
+class Curve(Stage):
+    """A pre-trained decoder's in-context accuracy on held-out documents against the Bayes-optimal
+    accuracy (:mod:`.gate`) and its largest shortfall; the gate's verdict is the experiment's."""
+
+    model: Pretrain
+    demos: tuple[int, ...]  # demonstrations per held-out prompt
+    prompts: int  # held-out prompts per n
+
+    @property
+    def slug(self) -> str:
+        return "curve"
+
+    def models(self) -> list[str]:
+        return ["(a pre-trained decoder)"]
+
+    def result(self, store) -> dict:
+        return read_json(store.directory(self) / "result.json")
+
+    def execute(self, res: Resources, directory: Path) -> str:
+        world = world_of(res, self.model.world)
+        engine = res.pool.engine(str(self.model.model_dir(res.store)), chat=False, dtype="float32")
+        rows = in_context_curve(engine, world, self.demos, self.prompts)
+        result = {"rows": rows, "steps": self.model.total_steps, **shortfall(rows)}
+        atomic_write_json(directory / "result.json", result)
+        curve = ", ".join(f"n={r['n']}: {r['model']:.2f}/{r['bayes']:.2f}" for r in rows)
+        return f"model/Bayes {curve}; largest shortfall {result['gap']:.3f}"
 
 
 def main_labellers(config: ConceptWorldConfig | SupervisorsConfig, setup: SeedSetup) -> list[Labeller]:
@@ -76,6 +129,16 @@ def quality_labellers(levels) -> list[Labeller]:
     return [Labeller(kind="noisy", level=v) for v in levels]
 
 
+def size_labeller(eta: float) -> Labeller:
+    """The size runs' noisy labeller."""
+    return Labeller(kind="noisy", level=eta)
+
+
+def size_file(m: int, eta: float) -> str:
+    """The weak-label file of the size run with m training questions."""
+    return f"size{m}-{size_labeller(eta).name}.jsonl"
+
+
 @dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
 class SeedData(Stage):
     """The seed's data files, weak-label files and setup record."""
@@ -85,13 +148,15 @@ class SeedData(Stage):
     seed: int
     supervisors: SupervisorsConfig
     quality: tuple[float, ...]
+    sizes: tuple[int, ...] = ()  # training-set sizes of the size runs
+    size_eta: float = 0.2  # their noisy labeller
 
     @property
     def slug(self) -> str:
         return "data"
 
     def setup(self, world: World) -> SeedSetup:
-        return seed_setup(world, self.split.n_train, self.seed)
+        return seed_setup(world, self.split.n_train, self.seed, n_gold=self.split.n_gold)
 
     def path(self, store, name: str) -> Path:
         return store.directory(self) / name
@@ -100,7 +165,7 @@ class SeedData(Stage):
         world = world_of(res, self.world)
         setup = self.setup(world)
         splits = {"train": setup.train_inputs, "test": setup.test_inputs}
-        for split, inputs in splits.items():
+        for split, inputs in {**splits, "gold": setup.gold_inputs}.items():
             rows = [{"question": world.input_token(x), "answer": world.output_token(int(world.tables_KxX[setup.target, x]))}
                     for x in inputs]
             atomic_write_text(directory / f"{split}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
@@ -109,13 +174,23 @@ class SeedData(Stage):
             accuracy[labeller.name] = write_label_file(world, setup.target, labeller, splits,
                                                        directory / "labellers" / f"{labeller.name}.jsonl",
                                                        seed=self.seed)
+        for m in self.sizes:  # the size runs: the first m training rows, labelled by one noisy labeller
+            train = setup.train_inputs[:m]
+            rows = [{"question": world.input_token(x), "answer": world.output_token(int(world.tables_KxX[setup.target, x]))}
+                    for x in train]
+            atomic_write_text(directory / f"train-{m}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+            labeller = size_labeller(self.size_eta)
+            accuracy[f"size{m}-{labeller.name}"] = write_label_file(
+                world, setup.target, labeller, {"train": train, "test": setup.test_inputs},
+                directory / "labellers" / size_file(m, self.size_eta), seed=self.seed)
         atomic_write_json(directory / "setup.json", {**dataclasses.asdict(setup), "labellers": accuracy})
         return f"k*={setup.target}, j={setup.rival}, {len(setup.train_inputs)} train / {len(setup.test_inputs)} test"
 
 
 @dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
 class WeakFinetune(Stage):
-    """The weak decoder fine-tuned on the first ``gold_examples`` training rows' gold answers."""
+    """The weak decoder fine-tuned on the first ``gold_examples`` rows of the seed's gold pool
+    (inputs that are neither training nor test questions, so nothing it labels was trained on)."""
 
     base: Pretrain
     data: SeedData
@@ -140,8 +215,8 @@ class WeakFinetune(Stage):
 
         c, store = self.weak_finetune, res.store
         model, tokenizer = load_model(str(self.base.model_dir(store)))
-        task, source = Concept(), str(self.data.path(store, "train.jsonl"))
-        lines = self.data.path(store, "train.jsonl").read_text().splitlines()[: c.gold_examples]
+        task, source = Concept(), str(self.data.path(store, "gold.jsonl"))
+        lines = self.data.path(store, "gold.jsonl").read_text().splitlines()[: c.gold_examples]
         examples = [task.example(json.loads(line), i, source) for i, line in enumerate(lines)]
         rows = [{"prompt": task.prompt(e).as_text(), "completion": task.target(e, e.answer)} for e in examples]
         config = TrainConfig(learning_rate=c.learning_rate, warmup_steps=0, total_steps=c.steps,
@@ -157,7 +232,8 @@ class WeakFinetune(Stage):
 
 @dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
 class Sweep(Stage):
-    """One seed's demonstrations sweep (``kind = "demos"``) or gamma sweep (``kind = "gamma"``)."""
+    """One seed's demonstrations sweep (``kind = "demos"``), gamma sweep (``"gamma"``) or decay
+    rates at several gamma (``"gamma-rates"``)."""
 
     kind: str
     strong: Pretrain
@@ -180,13 +256,18 @@ class Sweep(Stage):
         world = world_of(res, self.data.world)
         s, setup = self.sweeps, self.data.setup(world)
         engine = res.pool.engine(str(self.strong.model_dir(res.store)), chat=False, dtype="float32")
+        draw = demo_draw(s.draw)
         if self.kind == "demos":
             result = demos_sweep(engine, world, setup, demos=s.demos, eta=s.demos_eta,
-                                 repeats=s.repeats, generation=self.generation)
+                                 repeats=s.repeats, generation=self.generation, draw=draw)
             summary = ", ".join(f"n={r['n']}: {r['transformer']:.2f}/{r['bayes']:.2f}" for r in result["rows"])
+        elif self.kind == "gamma-rates":
+            result = gamma_rates_sweep(engine, world, setup, gammas=s.gamma_rates, demos=s.gamma_rate_demos,
+                                       repeats=s.repeats, generation=self.generation, draw=draw)
+            summary = ", ".join(f"g={g['gamma']:.2f}: rho*={g['rho_star']:.2f}" for g in result["gammas"])
         else:
             result = gamma_sweep(engine, world, setup, gammas=s.gamma, demos=s.gamma_demos,
-                                 repeats=s.repeats, generation=self.generation)
+                                 repeats=s.repeats, generation=self.generation, draw=draw)
             summary = ", ".join(f"g={r['gamma']:.2f}: {r['transformer']:.2f}/{r['bayes']:.2f}" for r in result["rows"])
         atomic_write_json(directory / "result.json", result)
         return f"transformer/bayes accuracy {summary}"

@@ -37,7 +37,7 @@ class WorldConfig:
     """The world's sizes, prior and noise (the concept-world file's ``[world]`` table)."""
 
     num_concepts: int = 6  # K latent concepts
-    num_inputs: int = 24  # |X|
+    num_inputs: int = 96  # |X|
     num_outputs: int = 16  # |Y|
     alpha: tuple[float, ...] = ()  # prior over concepts (normalised); () = uniform
     pairs_per_document: int = 12  # (x, y) pairs per pre-training document
