@@ -103,7 +103,8 @@ def test_the_graph_plans_gold_once_per_seed_and_runs_nothing(tmp_path):
     stages = kind.graph(config, Store(tmp_path / "store"))
     assert len({s.key for s in stages}) == len(stages)
     assert sorted(s.name for s in stages if s.name.startswith("finetune/gold")) == ["finetune/gold"] * 2
-    assert {s.name for s in stages} >= {"pretrain/strong", "pretrain/weak", "data/seed-1", "sweep-gamma/seed-1"}
+    assert {s.name for s in stages} >= {"pretrain/strong/world-0", "pretrain/weak/world-0", "data/world-0/seed-1",
+                                        "sweep-gamma/world-0/seed-1"}
     assert not (tmp_path / "store").exists()
 
 
@@ -111,8 +112,9 @@ def test_dry_run_lists_the_whole_graph_and_runs_nothing(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["run", str(EXPERIMENT), "--quick", "--out", str(out), "--dry-run"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == "[to run] pretrain/strong" and any(line.startswith("[to run] finetune/gold") for line in lines)
-    assert "[to run] weak-model/seed-0  (loads the model of pretrain/weak)" in lines
+    assert lines[0] == "[to run] pretrain/strong/world-0"
+    assert any(line.startswith("[to run] finetune/gold") for line in lines)
+    assert "[to run] weak-model/world-0/seed-0  (loads the model of pretrain/weak/world-0)" in lines
     total = len(lines) - 1
     assert lines[-1].startswith(f"{total} of {total} stages to run")
     assert not out.exists() and not (tmp_path / "store").exists()
