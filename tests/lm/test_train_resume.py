@@ -65,7 +65,7 @@ def run_a(checkpoints, tmp_path_factory):
 
 def _refused(run_dir, model_path, *, config=CFG, data=None, loss_fn=None, identity=None):
     """Train on `run_dir` expecting a refusal; returns its message. The model is left untouched."""
-    model, _ = load_pretrained(model_path)
+    model, _ = load_pretrained(model_path, layout="stacked")  # training's layout: `train` converts nothing
     before = _params(model)
     with pytest.raises(CheckpointMismatchError) as refusal:
         train(model, _data() if data is None else data, config=config, loss_fn=loss_fn, checkpoint_dir=run_dir,
@@ -171,12 +171,13 @@ def test_directory_without_checkpoints_is_reclaimed_by_a_new_run(tmp_path):
 
 
 def test_weights_fingerprint_is_the_same_on_any_mesh_and_tells_checkpoints_apart(checkpoints):
-    plain, _ = load_pretrained(checkpoints[0])
+    # the fingerprint `train` takes, of weights in training's (stacked) layout
+    plain, _ = load_pretrained(checkpoints[0], layout="stacked")
     mesh = make_mesh(MeshConfig(data=2, fsdp=2, tp=2))
-    sharded, _ = load_pretrained(checkpoints[0], mesh=mesh, rules=ShardingRules.fsdp_tp())
+    sharded, _ = load_pretrained(checkpoints[0], mesh=mesh, rules=ShardingRules.fsdp_tp(), layout="stacked")
     assert len(sharded.layers[0].attn.q_proj.get_value().sharding.device_set) == 8
     assert weights_fingerprint(sharded) == weights_fingerprint(plain)
-    other, _ = load_pretrained(checkpoints[1])
+    other, _ = load_pretrained(checkpoints[1], layout="stacked")
     assert weights_fingerprint(other) != weights_fingerprint(plain)
     # one sampled element (the first of every array is sampled) changes the fingerprint
     plain.final_norm.weight[...] = plain.final_norm.weight[...].at[0].add(1.0)

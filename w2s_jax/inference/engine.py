@@ -101,7 +101,7 @@ class Engine:
             _check_on_mesh(model, mesh, name)
         self.model, self.tokenizer, self.chat = model, tokenizer, chat
         self.batch_size, self.length_bucket, self.name = batch_size, length_bucket, name
-        self.mesh, self.streams = mesh, resolve_streams(streams, mesh, model.backend)
+        self.mesh, self.streams = mesh, resolve_streams(streams, mesh, getattr(model, "backend", None))
 
     def render(self, prompt: Prompt | str) -> str:
         """The prompt as the text the model reads (chat template applied when ``chat``)."""
