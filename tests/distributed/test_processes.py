@@ -165,7 +165,8 @@ def test_killed_processes_resume_to_the_same_results(world, reference):
         part = d / "part-00001.jsonl" if d else None
         return part is not None and part.is_file() and len(part.read_text().splitlines()) >= 1
 
-    launcher = subprocess.Popen([*command, "--set", "chunk_size=1"], env=env, cwd=ROOT, text=True,
+    paused = {**env, "W2S_TEST_PAUSE_S": "0.5"}  # the kill lands between two appends on any machine
+    launcher = subprocess.Popen([*command, "--set", "chunk_size=1"], env=paused, cwd=ROOT, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     kill_when(launcher, 1, weak_labels_half_done)
     weak = stage_dir("weak-labels")
@@ -176,7 +177,7 @@ def test_killed_processes_resume_to_the_same_results(world, reference):
         d = stage_dir("finetune.naive")
         return d is not None and (d / "checkpoints" / "1").is_dir() and not (d / "checkpoints" / "3").is_dir()
 
-    launcher = subprocess.Popen(command, env=env, cwd=ROOT, text=True, stdout=subprocess.PIPE,
+    launcher = subprocess.Popen(command, env=paused, cwd=ROOT, text=True, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
     kill_when(launcher, 0, naive_checkpointed_not_done)
     finetune = stage_dir("finetune.naive")
