@@ -7,7 +7,7 @@ import pytest
 
 from tests.lm.hf_fixtures import WORDS, load_hf_torch_model, make_hf_checkpoint
 from w2s_jax.inference import features as features_module
-from w2s_jax.inference import label_token_logprobs, label_token_probs, last_token_features
+from w2s_jax.inference import classifier_probs, label_token_logprobs, label_token_probs, last_token_features
 from w2s_jax.models import Classifier, load_classifier, load_pretrained, load_tokenizer
 from w2s_jax.parallel import MeshConfig, make_mesh
 from w2s_jax.train import ClassificationDataset
@@ -78,6 +78,26 @@ def test_features_on_a_mesh_equal_one_device(checkpoint):
     np.testing.assert_allclose(got, expected, atol=1e-5)
     with pytest.raises(ValueError, match="features batch_size=6 is not a multiple"):
         last_token_features(sharded, tokenizer, texts, batch_size=6, max_len=64, mesh=mesh)
+
+
+def test_classifier_probs_equal_the_classifier_on_a_left_padded_batch(checkpoint):
+    _, path, _, tokenizer, _ = checkpoint
+    classifier = load_classifier(path)
+    rng = np.random.default_rng(0)
+    classifier.score_kernel.set_value(rng.normal(size=(classifier.config.hidden_size, 2)).astype(np.float32))
+    classifier.score_bias.set_value(np.asarray([0.3, -0.3], np.float32))
+    texts = _texts(7, seed=3)
+    probs = classifier_probs(classifier, tokenizer, texts, batch_size=4, max_len=64, show_progress=False)
+    batch = ClassificationDataset([{"text": t, "soft_label": 0} for t in texts], tokenizer, max_len=64).collate(
+        range(7))
+    logits = np.asarray(classifier(batch["tokens_BxT"], positions_BxT=batch["positions_BxT"],
+                                   valid_BxT=batch["valid_BxT"]), np.float64)
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    assert probs.shape == (7, 2) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
+    assert np.ptp(probs[:, 1]) > 0.05  # the texts really differ
+    with pytest.raises(ValueError, match="needs a Classifier"):
+        classifier_probs(classifier.backbone, tokenizer, texts)
 
 
 def test_features_name_a_text_without_tokens(checkpoint):

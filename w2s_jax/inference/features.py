@@ -125,3 +125,21 @@ def last_token_features(model, tokenizer, texts: Sequence[str], *, batch_size: i
                                show_progress=show_progress, desc="features")
     out[order] = np.concatenate(parts)
     return out
+
+
+def classifier_probs(model, tokenizer, texts: Sequence[str], *, batch_size: int = 16, max_len: int = 512,
+                     mesh=None, show_progress: bool = True, add_bos: bool = True,
+                     streams: int | None = None) -> np.ndarray:
+    """A `Classifier`'s class probabilities for each text, `(N, C)` float32 rows summing to 1:
+    softmax(f W + b) on its `last_token_features` f (float32), what the classifier predicts for a
+    left-padded batch of the texts (`Classifier.__call__`). Arguments as `last_token_features`."""
+    if not hasattr(model, "score_kernel"):
+        raise ValueError(f"classifier_probs needs a Classifier (a model with a classification head), "
+                         f"got a {type(model).__name__}")
+    f_NxD = last_token_features(model, tokenizer, texts, batch_size=batch_size, max_len=max_len, mesh=mesh,
+                                show_progress=show_progress, add_bos=add_bos, streams=streams)
+    W = np.asarray(jax.device_get(model.score_kernel.get_value()), np.float32)
+    b = np.asarray(jax.device_get(model.score_bias.get_value()), np.float32)
+    logits_NxC = f_NxD @ W + b
+    probs_NxC = np.exp(logits_NxC - logits_NxC.max(axis=1, keepdims=True))
+    return probs_NxC / probs_NxC.sum(axis=1, keepdims=True)
