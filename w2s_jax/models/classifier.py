@@ -14,8 +14,9 @@ left-padded batch holds each example's last token. The head's parameters are `He
 `nnx.LoRAParam` alone) both train the head.
 
 A text is read as BOS and its tokens, the last `max_len` of them (`classification_tokens`): the
-end of the text, where the head reads, is kept. Saved beside the backbone's Hugging Face files as `classifier_head.safetensors` (`save_classifier`),
-holding `score.weight` (C x D, the `transformers` layout) and `score.bias` (C).
+end of the text, where the head reads, is kept. A classifier is saved beside its backbone's
+Hugging Face files as `classifier_head.safetensors` (`save_classifier`), holding `score.weight`
+(C x D, the `transformers` layout) and `score.bias` (C).
 """
 
 from __future__ import annotations
