@@ -7,7 +7,6 @@ HF checkpoints are tiny random ones written to a temporary directory and read ba
 """
 
 import dataclasses
-import json
 import re
 
 import jax
