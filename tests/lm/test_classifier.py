@@ -235,6 +235,14 @@ def test_a_lora_trained_classifier_saves_merged_and_reloads(tmp_path):
     train(model, data, config=dataclasses.replace(LORA, total_steps=4), loss_fn=LOSS, show_progress=False)
     batch = data.collate(range(8))
     trained = _class_logits(model, batch)
+    # the pipeline's predictions of a trained student, adapters unmerged: what its forward pass gives
+    from w2s_jax.inference import classifier_probs
+
+    probs = classifier_probs(model, CharTokenizer(), [row["text"] for row in _rows()[:8]], batch_size=4,
+                             max_len=CFG.max_len, show_progress=False)
+    expected = np.exp(trained) / np.exp(trained).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
+    assert np.ptp(expected[:, 1]) > 0.01  # trained: the rows differ
     merge_lora(model)
     assert not any(isinstance(node, LoRAWeight) for _, node in nnx.iter_graph(model))
     reloaded = load_classifier(save_classifier(model, tmp_path / "student"))
