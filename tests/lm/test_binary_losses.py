@@ -347,3 +347,19 @@ def test_the_stateful_train_step_lowers_for_gpu():
     step = make_train_step(loss, cfg, platform="gpu")
     text = step.jitted.trace(*step.arguments(model, optimizer, batch)).lower(lowering_platforms=("cuda",)).as_text()
     assert "sort" in text  # the quantile's sort is part of the program
+
+
+def test_a_rolling_buffer_run_on_an_8_device_mesh_equals_the_unsharded_run():
+    from w2s_jax.parallel import MeshConfig, make_mesh
+
+    data, cfg = BinaryRows(), dataclasses.replace(CFG, total_steps=3)
+    loss = AuxConfidence(warmup_frac=0.0, max_weight=0.8, threshold=RollingBuffer(20))
+    plain = train(_model(), data, config=cfg, loss_fn=loss, show_progress=False)
+    mesh = make_mesh(MeshConfig(data=2, fsdp=4))
+    sharded = train(_model(), data, config=cfg, loss_fn=loss, mesh=mesh, show_progress=False)
+    np.testing.assert_allclose([sharded.train_losses[s] for s in (1, 2, 3)],
+                               [plain.train_losses[s] for s in (1, 2, 3)], atol=1e-5, rtol=0)
+    buffer = sharded.optimizer.loss_state.get_value()
+    assert buffer.sharding.is_fully_replicated
+    np.testing.assert_allclose(np.asarray(buffer), np.asarray(plain.optimizer.loss_state.get_value()),
+                               atol=1e-5, rtol=0)
