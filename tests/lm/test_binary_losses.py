@@ -27,7 +27,9 @@ from w2s_jax.train import (
     SoftCrossEntropy,
     StatefulLoss,
     TrainConfig,
+    THRESHOLDS,
     WindowLoss,
+    binary_loss,
     make_optimizer,
     make_train_step,
     train,
@@ -257,12 +259,20 @@ class Counting:
 
 
 def _every_loss(total_steps):
-    losses = {}
-    for name, cls in BINARY_LOSSES.items():
-        takes_steps = "total_steps" in {f.name for f in dataclasses.fields(cls)}
-        losses[name] = cls(total_steps=total_steps) if takes_steps else cls()
-    losses["aux_confidence_rolling"] = AuxConfidence(total_steps=total_steps, threshold=RollingBuffer(12))
+    losses = {name: binary_loss(name, total_steps=total_steps) for name in BINARY_LOSSES}
+    losses["aux_confidence_rolling"] = binary_loss("aux_confidence", total_steps=total_steps,
+                                                   threshold=THRESHOLDS["rolling_buffer"](size=12))
     return losses
+
+
+def test_binary_loss_by_name():
+    assert binary_loss("aux_confidence", total_steps=40, max_weight=0.75) == AuxConfidence(max_weight=0.75,
+                                                                                         total_steps=40)
+    assert binary_loss("product", total_steps=40, beta=0.5) == ProductLoss(beta=0.5)
+    with pytest.raises(ValueError, match="unknown binary loss 'logconf'"):
+        binary_loss("logconf", total_steps=40)
+    with pytest.raises(ValueError, match=r"no field\(s\) \['radius'\]"):
+        binary_loss("kl", total_steps=40, radius=0.1)
 
 
 @pytest.mark.parametrize("name", sorted(_every_loss(1)))
