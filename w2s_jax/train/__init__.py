@@ -50,6 +50,7 @@ from w2s_jax.train.step import (
     trainable_filter,
 )
 from w2s_jax.train.trainer import TrainResult, evaluate, train
+from w2s_jax.train.classification_data import ClassificationDataset, classification_tokens
 
 __all__ = [
     "BINARY_LOSSES",
@@ -91,4 +92,6 @@ __all__ = [
     "train",
     "trainable_filter",
     "weights_fingerprint",
+    "ClassificationDataset",
+    "classification_tokens",
 ]
