@@ -34,7 +34,7 @@ import numpy as np
 
 from w2s_jax.core.label_repair import filter_by_probe, out_of_fold, relabel  # the probes' use, re-exported
 
-__all__ = ["LogisticProbe", "FittedLogistic", "KNNProbe", "FittedKNN", "relabel", "filter_by_probe", "out_of_fold"]
+__all__ = ["LogisticProbe", "FittedLogistic", "KNNProbe", "FittedKNN", "padded_rows", "relabel", "filter_by_probe", "out_of_fold"]
 
 _MAX_LOGISTIC_FOLDS = 64  # a cross-fit holds one weight vector per fold
 
@@ -71,6 +71,17 @@ def _folds(folds_N, n: int) -> np.ndarray:
     if f.shape != (n,) or not np.issubdtype(f.dtype, np.integer):
         raise ValueError(f"folds_N must be one integer fold id per row, shape ({n},), got {f.shape} {f.dtype}")
     return f
+
+
+def padded_rows(n: int) -> int:
+    """Rows a fit is compiled for: ``n`` rounded up to a multiple of ``2^(bits(n) - 4)`` (at most
+    1/8 more rows; the padding rows get weight 0), so nearby dataset sizes share one compile."""
+    step = 1 << max(n.bit_length() - 4, 0)
+    return -(-n // step) * step
+
+
+def _pad(Z, rows: int):
+    return jnp.pad(Z, ((0, rows - Z.shape[0]),) + ((0, 0),) * (Z.ndim - 1))
 
 
 class _Config:
@@ -190,8 +201,9 @@ class LogisticProbe(_Config):
         a = jnp.ones_like(y) if weights_N is None else _row_weights(weights_N, X.shape[0], X.dtype)
         if X.shape[0] < 2:
             raise ValueError(f"LogisticProbe needs at least 2 rows, got {X.shape[0]}")
-        center = jnp.mean(X, axis=0)
-        w, b, mu, sd, steps, g = _fit_one(X - center, y, a, jnp.asarray(self.l2, X.dtype),
+        center, rows = jnp.mean(X, axis=0), padded_rows(X.shape[0])
+        w, b, mu, sd, steps, g = _fit_one(_pad(X - center, rows), _pad(y, rows), _pad(a, rows),
+                                          jnp.asarray(self.l2, X.dtype),
                                           jnp.asarray(self._tol(X.dtype), X.dtype),
                                           max_steps=self.max_steps, cg_steps=self.cg_steps)
         return FittedLogistic(np.asarray(w, np.float64), float(b), np.asarray(mu + center, np.float64),
@@ -207,9 +219,11 @@ class LogisticProbe(_Config):
         if not 2 <= ids.size <= _MAX_LOGISTIC_FOLDS:
             raise ValueError(f"LogisticProbe cross-fits one model per fold: needs 2 to {_MAX_LOGISTIC_FOLDS} folds, "
                              f"got {ids.size}")
+        rows = padded_rows(X.shape[0])
         train_KxN = jnp.asarray(fold_of_row[None, :] != np.arange(ids.size)[:, None], X.dtype)
         X0 = X - jnp.mean(X, axis=0)
-        w, b, mu, sd, _, _ = _fit_folds(X0, y, train_KxN, jnp.asarray(self.l2, X.dtype),
+        w, b, mu, sd, _, _ = _fit_folds(_pad(X0, rows), _pad(y, rows), _pad(train_KxN.T, rows).T,
+                                        jnp.asarray(self.l2, X.dtype),
                                         jnp.asarray(self._tol(X.dtype), X.dtype),
                                         max_steps=self.max_steps, cg_steps=self.cg_steps)
         V_KxD = w / sd
