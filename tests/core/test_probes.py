@@ -193,5 +193,15 @@ def test_probe_programs_lower_for_gpu():
     fit = probes._fit_folds.trace(X, y, a, 1e-3, 1e-6, max_steps=4, cg_steps=4).lower(lowering_platforms=("cuda",))
     assert "stablehlo.while" in fit.as_text()
     fold = jax.numpy.zeros(64, jax.numpy.int32)
-    knn = probes._knn_mean.trace(X, fold, X, fold, y, k=5, metric="cosine").lower(lowering_platforms=("cuda",))
+    knn = probes._knn_mean.trace(X, fold, X, y, fold, y, k=5, cosine=True).lower(lowering_platforms=("cuda",))
     assert "dot_general" in knn.as_text()
+
+
+def test_probe_fit_benchmark_runs_and_agrees_with_scikit_learn(capsys):
+    pytest.importorskip("sklearn")
+    from benchmarks import probe_fit
+
+    results = probe_fit.main(["--n", "300", "--d", "16", "--k", "5", "--repeats", "1"])
+    out = capsys.readouterr().out
+    for job in ("logistic fit", "logistic 5-fold", "kNN leave-one-out", "kNN predict"):
+        assert results[job]["ratio"] > 0 and f"| {job} |" in out, out
