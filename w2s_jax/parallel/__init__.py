@@ -1,10 +1,13 @@
 """Sharding as data: meshes, logical-axis rules, and placement (all no-ops without a mesh).
 
 Single host: `mesh = make_mesh(MeshConfig(fsdp=-1))`, `shard_model(model, mesh, rules)`, then
-`shard_batch(batch, mesh)` for every batch. Multi-host: call `initialize_distributed(True)` first on
+`shard_batch(batch, mesh)` for every batch. Training shards weights with `ShardingRules.fsdp()`;
+inference with `inference_rules(weight_bytes, mesh)` (tensor parallel or whole, FSDP only for a
+model too large for that). Multi-host: call `initialize_distributed(True)` first on
 every host; the rest is unchanged, with each host passing its own rows to `shard_batch`.
 """
 
+from w2s_jax.parallel.inference import device_bytes, inference_rules
 from w2s_jax.parallel.mesh import MESH_AXES, MeshConfig, initialize_distributed, make_mesh
 from w2s_jax.parallel.placement import (
     batch_sharding,
@@ -22,6 +25,8 @@ __all__ = [
     "ShardingRules",
     "batch_sharding",
     "constrain_model",
+    "device_bytes",
+    "inference_rules",
     "initialize_distributed",
     "logical_to_sharding",
     "logical_to_spec",

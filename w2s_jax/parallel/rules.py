@@ -65,6 +65,14 @@ class ShardingRules:
         return cls(embed="fsdp", heads="tp", kv_heads="tp", mlp="tp", vocab="tp", fallback="fsdp")
 
     @classmethod
+    def tensor_parallel(cls) -> ShardingRules:
+        """Heads, mlp and vocab over "tp", nothing over "fsdp" (that axis then splits rows only):
+        inference of a model whose weights fit a tensor-parallel group. A decode step then moves
+        activations (an all-reduce of `B x D` after the attention and MLP outputs), never weights;
+        with tp = 1 it is `data_parallel()`."""
+        return cls(heads="tp", kv_heads="tp", mlp="tp", vocab="tp")
+
+    @classmethod
     def data_parallel(cls) -> ShardingRules:
         """Every weight whole on every device, only the rows split (over "data" and "fsdp"): for
         inference of a model that fits one device, where FSDP would all-gather every weight for
