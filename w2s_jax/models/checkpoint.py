@@ -238,7 +238,10 @@ def load_pretrained(path_or_hub_name: str | Path, *, dtype=jnp.float32, param_dt
                 set_per_layer(variable, _read_per_layer(by_path[path], tensors, shape, param_dtype, axes, pool, mesh, rules))
             else:  # one parameter in flight at a time
                 variable.set_value(_put(_read(by_path[path], tensors, shape, param_dtype, pool), axes, mesh, rules))
-    return nnx.merge(graphdef, state), config
+    model = nnx.merge(graphdef, state)
+    if mesh is not None:
+        model.placed_on(mesh, rules)
+    return model, config
 
 
 def save_pretrained(model: Transformer, config: ModelConfig, out_dir: str | Path) -> Path:

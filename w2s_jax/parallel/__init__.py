@@ -11,6 +11,7 @@ from w2s_jax.parallel.inference import device_bytes, inference_rules
 from w2s_jax.parallel.mesh import MESH_AXES, MeshConfig, initialize_distributed, make_mesh
 from w2s_jax.parallel.placement import (
     batch_sharding,
+    constrain,
     constrain_model,
     shard_batch,
     shard_model,
@@ -24,6 +25,7 @@ __all__ = [
     "MeshConfig",
     "ShardingRules",
     "batch_sharding",
+    "constrain",
     "constrain_model",
     "device_bytes",
     "inference_rules",
