@@ -7,6 +7,7 @@ placed where transformers places them so float32 runs match the PyTorch referenc
 
 from __future__ import annotations
 
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -75,7 +76,6 @@ def dense(x: jnp.ndarray, w: jnp.ndarray, *, contract: int = 1) -> jnp.ndarray:
     return y.reshape(*lead, *out)
 
 
-@jax.custom_vjp
 def dense_transposed(x: jnp.ndarray, w_OxI: jnp.ndarray) -> jnp.ndarray:
     """x @ w.T over the last axis of `x`, for a weight stored (out, in): the tied LM head (V x D).
 
@@ -83,25 +83,36 @@ def dense_transposed(x: jnp.ndarray, w_OxI: jnp.ndarray) -> jnp.ndarray:
     weight's gradient: autodiff asks for dW = dy^T x (N x V contracted over rows into V x D), which
     XLA:CPU runs slower than (x^T dy)^T (docs/benchmarks.md). The optimization barrier stops XLA
     from folding the transpose back into the slow form. Used on the CPU backend only.
+
+    The backward pass runs under the decision active when the forward pass was traced: JAX
+    traces a custom VJP's backward rule after the forward call has returned, outside the
+    model's `use_backend` block, where `backend.active()` would be the host's.
     """
-    return _dense_transposed_fwd(x, w_OxI)[0]
+    return _dense_transposed(backend.active(), x, w_OxI)
 
 
-def _dense_transposed_fwd(x, w_OxI):
-    x_NxI = x.reshape(-1, x.shape[-1])
-    y_NxO = matmul(x_NxI, w_OxI, transpose_b=True)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _dense_transposed(decision, x, w_OxI):
+    return _dense_transposed_fwd(decision, x, w_OxI)[0]
+
+
+def _dense_transposed_fwd(decision, x, w_OxI):
+    with backend.use_backend(decision):
+        x_NxI = x.reshape(-1, x.shape[-1])
+        y_NxO = matmul(x_NxI, w_OxI, transpose_b=True)
     return y_NxO.reshape(*x.shape[:-1], w_OxI.shape[0]), (x_NxI, w_OxI)
 
 
-def _dense_transposed_bwd(residuals, dy):
+def _dense_transposed_bwd(decision, residuals, dy):
     x_NxI, w_OxI = residuals
-    dy_NxO = dy.reshape(-1, w_OxI.shape[0])
-    dx = matmul(dy_NxO, w_OxI).reshape(*dy.shape[:-1], w_OxI.shape[1])
-    dw_IxO = jax.lax.optimization_barrier(jax.lax.dot_general(x_NxI, dy_NxO, (((0,), (0,)), ((), ()))))
+    with backend.use_backend(decision):
+        dy_NxO = dy.reshape(-1, w_OxI.shape[0])
+        dx = matmul(dy_NxO, w_OxI).reshape(*dy.shape[:-1], w_OxI.shape[1])
+        dw_IxO = jax.lax.optimization_barrier(jax.lax.dot_general(x_NxI, dy_NxO, (((0,), (0,)), ((), ()))))
     return dx.astype(x_NxI.dtype), dw_IxO.T.astype(w_OxI.dtype)
 
 
-dense_transposed.defvjp(_dense_transposed_fwd, _dense_transposed_bwd)
+_dense_transposed.defvjp(_dense_transposed_fwd, _dense_transposed_bwd)
 
 
 @jax.custom_jvp
