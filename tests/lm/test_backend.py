@@ -238,3 +238,28 @@ def test_custom_backward_passes_run_the_forward_passes_decision():
     assert "stablehlo.pad" in head["cpu"] and "tensor<2x128xbf16>" in head["cpu"]
     product = {b.platform: _backward_text(matmul, b, (3, 32), (32, 16)) for b in (GPU, CPU)}
     assert product["gpu"] == product["cpu"] and "stablehlo.pad" not in product["gpu"]
+
+
+def test_tpu_training_gradient_runs_splash_attention_both_ways():
+    """The gradient of a bf16 loss over 128 slots lowered for tpu: the splash kernel forward and
+    its two backward kernels (dq, dk/dv) per layer body, no conditional, no barrier. Over 16
+    slots (not a multiple of the kernel's block) the same model runs XLA's attention."""
+    from w2s_jax.models.attention import SPLASH_BLOCK
+
+    model = _model("llama", backend=TPU, dtype=jnp.bfloat16)
+    graphdef, state = nnx.split(model)
+
+    def text(T):
+        tokens, valid = jnp.ones((2, T), jnp.int32), jnp.arange(T)[None].repeat(2, 0) < T - 5
+
+        def loss(state):
+            logits, _ = nnx.merge(graphdef, state)(tokens, positions_BxT=jnp.broadcast_to(jnp.arange(T), (2, T)),
+                                                   valid_BxT=valid)
+            return logits.astype(jnp.float32).mean()
+
+        return jax.jit(jax.grad(loss)).trace(state).lower(lowering_platforms=("tpu",)).as_text()
+
+    long = text(SPLASH_BLOCK)
+    assert len(re.findall(r"stablehlo\.custom_call @tpu_custom_call", long)) == 3
+    assert "stablehlo.case" not in long and _barriers(long) == 0
+    assert "tpu_custom_call" not in text(16)

@@ -233,7 +233,8 @@ class Attention(nnx.Module):
         elif backend.active().attention == "fused" and c.attn_logit_softcap is None:
             # the scale is passed to the kernel, not applied to the queries
             out_BxTxNxH = fused_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, mask_BxTxS, scale=c.attn_scale,
-                                          implementation=backend.active().fused_implementation)
+                                          implementation=backend.active().fused_implementation,
+                                          causal=c.sliding_window is None)
         else:
             k_BxKxSxH = k_BxTxKxH.transpose(0, 2, 1, 3)
             v_BxKxSxH = v_BxTxKxH.transpose(0, 2, 1, 3)
