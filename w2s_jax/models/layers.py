@@ -148,7 +148,26 @@ def _heads_last(out_BxKxGTxH: jnp.ndarray, G: int) -> jnp.ndarray:
 
 
 class Attention(nnx.Module):
-    """Grouped-query self-attention with RoPE, optional q/k norm, softcap and a KV cache."""
+    """Grouped-query self-attention with RoPE, optional q/k norm, softcap and a KV cache.
+
+    One definition (`attention.reference_attention`), four ways to compute it, chosen by the call
+    and the active backend (`backend.py`); each is tested against the reference for every family
+    (`tests/lm/test_attention.py`), and the measurements behind the CPU's are in
+    docs/benchmarks.md ("Measurements behind the XLA:CPU choices"):
+
+    | path                                | runs when                                   | backends |
+    |-------------------------------------|---------------------------------------------|----------|
+    | grouped: rank-4 batched matmuls,    | no cache, or a fresh prefill                | CPU      |
+    | k^T behind a barrier, own softmax   |                                             |          |
+    | fused: cuDNN / splash / XLA kernel  | no cache, or a fresh prefill, no softcap    | GPU, TPU |
+    | cached: two-part softmax, the cache | a decode step, a prefill chunk after others | all      |
+    | read in place, normalised after PV  |                                             |          |
+    | blocked: the cache in 64-slot       | a prefill chunk after others (T > 1)        | CPU      |
+    | blocks under an online softmax      |                                             |          |
+
+    The CPU choices (rank-4 layout, barrier, PV before normalisation, blocks) are XLA:CPU
+    tuning; the accelerators read no conditional and run no data-dependent loop per token.
+    """
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
         c = config
@@ -208,8 +227,7 @@ class Attention(nnx.Module):
         K = c.num_kv_heads
         G = N // K
         # Batch axes (B, K) leading and the G*T query rows of each kv head stacked, so both
-        # contractions and the softmax are plain rank-4 batched ops (faster on XLA:CPU than the
-        # rank-5 einsum of `attention.reference_attention`, same values; docs/benchmarks.md).
+        # contractions and the softmax are plain rank-4 batched ops (the grouped path).
         q_BxKxGTxH = q_BxTxNxH.reshape(B, T, K, G, H).transpose(0, 2, 3, 1, 4).reshape(B, K, G * T, H)
         # The scale goes on the queries (T x H per head), not on the scores (T x S per head):
         # one pass over the scores fewer; only the rounding of the product moves.
@@ -239,8 +257,7 @@ class Attention(nnx.Module):
             k_BxKxSxH = k_BxTxKxH.transpose(0, 2, 1, 3)
             v_BxKxSxH = v_BxTxKxH.transpose(0, 2, 1, 3)
             # On XLA:CPU k^T is materialised behind a barrier, so that the backward pass forms
-            # dk^T = q^T dS (the small operand transposed) rather than dk = dS^T q, which ran
-            # slower there (docs/benchmarks.md).
+            # dk^T = q^T dS (the small operand transposed) rather than dk = dS^T q.
             k_BxKxHxS = k_BxKxSxH.swapaxes(-1, -2)
             if backend.active().barriers:
                 k_BxKxHxS = jax.lax.optimization_barrier(k_BxKxHxS)
