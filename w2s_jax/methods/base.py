@@ -24,7 +24,8 @@ from typing import Any, ClassVar
 
 from w2s_jax.inference.engine import Engine, Prompt
 from w2s_jax.registry import Registry
-from w2s_jax.tasks.base import Example, Generation, NoOptions, Task
+from w2s_jax.inference.generation_settings import Generation
+from w2s_jax.tasks.base import Example, NoOptions, Task
 
 
 @dataclasses.dataclass

@@ -21,7 +21,7 @@ An experiment is a TOML file (read with ``tomllib``)::
     [methods.icl-refine]              # a method's own options
     batch = 5
 
-    [generation]                      # answers: w2s_jax.tasks.Generation
+    [generation]                      # answers: w2s_jax.inference.generation_settings.Generation
     [train]                           # fine-tuning: w2s_jax.train.TrainConfig fields
     [judge]                           # the judge's settings (tasks scored by a judge model)
     [report]                          # intervals
@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from w2s_jax.tasks.base import Generation
+from w2s_jax.inference.generation_settings import Generation
 
 
 TRUNCATE_POLICIES = ("none", "prompt-left")  # data.truncate

@@ -22,7 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from w2s_jax.tasks.base import Example, Generation
+from w2s_jax.inference.generation_settings import Generation
+from w2s_jax.tasks.base import Example
 
 LABEL = {"label": True}  # dataclasses.field(metadata=LABEL): a name for people, not hashed
 
