@@ -61,12 +61,15 @@ class DataConfig:
     hub_config: str | None = None  # hub dataset configuration (e.g. "main" for gsm8k)
     n_train: int = 0  # use the first n training rows (0 = all)
     n_test: int = 0  # use the first n test rows (0 = all)
+    # hold the labels of the last n training rows (by index) out of fine-tuning: the student's eval
+    # loss (metrics.jsonl, loss.png) is its loss on them (0 = none: every label is trained on)
+    n_eval: int = 0
     # a training row longer than train.max_len: "none" refuses the run before it starts,
     # "prompt-left" keeps the end of its prompt (the count is logged); docs/pipeline.md
     truncate: str = "none"
 
     def __post_init__(self):
-        for name in ("n_train", "n_test"):
+        for name in ("n_train", "n_test", "n_eval"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"data.{name} must be an int >= 0, got {value!r}")
