@@ -56,6 +56,16 @@ class MethodContext:
     num_intermediate: int = 0
     upstream_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # by method, as ``upstream``
 
+    def folded(self, stream: int) -> "MethodContext":
+        """This context with its key folded with ``stream``: for a method that samples twice per
+        example (a hop of a chain, a step before the answer), each draw its own key,
+        ``fold_in(fold_in(key, stream), example index)``, never the answer's."""
+        if self.key is None:
+            return self
+        import jax
+
+        return dataclasses.replace(self, key=jax.random.fold_in(self.key, stream))
+
     def answer(self, role: str, prompts: Sequence[Prompt], positions: Sequence[int]) -> list[str]:
         """The ``role`` model's answers to ``prompts`` (one per position in ``examples``)."""
         examples = [self.examples[p] for p in positions]
