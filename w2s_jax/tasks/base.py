@@ -87,6 +87,12 @@ class Task(ABC):
                                sampler=generation.sampler(), key=key, stop_strings=generation.stop,
                                example_ids=[e.index for e in examples])
 
+    def stated_answer(self, text: str) -> str:
+        """The answer a response states, as two responses are compared for agreement (the report's
+        misfit). Default: the text with whitespace collapsed, lower-cased; a task that reads a
+        final answer out of a response (its grading path) returns that answer instead."""
+        return " ".join(str(text).split()).lower()
+
     def target(self, example: Example, answer: str) -> str:
         """The training completion for an answer (default: the answer, with a leading space
         when the prompt ends in ``Answer:`` style text and the answer has none)."""
