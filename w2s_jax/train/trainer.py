@@ -203,7 +203,8 @@ def train(
             # the rate this update used (optax evaluates the schedule at the update count before it)
             # and the step's real tokens (every row of the global batch, padding left out)
             metrics["lr"] = float(schedule(step - 1))
-            metrics["tokens"] = float(np.sum(batch["valid_BxT"]))
+            if "valid_BxT" in batch:
+                metrics["tokens"] = float(np.sum(batch["valid_BxT"]))
             if not math.isfinite(metrics["loss"]):
                 last = None if checkpointer is None else checkpointer.latest_step()
                 raise FloatingPointError(
