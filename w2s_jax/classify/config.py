@@ -15,7 +15,8 @@
     weak = ["Qwen/Qwen2.5-0.5B"]
     strong = ["Qwen/Qwen2.5-7B"]
 
-    [train]                           # w2s_jax.train.TrainConfig: every classifier's fine-tuning
+    [train]                           # w2s_jax.train.TrainConfig: every classifier's fine-tuning;
+                                      # max_len: tokens per item (longer ones lose their start)
     lora_rank = 8                     # LoRA; leave out for full fine-tuning
     [losses]                          # students on the weak soft labels, one per loss
     run = ["xent", "aux-conf"]        # names of w2s_jax.train.binary_losses.BINARY_LOSSES
@@ -84,8 +85,6 @@ class ModelsConfig:
 
     weak: tuple[str, ...]
     strong: tuple[str, ...]
-    max_len: int = 512  # tokens per item (longer items lose tokens on the left)
-    icl_max_len: int = 2048  # tokens per in-context prompt (demonstrations and the item)
     batch_size: int = 16  # rows per inference batch (features, zero-shot, predictions)
     dtype: str = "float32"  # inference compute dtype: "float32" or "bfloat16"
 
@@ -98,7 +97,7 @@ class ModelsConfig:
             if len(set(value)) != len(value):
                 raise ValueError(f"models.{name} names a model twice: {value!r}")
             object.__setattr__(self, name, value)
-        for name in ("max_len", "icl_max_len", "batch_size"):
+        for name in ("batch_size",):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"models.{name} must be an int >= 1, got {value!r}")

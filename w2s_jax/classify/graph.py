@@ -78,7 +78,7 @@ def classification_graph(config: ClassificationConfig) -> ClassificationGraph:
                       n_test=d.n_test, weak_fraction=d.weak_fraction, seed=seed)
         all_items[seed] = items
         train = dataclasses.replace(config.train, seed=seed)
-        common = dict(items=items, max_len=m.max_len)
+        common = dict(items=items)
 
         def fit(name, base, part, labels=None, loss=None, role="student", train=train):
             stage = FitClassifier(name=f"{name}/{tag}", base=Model(base), part=part, labels=labels, loss=loss,
@@ -107,7 +107,7 @@ def classification_graph(config: ClassificationConfig) -> ClassificationGraph:
             subjects.append(Subject("zero-shot", "zero-shot", seed, None, sn, zero))
             if config.repair:
                 features[s] = Features(name=f"features/{sn}/{tag}", base=Model(model), items=items,
-                                       max_len=m.max_len, dtype=m.dtype, batch_size=m.batch_size)
+                                       max_len=config.train.max_len, dtype=m.dtype, batch_size=m.batch_size)
                 stages.append(features[s])
         for w, s in m.pairs():
             wn, sn, strong = weak_names[w], strong_names[s], m.strong[s]

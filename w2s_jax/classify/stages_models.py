@@ -37,8 +37,7 @@ class FitClassifier(Stage):
     part: str
     labels: Stage | None = None
     loss: LossChoice | None = None
-    train: Any  # w2s_jax.train.TrainConfig (its seed is the run's seed)
-    max_len: int
+    train: Any  # w2s_jax.train.TrainConfig (its seed is the run's seed; max_len: tokens per item)
     role: str = label_field(default="student")  # "weak", "ceiling" or "student", for slugs
 
     @property
@@ -81,7 +80,7 @@ class FitClassifier(Stage):
             raise ValueError(f"{self.name}: {len(rows)} training items, fewer than train.batch_size "
                              f"{cfg.batch_size}")
         pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
-        data = ClassificationDataset(rows, tokenizer, max_len=self.max_len, pad_id=pad_id, seed=cfg.seed)
+        data = ClassificationDataset(rows, tokenizer, max_len=cfg.max_len, pad_id=pad_id, seed=cfg.seed)
         callbacks = (log.on_step,) if log is not None else ()
         result = train_module.train(model, data, config=cfg, loss_fn=self.loss_fn(),
                                     checkpoint_dir=directory / "checkpoints",
@@ -96,7 +95,7 @@ class FitClassifier(Stage):
         from w2s_jax.train.step import learning_rate_schedule
 
         cfg = self.train
-        log = TrainingLog(directory, tokens_per_step=cfg.batch_size * self.max_len,
+        log = TrainingLog(directory, tokens_per_step=cfg.batch_size * cfg.max_len,
                           schedule=learning_rate_schedule(cfg))
         result, rows = self._train(res, directory, log)
         if res.process_index == 0:
@@ -165,7 +164,7 @@ class Probabilities(ChunkedStage):
         items = self.classifier.items.items(res.store, self.part)
         model, tokenizer = self.classifier.classifier(res)
         probs = classifier_probs(model, tokenizer, [items[u]["text"] for u in units],
-                                 max_len=self.classifier.max_len, batch_size=self.batch_size)
+                                 max_len=self.classifier.train.max_len, batch_size=self.batch_size)
         return [[{"index": items[u]["index"], "prob": float(p)}] for u, p in zip(units, probs)]
 
     def soft_labels(self, store) -> dict[int, float]:
