@@ -1,5 +1,6 @@
-"""A tiny classification world for `w2s run` tests: SciQ-shaped data files written at test time,
-two tiny random checkpoints (through the same loaders as a user's), and the experiment file.
+"""A tiny classification world for `w2s run` tests: SciQ-shaped data files written at test time and
+two tiny random checkpoints (loaded through the same loaders as a user's), on which the shipped
+``experiments/classification_tiny.toml`` runs with ``--set`` overrides.
 
 The questions are built so that the label is learnable from the text: a correct answer repeats
 the question's first word. Nothing is downloaded.
@@ -7,7 +8,7 @@ the question's first word. Nothing is downloaded.
 
 import json
 import random
-import textwrap
+from pathlib import Path
 
 from tests.lm.hf_fixtures import SPECIAL_TOKENS, WORDS, make_hf_checkpoint
 
@@ -35,55 +36,31 @@ def write_jsonl(path, rows):
     return path
 
 
-def make_world(root, *, seeds=(0, 1), extra: str = ""):
-    """(root, experiment file) of the tiny world under ``root``."""
+SHIPPED = Path(__file__).resolve().parents[2] / "experiments" / "classification_tiny.toml"
+
+
+def make_world(root) -> list[str]:
+    """Writes the tiny checkpoints and data files under ``root`` (once); returns the ``--set``
+    overrides that run the shipped ``experiments/classification_tiny.toml`` on them."""
     vocab = len(SPECIAL_TOKENS) + len(WORDS)
     if not (root / "train.jsonl").exists():
         make_hf_checkpoint(root / "strong", "llama", seed=0, vocab_size=vocab)
         make_hf_checkpoint(root / "weak", "llama", seed=1, vocab_size=vocab, num_hidden_layers=1)
-        write_jsonl(root / "train.jsonl", sciq_rows(48, 0))
-        write_jsonl(root / "test.jsonl", [r for r in sciq_rows(80, 1)
-                                          if r["question"] not in {q["question"] for q in sciq_rows(48, 0)}][:24])
+        train = sciq_rows(48, 0)
+        write_jsonl(root / "train.jsonl", train)
+        questions = {r["question"] for r in train}
+        write_jsonl(root / "test.jsonl", [r for r in sciq_rows(80, 1) if r["question"] not in questions][:24])
     [strong] = list((root / "strong").iterdir())
     [weak] = list((root / "weak").iterdir())
-    experiment = root / "tiny-cls.toml"
-    experiment.write_text(textwrap.dedent(f"""
-        kind = "classification"
-        name = "tiny-cls"
-        seeds = {list(seeds)}
-        chunk_size = 8
+    return [f'task.train="{root / "train.jsonl"}"', f'task.test="{root / "test.jsonl"}"',
+            'task.answers=[" no", " yes"]', "task.n_train=32", "task.n_test=16",
+            f'models.weak=["{weak}"]', f'models.strong=["{strong}"]', "models.batch_size=8",
+            "train.total_steps=3", "train.batch_size=4", "train.max_len=24", "train.learning_rate=0.01",
+            "chunk_size=8", "report.bootstrap=100"]
 
-        [task]
-        dataset = "sciq"
-        train = "{root / 'train.jsonl'}"
-        test = "{root / 'test.jsonl'}"
-        answers = [" no", " yes"]
-        n_train = 32
-        n_test = 16
 
-        [models]
-        weak = ["{weak}"]
-        strong = ["{strong}"]
-        batch_size = 8
+def tiny_config(root, extra=()):
+    """The shipped tiny experiment on the tiny world under ``root``, with ``extra`` overrides."""
+    from w2s_jax.classify import load_classification
 
-        [train]
-        total_steps = 3
-        warmup_steps = 1
-        batch_size = 4
-        max_len = 24
-        learning_rate = 0.01
-
-        [losses]
-        run = ["xent"]
-
-        [repair.knn]
-        probe = "knn"
-        mode = "relabel"
-
-        [icl]
-        demos = 2
-
-        [report]
-        bootstrap = 100
-    """) + extra)
-    return root, experiment
+    return load_classification(SHIPPED, overrides=[*make_world(root), *extra])

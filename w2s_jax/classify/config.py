@@ -19,9 +19,11 @@
                                       # max_len: tokens per item (longer ones lose their start)
     lora_rank = 8                     # LoRA; leave out for full fine-tuning
     [losses]                          # students on the weak soft labels, one per loss
-    run = ["xent", "aux-conf"]        # names of w2s_jax.train.binary_losses.BINARY_LOSSES
-    [losses.aux-conf]                 # a loss's own options
+    run = ["cross_entropy", "aux_confidence"]  # w2s_jax.train.binary_losses.BINARY_LOSSES
+    [losses.aux_confidence]           # a loss's own options
     warmup_frac = 0.2
+    threshold = "rolling_buffer"      # or "per_batch"
+    buffer_size = 32
     [repair.knn]                      # label repair on the strong model's cached features
     probe = "knn"                     # a probe of w2s_jax.core.probes: "knn" or "logistic"
     mode = "relabel"                  # or "filter"
@@ -53,6 +55,7 @@ from w2s_jax.pipeline.config import (
 KIND = "classification"
 PROBES = ("knn", "logistic")  # w2s_jax.core.probes: KNNProbe, LogisticProbe
 REPAIR_MODES = ("relabel", "filter")
+THRESHOLDS = ("per_batch", "rolling_buffer")  # the auxiliary confidence loss's hardening threshold
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -118,14 +121,30 @@ class LossChoice:
     options: tuple[tuple[str, Any], ...] = ()
 
     def build(self, total_steps: int):
-        """The loss strategy (``total_steps`` given to a loss that has such a field)."""
-        from w2s_jax.train.binary_losses import BINARY_LOSSES
+        """The loss strategy (``total_steps`` given to a loss that has such a field; a
+        ``threshold = "per_batch"`` or ``"rolling_buffer"`` with ``buffer_size`` made its object)."""
+        from w2s_jax.train.binary_losses import BINARY_LOSSES, PerBatch, RollingBuffer
 
         cls = BINARY_LOSSES[self.name]
         options = dict(self.options)
-        if "total_steps" in {f.name for f in dataclasses.fields(cls)} and "total_steps" not in options:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        if "total_steps" in fields and "total_steps" not in options:
             options["total_steps"] = total_steps
+        if "threshold" in fields and ("threshold" in options or "buffer_size" in options):
+            kind, size = options.pop("threshold", "per_batch"), options.pop("buffer_size", None)
+            if kind not in THRESHOLDS:
+                raise ValueError(f"threshold must be one of {THRESHOLDS}, got {kind!r}")
+            if kind == "per_batch" and size is not None:
+                raise ValueError("buffer_size is for threshold = \"rolling_buffer\"")
+            options["threshold"] = PerBatch() if kind == "per_batch" else RollingBuffer(**(
+                {} if size is None else {"size": size}))
         return cls(**options)
+
+    @staticmethod
+    def option_names(cls) -> set[str]:
+        """The options a loss class takes in an experiment file."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"total_steps"}
+        return names | {"buffer_size"} if "threshold" in names else names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,9 +229,7 @@ def _choices(table: Any, where: str, source: str, build) -> tuple:
     names = table.get("run", [n for n in table if n != "run"])
     if isinstance(names, str) or not isinstance(names, (list, tuple)):
         raise ExperimentError(f"{source}: {where}.run must be a list of names, got {names!r}")
-    extra = [n for n in table if n != "run" and n not in names]
-    if extra:
-        raise ExperimentError(f"{source}: [{where}.{extra[0]}] is not in {where}.run {list(names)}")
+    # tables of entries left out of run (e.g. by --set) are kept for later runs, unused
     out = []
     for name in names:
         options = table.get(name, {})
@@ -228,8 +245,7 @@ def _loss(source: str):
 
         if name not in BINARY_LOSSES:
             raise ExperimentError(f"{source}: unknown loss {name!r}; losses: {', '.join(sorted(BINARY_LOSSES))}")
-        cls = BINARY_LOSSES[name]
-        fields = {f.name for f in dataclasses.fields(cls)} - {"total_steps"}
+        fields = LossChoice.option_names(BINARY_LOSSES[name])
         unknown = sorted(set(options) - fields)
         if unknown:
             raise ExperimentError(f"{source}: [losses.{name}] has no option {unknown[0]!r}; options: "
@@ -239,6 +255,8 @@ def _loss(source: str):
             choice.build(total_steps=10)  # the loss's own checks, now
         except (TypeError, ValueError) as error:
             raise ExperimentError(f"{source}: [losses.{name}]: {error}") from None
+        except KeyError as error:
+            raise ExperimentError(f"{source}: [losses.{name}]: {error.args[0]}") from None
         return choice
 
     return build
