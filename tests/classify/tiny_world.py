@@ -56,7 +56,7 @@ def make_world(root) -> list[str]:
             'task.answers=[" no", " yes"]', "task.n_train=32", "task.n_test=16",
             f'models.weak=["{weak}"]', f'models.strong=["{strong}"]', "models.batch_size=8",
             "train.total_steps=3", "train.batch_size=4", "train.max_len=24", "train.learning_rate=0.01",
-            "chunk_size=8", "report.bootstrap=100"]
+            "chunk_size=8", "report.bootstrap=100", "repair.knn.k=4"]
 
 
 def tiny_config(root, extra=()):

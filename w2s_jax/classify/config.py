@@ -155,7 +155,22 @@ class RepairChoice:
     name: str
     probe: str = "logistic"
     mode: str = "relabel"
-    options: tuple[tuple[str, Any], ...] = ()  # the probe's own options
+    options: tuple[tuple[str, Any], ...] = ()  # the probe's own options (k, metric, l2, ...)
+    repair_options: tuple[tuple[str, Any], ...] = ()  # n_folds, and fraction (relabel) or contamination (filter)
+
+    def make_probe(self):
+        """The probe object (``w2s_jax.core.probes``) with its options."""
+        return probe_class(self.probe)(**dict(self.options))
+
+
+def probe_class(name: str):
+    from w2s_jax.core.probes import KNNProbe, LogisticProbe
+
+    return {"knn": KNNProbe, "logistic": LogisticProbe}[name]
+
+
+# the options of w2s_jax.core.label_repair's relabel and filter_by_probe a repair table may set
+REPAIR_OPTIONS = {"relabel": ("n_folds", "fraction"), "filter": ("n_folds", "contamination")}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -273,7 +288,19 @@ def _repair(source: str):
             raise ExperimentError(f"{source}: [repair.{name}] probe must be one of {PROBES}, got {probe!r}")
         if mode not in REPAIR_MODES:
             raise ExperimentError(f"{source}: [repair.{name}] mode must be one of {REPAIR_MODES}, got {mode!r}")
-        return RepairChoice(name, probe, mode, tuple(sorted((k, _frozen(v)) for k, v in options.items())))
+        fields = {f.name for f in dataclasses.fields(probe_class(probe))}
+        unknown = sorted(set(options) - fields - set(REPAIR_OPTIONS[mode]))
+        if unknown:
+            raise ExperimentError(f"{source}: [repair.{name}] has no option {unknown[0]!r}; options: probe, mode, "
+                                  f"{', '.join(sorted(fields | set(REPAIR_OPTIONS[mode])))}")
+        probe_options = tuple(sorted((k, _frozen(v)) for k, v in options.items() if k in fields))
+        repair_options = tuple(sorted((k, v) for k, v in options.items() if k not in fields))
+        choice = RepairChoice(name, probe, mode, probe_options, repair_options)
+        try:
+            choice.make_probe()
+        except (TypeError, ValueError) as error:
+            raise ExperimentError(f"{source}: [repair.{name}]: {error}") from None
+        return choice
 
     return build
 

@@ -76,14 +76,6 @@ class Features(Stage):
         return "features " + ", ".join(shapes)
 
 
-def make_probe(choice: RepairChoice):
-    """The probe object of a repair choice, with its options."""
-    from w2s_jax.core.probes import KNNProbe, LogisticProbe
-
-    cls = {"knn": KNNProbe, "logistic": LogisticProbe}[choice.probe]
-    return cls(**dict(choice.options))
-
-
 @dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
 class ProbeLabels(Stage):
     """A probe fitted on half B's features with ``weak``'s labels: ``records.jsonl`` holds half B's
@@ -99,28 +91,28 @@ class ProbeLabels(Stage):
         return f"probe.{self.repair.probe}.{self.repair.mode}"
 
     def execute(self, res: Resources, directory: Path) -> str:
-        from w2s_jax.core.probes import filter_by_probe, relabel
+        from w2s_jax.core.label_repair import filter_by_probe, relabel
 
         store = res.store
         items = self.features.items.items(store, "b")
         weak = self.weak.soft_labels(store)
         y_N = np.asarray([weak[item["index"]] for item in items], np.float64)
         X_NxD = self.features.features(store, "b")
-        probe = make_probe(self.repair)
-        if self.repair.mode == "relabel":
-            repaired = np.asarray(relabel(probe, X_NxD, y_N), np.float64)
+        probe, options = self.repair.make_probe(), dict(self.repair.repair_options)
+        if self.repair.mode == "relabel":  # out-of-fold predictions: an item never labels itself
+            repaired = np.asarray(relabel(probe, X_NxD, y_N, key=self.prng(), **options), np.float64)
             rows = [{"index": item["index"], "prob": float(p)} for item, p in zip(items, repaired)]
         else:
-            kept = np.asarray(filter_by_probe(probe, X_NxD, y_N)).astype(int)
+            kept = np.asarray(filter_by_probe(probe, X_NxD, y_N, key=self.prng(), **options)).astype(int)
             rows = [{"index": items[i]["index"], "prob": float(y_N[i])} for i in sorted(kept.tolist())]
-        fitted = probe.fit(X_NxD, y_N) or probe
+        fitted = probe.fit(X_NxD, y_N)  # on every item: the probe as a classifier of the test split
         test_items = self.features.items.items(store, "test")
         test = np.asarray(fitted.predict_proba(self.features.features(store, "test")), np.float64)
         for path, records in (("records.jsonl", rows),
                               ("test.jsonl", [{"index": item["index"], "prob": float(p)}
                                               for item, p in zip(test_items, test)])):
             atomic_write_text(directory / path, "".join(json.dumps(r) + "\n" for r in records))
-        agree = np.mean([(r["prob"] >= 0.5) == (weak[r["index"]] >= 0.5) for r in rows]) if rows else float("nan")
+        agree = np.mean([(r["prob"] > 0.5) == (weak[r["index"]] > 0.5) for r in rows]) if rows else float("nan")
         return f"{self.repair.mode}: {len(rows)} of {len(items)} labels kept, {agree:.2f} agree with the weak labels"
 
     def soft_labels(self, store) -> dict[int, float]:
@@ -206,7 +198,7 @@ class ICLRefine(ChunkedStage):
         prompts, shown = [], []
         for u in units:
             demos = demonstrations(self.key, u, len(items), self.demos)
-            context = "".join(self.format.demonstration(items[d]["text"], int(weak[items[d]["index"]] >= 0.5))
+            context = "".join(self.format.demonstration(items[d]["text"], int(weak[items[d]["index"]] > 0.5))
                               for d in demos)
             prompts.append(context + self.format.prompt(items[u]["text"]))
             shown.append(demos)
