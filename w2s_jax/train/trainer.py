@@ -57,6 +57,12 @@ def _process_rows(batch: dict[str, np.ndarray], mesh: Mesh | None) -> dict[str, 
     return {k: v[rank * rows : (rank + 1) * rows] for k, v in batch.items()}
 
 
+def _with_step(batch: dict[str, np.ndarray], step: int) -> dict[str, np.ndarray]:
+    # `step_B`: the optimizer step, as data (a loss's warm-up reads it without a recompile)
+    rows = next(iter(batch.values())).shape[0]
+    return {**batch, "step_B": np.full((rows,), step, np.int32)}
+
+
 def _resume_line(directory: Path, step: int, total_steps: int) -> str:
     left = max(total_steps - step, 0)
     if left == 0:
@@ -71,10 +77,15 @@ def evaluate(
     eval_step: Callable,
     batch_size: int,
     mesh: Mesh | None = None,
+    step: int = 0,
 ) -> float:
-    """Held-out loss: per-batch losses averaged with weights = scored positions per batch."""
+    """Held-out loss: per-batch losses averaged with weights = scored positions per batch.
+
+    Each batch carries `step_B` = `step` (the step it is evaluated at), as training batches do.
+    """
     total, weight = 0.0, 0.0
     for batch, _ in data.eval_batches(batch_size):
+        batch = _with_step(batch, step)
         loss, count = eval_step(model, shard_batch(_process_rows(batch, mesh), mesh))
         total += float(loss) * float(count)
         weight += float(count)
@@ -148,7 +159,7 @@ def train(
         )
     store_frozen_in(model, trainable_filter(config), config.compute_dtype)
     shard_model(model, mesh, rules)
-    optimizer = make_optimizer(model, config)
+    optimizer = make_optimizer(model, config, loss_fn=loss_fn)
     shard_model(optimizer, mesh, rules)
 
     step, position, key = 0, 0, run_key
@@ -165,7 +176,8 @@ def train(
     def run_eval(at_step):
         if eval_data is not None and at_step not in result.eval_losses:
             result.eval_losses[at_step] = evaluate(
-                model, eval_data, eval_step=eval_step, batch_size=config.batch_size, mesh=mesh
+                model, eval_data, eval_step=eval_step, batch_size=config.batch_size, mesh=mesh,
+                step=at_step,
             )
 
     def save(at_step):
@@ -179,7 +191,7 @@ def train(
     )
     try:
         while step < config.total_steps:
-            batch = train_data.batch(position, config.batch_size)
+            batch = _with_step(train_data.batch(position, config.batch_size), step)
             metrics = train_step(model, optimizer, shard_batch(_process_rows(batch, mesh), mesh))
             step, position = step + 1, position + 1
             key = jax.random.fold_in(key, step)  # the run's key advances with every step
