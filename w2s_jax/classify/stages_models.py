@@ -12,12 +12,9 @@ model's, a probe's, the in-context refinement's): every stage with labels has
 from __future__ import annotations
 
 import dataclasses
-import functools
 from pathlib import Path
 from typing import Any
 
-import jax
-import numpy as np
 
 from w2s_jax.classify.config import LossChoice
 from w2s_jax.classify.stages_data import Items
@@ -111,33 +108,6 @@ class FitClassifier(Stage):
         return res.memo[f"classifier:{self.key}"]
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _logits(graphdef, state, tokens_BxT, positions_BxT, valid_BxT):
-    from flax import nnx
-
-    model = nnx.merge(graphdef, state)
-    return model(tokens_BxT, positions_BxT=positions_BxT, valid_BxT=valid_BxT)
-
-
-def classifier_probs(model, tokenizer, texts: list[str], *, max_len: int, batch_size: int) -> np.ndarray:
-    """p(class 1) of each text under a classifier, in batches of ``batch_size`` (one compile)."""
-    from flax import nnx
-
-    from w2s_jax.train.classification_data import ClassificationDataset
-
-    pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
-    data = ClassificationDataset([{"text": t, "soft_label": 0.5} for t in texts], tokenizer, max_len=max_len,
-                                 pad_id=pad_id)
-    graphdef, state = nnx.split(model)
-    out = []
-    for batch, real in data.eval_batches(batch_size):
-        logits_BxC = np.asarray(_logits(graphdef, state, batch["tokens_BxT"], batch["positions_BxT"],
-                                        batch["valid_BxT"]), np.float64)[:real]
-        z = np.exp(logits_BxC - logits_BxC.max(-1, keepdims=True))
-        out.append(z[:, 1] / z.sum(-1))
-    return np.concatenate(out)
-
-
 @dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
 class Probabilities(ChunkedStage):
     """A trained classifier's p(class 1) on every item of ``part``. Records ``{"index", "prob"}``."""
@@ -161,11 +131,13 @@ class Probabilities(ChunkedStage):
         return super().execute(res, directory)
 
     def process(self, res, units):
+        from w2s_jax.inference.features import classifier_probs
+
         items = self.classifier.items.items(res.store, self.part)
         model, tokenizer = self.classifier.classifier(res)
-        probs = classifier_probs(model, tokenizer, [items[u]["text"] for u in units],
-                                 max_len=self.classifier.train.max_len, batch_size=self.batch_size)
-        return [[{"index": items[u]["index"], "prob": float(p)}] for u, p in zip(units, probs)]
+        probs_NxC = classifier_probs(model, tokenizer, [items[u]["text"] for u in units], batch_size=self.batch_size,
+                                     max_len=self.classifier.train.max_len, show_progress=False)
+        return [[{"index": items[u]["index"], "prob": float(p[1])}] for u, p in zip(units, probs_NxC)]
 
     def soft_labels(self, store) -> dict[int, float]:
         return {r["index"]: r["prob"] for r in self.records(store)}

@@ -149,7 +149,8 @@ class ZeroShot(ChunkedStage):
         items = self.items.items(res.store, "test")
         model, tokenizer = strong_model(res, self.base, self.dtype)
         probs = label_token_probs(model, tokenizer, [self.format.prompt(items[u]["text"]) for u in units],
-                                  label_texts=self.format.answers, batch_size=self.batch_size, mesh=res.mesh)
+                                  label_texts=self.format.answers, batch_size=self.batch_size, mesh=res.mesh,
+                                  show_progress=False)
         return [[{"index": items[u]["index"], "prob": float(p[1])}] for u, p in zip(units, np.asarray(probs))]
 
     def test_probs(self, store) -> dict[int, float]:
@@ -204,7 +205,8 @@ class ICLRefine(ChunkedStage):
             shown.append(demos)
         model, tokenizer = strong_model(res, self.base, self.dtype)
         probs = label_token_probs(model, tokenizer, prompts, label_texts=self.format.answers,
-                                  batch_size=self.batch_size, mesh=res.mesh)
+                                  batch_size=self.batch_size, mesh=res.mesh,
+                                  show_progress=False)
         return [[{"index": items[u]["index"], "prob": float(p[1]), "demos": d}]
                 for u, p, d in zip(units, np.asarray(probs), shown)]
 
