@@ -134,3 +134,19 @@ def test_a_changed_setting_recomputes_only_what_depends_on_it(root, finished, tm
     _, _, executed = _run(changed, tmp_path / "run", base / "store", figures=False)
     assert sorted(s.name.split("/")[:2] for s in executed) == [["probs", "student"], ["student", "aux_confidence"]]
     assert all(s.name.startswith(("student/aux_confidence/", "probs/student/aux_confidence/")) for s in executed)
+
+
+def test_a_bad_row_is_one_line_naming_the_row_and_field_before_anything_runs(root, tmp_path, capsys):
+    rows = [json.loads(line) for line in (root / "train.jsonl").read_text().splitlines()]
+    del rows[5]["question"]
+    bad = tmp_path / "train.jsonl"
+    bad.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    argv = ["run", str(SHIPPED), "--out", str(tmp_path / "run"), "--store", str(tmp_path / "store")]
+    for item in make_world(root):
+        argv += ["--set", item]
+    assert main(argv + ["--set", f'task.train="{bad}"']) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{bad}: row 5 has no 'question' field" in err, err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "store").exists()
+    assert main(argv + ["--set", "task.n_test=400"]) == 2
+    assert "400 balanced items asked for (task.n_test), but only" in capsys.readouterr().err

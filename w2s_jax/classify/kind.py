@@ -27,6 +27,11 @@ class ClassificationKind(ExperimentKind):
                                   "experiment picks its students with --set 'losses.run=[...]'")
         return load_classification(path, overrides=overrides)
 
+    def preflight(self, config, run_dir):
+        from w2s_jax.classify.run import preflight
+
+        preflight(config)
+
     def graph(self, config, store):
         from w2s_jax.classify.graph import classification_graph
 

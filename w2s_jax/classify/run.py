@@ -57,6 +57,17 @@ def keyed_graph(config: ClassificationConfig):
     return graph
 
 
+def preflight(config: ClassificationConfig) -> None:
+    """Every seed's items made in memory before anything is written or loaded: a missing file, a
+    row without a needed field, too few items, a test item among the training items are one
+    ExperimentError naming the file, the row and the field."""
+    for seed, items in classification_graph(config).items.items():
+        try:
+            items.parts()
+        except (OSError, ValueError) as error:
+            raise ExperimentError(f"{config.source}: seed {seed}: {error}") from None
+
+
 def resources(config: ClassificationConfig, store, *, show_progress: bool = True) -> Resources:
     """One device: a pool of inference models, chunks of ``chunk_size`` rows."""
     m = config.models

@@ -81,8 +81,10 @@ class Items(Stage):
         """The items of ``part`` ("a", "b" or "test")."""
         return read_items(store.directory(self) / f"{part}.jsonl")
 
-    def execute(self, res: Resources, directory: Path) -> str:
-        parts, counts = {}, {}
+    def parts(self) -> tuple[dict[str, list[dict]], dict[str, int]]:
+        """The items of each part, and how many balanced items each source gave (reads the
+        sources; writes nothing). Errors name the source, the row and the field."""
+        drawn, counts = {}, {}
         for which, source, n in (("train", self.train, self.n_train), ("test", self.test, self.n_test)):
             rows = source.rows(self.max_rows)
             if not rows:
@@ -92,9 +94,9 @@ class Items(Stage):
             if n and n > len(items):
                 raise ValueError(f"{source.path}: {n} balanced items asked for (task.n_{which}), but "
                                  f"only {len(items)} can be made")
-            parts[which] = draw(items, n, seed=self.seed, salt=3 + (which == "test"))
+            drawn[which] = draw(items, n, seed=self.seed, salt=3 + (which == "test"))
             counts[which] = len(items)
-        train, test = parts["train"], parts["test"]
+        train, test = drawn["train"], drawn["test"]
         overlap = {item["text"].strip() for item in train} & {item["text"].strip() for item in test}
         if overlap:
             raise ValueError(f"{self.test.path}: {len(overlap)} test item(s) are also training items, e.g. "
@@ -103,7 +105,10 @@ class Items(Stage):
         if not 2 <= cut <= len(train) - 2:
             raise ValueError(f"{len(train)} training items cannot be cut into halves of 2 or more "
                              f"(weak_fraction {self.weak_fraction})")
-        split = {"a": train[:cut], "b": train[cut:], "test": test}
+        return {"a": train[:cut], "b": train[cut:], "test": test}, counts
+
+    def execute(self, res: Resources, directory: Path) -> str:
+        split, counts = self.parts()
         for part, items in split.items():
             text = "".join(json.dumps({"index": i, **item}) + "\n" for i, item in enumerate(items))
             atomic_write_text(directory / f"{part}.jsonl", text)
