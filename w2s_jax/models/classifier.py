@@ -129,8 +129,8 @@ class Classifier(nnx.Module):
 
 def save_classifier(model: Classifier, out_dir: str | Path) -> Path:
     """Write the backbone (`save_pretrained`: `model.safetensors` + `config.json`) and the head
-    (`classifier_head.safetensors`) into `out_dir`; returns it. A LoRA-trained classifier is
-    merged first (`w2s_jax.train.merge_lora`)."""
+    (`classifier_head.safetensors`) into `out_dir`; returns it. Merge a LoRA-trained classifier's
+    adapters into its weights first (`w2s_jax.train.merge_lora`): `save_pretrained` refuses them."""
     out_dir = save_pretrained(model.backbone, model.config, out_dir)
     kernel = np.asarray(jax.device_get(model.score_kernel.get_value()), np.float32)
     bias = np.asarray(jax.device_get(model.score_bias.get_value()), np.float32)
