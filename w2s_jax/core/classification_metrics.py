@@ -322,7 +322,8 @@ def pgr_over_items(metric: ItemMetric, student_N, weak_N, ceiling_N, labels_N, *
         ratio_B = (B[:, 0] - B[:, 1]) / gap_B
     lo, hi = _quantiles(ratio_B, level)
     finite = ratio_B[np.isfinite(ratio_B)]
-    return PGREstimate((s - w) / gap, lo, hi, float(finite.std(ddof=1)), gap, gap_se, True, level)
+    se = float(finite.std(ddof=1)) if finite.size > 1 else math.nan
+    return PGREstimate((s - w) / gap, lo, hi, se, gap, gap_se, True, level)
 
 
 def pgr_over_seeds(metric: ItemMetric, student_SxN, weak_SxN, ceiling_SxN, labels_N, *, level: float = 0.95,
