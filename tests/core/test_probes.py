@@ -193,7 +193,7 @@ def test_probe_programs_lower_for_gpu():
     fit = probes._fit_folds.trace(X, y, a, 1e-3, 1e-6, max_steps=4, cg_steps=4).lower(lowering_platforms=("cuda",))
     assert "stablehlo.while" in fit.as_text()
     fold = jax.numpy.zeros(64, jax.numpy.int32)
-    knn = probes._knn_mean.trace(X, fold, X, y, fold, y, k=5, cosine=True).lower(lowering_platforms=("cuda",))
+    knn = probes._knn_indices.trace(X, fold, X, y, fold, k=5, cosine=True).lower(lowering_platforms=("cuda",))
     assert "dot_general" in knn.as_text()
 
 
@@ -205,3 +205,46 @@ def test_probe_fit_benchmark_runs_and_agrees_with_scikit_learn(capsys):
     out = capsys.readouterr().out
     for job in ("logistic fit", "logistic 5-fold", "kNN leave-one-out", "kNN predict"):
         assert results[job]["ratio"] > 0 and f"| {job} |" in out, out
+
+
+def test_connected_components_match_a_breadth_first_search():
+    from w2s_jax.core.label_repair import connected_components
+
+    rng = np.random.default_rng(10)
+    n = 200
+    i_E, j_E = rng.integers(0, n, 150), rng.integers(0, n, 150)  # sparse: many components
+    neighbours = {v: set() for v in range(n)}
+    for a, b in zip(i_E, j_E):
+        neighbours[a].add(b)
+        neighbours[b].add(a)
+    expected = np.full(n, -1)
+    for start in range(n):  # ascending: the first node reached is the component's smallest index
+        if expected[start] >= 0:
+            continue
+        expected[start], stack = start, [start]
+        while stack:
+            for w in neighbours[stack.pop()]:
+                if expected[w] < 0:
+                    expected[w] = start
+                    stack.append(w)
+    np.testing.assert_array_equal(connected_components(n, i_E, j_E), expected)
+
+
+def test_topo_filter_drops_islands_and_the_furthest_from_their_neighbours():
+    from w2s_jax.core import topo_filter
+
+    X, gold, weak = noisy_task(n=1500, d=5, flip=0.15, seed=11)
+    kept = topo_filter(X, weak, contamination=0.2, k_cc=10, k_zeta=15)
+    assert kept.size == 1200 and np.all(np.diff(kept) > 0)
+    acc = lambda rows: np.mean((weak[rows] > 0.5) == gold[rows])  # noqa: E731
+    assert acc(kept) > acc(np.arange(1500)) + 0.08
+    # two well-separated clusters, each with a few examples of the other's label inside: stage 1
+    # alone removes exactly those islands (contamination 0: no second stage)
+    rng = np.random.default_rng(12)
+    X2 = np.concatenate([rng.normal(size=(100, 2)) - 10, rng.normal(size=(100, 2)) + 10])
+    y2 = np.repeat([0.0, 1.0], 100)
+    islands = np.array([3, 50, 140])  # far apart inside their cluster, so no two are each other's neighbours
+    X2[islands] = np.array([[-13.0, -13.0], [-7.0, -7.0], [13.0, 13.0]])
+    y2[islands] = 1 - y2[islands]
+    np.testing.assert_array_equal(topo_filter(X2, y2, contamination=0.0, k_cc=8, k_zeta=3),
+                                  np.setdiff1d(np.arange(200), islands))
