@@ -231,6 +231,12 @@ def test_pgr_over_seeds_is_core_pgr_on_per_seed_values():
     assert est.value == pytest.approx((np.mean(per_seed) - 0.5) / 0.4)
     with pytest.raises(ValueError, match="two seeds"):
         pgr_over_seeds(Accuracy(), student, weak, ceiling, labels)
+    # seeds with their own test items (different counts): each seed's metric on its own labels
+    own = [labels[:400], labels[100:]]
+    rows = lambda p: [p[:400], p[100:]]  # noqa: E731
+    est = pgr_over_seeds(Accuracy(), rows(student), rows(weak), rows(ceiling), own)
+    per = [[np.mean((p[i] > 0.5) == own[i]) for i in range(2)] for p in (rows(student), rows(weak), rows(ceiling))]
+    assert est == pgr(*per)
     with pytest.raises(ValueError, match="pair them by seed"):
         pgr_over_seeds(Accuracy(), students, np.stack([weak] * 2), ceiling, labels)
 

@@ -34,7 +34,17 @@ import numpy as np
 
 from w2s_jax.core.label_repair import filter_by_probe, out_of_fold, relabel  # the probes' use, re-exported
 
-__all__ = ["LogisticProbe", "FittedLogistic", "KNNProbe", "FittedKNN", "padded_rows", "nearest_neighbours", "relabel", "filter_by_probe", "out_of_fold"]
+__all__ = [
+    "LogisticProbe",
+    "FittedLogistic",
+    "KNNProbe",
+    "FittedKNN",
+    "padded_rows",
+    "nearest_neighbours",
+    "relabel",
+    "filter_by_probe",
+    "out_of_fold",
+]
 
 _MAX_LOGISTIC_FOLDS = 64  # a cross-fit holds one weight vector per fold
 
@@ -82,6 +92,10 @@ def padded_rows(n: int) -> int:
 
 def _pad(Z, rows: int):
     return jnp.pad(Z, ((0, rows - Z.shape[0]),) + ((0, 0),) * (Z.ndim - 1))
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return np.exp(-np.logaddexp(0.0, -z))  # no overflow for large |z|
 
 
 class _Config:
@@ -137,7 +151,8 @@ def _logistic_fit(X_NxD, y_N, a_N, l2, tol, *, max_steps: int, cg_steps: int):
                                   (jnp.asarray(1.0, dtype), loss(axpy(1.0, d, theta))))
         moved = t > 1e-8  # else no step decreases the loss: the fit is at rounding level, stop
         theta = axpy(jnp.where(moved, t, 0.0), d, theta)
-        return theta, step + 1, jnp.where(moved, gmax(grad(theta)), 0.0), gmax(grad(theta))
+        g_max = gmax(grad(theta))
+        return theta, step + 1, jnp.where(moved, g_max, 0.0), g_max
 
     theta0 = (jnp.zeros(X_NxD.shape[1], dtype), jnp.zeros((), dtype))
     g0 = gmax(grad(theta0))
@@ -175,7 +190,7 @@ class FittedLogistic:
 
     def predict_proba(self, X_MxD) -> np.ndarray:
         """Probability of class 1 per row, shape ``(M,)``."""
-        return 1.0 / (1.0 + np.exp(-self.logits(X_MxD)))
+        return _sigmoid(self.logits(X_MxD))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,7 +246,7 @@ class LogisticProbe(_Config):
         V_KxD = w / sd
         z_NxK = X0 @ V_KxD.T + (b - jnp.sum(mu * V_KxD, axis=1))[None, :]
         z_N = np.take_along_axis(np.asarray(z_NxK, np.float64), fold_of_row[:, None], axis=1)[:, 0]
-        return 1.0 / (1.0 + np.exp(-z_N))
+        return _sigmoid(z_N)
 
 
 # --------------------------------------------------------------------------------------------- kNN
