@@ -2,7 +2,8 @@
 
 Features are synthetic stand-ins for cached last-token activations: ``--n`` rows of ``--d`` float32
 features, independent or correlated like hidden states (``--features``, see ``synthetic_features``),
-a planted class direction and soft labels from a logistic model (what a weak supervisor hands over). Five jobs, each timed on both sides:
+a planted class direction and soft labels from a logistic model (what a weak supervisor hands over).
+Five jobs, each timed on both sides:
 
   logistic fit       ``LogisticProbe(l2).fit`` vs ``StandardScaler`` + ``LogisticRegression(C = 1 / (l2 N),
                      lbfgs, tol=--sklearn-tol)`` on the hard labels (scikit-learn takes no soft labels
@@ -108,8 +109,8 @@ def main(argv=None) -> dict:
 
     def sk_logistic(rows, tol=args.sklearn_tol):
         scaler = StandardScaler().fit(X[rows])
-        model = LogisticRegression(C=1.0 / (args.l2 * rows.sum()), tol=tol, max_iter=1000).fit(scaler.transform(X[rows]),
-                                                                                      hard[rows])
+        model = LogisticRegression(C=1.0 / (args.l2 * rows.sum()), tol=tol, max_iter=1000)
+        model.fit(scaler.transform(X[rows]), hard[rows])
         return scaler, model
 
     def sk_cross():
@@ -137,7 +138,8 @@ def main(argv=None) -> dict:
                         lambda: KNeighborsRegressor(n_neighbors=args.k, metric="cosine", algorithm="brute")
                         .fit(X, hard).predict(X_new)),
     }
-    print(f"probe fitting: n={args.n} d={args.d} {args.features} float32 features, l2={args.l2} (C={1 / (args.l2 * args.n):.4g}), "
+    print(f"probe fitting: n={args.n} d={args.d} {args.features} float32 features, "
+          f"l2={args.l2} (C={1 / (args.l2 * args.n):.4g}), "
           f"k={args.k}, {args.folds} folds, {os.cpu_count()} CPUs, jax {jax.__version__} on {jax.default_backend()}")
     print("| job | ours warm s | ours compile s | scikit-learn s | ratio scikit-learn/ours |")
     print("|---|---|---|---|---|")

@@ -214,7 +214,8 @@ def resample_weights(n_items: int, n_bootstrap: int, *, seed: int = 0) -> np.nda
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n_items, size=(n_bootstrap, n_items))
     offsets = np.arange(n_bootstrap)[:, None] * n_items
-    return np.bincount((idx + offsets).ravel(), minlength=n_bootstrap * n_items).reshape(n_bootstrap, n_items).astype(np.float64)
+    counts = np.bincount((idx + offsets).ravel(), minlength=n_bootstrap * n_items)
+    return counts.reshape(n_bootstrap, n_items).astype(np.float64)
 
 
 def _chunks(n_items: int, n_bootstrap: int):

@@ -102,7 +102,8 @@ class _Config:
     """A probe's configuration: calling ``predict_proba`` on it is a mistake worth naming."""
 
     def predict_proba(self, X_MxD):
-        raise TypeError(f"{type(self).__name__} is a configuration: call .fit(X, y) and use the fitted probe it returns")
+        raise TypeError(f"{type(self).__name__} is a configuration: call .fit(X, y) and use the fitted probe "
+                        "it returns")
 
 
 # --------------------------------------------------------------------------------------------- logistic
@@ -204,7 +205,8 @@ class LogisticProbe(_Config):
 
     def __post_init__(self):
         if not self.l2 > 0.0:
-            raise ValueError(f"l2 must be positive (an unregularised fit diverges on separable features), got {self.l2}")
+            raise ValueError(f"l2 must be positive (an unregularised fit diverges on separable features), "
+                             f"got {self.l2}")
         if self.max_steps < 1 or self.cg_steps < 1:
             raise ValueError(f"max_steps and cg_steps must be positive, got {self.max_steps}, {self.cg_steps}")
 
