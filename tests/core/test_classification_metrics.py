@@ -84,10 +84,11 @@ def test_roc_auc_limits_and_errors():
         roc_auc([0.1, 0.9, 0.3], [0, 1])
 
 
-def test_weighted_metrics_equal_the_metric_on_the_resampled_items():
+@pytest.mark.parametrize("decimals", [None, 1])  # distinct scores (AUC's fast path) and ties
+def test_weighted_metrics_equal_the_metric_on_the_resampled_items(decimals):
     """The bootstrap's weighted statistic equals the statistic on the items drawn, materialised."""
     rng = np.random.default_rng(2)
-    scores, labels = scored(rng, 80, 0.6, decimals=1)
+    scores, labels = scored(rng, 80, 0.6, decimals=decimals)
     W = resample_weights(80, 5, seed=3)
     assert np.all(W.sum(axis=1) == 80)
     for row, w in enumerate(W):

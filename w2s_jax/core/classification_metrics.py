@@ -129,6 +129,13 @@ class RocAuc:
         # group boundaries: first and last sorted position of each distinct score
         new_group = np.concatenate([[True], s_sorted[1:] != s_sorted[:-1]])
         starts = np.flatnonzero(new_group)
+        if starts.size == s.size:  # no ties: a positive's negatives below are the running count
+            w_pos = w_sorted * y_sorted
+            cum_neg = np.cumsum(w_sorted - w_pos, axis=1)
+            total_pos, total_neg = w_pos.sum(axis=1), cum_neg[:, -1]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                auc = np.sum(w_pos * cum_neg, axis=1) / (total_pos * total_neg)
+            return np.where((total_pos > 0) & (total_neg > 0), auc, np.nan)
         ends = np.concatenate([starts[1:], [s.size]]) - 1
         cum_pos = np.cumsum(w_sorted * y_sorted, axis=1)
         cum_neg = np.cumsum(w_sorted * (1.0 - y_sorted), axis=1)
