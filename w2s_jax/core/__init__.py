@@ -24,7 +24,7 @@ from w2s_jax.core.classification_metrics import (
     roc_auc,
     seed_interval,
 )
-from w2s_jax.core.label_repair import filter_by_probe, fold_ids, out_of_fold, relabel
+from w2s_jax.core.label_repair import filter_by_probe, fold_ids, out_of_fold, relabel, topo_filter
 from w2s_jax.core.label_sources import GoldLabels, RefinedLabels, WeakLabels, residual_covariance
 from w2s_jax.core.metrics import PGREstimate, accuracy, excess_risk, mean_and_se, pgr
 from w2s_jax.core.objectives import cross_entropy_to_probs, kl_to_probs, squared_error_to_mean
@@ -58,6 +58,7 @@ __all__ = [
     "out_of_fold",
     "relabel",
     "filter_by_probe",
+    "topo_filter",
     "GoldLabels",
     "WeakLabels",
     "RefinedLabels",
