@@ -95,9 +95,9 @@ class Classifier(nnx.Module):
     def remat(self, value):  # `train.compute.computing_in`
         self.backbone.remat = value
 
-    def placed_on(self, mesh) -> None:
+    def placed_on(self, mesh, rules=None) -> None:
         """Called by `w2s_jax.parallel.shard_model`: the backbone runs what the mesh's platform runs."""
-        self.backbone.placed_on(mesh)
+        self.backbone.placed_on(mesh, rules)
 
     def hidden(self, tokens_BxT: jax.Array, *, positions_BxT: jax.Array, valid_BxT: jax.Array, cache=None,
                last_only: bool = False, fresh: bool = False):
