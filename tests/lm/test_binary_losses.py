@@ -21,6 +21,7 @@ from w2s_jax.train import (
     ClassificationDataset,
     EntropyRegularised,
     KLLoss,
+    KLToTeacher,
     LossState,
     PerBatch,
     ProductLoss,
@@ -111,6 +112,13 @@ def test_soft_cross_entropy_kl_product_entropy_window_hand_values():
     inside = q.max(-1) < 0.5 + 0.25
     assert 0 < inside.sum() < len(inside)  # the window keeps some rows and drops others
     _check(WindowLoss(radius=0.25), np.where(inside, _ce(y, q), 0.0).mean())
+
+
+def test_soft_cross_entropy_and_kl_agree_with_the_language_model_losses():
+    # KLToTeacher reads every masked position of a B x T x C batch: the same rows, another code path
+    for ours, theirs in [(SoftCrossEntropy(), KLToTeacher(kind="cross_entropy")), (KLLoss(), KLToTeacher(kind="kl"))]:
+        np.testing.assert_allclose(float(ours(jnp.asarray(LOGITS), _batch())),
+                                   float(theirs(jnp.asarray(LOGITS), _batch())), rtol=1e-6)
 
 
 @pytest.mark.parametrize("step", [0, 2, 5, 9])
