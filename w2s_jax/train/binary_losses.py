@@ -140,7 +140,8 @@ class PerBatch:
 @dataclasses.dataclass(frozen=True)
 class RollingBuffer:
     """Threshold at the `(1 - r)`-quantile of the student's `size` most recent margins, this
-    batch's included (EleutherAI's prediction buffer): steadier than a small batch's quantile."""
+    batch's included (EleutherAI's prediction buffer): steadier than a small batch's quantile.
+    `r` is this batch's weak positive rate, as in the reference."""
 
     size: int = 32  # margins kept (EleutherAI's default buffer_size)
 
