@@ -150,3 +150,55 @@ def test_a_bad_row_is_one_line_naming_the_row_and_field_before_anything_runs(roo
     assert not (tmp_path / "run").exists() and not (tmp_path / "store").exists()
     assert main(argv + ["--set", "task.n_test=400"]) == 2
     assert "400 balanced items asked for (task.n_test), but only" in capsys.readouterr().err
+
+
+def test_a_run_killed_between_a_students_training_and_its_predictions_restores_the_student(root, finished,
+                                                                                           tmp_path, monkeypatch):
+    """The student's fine-tuning is done when the kill lands in its first prediction chunk; the
+    resumed run restores it from its checkpoint (training nothing) and predicts as the uninterrupted
+    run did."""
+    from w2s_jax.classify.stages_models import FitClassifier, Probabilities
+
+    config, base, results, first = finished
+    original, calls = Probabilities.process, []
+
+    def dying(self, res, units):
+        if self.classifier.role == "student":
+            calls.append(1)
+            raise KeyboardInterrupt
+        return original(self, res, units)
+
+    monkeypatch.setattr(Probabilities, "process", dying)
+    with pytest.raises(KeyboardInterrupt):
+        _run(config, tmp_path / "run", tmp_path / "store", figures=False)
+    monkeypatch.setattr(Probabilities, "process", original)
+    trained = []
+    fit = FitClassifier._train
+    monkeypatch.setattr(FitClassifier, "_train", lambda self, res, directory, log=None: (
+        trained.append((self.name, log is not None)), fit(self, res, directory, log))[1])
+    resumed, _, executed = _run(config, tmp_path / "run", tmp_path / "store", figures=False)
+    [student] = [s for s in executed if isinstance(s, Probabilities) and s.classifier.role == "student"][:1]
+    assert (student.classifier.name, False) in trained  # restored (no training log), not a stage run
+    assert student.classifier not in executed
+    assert json.dumps(resumed) == json.dumps(results)
+
+
+def test_a_lora_student_restored_from_its_checkpoint_predicts_as_trained(root, tmp_path):
+    from w2s_jax.classify.run import resources
+    from w2s_jax.classify.stages_models import Probabilities
+    from w2s_jax.pipeline import Store, run_stages
+    from w2s_jax.inference.features import classifier_probs
+
+    config = tiny_config(root, ["seeds=[0]", "train.lora_rank=2", 'train.lora_targets=["q_proj", "v_proj"]'])
+    [probs] = [s for s in classification_graph(config).stages
+               if isinstance(s, Probabilities) and s.name.startswith("probs/student/cross_entropy/")]
+    store = Store(tmp_path / "store")
+    run_stages([probs], resources(config, store, show_progress=False), log=lambda line: None)
+    stored = probs.soft_labels(store)
+    fresh = resources(config, store, show_progress=False)  # nothing in memory: restores the checkpoint
+    model, tokenizer = probs.classifier.classifier(fresh)
+    texts = [item["text"] for item in probs.classifier.items.items(store, "test")]
+    again = classifier_probs(model, tokenizer, texts, batch_size=3, max_len=config.train.max_len,
+                             show_progress=False)[:, 1]
+    np.testing.assert_allclose(again, [stored[i] for i in range(len(texts))], rtol=1e-5, atol=1e-6)
+    assert len(set(np.round(again, 6))) > 1  # the trained head and adapters, not a constant
