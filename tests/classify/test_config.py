@@ -115,3 +115,23 @@ def test_a_changed_setting_changes_the_key_of_what_depends_on_it_only(root):
     after = {n: s.key for n, s in _names(classification_graph(tiny_config(root, ["seeds=[0, 2]"]))).items()}
     assert {n for n in after if n.endswith("seed-0")} <= before.keys()
     assert all(after[n] == before[n] for n in after if n.endswith("seed-0"))
+
+
+def test_a_sweep_graph_shares_each_models_stages_between_its_pairs(root):
+    """weak = [w, s] and strong = [s, w]: the pairs (w, s) and (s, w); each model is trained once
+    per role and seed, the strong features once per strong model and seed."""
+    base = tiny_config(root)
+    w, s = base.models.weak[0], base.models.strong[0]
+    config = tiny_config(root, [f'models.weak=["{w}", "{s}"]', f'models.strong=["{s}", "{w}"]'])
+    assert config.models.pairs() == [(0, 0), (1, 1)]
+    graph = classification_graph(config)
+    names = [stage.name for stage in graph.stages]
+    assert len(names) == len(set(names)) == len({stage.key for stage in graph.stages})
+
+    def count(prefix):
+        return sum(n.startswith(prefix) for n in names)
+
+    assert count("items/") == 2 and count("weak-model/") == count("ceiling/") == count("features/") == 4
+    assert count("student/cross_entropy/") == count("student/aux_confidence/") == 4  # 2 pairs x 2 seeds
+    pairs = {(x.weak, x.strong) for x in graph.subjects if x.role == "student"}
+    assert len(pairs) == 2 and all(a != b for a, b in pairs)
