@@ -60,6 +60,7 @@ def test_the_sweep_runs_every_pair_of_different_models():
     ("models.weak=[]", "models.weak must name at least one model"),
     ("train.learning_rate=-1.0", "learning_rate"),
     ("icl.demos=-1", "icl.demos must be an int >= 0"),
+    ("strong_to_strong.rounds=-1", "strong_to_strong.rounds must be an int >= 0"),
     ("modles.weak=[\"x\"]", "unknown key 'modles' in the top level (did you mean 'models'?)"),
 ])
 def test_a_bad_value_is_one_error_naming_the_file_and_key(override, message):
@@ -93,12 +94,15 @@ def test_the_graph_has_every_stage_once_and_shares_what_pairs_share(root):
     for seed in (0, 1):
         for prefix in ("items/", "weak-model/", "weak-labels/", "ceiling/", "zero-shot/", "features/",
                        "repair/knn/", "icl-refine/", "student/cross_entropy/", "student/aux_confidence/",
-                       "student/repair-knn/", "student/icl-refine/", "probs/student/cross_entropy/"):
+                       "student/repair-knn/", "student/icl-refine/", "probs/student/cross_entropy/",
+                       "s2s-1/half-0/", "s2s-1/half-1/", "s2s-1/labels-0/", "s2s-1/labels/", "student/s2s-1/"):
             assert sum(n.startswith(prefix) and n.endswith(f"seed-{seed}") for n in names) == 1, (prefix, seed)
     roles = {(s.name, s.role) for s in graph.subjects if s.seed == 0}
     assert roles == {("weak", "weak"), ("ceiling", "ceiling"), ("zero-shot", "zero-shot"),
                      ("student/cross_entropy", "student"), ("student/aux_confidence", "student"),
-                     ("probe/knn", "probe"), ("student/repair-knn", "student"), ("student/icl-refine", "student")}
+                     ("probe/knn", "probe"), ("student/repair-knn", "student"), ("student/icl-refine", "student"),
+                     ("student/s2s-1", "student")}
+    assert {x.name for x in graph.label_sets if x.seed == 0} == {"weak", "repair/knn", "icl-refine", "s2s-1"}
 
 
 def test_a_changed_setting_changes_the_key_of_what_depends_on_it_only(root):

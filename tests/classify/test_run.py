@@ -39,18 +39,30 @@ def finished(root, tmp_path_factory):
 
 def test_a_tiny_run_writes_every_subject_with_intervals(finished):
     config, base, results, executed = finished
-    assert len(executed) == len({s.key for s in executed}) == len(classification_graph(config).stages) == 18
+    assert len(executed) == len({s.key for s in executed}) == len(classification_graph(config).stages) == 25
     [pair] = results["pairs"]
     subjects = [row["subject"] for row in pair["rows"]]
     assert subjects[:3] == ["weak", "ceiling", "zero-shot"]
     assert {"student/cross_entropy", "student/aux_confidence", "probe/knn", "student/repair-knn",
-            "student/icl-refine"} <= set(subjects)
+            "student/icl-refine", "student/s2s-1"} <= set(subjects)
+    assert [row["labels"] for row in results["label_sets"]] == ["weak", "repair/knn", "icl-refine", "s2s-1"]
     for row in pair["rows"]:
         for metric in ("accuracy", "auc", "ece"):
             [seed] = row["seeds"][metric]
             assert 0.0 <= seed["value"] <= 1.0 and seed["lo"] <= seed["value"] <= seed["hi"], (row["subject"], metric)
         if row["subject"].startswith(("student/", "probe/")):
             assert "pgr_accuracy" in row and "agreement" in row
+    from w2s_jax.classify.stages_models import Probabilities
+    from w2s_jax.pipeline import Store
+
+    store = Store(base / "store")
+
+    halves = [s for s in executed if isinstance(s, Probabilities) and s.holdout is not None]
+    assert sorted(s.holdout for s in halves) == [0, 1]
+    for half in halves:  # each strong-to-strong half labels only the items its classifier never saw
+        labelled = {r["index"] for r in half.records(store)}
+        assert labelled == {i for i in range(16) if i % 2 == half.holdout}
+        assert len(half.classifier.rows(store)) == 8
     run = base / "run"
     for name in ("results.json", "results.md", "classification.json", "stages.json", "experiment.toml",
                  "figures/pgr_heatmap_accuracy.png", "figures/pgr_lines_auc.png"):

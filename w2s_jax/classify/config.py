@@ -29,6 +29,8 @@
     mode = "relabel"                  # or "filter"
     [icl]                             # in-context refinement of the weak labels by the strong model
     demos = 4                         # weak-labelled demonstrations per prompt (0: off)
+    [strong_to_strong]                # the strong model relabels half B, one half from the other
+    rounds = 1
 
 Relative paths are relative to the current working directory; an unknown key is an error naming
 the file, the table and the closest valid key.
@@ -185,6 +187,18 @@ class ICLConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class StrongToStrongConfig:
+    """Strong-to-strong rounds: the strong model, trained on one half of B's current labels,
+    relabels the other half (both ways); the joined labels are the next round's."""
+
+    rounds: int = 0  # rounds after the weak labels (0: none)
+
+    def __post_init__(self):
+        if not isinstance(self.rounds, int) or isinstance(self.rounds, bool) or self.rounds < 0:
+            raise ValueError(f"strong_to_strong.rounds must be an int >= 0, got {self.rounds!r}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ClassificationConfig:
     """One classification experiment (see the module docstring)."""
 
@@ -197,13 +211,14 @@ class ClassificationConfig:
     losses: tuple[LossChoice, ...]  # the students' losses; the first also trains repaired/refined students
     repair: tuple[RepairChoice, ...] = ()
     icl: ICLConfig = ICLConfig()
+    strong_to_strong: StrongToStrongConfig = StrongToStrongConfig()
     report: ReportConfig = ReportConfig()
     chunk_size: int = 64  # rows per appended (resumable) chunk of an inference stage
     source: str = ""
 
 
 _TOP = ("kind", "name", "description", "seeds", "chunk_size", "task", "models", "train", "weak_train", "losses",
-        "repair", "icl", "report")
+        "repair", "icl", "strong_to_strong", "report")
 _TASK = ("dataset", "train", "test", "train_split", "test_split", "hub_config", "max_rows", "n_train", "n_test",
          "weak_fraction")
 
@@ -343,6 +358,8 @@ def classification_from_dict(raw: Mapping[str, Any], *, source: str = "<experime
         train=_train(train_table, "[train]", source), weak_train=_train(weak_table, "[weak_train]", source),
         losses=losses, repair=_choices(raw.get("repair", {}), "repair", source, _repair(source)),
         icl=build_dataclass(ICLConfig, raw.get("icl", {}), "[icl]", source),
+        strong_to_strong=build_dataclass(StrongToStrongConfig, raw.get("strong_to_strong", {}),
+                                         "[strong_to_strong]", source),
         report=build_dataclass(ReportConfig, raw.get("report", {}), "[report]", source),
         chunk_size=chunk_size, source=source)
 

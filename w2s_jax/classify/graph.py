@@ -4,8 +4,10 @@ Per seed ``s``: ``items/s``; per weak model ``w``: ``weak-model/w/s`` (fine-tune
 labels), its labels of half B ``weak-labels/w/s`` and its test probabilities; per strong model
 ``S``: the ceiling ``ceiling/S/s`` (fine-tuned on half B's gold labels), ``zero-shot/S/s`` and,
 with repairs, ``features/S/s``; per (weak, strong) pair: a student per loss on the weak soft
-labels, per repair a probe and a student on its labels, and with ``icl.demos`` the in-context
-refinement and a student on it. The students of repaired and refined labels use the first loss.
+labels, per repair a probe and a student on its labels, with ``icl.demos`` the in-context
+refinement and a student on it, and per strong-to-strong round two classifiers on either half of
+B's current labels, each labelling the other half, and a student on the joined labels. The
+students of repaired, refined and strong-to-strong labels use the first loss.
 A stage shared by two pairs (the weak model, the features) has one key and runs once.
 """
 
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from w2s_jax.classify.config import ClassificationConfig
 from w2s_jax.classify.stages_data import Items, Source
-from w2s_jax.classify.stages_models import FitClassifier, Probabilities
+from w2s_jax.classify.stages_models import CrossLabels, FitClassifier, Probabilities
 from w2s_jax.classify.stages_strong import Features, ICLRefine, ProbeLabels, ZeroShot
 from w2s_jax.pipeline import Stage, graph_order
 from w2s_jax.pipeline.refs import Model
@@ -78,11 +80,10 @@ def classification_graph(config: ClassificationConfig) -> ClassificationGraph:
                       n_test=d.n_test, weak_fraction=d.weak_fraction, seed=seed)
         all_items[seed] = items
         train = dataclasses.replace(config.train, seed=seed)
-        common = dict(items=items)
 
         def fit(name, base, part, labels=None, loss=None, role="student", train=train):
             stage = FitClassifier(name=f"{name}/{tag}", base=Model(base), part=part, labels=labels, loss=loss,
-                                  train=train, role=role, **common)
+                                  train=train, role=role, items=items)
             test = Probabilities(name=f"probs/{name}/{tag}", classifier=stage, part="test",
                                  batch_size=m.batch_size)
             stages.extend([stage, test])
@@ -132,4 +133,18 @@ def classification_graph(config: ClassificationConfig) -> ClassificationGraph:
                 label_sets.append(LabelSet("icl-refine", seed, wn, sn, refine))
                 _, test = fit(f"student/icl-refine/{pair}", strong, "b", refine, first)
                 subjects.append(Subject("student/icl-refine", "student", seed, wn, sn, test))
+            labels = weak_b[w]
+            for r in range(1, config.strong_to_strong.rounds + 1):
+                halves = []
+                for h in (0, 1):  # trained on the other half, labels half h
+                    half = FitClassifier(name=f"s2s-{r}/half-{h}/{pair}/{tag}", base=Model(strong), items=items,
+                                         part="b", holdout=h, labels=labels, loss=first, train=train, role="s2s")
+                    halves.append(Probabilities(name=f"s2s-{r}/labels-{h}/{pair}/{tag}", classifier=half, part="b",
+                                                holdout=h, batch_size=m.batch_size))
+                    stages.extend([half, halves[-1]])
+                labels = CrossLabels(name=f"s2s-{r}/labels/{pair}/{tag}", halves=tuple(halves))
+                stages.append(labels)
+                label_sets.append(LabelSet(f"s2s-{r}", seed, wn, sn, labels))
+                _, test = fit(f"student/s2s-{r}/{pair}", strong, "b", labels, first)
+                subjects.append(Subject(f"student/s2s-{r}", "student", seed, wn, sn, test))
     return ClassificationGraph(graph_order(stages), subjects, label_sets, all_items)
