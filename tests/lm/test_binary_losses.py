@@ -27,7 +27,9 @@ from w2s_jax.train import (
     SoftCrossEntropy,
     StatefulLoss,
     TrainConfig,
+    THRESHOLDS,
     WindowLoss,
+    binary_loss,
     make_optimizer,
     make_train_step,
     train,
@@ -257,12 +259,20 @@ class Counting:
 
 
 def _every_loss(total_steps):
-    losses = {}
-    for name, cls in BINARY_LOSSES.items():
-        takes_steps = "total_steps" in {f.name for f in dataclasses.fields(cls)}
-        losses[name] = cls(total_steps=total_steps) if takes_steps else cls()
-    losses["aux_confidence_rolling"] = AuxConfidence(total_steps=total_steps, threshold=RollingBuffer(12))
+    losses = {name: binary_loss(name, total_steps=total_steps) for name in BINARY_LOSSES}
+    losses["aux_confidence_rolling"] = binary_loss("aux_confidence", total_steps=total_steps,
+                                                   threshold=THRESHOLDS["rolling_buffer"](size=12))
     return losses
+
+
+def test_binary_loss_by_name():
+    assert binary_loss("aux_confidence", total_steps=40, max_weight=0.75) == AuxConfidence(max_weight=0.75,
+                                                                                         total_steps=40)
+    assert binary_loss("product", total_steps=40, beta=0.5) == ProductLoss(beta=0.5)
+    with pytest.raises(ValueError, match="unknown binary loss 'logconf'"):
+        binary_loss("logconf", total_steps=40)
+    with pytest.raises(ValueError, match=r"no field\(s\) \['radius'\]"):
+        binary_loss("kl", total_steps=40, radius=0.1)
 
 
 @pytest.mark.parametrize("name", sorted(_every_loss(1)))
@@ -347,3 +357,19 @@ def test_the_stateful_train_step_lowers_for_gpu():
     step = make_train_step(loss, cfg, platform="gpu")
     text = step.jitted.trace(*step.arguments(model, optimizer, batch)).lower(lowering_platforms=("cuda",)).as_text()
     assert "sort" in text  # the quantile's sort is part of the program
+
+
+def test_a_rolling_buffer_run_on_an_8_device_mesh_equals_the_unsharded_run():
+    from w2s_jax.parallel import MeshConfig, make_mesh
+
+    data, cfg = BinaryRows(), dataclasses.replace(CFG, total_steps=3)
+    loss = AuxConfidence(warmup_frac=0.0, max_weight=0.8, threshold=RollingBuffer(20))
+    plain = train(_model(), data, config=cfg, loss_fn=loss, show_progress=False)
+    mesh = make_mesh(MeshConfig(data=2, fsdp=4))
+    sharded = train(_model(), data, config=cfg, loss_fn=loss, mesh=mesh, show_progress=False)
+    np.testing.assert_allclose([sharded.train_losses[s] for s in (1, 2, 3)],
+                               [plain.train_losses[s] for s in (1, 2, 3)], atol=1e-5, rtol=0)
+    buffer = sharded.optimizer.loss_state.get_value()
+    assert buffer.sharding.is_fully_replicated
+    np.testing.assert_allclose(np.asarray(buffer), np.asarray(plain.optimizer.loss_state.get_value()),
+                               atol=1e-5, rtol=0)

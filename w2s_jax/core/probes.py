@@ -34,7 +34,7 @@ import numpy as np
 
 from w2s_jax.core.label_repair import filter_by_probe, out_of_fold, relabel  # the probes' use, re-exported
 
-__all__ = ["LogisticProbe", "FittedLogistic", "KNNProbe", "FittedKNN", "relabel", "filter_by_probe", "out_of_fold"]
+__all__ = ["LogisticProbe", "FittedLogistic", "KNNProbe", "FittedKNN", "padded_rows", "relabel", "filter_by_probe", "out_of_fold"]
 
 _MAX_LOGISTIC_FOLDS = 64  # a cross-fit holds one weight vector per fold
 
@@ -73,6 +73,17 @@ def _folds(folds_N, n: int) -> np.ndarray:
     return f
 
 
+def padded_rows(n: int) -> int:
+    """Rows a fit is compiled for: ``n`` rounded up to a multiple of ``2^(bits(n) - 4)`` (at most
+    1/8 more rows; the padding rows get weight 0), so nearby dataset sizes share one compile."""
+    step = 1 << max(n.bit_length() - 4, 0)
+    return -(-n // step) * step
+
+
+def _pad(Z, rows: int):
+    return jnp.pad(Z, ((0, rows - Z.shape[0]),) + ((0, 0),) * (Z.ndim - 1))
+
+
 class _Config:
     """A probe's configuration: calling ``predict_proba`` on it is a mistake worth naming."""
 
@@ -109,7 +120,7 @@ def _logistic_fit(X_NxD, y_N, a_N, l2, tol, *, max_steps: int, cg_steps: int):
         return jnp.maximum(jnp.max(jnp.abs(g[0])), jnp.abs(g[1]))
 
     def newton(state):
-        theta, step, _ = state
+        theta, step, _, _ = state
         g, hvp = jax.linearize(grad, theta)
         forcing = jnp.minimum(0.5, jnp.sqrt(jnp.sqrt(dot(g, g))))  # inexact Newton: looser solves far away
         d, _ = jax.scipy.sparse.linalg.cg(hvp, (-g[0], -g[1]), tol=forcing, maxiter=cg_steps)
@@ -124,12 +135,14 @@ def _logistic_fit(X_NxD, y_N, a_N, l2, tol, *, max_steps: int, cg_steps: int):
 
         t, _ = jax.lax.while_loop(too_long, lambda c: (c[0] / 2, loss(axpy(c[0] / 2, d, theta))),
                                   (jnp.asarray(1.0, dtype), loss(axpy(1.0, d, theta))))
-        theta = axpy(t, d, theta)
-        return theta, step + 1, gmax(grad(theta))
+        moved = t > 1e-8  # else no step decreases the loss: the fit is at rounding level, stop
+        theta = axpy(jnp.where(moved, t, 0.0), d, theta)
+        return theta, step + 1, jnp.where(moved, gmax(grad(theta)), 0.0), gmax(grad(theta))
 
     theta0 = (jnp.zeros(X_NxD.shape[1], dtype), jnp.zeros((), dtype))
-    state = (theta0, jnp.asarray(0), gmax(grad(theta0)))
-    (w, b), steps, g = jax.lax.while_loop(lambda s: (s[1] < max_steps) & (s[2] > tol), newton, state)
+    g0 = gmax(grad(theta0))
+    state = (theta0, jnp.asarray(0), g0, g0)  # (parameters, steps, stopping measure, max |gradient|)
+    (w, b), steps, _, g = jax.lax.while_loop(lambda s: (s[1] < max_steps) & (s[2] > tol), newton, state)
     return w, b, mu_D, sd_D, steps, g
 
 
@@ -172,7 +185,7 @@ class LogisticProbe(_Config):
     l2: float = 1e-3  # penalty (l2 / 2) ||w||^2 added to the mean cross-entropy
     max_steps: int = 50  # Newton steps at most
     cg_steps: int = 100  # conjugate-gradient iterations per Newton step at most
-    tol: float = 1e-7  # stop when max |gradient| <= tol (floored at 0.1 sqrt(machine epsilon) of the features)
+    tol: float = 1e-7  # stop when max |gradient| <= tol (floored at 10 machine epsilons of the features' dtype)
 
     def __post_init__(self):
         if not self.l2 > 0.0:
@@ -181,7 +194,7 @@ class LogisticProbe(_Config):
             raise ValueError(f"max_steps and cg_steps must be positive, got {self.max_steps}, {self.cg_steps}")
 
     def _tol(self, dtype) -> float:
-        return max(self.tol, 0.1 * float(np.sqrt(np.finfo(dtype).eps)))
+        return max(self.tol, 10 * float(np.finfo(dtype).eps))
 
     def fit(self, X_NxD, y_N, *, weights_N=None) -> FittedLogistic:
         """Fit on rows ``X_NxD`` with labels ``y_N`` in [0, 1] (optional non-negative row weights)."""
@@ -190,8 +203,9 @@ class LogisticProbe(_Config):
         a = jnp.ones_like(y) if weights_N is None else _row_weights(weights_N, X.shape[0], X.dtype)
         if X.shape[0] < 2:
             raise ValueError(f"LogisticProbe needs at least 2 rows, got {X.shape[0]}")
-        center = jnp.mean(X, axis=0)
-        w, b, mu, sd, steps, g = _fit_one(X - center, y, a, jnp.asarray(self.l2, X.dtype),
+        center, rows = jnp.mean(X, axis=0), padded_rows(X.shape[0])
+        w, b, mu, sd, steps, g = _fit_one(_pad(X - center, rows), _pad(y, rows), _pad(a, rows),
+                                          jnp.asarray(self.l2, X.dtype),
                                           jnp.asarray(self._tol(X.dtype), X.dtype),
                                           max_steps=self.max_steps, cg_steps=self.cg_steps)
         return FittedLogistic(np.asarray(w, np.float64), float(b), np.asarray(mu + center, np.float64),
@@ -207,9 +221,11 @@ class LogisticProbe(_Config):
         if not 2 <= ids.size <= _MAX_LOGISTIC_FOLDS:
             raise ValueError(f"LogisticProbe cross-fits one model per fold: needs 2 to {_MAX_LOGISTIC_FOLDS} folds, "
                              f"got {ids.size}")
+        rows = padded_rows(X.shape[0])
         train_KxN = jnp.asarray(fold_of_row[None, :] != np.arange(ids.size)[:, None], X.dtype)
         X0 = X - jnp.mean(X, axis=0)
-        w, b, mu, sd, _, _ = _fit_folds(X0, y, train_KxN, jnp.asarray(self.l2, X.dtype),
+        w, b, mu, sd, _, _ = _fit_folds(_pad(X0, rows), _pad(y, rows), _pad(train_KxN.T, rows).T,
+                                        jnp.asarray(self.l2, X.dtype),
                                         jnp.asarray(self._tol(X.dtype), X.dtype),
                                         max_steps=self.max_steps, cg_steps=self.cg_steps)
         V_KxD = w / sd
@@ -221,20 +237,26 @@ class LogisticProbe(_Config):
 # --------------------------------------------------------------------------------------------- kNN
 
 
-@functools.partial(jax.jit, static_argnames=("k", "metric"))
-def _knn_mean(Q_MxD, q_fold_M, R_NxD, r_fold_N, y_N, *, k: int, metric: str):
-    """Mean label of each query's ``k`` nearest reference rows, skipping rows of the query's fold."""
-    if metric == "cosine":
-        unit = lambda Z: Z / jnp.maximum(jnp.linalg.norm(Z, axis=1, keepdims=True), jnp.finfo(Z.dtype).tiny)  # noqa: E731
-        score_MxN = unit(Q_MxD) @ unit(R_NxD).T
-    else:  # minus the squared Euclidean distance (the row norm of the query does not change the order)
-        score_MxN = 2.0 * Q_MxD @ R_NxD.T - jnp.sum(jnp.square(R_NxD), axis=1)[None, :]
+def _unit(Z):
+    return Z / jnp.maximum(jnp.linalg.norm(Z, axis=1, keepdims=True), jnp.finfo(Z.dtype).tiny)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "cosine"))
+def _knn_mean(Q_MxD, q_fold_M, R_NxD, r_bias_N, r_fold_N, y_N, *, k: int, cosine: bool):
+    """Mean label of each query's ``k`` nearest reference rows, skipping rows of the query's fold.
+
+    Cosine: ``R_NxD`` holds unit rows and the score is ``q^ . r``; Euclidean: the score is
+    ``2 q . r - |r|^2`` (``r_bias_N = -|r|^2``), minus the squared distance up to ``|q|^2``.
+    """
+    score_MxN = (_unit(Q_MxD) @ R_NxD.T) if cosine else (2.0 * Q_MxD @ R_NxD.T + r_bias_N[None, :])
     score_MxN = jnp.where(q_fold_M[:, None] == r_fold_N[None, :], -jnp.inf, score_MxN)
     _, idx_MxK = jax.lax.top_k(score_MxN, k)
     return jnp.mean(y_N[idx_MxK], axis=1)
 
 
 def _knn_chunked(Q, q_fold, R, r_fold, y, *, k: int, metric: str, chunk: int) -> np.ndarray:
+    cosine = metric == "cosine"
+    R, r_bias = (_unit(R), jnp.zeros(R.shape[0], R.dtype)) if cosine else (R, -jnp.sum(jnp.square(R), axis=1))
     M = Q.shape[0]
     rows = min(chunk, M)
     out = []
@@ -243,7 +265,7 @@ def _knn_chunked(Q, q_fold, R, r_fold, y, *, k: int, metric: str, chunk: int) ->
         pad = rows - q.shape[0]
         q = jnp.pad(q, ((0, pad), (0, 0)))
         f = jnp.pad(f, (0, pad), constant_values=-1)
-        out.append(np.asarray(_knn_mean(q, f, R, r_fold, y, k=k, metric=metric))[: rows - pad])
+        out.append(np.asarray(_knn_mean(q, f, R, r_bias, r_fold, y, k=k, cosine=cosine))[: rows - pad])
     return np.concatenate(out).astype(np.float64)
 
 

@@ -13,8 +13,10 @@ left-padded batch holds each example's last token. The head's parameters are `He
 `nnx.Param` that is also an `nnx.LoRAParam`, so full fine-tuning and LoRA runs (which train
 `nnx.LoRAParam` alone) both train the head.
 
-Saved beside the backbone's Hugging Face files as `classifier_head.safetensors` (`save_classifier`),
-holding `score.weight` (C x D, the `transformers` layout) and `score.bias` (C).
+A text is read as BOS and its tokens, the last `max_len` of them (`classification_tokens`): the
+end of the text, where the head reads, is kept. A classifier is saved beside its backbone's
+Hugging Face files as `classifier_head.safetensors` (`save_classifier`), holding `score.weight`
+(C x D, the `transformers` layout) and `score.bias` (C).
 """
 
 from __future__ import annotations
@@ -35,6 +37,21 @@ from w2s_jax.models.transformer import Transformer
 
 HEAD_FILE = "classifier_head.safetensors"
 HEAD_NAMES = ("score.weight", "score.bias")  # transformers' name for the weight; ours for the bias
+
+
+def classification_tokens(tokenizer, text: str, *, max_len: int, add_bos: bool = True,
+                          what: str = "text") -> list[int]:
+    """The token ids a classifier reads for `text`: BOS (if the tokenizer has one and `add_bos`)
+    and the text's tokens, the last `max_len` of them. ValueError naming `what` when the text is
+    not a string or gives no tokens."""
+    if not isinstance(text, str):
+        raise ValueError(f"{what} must be a str, got {type(text).__name__} {text!r:.60}")
+    ids = [int(t) for t in tokenizer.encode(text, add_special_tokens=False)]
+    if not ids:
+        raise ValueError(f"{what} gives no tokens ({text!r:.60}): nothing to classify")
+    if add_bos and tokenizer.bos_token_id is not None:
+        ids = [int(tokenizer.bos_token_id)] + ids
+    return ids[-max_len:]
 
 
 class HeadParam(nnx.LoRAParam):
@@ -78,9 +95,10 @@ class Classifier(nnx.Module):
     def remat(self, value):  # `train.compute.computing_in`
         self.backbone.remat = value
 
-    def placed_on(self, mesh) -> None:
-        """Called by `w2s_jax.parallel.shard_model`: the backbone runs what the mesh's platform runs."""
-        self.backbone.placed_on(mesh)
+    def placed_on(self, mesh, rules=None) -> None:
+        """Called by `w2s_jax.parallel.shard_model` after placing the weights on `mesh` under
+        `rules`: the backbone's `Transformer.placed_on`."""
+        self.backbone.placed_on(mesh, rules)
 
     def hidden(self, tokens_BxT: jax.Array, *, positions_BxT: jax.Array, valid_BxT: jax.Array, cache=None,
                last_only: bool = False, fresh: bool = False):
@@ -111,8 +129,8 @@ class Classifier(nnx.Module):
 
 def save_classifier(model: Classifier, out_dir: str | Path) -> Path:
     """Write the backbone (`save_pretrained`: `model.safetensors` + `config.json`) and the head
-    (`classifier_head.safetensors`) into `out_dir`; returns it. A LoRA-trained classifier is
-    merged first (`w2s_jax.train.merge_lora`)."""
+    (`classifier_head.safetensors`) into `out_dir`; returns it. Merge a LoRA-trained classifier's
+    adapters into its weights first (`w2s_jax.train.merge_lora`): `save_pretrained` refuses them."""
     out_dir = save_pretrained(model.backbone, model.config, out_dir)
     kernel = np.asarray(jax.device_get(model.score_kernel.get_value()), np.float32)
     bias = np.asarray(jax.device_get(model.score_bias.get_value()), np.float32)

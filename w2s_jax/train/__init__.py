@@ -19,8 +19,10 @@ from w2s_jax.train.binary_losses import (
     ProductLoss,
     RollingBuffer,
     SoftCrossEntropy,
+    THRESHOLDS,
     StatefulLoss,
     WindowLoss,
+    binary_loss,
 )
 from w2s_jax.train.checkpoint import Checkpointer
 from w2s_jax.train.config import TrainConfig
@@ -70,12 +72,14 @@ __all__ = [
     "SFTDataset",
     "SoftCrossEntropy",
     "StatefulLoss",
+    "THRESHOLDS",
     "TrainConfig",
     "TrainResult",
     "TrainStep",
     "WindowLoss",
     "accumulated_loss_and_grads",
     "apply_lora",
+    "binary_loss",
     "evaluate",
     "learning_rate_schedule",
     "loss_from_hidden",

@@ -165,7 +165,8 @@ class AuxConfidence:
     equal the weak labels' rate in this batch (`threshold=PerBatch()`) or over recent predictions
     (`RollingBuffer(size)`, a `StatefulLoss`); `w` rises linearly and continuously from 0 to
     `max_weight` over the first `warmup_frac` of `total_steps`, read from `batch["step_B"]` as
-    data, so one compiled step serves every step.
+    data, so one compiled step serves every step. With gradient accumulation, `PerBatch` thresholds
+    each micro-batch on its own and `RollingBuffer` receives the micro-batches in order.
     """
 
     warmup_frac: float = 0.1  # fraction of training over which w ramps from 0 (openai/weak-to-strong's default)
@@ -259,3 +260,23 @@ BINARY_LOSSES: dict[str, type] = {
     "entropy": EntropyRegularised,
     "window": WindowLoss,
 }
+
+# Where `AuxConfidence` takes its threshold, by name: `THRESHOLDS[name](**fields)`.
+THRESHOLDS: dict[str, type] = {"per_batch": PerBatch, "rolling_buffer": RollingBuffer}
+
+
+def binary_loss(name: str, *, total_steps: int, **fields):
+    """`BINARY_LOSSES[name](**fields)`, with `total_steps` set on the losses that warm up.
+
+    `total_steps` is the run's `TrainConfig.total_steps`; losses without a warm-up ignore it.
+    """
+    if name not in BINARY_LOSSES:
+        raise ValueError(f"unknown binary loss {name!r}; known: {sorted(BINARY_LOSSES)}")
+    cls = BINARY_LOSSES[name]
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(fields) - names
+    if unknown:
+        raise ValueError(f"binary loss {name!r} has no field(s) {sorted(unknown)}; its fields: {sorted(names)}")
+    if "total_steps" in names:
+        fields = {**fields, "total_steps": total_steps}
+    return cls(**fields)

@@ -8,9 +8,9 @@ Batch layout (all numpy, leading axis = rows; `SFTDataset`'s first three arrays)
 - `teacher_mask_BxT` bool: True at position T - 1 of each real row only, so a loss scores one
   position per example and `KLToTeacher(kind="cross_entropy")` is soft-label cross-entropy.
 
-A text is tokenized as the classifier reads it (`classification_tokens`): BOS (when the tokenizer
-has one and `add_bos`), then the text's tokens, cut from the left to `max_len` so the end of the
-text, where the classifier reads it, is kept. Order is deterministic and resumable as in
+A text is tokenized as the classifier reads it (`models.classifier.classification_tokens`): BOS
+(when the tokenizer has one and `add_bos`), then the text's tokens, cut from the left to `max_len`
+so the end of the text, where the classifier reads it, is kept. Order is deterministic and resumable as in
 `SFTDataset`: batch i is a pure function of (seed, i).
 """
 
@@ -25,24 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from w2s_jax.models.classifier import classification_tokens
 from w2s_jax.train.data import Tokenizer
 
 NUM_CLASSES = 2  # a label is the probability of class 1; class 0 has the rest
-
-
-def classification_tokens(tokenizer: Tokenizer, text: str, *, max_len: int, add_bos: bool = True,
-                          what: str = "text") -> list[int]:
-    """The token ids a classifier reads for `text`: BOS (if the tokenizer has one and `add_bos`)
-    and the text's tokens, the last `max_len` of them. ValueError naming `what` when the text is
-    not a string or gives no tokens."""
-    if not isinstance(text, str):
-        raise ValueError(f"{what} must be a str, got {type(text).__name__} {text!r:.60}")
-    ids = [int(t) for t in tokenizer.encode(text, add_special_tokens=False)]
-    if not ids:
-        raise ValueError(f"{what} gives no tokens ({text!r:.60}): nothing to classify")
-    if add_bos and tokenizer.bos_token_id is not None:
-        ids = [int(tokenizer.bos_token_id)] + ids
-    return ids[-max_len:]
 
 
 def _label(value: Any, index: int, field: str) -> float:

@@ -32,7 +32,7 @@ from w2s_jax.train.data import SFTDataset
 from w2s_jax.train.lora import LoRAWeight, apply_lora
 from w2s_jax.train.losses import CrossEntropyToTokens, LossFn
 from w2s_jax.train.run_identity import claim_directory, run_identity
-from w2s_jax.train.step import make_eval_step, make_optimizer, make_train_step, trainable_filter
+from w2s_jax.train.step import learning_rate_schedule, make_eval_step, make_optimizer, make_train_step, trainable_filter
 
 Callback = Callable[[int, dict[str, float]], None]
 
@@ -123,7 +123,10 @@ def train(
         a resume that trains fewer steps, or none, is never silent). Pass the model as it was
         before training (e.g. freshly loaded): its initial weights identify the run.
       mesh, rules: shard the model and batches (None: single device).
-      callbacks: called as `cb(step, metrics)` after each step (after its checkpoint).
+      callbacks: called as `cb(step, metrics)` after each step (after its checkpoint); `metrics`:
+        `loss`, `grad_norm` (before clipping), `lr` (the schedule's rate this update used),
+        `tokens` (the step's non-padding tokens, over the whole batch) and, on `eval_every` steps,
+        `eval_loss`.
       show_progress: show a progress bar.
       identity: JSON-serialisable fields stored with the checkpoints and compared on resume
         (e.g. the base checkpoint's path), on top of what `train` records itself.
@@ -171,6 +174,7 @@ def train(
 
     train_step = make_train_step(loss_fn, config, mesh=mesh, rules=rules, platform=platform_of(model, mesh))
     eval_step = make_eval_step(loss_fn, config)
+    schedule = learning_rate_schedule(config)
     result = TrainResult(step=step, train_losses={}, eval_losses={}, optimizer=optimizer)
 
     def run_eval(at_step):
@@ -196,6 +200,11 @@ def train(
             step, position = step + 1, position + 1
             key = jax.random.fold_in(key, step)  # the run's key advances with every step
             metrics = {name: float(value) for name, value in metrics.items()}
+            # the rate this update used (optax evaluates the schedule at the update count before it)
+            # and the step's real tokens (every row of the global batch, padding left out)
+            metrics["lr"] = float(schedule(step - 1))
+            if "valid_BxT" in batch:
+                metrics["tokens"] = float(np.sum(batch["valid_BxT"]))
             if not math.isfinite(metrics["loss"]):
                 last = None if checkpointer is None else checkpointer.latest_step()
                 raise FloatingPointError(
