@@ -92,6 +92,9 @@ class ModelsConfig:
     strong: tuple[str, ...]
     batch_size: int = 16  # rows per inference batch (features, zero-shot, predictions)
     dtype: str = "float32"  # inference compute dtype: "float32" or "bfloat16"
+    # Shard over this process's devices, e.g. {fsdp = -1}: w2s_jax.parallel.MeshConfig fields (every
+    # classifier trained FSDP, inference batches split over data x fsdp). None: one device.
+    mesh: Any = None
 
     def __post_init__(self):
         for name in ("weak", "strong"):
@@ -108,6 +111,13 @@ class ModelsConfig:
                 raise ValueError(f"models.{name} must be an int >= 1, got {value!r}")
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"models.dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+        if self.mesh is not None and not hasattr(self.mesh, "resolve"):
+            from w2s_jax.parallel import MeshConfig
+
+            if not isinstance(self.mesh, Mapping) or set(self.mesh) - {"data", "fsdp", "tp"}:
+                raise ValueError(f"models.mesh must be a table of data, fsdp, tp sizes like {{fsdp = -1}}, "
+                                 f"got {self.mesh!r}")
+            object.__setattr__(self, "mesh", MeshConfig(**{"data": 1, "fsdp": 1, "tp": 1, **self.mesh}))
 
     def pairs(self) -> list[tuple[int, int]]:
         """Every (weak, strong) index pair of two different models."""

@@ -69,10 +69,19 @@ def preflight(config: ClassificationConfig) -> None:
 
 
 def resources(config: ClassificationConfig, store, *, show_progress: bool = True) -> Resources:
-    """One device: a pool of inference models, chunks of ``chunk_size`` rows."""
+    """A pool of inference models, chunks of ``chunk_size`` rows, and with ``models.mesh`` the mesh
+    of this process's devices (classifiers trained FSDP on it, inference batches split over it)."""
     m = config.models
-    pool = ModelPool(dtype=m.dtype, batch_size=m.batch_size, length_bucket=64, max_loaded=2)
-    return Resources(store, pool, chunk_size=config.chunk_size, show_progress=show_progress)
+    mesh = rules = None
+    if m.mesh is not None:
+        import jax
+
+        from w2s_jax.parallel import ShardingRules, make_mesh
+
+        mesh, rules = make_mesh(m.mesh, devices=jax.local_devices()), ShardingRules.fsdp()
+    pool = ModelPool(dtype=m.dtype, batch_size=m.batch_size, length_bucket=64, max_loaded=2, mesh=mesh, rules=rules)
+    return Resources(store, pool, chunk_size=config.chunk_size, mesh=mesh, train_mesh=mesh, rules=rules,
+                     show_progress=show_progress)
 
 
 def run_classification(config: ClassificationConfig, *, run_dir: str | Path | None = None,

@@ -139,7 +139,7 @@ class Probabilities(ChunkedStage):
         items = self.classifier.items.items(res.store, self.part)
         model, tokenizer = self.classifier.classifier(res)
         probs_NxC = classifier_probs(model, tokenizer, [items[u]["text"] for u in units], batch_size=self.batch_size,
-                                     max_len=self.classifier.train.max_len, show_progress=False)
+                                     max_len=self.classifier.train.max_len, mesh=res.mesh, show_progress=False)
         return [[{"index": items[u]["index"], "prob": float(p[1])}] for u, p in zip(units, probs_NxC)]
 
     def soft_labels(self, store) -> dict[int, float]:
