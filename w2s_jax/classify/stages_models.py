@@ -93,7 +93,7 @@ class FitClassifier(Stage):
         return result, len(rows)
 
     def execute(self, res: Resources, directory: Path) -> str:
-        log = TrainingLog(directory)
+        log = TrainingLog(directory)  # lr and real tokens come from train's callback metrics
         result, rows = self._train(res, directory, log)
         if res.process_index == 0:
             log.finish(result)
