@@ -214,3 +214,12 @@ def test_a_lora_student_restored_from_its_checkpoint_predicts_as_trained(root, t
                              show_progress=False)[:, 1]
     np.testing.assert_allclose(again, [stored[i] for i in range(len(texts))], rtol=1e-5, atol=1e-6)
     assert len(set(np.round(again, 6))) > 1  # the trained head and adapters, not a constant
+
+
+def test_several_processes_are_refused_with_the_alternative(root, tmp_path, monkeypatch):
+    from w2s_jax.pipeline import ExperimentError
+
+    monkeypatch.setattr("jax.process_count", lambda: 2)
+    with pytest.raises(ExperimentError, match="uses one process .* with models.mesh instead"):
+        run_classification(tiny_config(root), run_dir=tmp_path / "run", store=tmp_path / "store")
+    assert not (tmp_path / "run").exists()

@@ -98,6 +98,11 @@ def run_classification(config: ClassificationConfig, *, run_dir: str | Path | No
     """
     from w2s_jax.classify.report import results_markdown, write_report
 
+    import jax
+
+    if jax.process_count() > 1:  # its whole-stage steps (items, classifiers, probes) are not split
+        raise ExperimentError(f"{config.source}: a classification run uses one process ({jax.process_count()} "
+                              "joined); shard it over this machine's devices with models.mesh instead")
     run_dir = Path(run_dir) if run_dir is not None else Path("runs") / config.name
     opened = open_store(run_dir, store)
     graph = keyed_graph(config)
