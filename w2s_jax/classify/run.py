@@ -42,11 +42,11 @@ def index_record(config: ClassificationConfig, graph, store) -> dict:
     }
 
 
-def keyed_graph(config: ClassificationConfig):
+def keyed_graph(config: ClassificationConfig, store):
     """The graph, every stage's key computed (a model or file that cannot be read is an
     ExperimentError naming the stage, before anything runs)."""
     try:
-        graph = classification_graph(config)
+        graph = classification_graph(config, store)
     except ValueError as error:
         raise ExperimentError(str(error)) from None
     for stage in graph.stages:
@@ -61,6 +61,8 @@ def preflight(config: ClassificationConfig) -> None:
     """Every seed's items made in memory before anything is written or loaded: a missing file, a
     row without a needed field, too few items, a test item among the training items are one
     ExperimentError naming the file, the row and the field."""
+    if config.concept_world is not None:  # the items are made by a stage of the run
+        return
     for seed, items in classification_graph(config).items.items():
         try:
             items.parts()
@@ -105,7 +107,7 @@ def run_classification(config: ClassificationConfig, *, run_dir: str | Path | No
                               "joined); shard it over this machine's devices with models.mesh instead")
     run_dir = Path(run_dir) if run_dir is not None else Path("runs") / config.name
     opened = open_store(run_dir, store)
-    graph = keyed_graph(config)
+    graph = keyed_graph(config, opened)
     if dry_run:
         for line in dry_run_lines(graph.stages, opened):
             log(line)
