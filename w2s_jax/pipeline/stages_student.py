@@ -141,6 +141,8 @@ def local_copy(model, mesh) -> None:
             value = node.get_value()
             if isinstance(value, jax.Array) and not value.is_fully_addressable:
                 node.set_value(jax.device_put(np.asarray(multihost_utils.process_allgather(value, tiled=True))))
+    if mesh is None and hasattr(model, "placed_on"):  # off the global mesh: nothing to pin activations to
+        model.placed_on(None)
     place_for_inference(model, mesh)
 
 
