@@ -32,8 +32,10 @@
     [strong_to_strong]                # the strong model relabels half B, one half from the other
     rounds = 1
 
-Relative paths are relative to the current working directory; an unknown key is an error naming
-the file, the table and the closest valid key.
+Also: ``[weak_train]`` (the weak models' TrainConfig over ``[train]``), ``models.mesh`` (shard
+over this machine's devices), ``[report]``, and ``[concept_world]`` (the items and the models made
+from the concept world: ``w2s_jax.classify.concept``). Relative paths are relative to the current
+working directory; an unknown key is an error naming the file, the table and the closest valid key.
 """
 
 from __future__ import annotations
