@@ -25,7 +25,7 @@ from w2s_jax.pipeline.refs import Model
 
 
 @dataclasses.dataclass(frozen=True)
-class Subject:
+class ScoredModel:
     """A row of the report: a model's test probabilities in one seed."""
 
     name: str  # "weak", "ceiling", "zero-shot", "student/<loss>", "probe/<repair>", ...
@@ -112,17 +112,17 @@ def classification_graph(config: ClassificationConfig, store=None) -> Classifica
             weak_b[w] = Probabilities(name=f"weak-labels/{wn}/{tag}", classifier=weak, part="b",
                                       batch_size=m.batch_size)
             stages.append(weak_b[w])
-            subjects.append(Subject("weak", "weak", seed, wn, None, test))
+            subjects.append(ScoredModel("weak", "weak", seed, wn, None, test))
             label_sets.append(LabelSet("weak", seed, wn, None, weak_b[w]))
         features = {}
         for s, (model, sn) in enumerate(zip(m.strong, strong_names)):
             _, test = fit(f"ceiling/{sn}", model, "b", role="ceiling")
-            subjects.append(Subject("ceiling", "ceiling", seed, None, sn, test))
+            subjects.append(ScoredModel("ceiling", "ceiling", seed, None, sn, test))
             if m.zero_shot:
                 zero = ZeroShot(name=f"zero-shot/{sn}/{tag}", base=models[model], items=items, format=fmt,
                                 dtype=m.dtype, batch_size=m.batch_size)
                 stages.append(zero)
-                subjects.append(Subject("zero-shot", "zero-shot", seed, None, sn, zero))
+                subjects.append(ScoredModel("zero-shot", "zero-shot", seed, None, sn, zero))
             if config.repair:
                 features[s] = Features(name=f"features/{sn}/{tag}", base=models[model], items=items,
                                        max_len=config.train.max_len, dtype=m.dtype, batch_size=m.batch_size)
@@ -132,16 +132,16 @@ def classification_graph(config: ClassificationConfig, store=None) -> Classifica
             pair = f"{wn}/{sn}"
             for loss in config.losses:
                 _, test = fit(f"student/{loss.name}/{pair}", strong, "b", weak_b[w], loss)
-                subjects.append(Subject(f"student/{loss.name}", "student", seed, wn, sn, test))
+                subjects.append(ScoredModel(f"student/{loss.name}", "student", seed, wn, sn, test))
             first = config.losses[0]
             for repair in config.repair:
                 probe = ProbeLabels(name=f"repair/{repair.name}/{pair}/{tag}", features=features[s],
                                     weak=weak_b[w], repair=repair)
                 stages.append(probe)
-                subjects.append(Subject(f"probe/{repair.name}", "probe", seed, wn, sn, probe))
+                subjects.append(ScoredModel(f"probe/{repair.name}", "probe", seed, wn, sn, probe))
                 label_sets.append(LabelSet(f"repair/{repair.name}", seed, wn, sn, probe))
                 _, test = fit(f"student/repair-{repair.name}/{pair}", strong, "b", probe, first)
-                subjects.append(Subject(f"student/repair-{repair.name}", "student", seed, wn, sn, test))
+                subjects.append(ScoredModel(f"student/repair-{repair.name}", "student", seed, wn, sn, test))
             if config.icl.demos:
                 refine = ICLRefine(name=f"icl-refine/{pair}/{tag}", base=models[strong], items=items,
                                    weak=weak_b[w], format=fmt, demos=config.icl.demos, dtype=m.dtype,
@@ -149,7 +149,7 @@ def classification_graph(config: ClassificationConfig, store=None) -> Classifica
                 stages.append(refine)
                 label_sets.append(LabelSet("icl-refine", seed, wn, sn, refine))
                 _, test = fit(f"student/icl-refine/{pair}", strong, "b", refine, first)
-                subjects.append(Subject("student/icl-refine", "student", seed, wn, sn, test))
+                subjects.append(ScoredModel("student/icl-refine", "student", seed, wn, sn, test))
             labels = weak_b[w]
             for r in range(1, config.strong_to_strong.rounds + 1):
                 halves = []
@@ -163,5 +163,5 @@ def classification_graph(config: ClassificationConfig, store=None) -> Classifica
                 stages.append(labels)
                 label_sets.append(LabelSet(f"s2s-{r}", seed, wn, sn, labels))
                 _, test = fit(f"student/s2s-{r}/{pair}", strong, "b", labels, first)
-                subjects.append(Subject(f"student/s2s-{r}", "student", seed, wn, sn, test))
+                subjects.append(ScoredModel(f"student/s2s-{r}", "student", seed, wn, sn, test))
     return ClassificationGraph(graph_order(stages), subjects, label_sets, all_items)
