@@ -53,9 +53,9 @@ def test_trajectory_chunks_pick_the_three_models_by_the_fixed_rule(gaps, expecte
     assert trajectory_chunks(_records(*gaps), 0.25) == expected
 
 
-def test_the_intermediate_tolerance_is_no_stricter_than_the_gate():
-    with pytest.raises(ValueError, match=r"gate.intermediate_tolerance must be in \[gate.tolerance, 1\)"):
-        GateConfig(tolerance=0.05, intermediate_tolerance=0.01)
+def test_bad_intermediate_tolerance_and_empty_records_are_refused():
+    with pytest.raises(ValueError, match=r"gate.intermediate_tolerance must be in \[0, 1\)"):
+        GateConfig(intermediate_tolerance=1.5)
     with pytest.raises(ValueError, match="at least one chunk"):
         trajectory_chunks([], 0.25)
 
