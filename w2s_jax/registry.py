@@ -62,4 +62,5 @@ class Registry(Generic[T]):
 # registers a ``w2s_jax.pipeline.kind.ExperimentKind``. Named here, above both, so that the pipeline
 # never imports the kinds built on it.
 EXPERIMENT_KINDS: Registry = Registry("experiment kind", modules=("w2s_jax.pipeline.kind",
-                                                                  "w2s_jax.concept_world.kind"))
+                                                                  "w2s_jax.concept_world.kind",
+                                                                  "w2s_jax.classify.kind"))

@@ -151,3 +151,42 @@ def test_fresh_prefill_matches_the_reference(family, backend):
     rows = np.asarray(valid)
     np.testing.assert_allclose(np.asarray(got)[rows], np.asarray(expected)[rows], atol=1e-4)
     np.testing.assert_allclose(k_new, k.transpose(0, 2, 3, 1), atol=1e-4)
+
+
+@pytest.mark.parametrize("padding", ["left", "right"])
+def test_splash_attention_matches_the_reference(padding):
+    """The TPU's splash kernel, run in Pallas's interpreter on this host: equal to the reference
+    (causal, keys masked by validity, grouped heads) at every valid query, in bfloat16."""
+    from w2s_jax.models.attention import SPLASH_BLOCK, splash_attention
+
+    B, T, N, K, H = 2, SPLASH_BLOCK, 4, 2, 8
+    rng = np.random.default_rng(0)
+    q, k, v = (jnp.asarray(rng.normal(size=(B, T, n, H)), jnp.bfloat16) for n in (N, K, K))
+    pad_B = np.array([0, 37])
+    slot_T = np.arange(T)
+    valid_BxT = (slot_T[None] >= pad_B[:, None]) if padding == "left" else (slot_T[None] < T - pad_B[:, None])
+    mask_BxTxS = attention_mask(jnp.asarray(valid_BxT), jnp.arange(T), None)
+    got = splash_attention(q, k, v, jnp.asarray(valid_BxT), scale=H ** -0.5, interpret=True)
+    want = reference_attention(q, k, v, mask_BxTxS, scale=H ** -0.5)
+    err = np.abs(np.asarray(got, np.float32) - np.asarray(want, np.float32))[valid_BxT]
+    assert err.max() < 2 ** -6, err.max()  # bf16 outputs of O(1) values (scale applied to q first)
+
+
+def test_splash_is_what_the_fused_path_lowers_for_tpu_where_it_applies():
+    """Lowered for "tpu" from this host: bf16 causal attention over a multiple of the block runs
+    the Mosaic kernel (a `tpu_custom_call`); a shorter length, float32, or a mask that is not
+    causal-by-validity (a sliding window) runs XLA's attention."""
+    from w2s_jax.models.attention import SPLASH_BLOCK
+
+    def text(T, dtype, causal=True):
+        q = jnp.ones((2, T, 4, 8), dtype)
+        kv = jnp.ones((2, T, 2, 8), dtype)
+        mask = attention_mask(jnp.ones((2, T), bool), jnp.arange(T), None)
+        fn = lambda q, k, v: fused_attention(q, k, v, mask, scale=0.3, implementation="splash",  # noqa: E731
+                                             causal=causal)
+        return jax.jit(fn).trace(q, kv, kv).lower(lowering_platforms=("tpu",)).as_text()
+
+    assert "tpu_custom_call" in text(SPLASH_BLOCK, jnp.bfloat16)
+    assert "tpu_custom_call" not in text(SPLASH_BLOCK // 2, jnp.bfloat16)
+    assert "tpu_custom_call" not in text(SPLASH_BLOCK, jnp.float32)
+    assert "tpu_custom_call" not in text(SPLASH_BLOCK, jnp.bfloat16, causal=False)

@@ -209,3 +209,57 @@ def test_gpu_training_gradient_runs_cudnn_attention_both_ways(cudnn_present):
         tokens, positions_BxT=jnp.broadcast_to(jnp.arange(16), (2, 16)), valid_BxT=valid)[0].astype(jnp.float32).mean())
     ).trace(cpu_state).lower(lowering_platforms=("cpu",)).as_text()
     assert _barriers(cpu_text) > 0  # the CPU program keeps its barriers: the check above tests a choice
+
+
+def _backward_text(fn, backend, *shapes):
+    """The gradient of `sum(fn(*args))` with `backend` active in the forward pass alone (as in a
+    model call), lowered for cuda: JAX traces a custom VJP's backward rule after the forward
+    call has returned, outside `use_backend`, where the host's decision (the CPU's) is active."""
+    from w2s_jax.models.backend import use_backend
+
+    def loss(*args):
+        with use_backend(backend):
+            y = fn(*args)
+        return y.astype(jnp.float32).sum()
+
+    args = [jnp.ones(s, jnp.bfloat16) for s in shapes]
+    return jax.jit(jax.grad(loss, tuple(range(len(args))))).trace(*args).lower(lowering_platforms=("cuda",)).as_text()
+
+
+def test_custom_backward_passes_run_the_forward_passes_decision():
+    """A one-row bf16 product is padded to two rows on the CPU alone (`Backend.pad_single_row`):
+    the tied head's backward (`dense_transposed`) traced for a GPU decision has no padding, for
+    the CPU decision it has; the bf16 matmul's backward reads no decision (the same program)."""
+    from w2s_jax.models.layers import dense_transposed
+    from w2s_jax.models.matmul import matmul
+
+    head = {b.platform: _backward_text(dense_transposed, b, (1, 32), (128, 32)) for b in (GPU, CPU)}
+    assert "stablehlo.pad" not in head["gpu"] and "tensor<2x128xbf16>" not in head["gpu"]
+    assert "stablehlo.pad" in head["cpu"] and "tensor<2x128xbf16>" in head["cpu"]
+    product = {b.platform: _backward_text(matmul, b, (3, 32), (32, 16)) for b in (GPU, CPU)}
+    assert product["gpu"] == product["cpu"] and "stablehlo.pad" not in product["gpu"]
+
+
+def test_tpu_training_gradient_runs_splash_attention_both_ways():
+    """The gradient of a bf16 loss over 128 slots lowered for tpu: the splash kernel forward and
+    its two backward kernels (dq, dk/dv) per layer body, no conditional, no barrier. Over 16
+    slots (not a multiple of the kernel's block) the same model runs XLA's attention."""
+    from w2s_jax.models.attention import SPLASH_BLOCK
+
+    model = _model("llama", backend=TPU, dtype=jnp.bfloat16)
+    graphdef, state = nnx.split(model)
+
+    def text(T):
+        tokens, valid = jnp.ones((2, T), jnp.int32), jnp.arange(T)[None].repeat(2, 0) < T - 5
+
+        def loss(state):
+            logits, _ = nnx.merge(graphdef, state)(tokens, positions_BxT=jnp.broadcast_to(jnp.arange(T), (2, T)),
+                                                   valid_BxT=valid)
+            return logits.astype(jnp.float32).mean()
+
+        return jax.jit(jax.grad(loss)).trace(state).lower(lowering_platforms=("tpu",)).as_text()
+
+    long = text(SPLASH_BLOCK)
+    assert len(re.findall(r"stablehlo\.custom_call @tpu_custom_call", long)) == 3
+    assert "stablehlo.case" not in long and _barriers(long) == 0
+    assert "tpu_custom_call" not in text(16)

@@ -192,3 +192,30 @@ def test_kl_to_teacher_pulls_the_label_distribution_to_the_teacher():
     logits = _logits(model, batch)[:, -2][:, labels]
     probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
     np.testing.assert_allclose(probs, np.array(teacher * 4), atol=0.05)
+
+
+def test_callbacks_get_the_rate_each_update_used_and_the_real_token_count():
+    """`lr` against the warmup-cosine closed form at the update count before each step (step 1 of a
+    warmup from 0 moves no weight), `tokens` against the rows' own lengths (padding left out)."""
+    cfg = dataclasses.replace(CFG, warmup_steps=2, end_lr_ratio=0.1)
+    model, seen, snapshots = _model(), {}, {0: _params(_model())}
+
+    def record(step, metrics):
+        seen[step] = dict(metrics)
+        snapshots[step] = _params(model)
+
+    train(model, _data(), config=cfg, callbacks=[record], show_progress=False)
+    peak, end, warm, total = cfg.learning_rate, cfg.learning_rate * 0.1, 2, cfg.total_steps
+    for step in range(1, total + 1):
+        count = step - 1  # updates before this one
+        expected = (peak * count / warm if count < warm else
+                    end + (peak - end) * 0.5 * (1 + np.cos(np.pi * (count - warm) / (total - warm))))
+        np.testing.assert_allclose(seen[step]["lr"], expected, rtol=1e-6, atol=1e-12, err_msg=str(step))
+    for path, value in snapshots[1].items():  # rate 0: the first update changed nothing
+        np.testing.assert_array_equal(value, snapshots[0][path], err_msg=str(path))
+    assert any(not np.array_equal(v, snapshots[1][p]) for p, v in snapshots[2].items())
+    tokenizer = CharTokenizer()
+    lengths = {1 + len(tokenizer.encode(r["prompt"])) + len(tokenizer.encode(r["completion"])) + 1 for r in ROWS}
+    [length] = lengths  # every row has the same length: any batch of 8 rows has 8 x length tokens
+    assert [m["tokens"] for m in seen.values()] == [cfg.batch_size * length] * total
+    assert all(m["tokens"] < cfg.batch_size * cfg.max_len for m in seen.values())  # padding not counted

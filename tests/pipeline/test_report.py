@@ -119,6 +119,33 @@ def test_misfit_is_the_disagreement_with_the_weak_supervisor(tmp_path):
                                                       "kind": "mean squared difference"}
 
 
+def test_misfit_compares_the_answers_the_task_reads_not_the_texts(tmp_path):
+    """On a math task a student that writes "The answer is 72." where its supervisor wrote
+    "#### 72" agrees with it; "72" against "73" disagrees, however alike the texts."""
+    from w2s_jax.pipeline.report import stated_answers
+    from w2s_jax.tasks import get_task
+
+    run = _run_dir(tmp_path)
+    plan = json.loads((run / "plan.json").read_text())
+    weak = ["Half of 144 is 72.\n#### 72", "#### 3/4", "so 10", "#### 5", "the answer is 7"] + ["#### 1"] * 7
+    student = ["The answer is 72.", "It is 0.75", "#### 10.0", "#### 6", "the answer is 8"] + ["1"] * 7
+    for subject, answers in (("weak/w0-a", weak), ("student/naive/w0-a", student)):
+        path = run / next(s for s in plan["subjects"] if s["name"] == subject)["predictions"]
+        path.write_text("".join(json.dumps({"index": i, "prediction": p}) + "\n" for i, p in enumerate(answers)))
+    plan.update(task="math", task_options={"__class__": "MathOptions", **vars(get_task("math").Options())})
+    (run / "plan.json").write_text(json.dumps(plan))
+    rows = {r["name"]: r for r in build_results(run)["rows"]}
+    # every text differs; the stated answers differ on items 3 (5 vs 6) and 4 (7 vs 8) only
+    assert rows["student/naive/w0-a"]["misfit"] == {"value": pytest.approx(2 / 12), "n": 12, "kind": "rate"}
+    assert stated_answers(plan)("#### 72") == stated_answers(plan)("The answer is 72.")
+    boxed = get_task("math-boxed")()
+    assert boxed.stated_answer("so \\boxed{\\frac{1}{2}}") == boxed.stated_answer("The answer is 0.5")
+    assert boxed.stated_answer("\\boxed{x^2}") != boxed.stated_answer("\\boxed{x^3}")
+    qa = get_task("qa")
+    assert qa(qa.Options(metric="exact")).stated_answer("The Paris.") == qa().stated_answer("paris")
+    assert get_task("concept")().stated_answer(" blue sky") == "blue"
+
+
 def test_markdown_links_training_curves_and_shows_misfit(tmp_path):
     run = _run_dir(tmp_path)
     results = write_report(run, figures=True)

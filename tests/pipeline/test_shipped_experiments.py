@@ -40,6 +40,11 @@ def test_shipped_experiment_validates(path):
 
         assert load_concept_world(path).seeds and load_concept_world(path, quick=True).seeds == (0,)
         return
+    if tomllib.loads(path.read_text()).get("kind") == "classification":  # tests/classify/test_config.py
+        from w2s_jax.classify import load_classification
+
+        assert load_classification(path).models.pairs()
+        return
     config = load_experiment(path)
     models = config.models
     for name in (models.strong, *models.weak, *models.intermediate, *([models.judge] if models.judge else [])):

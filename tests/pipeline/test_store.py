@@ -268,3 +268,55 @@ def test_the_default_store_sits_beside_the_run_directory(tmp_path, monkeypatch):
     assert default_store(tmp_path / "runs" / "gsm8k") == tmp_path / "elsewhere"
     with pytest.raises(ExperimentError, match="cannot be the store itself"):
         open_store(tmp_path / "s", tmp_path / "s")
+
+
+def _row_keys(calls):
+    """The key each generated row draws from, ``fold_in(key, example id)``, as bytes."""
+    import jax
+    import numpy as np
+
+    return [np.asarray(jax.random.key_data(jax.random.fold_in(key, i))).tobytes()
+            for key, ids in calls for i in ids]
+
+
+def test_bootstrap_hops_and_inferred_sentences_draw_per_row_whatever_chunk_and_batch(world, tmp_path, monkeypatch):
+    """Sampled bootstrap and infer-and-respond labels are the same whatever chunk_size and batch
+    size, and no two sampled rows of a stage (a hop's and the next hop's, a batch's sentence and
+    its first answer) draw from the same key."""
+    from w2s_jax.inference.engine import Engine
+
+    root, experiment = world
+    weak = load_experiment(experiment).models.weak[0]
+    calls = []
+    original = Engine.generate
+
+    def recording(self, prompts, *, key=None, example_ids=None, **kw):
+        calls.append((key, list(example_ids)))
+        return original(self, prompts, key=key, example_ids=example_ids, **kw)
+
+    monkeypatch.setattr(Engine, "generate", recording)
+    sampled = ["generation.temperature=1.0", "generation.max_new_tokens=3", f"models.intermediate=[\"{weak}\"]",
+               "methods.run=[\"bootstrap\", \"infer-and-respond\"]", "methods.bootstrap.batch=3",
+               "methods.infer-and-respond.batch=3", "methods.infer-and-respond.max_sentence_tokens=3"]
+    results = []
+    for i, extra in enumerate([["chunk_size=64", "models.batch_size=8"], ["chunk_size=2", "models.batch_size=3"]]):
+        config, stages, res = _plan(experiment, tmp_path / f"store{i}", sampled + extra)
+        records = []
+        run_stages([_one(stages, "weak-labels/")], res, log=lambda line: None)
+        for prefix in ("labels/bootstrap/", "labels/infer-and-respond/"):
+            stage = _one(stages, prefix)
+            calls.clear()
+            run_stages([stage], res, log=lambda line: None)
+            stage_calls = [c for c in calls if c[0] is not None]
+            keys = _row_keys(stage_calls)
+            assert len(keys) == len(set(keys)), prefix  # every sampled row its own draw
+            rows = _records(res.store.directory(stage))
+            # bootstrap: two hops per row; infer-and-respond: a sentence per batch, then each answer
+            assert len(keys) == (2 * len(rows) if prefix.startswith("labels/bootstrap")
+                                 else len(stage.units(res)) + len(rows))
+            records.append((rows, stage.key))
+        results.append(records)
+    assert results[0] == results[1]  # same records, same keys
+    bootstrap_rows = results[0][0][0]
+    assert len({r["completion"] for r in bootstrap_rows}) > 1  # really sampled
+    assert len({r["inferred"] for r in results[0][1][0]}) > 1

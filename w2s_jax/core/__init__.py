@@ -5,8 +5,26 @@
 * :mod:`~w2s_jax.core.posterior`: the posterior over latent concepts and its readouts.
 * :mod:`~w2s_jax.core.label_sources`: gold, weak and refined labels as small strategies.
 * :mod:`~w2s_jax.core.metrics`: excess risk, accuracy, PGR with a confidence interval.
+* :mod:`~w2s_jax.core.classification_metrics`: ROC AUC, calibration error, agreement, and PGR on any of
+  them with intervals over items and over seeds.
+* :mod:`~w2s_jax.core.probes`: logistic and kNN probes on cached features; and
+  :mod:`~w2s_jax.core.label_repair`: relabelling and filtering weak labels with out-of-fold probes.
 """
 
+from w2s_jax.core.classification_metrics import (
+    CLASSIFICATION_METRICS,
+    Accuracy,
+    CalibrationError,
+    RocAuc,
+    agreement,
+    expected_calibration_error,
+    item_interval,
+    pgr_over_items,
+    pgr_over_seeds,
+    roc_auc,
+    seed_interval,
+)
+from w2s_jax.core.label_repair import filter_by_probe, fold_ids, out_of_fold, relabel
 from w2s_jax.core.label_sources import GoldLabels, RefinedLabels, WeakLabels, residual_covariance
 from w2s_jax.core.metrics import PGREstimate, accuracy, excess_risk, mean_and_se, pgr
 from w2s_jax.core.objectives import cross_entropy_to_probs, kl_to_probs, squared_error_to_mean
@@ -18,8 +36,28 @@ from w2s_jax.core.posterior import (
     Readout,
     concept_log_posterior,
 )
+from w2s_jax.core.probes import FittedKNN, FittedLogistic, KNNProbe, LogisticProbe
 
 __all__ = [
+    "CLASSIFICATION_METRICS",
+    "Accuracy",
+    "CalibrationError",
+    "RocAuc",
+    "agreement",
+    "expected_calibration_error",
+    "item_interval",
+    "pgr_over_items",
+    "pgr_over_seeds",
+    "roc_auc",
+    "seed_interval",
+    "LogisticProbe",
+    "KNNProbe",
+    "FittedLogistic",
+    "FittedKNN",
+    "fold_ids",
+    "out_of_fold",
+    "relabel",
+    "filter_by_probe",
     "GoldLabels",
     "WeakLabels",
     "RefinedLabels",

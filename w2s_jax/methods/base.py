@@ -24,7 +24,8 @@ from typing import Any, ClassVar
 
 from w2s_jax.inference.engine import Engine, Prompt
 from w2s_jax.registry import Registry
-from w2s_jax.tasks.base import Example, Generation, NoOptions, Task
+from w2s_jax.inference.generation_settings import Generation
+from w2s_jax.tasks.base import Example, NoOptions, Task
 
 
 @dataclasses.dataclass
@@ -54,6 +55,16 @@ class MethodContext:
     key: Any = None
     num_intermediate: int = 0
     upstream_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # by method, as ``upstream``
+
+    def folded(self, stream: int) -> "MethodContext":
+        """This context with its key folded with ``stream``: for a method that samples twice per
+        example (a hop of a chain, a step before the answer), each draw its own key,
+        ``fold_in(fold_in(key, stream), example index)``, never the answer's."""
+        if self.key is None:
+            return self
+        import jax
+
+        return dataclasses.replace(self, key=jax.random.fold_in(self.key, stream))
 
     def answer(self, role: str, prompts: Sequence[Prompt], positions: Sequence[int]) -> list[str]:
         """The ``role`` model's answers to ``prompts`` (one per position in ``examples``)."""

@@ -10,7 +10,8 @@ than itself, a smaller gap than weak-to-strong in one step.
 Batching is ``icl-refine``'s (``batch``, ``shuffle_seed``) and a unit is one batch with all of its
 hops, so a killed run never leaves half a chain. With no intermediate model bootstrap would be
 ``icl-refine`` itself, so it refuses: run ``icl-refine`` instead. Each label row keeps the
-intermediate hops' labels under ``"hops"`` for inspection.
+intermediate hops' labels under ``"hops"`` for inspection. A sampled label of hop h draws from
+``fold_in(fold_in(key, h), example index)``: hops never share a draw.
 """
 
 from __future__ import annotations
@@ -56,8 +57,8 @@ class Bootstrap(Method):
         queries = list(demos)  # every query of the chunk in one call per hop
         labels = {p: ctx.weak[p] for p in queries}
         hops = []
-        for role in hop_roles(ctx.num_intermediate):
-            labels = dict(zip(queries, refine(ctx, role, queries, demos.__getitem__, labels)))
+        for hop, role in enumerate(hop_roles(ctx.num_intermediate)):  # each hop samples with its own key
+            labels = dict(zip(queries, refine(ctx.folded(hop), role, queries, demos.__getitem__, labels)))
             hops.append(labels)
         return [label_row(ctx.examples[p], ctx.task.target(ctx.examples[p], labels[p]),
                           hops=[hop[p] for hop in hops[:-1]])

@@ -18,7 +18,9 @@ the behaviour. ``respond`` is the answering system message and ``respond_user`` 
 in :class:`~w2s_jax.tasks.demonstrations.Layout` (``strip_newlines`` also applies to the question of
 the answering step).
 
-Each label row keeps the sentence under ``"inferred"`` for inspection.
+Each label row keeps the sentence under ``"inferred"`` for inspection. A sampled sentence draws
+from ``fold_in(fold_in(key, DESCRIBE), index of the batch's first example)``, a sampled answer from
+``fold_in(key, example index)``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ PREFIXES = {
     "technique": "The answers explain using the technique of",  # explanation tasks
 }
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+DESCRIBE = 1  # the key stream of the inferred sentences (MethodContext.folded); answers use the stage key
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -134,8 +137,10 @@ class InferAndRespond(Method):
         options = self.options
         prompts = [inference_prompt([(question_text(ctx, p), ctx.weak[p]) for p in unit], options)
                    for unit in units]
+        # a batch's sentence draws from its own stream (DESCRIBE), keyed by the batch's first
+        # example (batches are disjoint): never the key that example's answer draws from
         texts = ctx.engine("strong").generate(prompts, max_new_tokens=options.max_sentence_tokens,
-                                              sampler=ctx.generation.sampler(), key=ctx.key,
+                                              sampler=ctx.generation.sampler(), key=ctx.folded(DESCRIBE).key,
                                               example_ids=[ctx.examples[unit[0]].index for unit in units])
         if options.detector is not None:
             return [text.strip() for text in texts]

@@ -15,14 +15,17 @@ _MODULE_OF = {
     "ModelConfig": "config", "config_from_hf": "config", "config_to_hf": "config",
     "load_pretrained": "checkpoint", "save_pretrained": "checkpoint",
     "load_tokenizer": "tokenizer", "to_layout": "layer_weights", "set_backend": "backend",
+    "Classifier": "classifier", "load_classifier": "classifier", "save_classifier": "classifier",
 }
 
-__all__ = ["KVCache", "ModelConfig", "Transformer", "config_from_hf", "config_to_hf", "init_cache",
-           "load_pretrained", "load_tokenizer", "save_pretrained", "set_backend", "to_layout"]
+__all__ = ["Classifier", "KVCache", "ModelConfig", "Transformer", "config_from_hf", "config_to_hf", "init_cache",
+           "load_classifier", "load_pretrained", "load_tokenizer", "save_classifier", "save_pretrained",
+           "set_backend", "to_layout"]
 assert sorted(_MODULE_OF) == __all__  # one list of names: the lazy table and the exports agree
 
 if TYPE_CHECKING:
     from w2s_jax.models.checkpoint import load_pretrained, save_pretrained
+    from w2s_jax.models.classifier import Classifier, load_classifier, save_classifier
     from w2s_jax.models.config import ModelConfig, config_from_hf, config_to_hf
     from w2s_jax.models.tokenizer import load_tokenizer
     from w2s_jax.models.kv_cache import KVCache, init_cache

@@ -42,7 +42,7 @@ class Backend:
     prefill: str  # "chunked": a traced number of chunks, cached attention in blocks; "whole": one static pass
     last_slot_only: bool  # prefill's last layer forms its output for the last slot alone (a lax.cond per layer)
     attention: str  # "grouped": rank-4 batched matmuls tuned for XLA:CPU; "fused": jax.nn.dot_product_attention
-    fused_implementation: str | None  # the `implementation=` for 16-bit fused attention ("cudnn") or None (XLA)
+    fused_implementation: str | None  # 16-bit fused attention: "cudnn", "splash" (TPU kernel) or None (XLA)
     barriers: bool  # XLA:CPU's optimization barriers (bf16 slices, gathers, transposes kept apart)
     weight_major: bool  # a product of 2-32 rows puts the weight first (XLA:CPU's dot kernels)
     pad_single_row: bool  # a one-row 16-bit product is padded to two rows (XLA:CPU's fast 16-bit path)
@@ -70,7 +70,7 @@ CPU = Backend(platform="cpu", layout="per_layer", decode_cache="per_layer", pref
 GPU = Backend(platform="gpu", layout="stacked", decode_cache="stacked", prefill="whole", last_slot_only=False,
               attention="fused", fused_implementation="cudnn", barriers=False, weight_major=False,
               pad_single_row=False, max_streams=1, host_memory=False)
-TPU = dataclasses.replace(GPU, platform="tpu", fused_implementation=None)
+TPU = dataclasses.replace(GPU, platform="tpu", fused_implementation="splash")
 _BY_PLATFORM = {"cpu": CPU, "gpu": GPU, "tpu": TPU}
 
 

@@ -177,7 +177,9 @@ def load_pretrained(path_or_hub_name: str | Path, *, dtype=jnp.float32, param_dt
     """Load a HF checkpoint directory (or Hub name) into `(Transformer, ModelConfig)`.
 
     dtype: activation dtype; param_dtype: parameter dtype (default: `dtype`). With `mesh`, each
-    parameter is sharded per its `logical_axes` under `rules` (default `ShardingRules.fsdp()`).
+    parameter is sharded per its `logical_axes` under `rules`; the default is inference's
+    (`w2s_jax.parallel.inference_rules`: tensor parallel over "tp", or whole on every device, unless
+    the weights do not fit; `train` re-shards a model under training's rules).
     Raises FileNotFoundError (config.json / shard file missing), ValueError (missing, unexpected or
     wrongly shaped tensor; pickled weights only; unsupported config option; config.json or index
     not valid JSON; a safetensors file that is truncated or corrupt, as SafetensorsError), each
@@ -200,10 +202,13 @@ def load_pretrained(path_or_hub_name: str | Path, *, dtype=jnp.float32, param_dt
     ckpt_dir = resolve_checkpoint_dir(path_or_hub_name)
     config = config_from_hf(ckpt_dir / "config.json")
     param_dtype = dtype if param_dtype is None else param_dtype
+    abstract = nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype,
+                                                  backend=backend))
     if mesh is not None and rules is None:
-        from w2s_jax.parallel import ShardingRules
+        from w2s_jax.parallel import inference_rules
 
-        rules = ShardingRules.fsdp()
+        weight_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
+        rules = inference_rules(weight_bytes, mesh)
     if mesh is not None:
         from w2s_jax.parallel.placement import check_head_split
 
@@ -219,8 +224,6 @@ def load_pretrained(path_or_hub_name: str | Path, *, dtype=jnp.float32, param_dt
     if unexpected:
         raise ValueError(f"checkpoint {ckpt_dir} has unexpected tensor(s) {unexpected[:8]} for "
                          f"model_type={config.model_type!r} (is config.json right?)")
-    abstract = nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype,
-                                                  backend=backend))
     graphdef, state = nnx.split(abstract)
     by_path: dict[tuple, list[TensorMap]] = defaultdict(list)
     for m in maps:
@@ -235,7 +238,10 @@ def load_pretrained(path_or_hub_name: str | Path, *, dtype=jnp.float32, param_dt
                 set_per_layer(variable, _read_per_layer(by_path[path], tensors, shape, param_dtype, axes, pool, mesh, rules))
             else:  # one parameter in flight at a time
                 variable.set_value(_put(_read(by_path[path], tensors, shape, param_dtype, pool), axes, mesh, rules))
-    return nnx.merge(graphdef, state), config
+    model = nnx.merge(graphdef, state)
+    if mesh is not None:
+        model.placed_on(mesh, rules)
+    return model, config
 
 
 def save_pretrained(model: Transformer, config: ModelConfig, out_dir: str | Path) -> Path:

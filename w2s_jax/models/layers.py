@@ -7,6 +7,7 @@ placed where transformers places them so float32 runs match the PyTorch referenc
 
 from __future__ import annotations
 
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -75,7 +76,6 @@ def dense(x: jnp.ndarray, w: jnp.ndarray, *, contract: int = 1) -> jnp.ndarray:
     return y.reshape(*lead, *out)
 
 
-@jax.custom_vjp
 def dense_transposed(x: jnp.ndarray, w_OxI: jnp.ndarray) -> jnp.ndarray:
     """x @ w.T over the last axis of `x`, for a weight stored (out, in): the tied LM head (V x D).
 
@@ -83,25 +83,36 @@ def dense_transposed(x: jnp.ndarray, w_OxI: jnp.ndarray) -> jnp.ndarray:
     weight's gradient: autodiff asks for dW = dy^T x (N x V contracted over rows into V x D), which
     XLA:CPU runs slower than (x^T dy)^T (docs/benchmarks.md). The optimization barrier stops XLA
     from folding the transpose back into the slow form. Used on the CPU backend only.
+
+    The backward pass runs under the decision active when the forward pass was traced: JAX
+    traces a custom VJP's backward rule after the forward call has returned, outside the
+    model's `use_backend` block, where `backend.active()` would be the host's.
     """
-    return _dense_transposed_fwd(x, w_OxI)[0]
+    return _dense_transposed(backend.active(), x, w_OxI)
 
 
-def _dense_transposed_fwd(x, w_OxI):
-    x_NxI = x.reshape(-1, x.shape[-1])
-    y_NxO = matmul(x_NxI, w_OxI, transpose_b=True)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _dense_transposed(decision, x, w_OxI):
+    return _dense_transposed_fwd(decision, x, w_OxI)[0]
+
+
+def _dense_transposed_fwd(decision, x, w_OxI):
+    with backend.use_backend(decision):
+        x_NxI = x.reshape(-1, x.shape[-1])
+        y_NxO = matmul(x_NxI, w_OxI, transpose_b=True)
     return y_NxO.reshape(*x.shape[:-1], w_OxI.shape[0]), (x_NxI, w_OxI)
 
 
-def _dense_transposed_bwd(residuals, dy):
+def _dense_transposed_bwd(decision, residuals, dy):
     x_NxI, w_OxI = residuals
-    dy_NxO = dy.reshape(-1, w_OxI.shape[0])
-    dx = matmul(dy_NxO, w_OxI).reshape(*dy.shape[:-1], w_OxI.shape[1])
-    dw_IxO = jax.lax.optimization_barrier(jax.lax.dot_general(x_NxI, dy_NxO, (((0,), (0,)), ((), ()))))
+    with backend.use_backend(decision):
+        dy_NxO = dy.reshape(-1, w_OxI.shape[0])
+        dx = matmul(dy_NxO, w_OxI).reshape(*dy.shape[:-1], w_OxI.shape[1])
+        dw_IxO = jax.lax.optimization_barrier(jax.lax.dot_general(x_NxI, dy_NxO, (((0,), (0,)), ((), ()))))
     return dx.astype(x_NxI.dtype), dw_IxO.T.astype(w_OxI.dtype)
 
 
-dense_transposed.defvjp(_dense_transposed_fwd, _dense_transposed_bwd)
+_dense_transposed.defvjp(_dense_transposed_fwd, _dense_transposed_bwd)
 
 
 @jax.custom_jvp
@@ -137,7 +148,26 @@ def _heads_last(out_BxKxGTxH: jnp.ndarray, G: int) -> jnp.ndarray:
 
 
 class Attention(nnx.Module):
-    """Grouped-query self-attention with RoPE, optional q/k norm, softcap and a KV cache."""
+    """Grouped-query self-attention with RoPE, optional q/k norm, softcap and a KV cache.
+
+    One definition (`attention.reference_attention`), four ways to compute it, chosen by the call
+    and the active backend (`backend.py`); each is tested against the reference for every family
+    (`tests/lm/test_attention.py`), and the measurements behind the CPU's are in
+    docs/benchmarks.md ("Measurements behind the XLA:CPU choices"):
+
+    | path                                | runs when                                   | backends |
+    |-------------------------------------|---------------------------------------------|----------|
+    | grouped: rank-4 batched matmuls,    | no cache, or a fresh prefill                | CPU      |
+    | k^T behind a barrier, own softmax   |                                             |          |
+    | fused: cuDNN / splash / XLA kernel  | no cache, or a fresh prefill, no softcap    | GPU, TPU |
+    | cached: two-part softmax, the cache | a decode step, a prefill chunk after others | all      |
+    | read in place, normalised after PV  |                                             |          |
+    | blocked: the cache in 64-slot       | a prefill chunk after others (T > 1)        | CPU      |
+    | blocks under an online softmax      |                                             |          |
+
+    The CPU choices (rank-4 layout, barrier, PV before normalisation, blocks) are XLA:CPU
+    tuning; the accelerators read no conditional and run no data-dependent loop per token.
+    """
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
         c = config
@@ -197,8 +227,7 @@ class Attention(nnx.Module):
         K = c.num_kv_heads
         G = N // K
         # Batch axes (B, K) leading and the G*T query rows of each kv head stacked, so both
-        # contractions and the softmax are plain rank-4 batched ops (faster on XLA:CPU than the
-        # rank-5 einsum of `attention.reference_attention`, same values; docs/benchmarks.md).
+        # contractions and the softmax are plain rank-4 batched ops (the grouped path).
         q_BxKxGTxH = q_BxTxNxH.reshape(B, T, K, G, H).transpose(0, 2, 3, 1, 4).reshape(B, K, G * T, H)
         # The scale goes on the queries (T x H per head), not on the scores (T x S per head):
         # one pass over the scores fewer; only the rounding of the product moves.
@@ -222,13 +251,13 @@ class Attention(nnx.Module):
         elif backend.active().attention == "fused" and c.attn_logit_softcap is None:
             # the scale is passed to the kernel, not applied to the queries
             out_BxTxNxH = fused_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, mask_BxTxS, scale=c.attn_scale,
-                                          implementation=backend.active().fused_implementation)
+                                          implementation=backend.active().fused_implementation,
+                                          causal=c.sliding_window is None)
         else:
             k_BxKxSxH = k_BxTxKxH.transpose(0, 2, 1, 3)
             v_BxKxSxH = v_BxTxKxH.transpose(0, 2, 1, 3)
             # On XLA:CPU k^T is materialised behind a barrier, so that the backward pass forms
-            # dk^T = q^T dS (the small operand transposed) rather than dk = dS^T q, which ran
-            # slower there (docs/benchmarks.md).
+            # dk^T = q^T dS (the small operand transposed) rather than dk = dS^T q.
             k_BxKxHxS = k_BxKxSxH.swapaxes(-1, -2)
             if backend.active().barriers:
                 k_BxKxHxS = jax.lax.optimization_barrier(k_BxKxHxS)

@@ -39,6 +39,9 @@ from w2s_jax.models.layers import (
 )
 from w2s_jax.models.matmul import WEIGHT_PRODUCT, matmul
 from w2s_jax.models.rope import rope_cos_sin
+from w2s_jax.parallel.placement import constrain
+
+RESIDUAL_AXES = ("batch", None, None)  # the residual stream `B x T x D`: rows split, the rest whole
 
 
 def attention_mask(valid_BxS: jax.Array, q_slot_T: jax.Array, window: int | None) -> jax.Array:
@@ -186,6 +189,7 @@ class Transformer(nnx.Module):
         self.dtype = dtype
         self.remat = remat
         self.backend = backends.for_devices() if backend is None else backends.for_platform(backend)
+        self.placement = None  # (mesh, rules) the weights were placed with (`placed_on`); None: one device
         self.embedding = init_param(rngs, (c.vocab_size, c.hidden_size), ("vocab", "embed"), param_dtype)
         self.layers = stacked_layers(c, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.final_norm = RMSNorm(c.hidden_size, eps=c.rms_norm_eps, style=c.norm_style, rngs=rngs,
@@ -193,10 +197,18 @@ class Transformer(nnx.Module):
         if not c.tie_word_embeddings:
             self.lm_head = init_param(rngs, (c.hidden_size, c.vocab_size), ("embed", "vocab"), param_dtype)
 
-    def placed_on(self, mesh) -> None:
-        """Called by `w2s_jax.parallel.shard_model` after placing the weights on `mesh`: the model
-        runs what the mesh's platform runs."""
+    def placed_on(self, mesh, rules=None) -> None:
+        """Called by `w2s_jax.parallel.shard_model` (and `load_pretrained`) after placing the
+        weights on `mesh` under `rules`: the model runs what the mesh's platform runs, and pins its
+        residual stream's rows to the mesh's batch axes (`residual`)."""
         self.backend = backends.for_mesh(mesh)
+        self.placement = None if mesh is None else (mesh, rules)
+
+    def residual(self, x_BxTxD: jax.Array) -> jax.Array:
+        """The residual stream pinned to its sharding on the model's mesh (`RESIDUAL_AXES`): rows
+        over ("data", "fsdp"), the width whole, whatever the weights' split; unchanged without a
+        mesh (the program is then the same as without this call)."""
+        return x_BxTxD if self.placement is None else constrain(x_BxTxD, RESIDUAL_AXES, *self.placement)
 
     def embed(self, tokens_BxT: jax.Array) -> jax.Array:
         """Token embeddings `B x T x D` in the activation dtype (sqrt(D)-scaled for Gemma)."""
@@ -256,7 +268,7 @@ class Transformer(nnx.Module):
     def _hidden(self, tokens_BxT, *, positions_BxT, valid_BxT, cache, last_only, fresh):
         c = self.config
         T = tokens_BxT.shape[1]
-        x_BxTxD = self.embed(tokens_BxT)
+        x_BxTxD = self.residual(self.embed(tokens_BxT))
         cos_BxTxH, sin_BxTxH = rope_cos_sin(positions_BxT, c, self.dtype)
         if cache is None:
             q_slot_T, kv_valid_BxS, index = jnp.arange(T), valid_BxT.astype(bool), None
@@ -285,14 +297,16 @@ class Transformer(nnx.Module):
 
         def layer_step(x_BxTxD, per_layer):
             if not (last_only and self.backend.last_slot_only):
-                return run_layer(x_BxTxD, per_layer, last_only=False)
+                x_BxTxD, new_kv = run_layer(x_BxTxD, per_layer, last_only=False)
+                return self.residual(x_BxTxD), new_kv
 
             def last_slot(x_BxTxD):  # the last layer: its output for the last slot, in that slot
                 out_Bx1xD, new_kv = run_layer(x_BxTxD, per_layer, last_only=True)
                 return x_BxTxD.at[:, -1:].set(out_Bx1xD), new_kv
 
-            return jax.lax.cond(per_layer[0] == c.num_layers - 1, last_slot,
-                                lambda x: run_layer(x, per_layer, last_only=False), x_BxTxD)
+            x_BxTxD, new_kv = jax.lax.cond(per_layer[0] == c.num_layers - 1, last_slot,
+                                           lambda x: run_layer(x, per_layer, last_only=False), x_BxTxD)
+            return self.residual(x_BxTxD), new_kv
 
         if self.remat is not None:
             layer_step = jax.checkpoint(layer_step, policy=REMAT_POLICIES[self.remat])

@@ -1,13 +1,17 @@
 """Sharding as data: meshes, logical-axis rules, and placement (all no-ops without a mesh).
 
 Single host: `mesh = make_mesh(MeshConfig(fsdp=-1))`, `shard_model(model, mesh, rules)`, then
-`shard_batch(batch, mesh)` for every batch. Multi-host: call `initialize_distributed(True)` first on
+`shard_batch(batch, mesh)` for every batch. Training shards weights with `ShardingRules.fsdp()`;
+inference with `inference_rules(weight_bytes, mesh)` (tensor parallel or whole, FSDP only for a
+model too large for that). Multi-host: call `initialize_distributed(True)` first on
 every host; the rest is unchanged, with each host passing its own rows to `shard_batch`.
 """
 
+from w2s_jax.parallel.inference import device_bytes, inference_rules
 from w2s_jax.parallel.mesh import MESH_AXES, MeshConfig, initialize_distributed, make_mesh
 from w2s_jax.parallel.placement import (
     batch_sharding,
+    constrain,
     constrain_model,
     shard_batch,
     shard_model,
@@ -21,7 +25,10 @@ __all__ = [
     "MeshConfig",
     "ShardingRules",
     "batch_sharding",
+    "constrain",
     "constrain_model",
+    "device_bytes",
+    "inference_rules",
     "initialize_distributed",
     "logical_to_sharding",
     "logical_to_spec",

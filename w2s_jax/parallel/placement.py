@@ -8,6 +8,7 @@ order. `shard_model` is the same on every host (each host keeps only its address
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 
@@ -18,7 +19,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from w2s_jax.parallel.rules import ShardingRules, logical_to_sharding
 
-BATCH_AXES = ("data", "fsdp")
+BATCH_AXES = ShardingRules().batch  # ("data", "fsdp")
 
 
 def variable_sharding(
@@ -40,8 +41,8 @@ def shard_model(model: nnx.Module, mesh: Mesh | None, rules: ShardingRules | Non
         return
     check_head_split(getattr(model, "config", None), mesh, rules)
     placed_on = getattr(model, "placed_on", None)
-    if placed_on is not None:  # a model whose program depends on its devices' platform (a Transformer)
-        placed_on(mesh)
+    if placed_on is not None:  # a model whose program depends on its placement (a Transformer)
+        placed_on(mesh, rules)
     for _, node in nnx.iter_graph(model):
         if not isinstance(node, nnx.Variable):
             continue
@@ -112,3 +113,14 @@ def constrain_model(node, mesh: Mesh | None, rules: ShardingRules | None = None)
         if isinstance(variable, nnx.Variable) and isinstance(variable.get_value(), jax.Array):
             sharding = variable_sharding(variable, mesh, rules)
             variable.set_value(jax.lax.with_sharding_constraint(variable.get_value(), sharding))
+
+
+def constrain(x: jax.Array, logical_axes, mesh: Mesh | None, rules: ShardingRules | None = None) -> jax.Array:
+    """Inside jit: pin an activation to the sharding of its `logical_axes` (e.g. ("batch", None,
+    None) for a `B x T x D` residual stream: rows over ("data", "fsdp"), the rest whole), so that
+    XLA's propagation does not carry a weight's split onto it. The rules' `fallback` does not apply
+    (an activation is split only where its axes say). `x` unchanged when `mesh` is None."""
+    if mesh is None:
+        return x
+    rules = dataclasses.replace(ShardingRules.fsdp() if rules is None else rules, fallback=None)
+    return jax.lax.with_sharding_constraint(x, logical_to_sharding(logical_axes, mesh, rules, shape=x.shape))

@@ -1,7 +1,7 @@
 """Sharding as data: a table from logical array axes to mesh axes.
 
 Every parameter carries `logical_axes` metadata, one name per dimension from the fixed vocabulary
-LOGICAL_AXES (or None). `ShardingRules` maps each logical name to a mesh axis (or a tuple of mesh
+LOGICAL_AXES (or None); activations name theirs where the model pins them (`placement.constrain`). `ShardingRules` maps each logical name to a mesh axis (or a tuple of mesh
 axes, or None = replicated); `logical_to_sharding` turns one parameter's logical axes into a
 `NamedSharding`. Without a mesh everything is a no-op.
 """
@@ -16,7 +16,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from w2s_jax.parallel.mesh import MESH_AXES
 
-LOGICAL_AXES = ("layers", "vocab", "embed", "heads", "kv_heads", "head_dim", "mlp", "lora_rank")
+LOGICAL_AXES = ("layers", "vocab", "embed", "heads", "kv_heads", "head_dim", "mlp", "lora_rank", "batch")
 
 MeshAxes = str | tuple[str, ...] | None
 
@@ -35,6 +35,9 @@ class ShardingRules:
     head_dim: MeshAxes = None  # per-head width
     mlp: MeshAxes = None  # feed-forward width
     lora_rank: MeshAxes = None  # LoRA rank (tiny: replicated)
+    # rows of the activations the model pins (`placement.constrain`), never a parameter's axis;
+    # `shard_batch` places input rows over ("data", "fsdp"), which this default matches
+    batch: MeshAxes = ("data", "fsdp")
     # mesh axis for the largest divisible dimension of a >= 2-d array the table leaves off it
     fallback: str | None = None
 
@@ -63,6 +66,14 @@ class ShardingRules:
     def fsdp_tp(cls) -> ShardingRules:
         """FSDP on the model width plus tensor parallelism on heads, mlp and vocab over "tp"."""
         return cls(embed="fsdp", heads="tp", kv_heads="tp", mlp="tp", vocab="tp", fallback="fsdp")
+
+    @classmethod
+    def tensor_parallel(cls) -> ShardingRules:
+        """Heads, mlp and vocab over "tp", nothing over "fsdp" (that axis then splits rows only):
+        inference of a model whose weights fit a tensor-parallel group. A decode step then moves
+        activations (an all-reduce of `B x D` after the attention and MLP outputs), never weights;
+        with tp = 1 it is `data_parallel()`."""
+        return cls(heads="tp", kv_heads="tp", mlp="tp", vocab="tp")
 
     @classmethod
     def data_parallel(cls) -> ShardingRules:

@@ -21,7 +21,7 @@ An experiment is a TOML file (read with ``tomllib``)::
     [methods.icl-refine]              # a method's own options
     batch = 5
 
-    [generation]                      # answers: w2s_jax.tasks.Generation
+    [generation]                      # answers: w2s_jax.inference.generation_settings.Generation
     [train]                           # fine-tuning: w2s_jax.train.TrainConfig fields
     [judge]                           # the judge's settings (tasks scored by a judge model)
     [report]                          # intervals
@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from w2s_jax.tasks.base import Generation
+from w2s_jax.inference.generation_settings import Generation
 
 
 TRUNCATE_POLICIES = ("none", "prompt-left")  # data.truncate
@@ -61,12 +61,15 @@ class DataConfig:
     hub_config: str | None = None  # hub dataset configuration (e.g. "main" for gsm8k)
     n_train: int = 0  # use the first n training rows (0 = all)
     n_test: int = 0  # use the first n test rows (0 = all)
+    # hold the labels of the last n training rows (by index) out of fine-tuning: the student's eval
+    # loss (metrics.jsonl, loss.png) is its loss on them (0 = none: every label is trained on)
+    n_eval: int = 0
     # a training row longer than train.max_len: "none" refuses the run before it starts,
     # "prompt-left" keeps the end of its prompt (the count is logged); docs/pipeline.md
     truncate: str = "none"
 
     def __post_init__(self):
-        for name in ("n_train", "n_test"):
+        for name in ("n_train", "n_test", "n_eval"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"data.{name} must be an int >= 0, got {value!r}")
@@ -171,18 +174,6 @@ class ExperimentConfig:
 
 _TOP_KEYS = ("kind", "name", "seed", "chunk_size", "description", "task", "data", "models", "methods",
              "generation", "train", "judge", "report")
-
-# Experiment kinds `w2s run` knows (the top-level `kind`, "standard" when absent). Only "standard"
-# files are read by this module; "concept-world" files by w2s_jax.concept_world.config.
-KINDS = ("standard", "concept-world")
-
-
-def experiment_kind(raw: Mapping[str, Any], source: str) -> str:
-    """The ``kind`` of a parsed experiment file; an unknown kind is an error naming the file."""
-    kind = raw.get("kind", "standard")
-    if kind not in KINDS:
-        raise ExperimentError(f"{source}: unknown kind {kind!r}{_suggest(str(kind), KINDS)}")
-    return kind
 
 
 def _suggest(key: str, valid: Sequence[str]) -> str:
@@ -292,7 +283,8 @@ def experiment_from_dict(raw: Mapping[str, Any], *, source: str = "<experiment>"
     from w2s_jax.train import TrainConfig
 
     _check_keys(raw, _TOP_KEYS, "the top level", source)
-    if experiment_kind(raw, source) != "standard":
+    # other kinds are registered experiment kinds (w2s_jax.pipeline.kind), each with its own loader
+    if raw.get("kind", "standard") != "standard":
         raise ExperimentError(f"{source}: kind = {raw['kind']!r} is not a standard experiment; "
                               "run it with `w2s run`")
     for table in ("task", "data", "models"):

@@ -86,8 +86,9 @@ class Standard(ExperimentKind):
         from w2s_jax.pipeline.config import load_experiment
 
         if quick:
+            kinds = ", ".join(f"kind = {name!r}" for name, cls in EXPERIMENT_KINDS.all().items() if cls.has_quick)
             raise ExperimentError(f"{path}: --quick is for experiment kinds with a quick preset "
-                                  "(kind = \"concept-world\"); this is a standard experiment")
+                                  f"({kinds}); this is a standard experiment")
         return load_experiment(path, overrides=overrides, methods=methods)
 
     def preflight(self, config, run_dir):

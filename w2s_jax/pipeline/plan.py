@@ -93,6 +93,9 @@ def validate(config: ExperimentConfig) -> tuple[list[Example], list[Example]]:
             raise ExperimentError(f"{config.source}: method {method.name!r} needs models.intermediate "
                                   "(the chain of models between weak and strong)")
     train, test = load_split(config, "train"), load_split(config, "test")
+    if config.data.n_eval >= len(train):
+        raise ExperimentError(f"{config.source}: data.n_eval = {config.data.n_eval} holds out every one of the "
+                              f"{len(train)} training rows; nothing would be left to fine-tune on")
     for i, name in enumerate(models.weak_label_files):
         for split, examples in (("train", train), ("test", test)):
             try:
@@ -162,7 +165,8 @@ def build_plan(config: ExperimentConfig, train: Split, test: Split, *,
                            task=task, train=train, inference=inference)
             labels[(method.name, sup)] = stage
             finetune = Finetune(name=f"finetune/{method.name}{suffix}", labels=stage, strong=strong,
-                                train_config=config.train, chat=m.chat, task=task, train=train)
+                                train_config=config.train, chat=m.chat, task=task, train=train,
+                                n_eval=config.data.n_eval)
             stages.extend([stage, finetune])
             role = "ceiling" if method.needs_gold else "method"
             scored(StudentAnswerer(finetune), f"student/{method.name}{suffix}", role, method=method.name,

@@ -10,7 +10,8 @@ A stage's key hashes its fields; a field that names something on disk enters the
   answer and the raw row, which tasks may read).
 
 Fields marked ``label=True`` in their metadata are names for people (a supervisor's short name)
-and stay out of every key.
+and stay out of every key; a field made with :func:`added_field` stays out while it has its
+default.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from w2s_jax.tasks.base import Example, Generation
+from w2s_jax.inference.generation_settings import Generation
+from w2s_jax.tasks.base import Example
 
 LABEL = {"label": True}  # dataclasses.field(metadata=LABEL): a name for people, not hashed
 
@@ -33,6 +35,13 @@ _cache: list[Path] = []  # where file digests are remembered (the store's finger
 def label_field(**kwargs):
     """A dataclass field that is a name for people and enters no key."""
     return dataclasses.field(metadata=LABEL, **kwargs)
+
+
+def added_field(default):
+    """A setting added to a stage after its keys existed: at ``default`` (which must be what the
+    stage did before) it stays out of the key, so stages that do not use it keep their keys and
+    their stored results; any other value is hashed like every field."""
+    return dataclasses.field(default=default, metadata={"added": True})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,9 +13,10 @@ out of every subject (the items kept are those every subject with records scored
 gold ceiling, paired by test item, with a paired bootstrap interval; it is NaN when the
 weak-to-ceiling gap is not significantly positive. Misfit: per student, its disagreement with its
 weak supervisor on the test questions (:func:`w2s_jax.core.metrics.disagreement`): the fraction of
-questions answered differently (answers compared after trimming, collapsing whitespace and
-lower-casing) for tasks scored without a judge, the mean squared difference of the primary score
-for tasks scored by a judge. Each student's training curve (``metrics.jsonl``, ``loss.png``) is
+questions whose stated answers differ (the task's :meth:`~w2s_jax.tasks.base.Task.stated_answer`,
+its grading path: ``#### 72`` and ``The answer is 72.`` agree on a math task; the text trimmed,
+whitespace collapsed and lower-cased for a task without one) for tasks scored without a judge, the
+mean squared difference of the primary score for tasks scored by a judge. Each student's training curve (``metrics.jsonl``, ``loss.png``) is
 linked.
 """
 
@@ -40,13 +41,36 @@ def _scores(run_dir: Path, subject: dict, field: str = "records") -> dict[int, d
     return {r["index"]: r for r in JsonlLog(path).read()}
 
 
-def _misfit(run_dir: Path, plan: dict, student: dict, weak: dict, primary: str) -> dict | None:
+def _plain(text: str) -> str:
+    return " ".join(str(text).split()).lower()
+
+
+def stated_answers(plan: dict):
+    """The run's task's ``stated_answer``, rebuilt from ``plan.json`` (its task name and options);
+    the plain text (trimmed, whitespace collapsed, lower-cased) for a plan without options, and,
+    with a warning saying why, for a task that cannot be rebuilt here."""
+    if "task_options" not in plan:
+        return _plain
+    from w2s_jax.pipeline.config import build_dataclass
+    from w2s_jax.tasks import get_task
+
+    try:
+        cls = get_task(plan["task"])
+        options = {k: v for k, v in plan["task_options"].items() if k != "__class__"}
+        return cls(build_dataclass(cls.Options, options, "[task]", PLAN)).stated_answer
+    except (KeyError, ValueError) as error:
+        warnings.warn(f"misfit compares answers as plain text: task {plan['task']!r} cannot be rebuilt "
+                      f"({error})", stacklevel=2)
+        return _plain
+
+
+def _misfit(run_dir: Path, plan: dict, student: dict, weak: dict, primary: str, stated=_plain) -> dict | None:
     """The student's disagreement with its weak supervisor on the test items both answered."""
     exact = plan.get("exact", True)
     if exact:
         a, b = _scores(run_dir, student, "predictions"), _scores(run_dir, weak, "predictions")
         common = sorted(set(a) & set(b))
-        values = [[" ".join(str(x[i]["prediction"]).split()).lower() for i in common] for x in (a, b)]
+        values = [[stated(x[i]["prediction"]) for i in common] for x in (a, b)]
     else:
         a, b = _scores(run_dir, student), _scores(run_dir, weak)
         common = sorted(i for i in set(a) & set(b) if a[i].get(primary) is not None and b[i].get(primary) is not None)
@@ -99,10 +123,11 @@ def build_results(run_dir: str | Path) -> dict:
             if row["pgr"] is None:
                 row["pgr"] = estimate.as_dict()
     by_supervisor = {w["supervisor"]: w for w in plan["subjects"] if w["role"] == "weak"}
+    stated = stated_answers(plan) if plan.get("exact", True) else _plain
     for row, s in zip(rows, plan["subjects"]):
         row["misfit"] = None
         if s["role"] == "method" and s["supervisor"] in by_supervisor:
-            row["misfit"] = _misfit(run_dir, plan, s, by_supervisor[s["supervisor"]], primary)
+            row["misfit"] = _misfit(run_dir, plan, s, by_supervisor[s["supervisor"]], primary, stated)
         if s["name"] in plan.get("training", {}):
             row["training"] = {name: str(Path(plan["training"][s["name"]]) / name)
                                for name in ("metrics.jsonl", "loss.png")}

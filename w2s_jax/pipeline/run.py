@@ -52,7 +52,9 @@ def make_resources(config: ExperimentConfig, store: Store, *, show_progress: boo
         mesh = make_mesh(m.mesh, devices=jax.local_devices())
         train_mesh = mesh if jax.process_count() == 1 else make_mesh(m.mesh)
         rules = ShardingRules.fsdp()
+    # inference places each model under rules of its own size (w2s_jax.parallel.inference_rules:
+    # tensor parallel or whole, not FSDP, which would gather every weight for every decoded token)
     pool = ModelPool(dtype=m.dtype, chat=m.chat, batch_size=m.batch_size, length_bucket=m.length_bucket,
-                     max_loaded=m.max_loaded, mesh=mesh, rules=rules, streams=m.streams)
+                     max_loaded=m.max_loaded, mesh=mesh, streams=m.streams)
     return Resources(store, pool, chunk_size=config.chunk_size, mesh=mesh, train_mesh=train_mesh,
                      rules=rules, show_progress=show_progress)

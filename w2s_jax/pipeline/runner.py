@@ -75,11 +75,12 @@ def plan_record(config: ExperimentConfig, subjects, store: Store) -> dict:
             weak_labels[weak.supervisor.name] = str(store.directory(weak) / RECORDS)
     return {
         "experiment": config.name, "task": config.task.name, "seed": config.seed,
+        "task_options": config.task.options,  # the report rebuilds the task to read stated answers
         "metrics": [m for m in config.task.metric_names() if not m.startswith("_")],
         "higher_is_better": config.task.higher_is_better,
         "level": config.report.level, "bootstrap": config.report.bootstrap,
         "common_items": config.report.common_items,
-        "exact": not config.task.needs_judge,  # answers compared as text (misfit), else scores
+        "exact": not config.task.needs_judge,  # misfit compares stated answers, else scores
         "subjects": [{"name": s.name, "role": s.role, "method": s.method, "supervisor": s.supervisor,
                       "records": str(store.directory(s.score_stage) / RECORDS),
                       "predictions": str(store.directory(s.score_stage.predict) / RECORDS)} for s in subjects],

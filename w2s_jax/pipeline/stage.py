@@ -58,9 +58,11 @@ class Stage(ABC):
         return type(self).__name__.lower()
 
     def fields(self) -> dict:
-        """The hashed fields, in canonical JSON-able form (input stages by their keys)."""
+        """The hashed fields, in canonical JSON-able form (input stages by their keys); an
+        :func:`~w2s_jax.pipeline.refs.added_field` at its default is left out."""
         return {f.name: canonical(getattr(self, f.name)) for f in dataclasses.fields(self)
-                if not f.metadata.get("label")}
+                if not f.metadata.get("label")
+                and not (f.metadata.get("added") and getattr(self, f.name) == f.default)}
 
     @functools.cached_property
     def key(self) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 from w2s_jax.inference.engine import Engine
 from w2s_jax.pipeline.models import load_model
-from w2s_jax.pipeline.refs import Inference, Model, Split, Supervisor
+from w2s_jax.pipeline.refs import Inference, Model, Split, Supervisor, added_field
 from w2s_jax.pipeline.stage import ChunkedStage, Resources, Stage
 from w2s_jax.pipeline.stages_labels import Labels, label_file_answers
 from w2s_jax.pipeline.training_log import TrainingLog
@@ -21,9 +21,13 @@ class Finetune(Stage):
 
     Its artifacts are the trainer's orbax checkpoint directory (``checkpoints/``: a killed run
     resumes there, and a later process restores the finished student from it), ``metrics.jsonl``
-    (one line per optimizer step) and ``loss.png``. Labels with ``teacher_ids``/``teacher_probs``
-    are fitted with ``KLToTeacher``, text labels with ``CrossEntropyToTokens``. Rows whose label
-    is empty are dropped and counted in the summary.
+    (one line per optimizer step, :mod:`.training_log`) and ``loss.png``. Labels with
+    ``teacher_ids``/``teacher_probs`` are fitted with ``KLToTeacher``, text labels with
+    ``CrossEntropyToTokens``. Rows whose label is empty are dropped and counted in the summary.
+
+    ``n_eval``: the labels of the last ``n_eval`` training examples (by example index) are held out
+    of fine-tuning; the trainer's eval loss (every ``train.eval_every`` steps and at the end) is
+    the loss on them. Which rows those are follows from the split and ``n_eval``, both hashed.
     """
 
     labels: Labels
@@ -32,6 +36,7 @@ class Finetune(Stage):
     chat: bool
     task: Any
     train: Split
+    n_eval: int = added_field(0)  # training examples held out for the eval loss (0: none)
 
     @property
     def slug(self) -> str:
@@ -51,7 +56,8 @@ class Finetune(Stage):
         model, tokenizer = load_model(self.strong.path, dtype=dtype, mesh=res.train_mesh, rules=res.rules)
         render = Engine(model, tokenizer, chat=self.chat, name="student").render
         by_index = {e.index: e for e in self.train.examples}
-        rows, dropped = [], 0
+        held_out = self.held_out()
+        rows, eval_rows, dropped = [], [], 0
         for label in self.labels.records(res.store):
             if not label["completion"].strip():
                 dropped += 1
@@ -61,22 +67,34 @@ class Finetune(Stage):
             for field in ("teacher_ids", "teacher_probs"):
                 if field in label:
                     row[field] = label[field]
-            rows.append(row)
+            (eval_rows if label["index"] in held_out else rows).append(row)
         if not rows:
-            raise ValueError(f"{self.name}: every training label is empty; nothing to fine-tune on")
+            raise ValueError(f"{self.name}: every training label is empty or held out; nothing to fine-tune on")
         if dropped:
             warnings.warn(f"{self.name}: {dropped} empty label(s) dropped", stacklevel=2)
         pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
-        data = SFTDataset(rows, tokenizer, max_len=cfg.max_len, pad_id=pad_id, add_bos=not self.chat, seed=cfg.seed)
+
+        def dataset(rows):
+            return SFTDataset(rows, tokenizer, max_len=cfg.max_len, pad_id=pad_id, add_bos=not self.chat,
+                              seed=cfg.seed) if rows else None
+
         loss = KLToTeacher() if "teacher_ids" in rows[0] else CrossEntropyToTokens()
-        return model, tokenizer, data, loss, dropped
+        return model, tokenizer, dataset(rows), dataset(eval_rows), loss, dropped
+
+    def held_out(self) -> frozenset[int]:
+        """The example indices whose labels are held out of fine-tuning (the eval set)."""
+        if not self.n_eval:
+            return frozenset()
+        return frozenset(sorted(e.index for e in self.train.examples)[-self.n_eval:])
 
     def _train(self, res: Resources, directory: Path, log: TrainingLog | None = None):
         import w2s_jax.train as train_module
 
-        model, tokenizer, data, loss, dropped = self._prepare(res)
+        model, tokenizer, data, eval_data, loss, dropped = self._prepare(res)
         callbacks = (log.on_step,) if log is not None else ()
-        result = train_module.train(model, data, config=self.train_config, loss_fn=loss,
+        if log is None:  # restoring the finished student: nothing to log, no eval to run again
+            eval_data = None
+        result = train_module.train(model, data, config=self.train_config, loss_fn=loss, eval_data=eval_data,
                                     checkpoint_dir=directory / "checkpoints",
                                     identity={"stage": self.slug, "key": self.key},
                                     show_progress=res.show_progress, mesh=res.train_mesh, rules=res.rules,
@@ -85,20 +103,19 @@ class Finetune(Stage):
             local_copy(model, res.mesh, res.rules)
         res.memo = {k: v for k, v in res.memo.items() if not k.startswith("student:")}  # one in memory
         res.memo[f"student:{self.key}"] = (model, tokenizer)
-        return result, dropped, len(data)
+        return result, dropped, len(data), len(eval_data) if eval_data is not None else 0
 
     def execute(self, res: Resources, directory: Path) -> str:
-        from w2s_jax.train.step import learning_rate_schedule
-
-        cfg = self.train_config
-        log = TrainingLog(directory, tokens_per_step=cfg.batch_size * cfg.max_len,
-                          schedule=learning_rate_schedule(cfg))
-        result, dropped, rows = self._train(res, directory, log)
+        log = TrainingLog(directory)
+        result, dropped, rows, eval_rows = self._train(res, directory, log)
         if res.process_index == 0:
             log.finish(result)
         losses = result.train_losses
         last = f", last loss {losses[max(losses)]:.4f}" if losses else ""
-        return f"{result.step} steps on {rows} rows{last}" + (f", {dropped} empty labels dropped" if dropped else "")
+        evals = result.eval_losses
+        held = f", eval loss {evals[max(evals)]:.4f} on {eval_rows} held-out rows" if evals else ""
+        return (f"{result.step} steps on {rows} rows{last}{held}"
+                + (f", {dropped} empty labels dropped" if dropped else ""))
 
     def student(self, res: Resources):
         """``(model, tokenizer)`` of the finished student (restored from its checkpoint if needed)."""

@@ -1,16 +1,18 @@
 """A fine-tuning stage's curves: ``metrics.jsonl`` (one line per optimizer step) and ``loss.png``.
 
-Each line: ``step``, ``loss`` (the step's training loss), ``grad_norm`` (before clipping),
-``lr`` (the schedule's rate for that step's update, ``w2s_jax.train.step.learning_rate_schedule``),
-``eval_loss`` (on the steps the trainer evaluates, when it has evaluation data), ``seconds`` (wall
-time of the step, from the previous callback) and ``tokens_per_s`` (padded tokens of the step,
-batch size x ``max_len``, over those seconds). Lines are appended as steps finish; a run resumed
-from a checkpoint first drops the lines at or after the step it resumes from, so every step has
-exactly one line.
+Each line holds what the trainer reports for the step (``w2s_jax.train.train``'s callback
+metrics): ``step``, ``loss`` (the step's training loss), ``grad_norm`` (before clipping), ``lr``
+(the rate the step's update used), ``tokens`` (the step's non-padding tokens) and, on the steps
+the trainer evaluates (every ``train.eval_every`` steps, and the last step), ``eval_loss`` (on the
+stage's held-out rows, when it has some); and what is timed here: ``seconds`` (wall time of the
+step, from the previous callback) and ``tokens_per_s`` (``tokens`` over those seconds). Lines are
+appended as steps finish; a run resumed from a checkpoint first drops the lines at or after the
+step it resumes from, so every step has exactly one line.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -22,9 +24,8 @@ METRICS, LOSS_PLOT = "metrics.jsonl", "loss.png"
 class TrainingLog:
     """The callback that writes ``metrics.jsonl`` in a stage directory (see the module docstring)."""
 
-    def __init__(self, directory: str | Path, *, tokens_per_step: int, schedule=None):
+    def __init__(self, directory: str | Path):
         self.path = Path(directory) / METRICS
-        self.tokens_per_step, self.schedule = tokens_per_step, schedule
         self._log = JsonlLog(self.path)
         self._last: float | None = None
         self._started = False
@@ -40,11 +41,12 @@ class TrainingLog:
             atomic_write_text(self.path, "".join(_line(r) for r in kept))
             self._started = True
         row = {"step": step, **{k: float(v) for k, v in metrics.items()}}
-        if self.schedule is not None:
-            row["lr"] = float(self.schedule(step - 1))
+        if math.isnan(row.get("eval_loss", 0.0)):  # an eval step of a run without eval data
+            del row["eval_loss"]
         if self._last is not None:
             row["seconds"] = now - self._last
-            row["tokens_per_s"] = self.tokens_per_step / max(now - self._last, 1e-9)
+            if "tokens" in row:
+                row["tokens_per_s"] = row["tokens"] / max(now - self._last, 1e-9)
         self._last = now
         self._log.append([row])
 
@@ -52,10 +54,18 @@ class TrainingLog:
         return self._log.read()
 
     def finish(self, result=None) -> Path | None:
-        """Draws ``loss.png`` from ``metrics.jsonl`` (None when no step was logged)."""
+        """Adds the evaluations the trainer ran after its last callback (``result.eval_losses``,
+        e.g. the final one) to their steps' lines, then draws ``loss.png`` from ``metrics.jsonl``
+        (None when no step was logged)."""
         rows = self.rows()
         if not rows:
             return None
+        evals = getattr(result, "eval_losses", None) or {}
+        late = [r for r in rows if r["step"] in evals and r.get("eval_loss") is None]
+        for row in late:
+            row["eval_loss"] = float(evals[row["step"]])
+        if late:
+            atomic_write_text(self.path, "".join(_line(r) for r in rows))
         import io
 
         import matplotlib

@@ -6,11 +6,11 @@ task is one file with a ``@register``-decorated :class:`Task` subclass.
 
 from __future__ import annotations
 
+from w2s_jax.inference.generation_settings import Generation  # the sampling settings tasks answer with
 from w2s_jax.tasks.base import (
     TASKS,
     DataError,
     Example,
-    Generation,
     Task,
     field,
     register,

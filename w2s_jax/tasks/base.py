@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from w2s_jax.inference.engine import Engine, Prompt
+from w2s_jax.inference.generation_settings import Generation  # re-exported: tasks answer with it
 from w2s_jax.registry import Registry
 
 
@@ -41,33 +42,6 @@ class Example:
     question: str
     answer: str | None
     fields: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Generation:
-    """How answers are generated (the experiment's ``[generation]`` table)."""
-
-    max_new_tokens: int = 128  # most tokens per answer
-    temperature: float = 0.0  # 0 = greedy
-    top_p: float | None = None  # nucleus mass in (0, 1]
-    top_k: int | None = None  # keep the k most likely tokens
-    stop: tuple[str, ...] = ()  # stop strings ("\n\nQuestion:" keeps base models from rambling on)
-
-    def __post_init__(self):
-        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise ValueError(f"generation.max_new_tokens must be an int >= 1, got {self.max_new_tokens!r}")
-        if not (isinstance(self.temperature, (int, float)) and 0 <= self.temperature < float("inf")):
-            raise ValueError(f"generation.temperature must be a finite number >= 0, got {self.temperature!r}")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise ValueError(f"generation.top_p must be in (0, 1], got {self.top_p!r}")
-        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
-            raise ValueError(f"generation.top_k must be an int >= 1, got {self.top_k!r}")
-
-    def sampler(self):
-        """The ``w2s_jax.inference`` sampler for these settings."""
-        from w2s_jax.inference import make_sampler
-
-        return make_sampler(temperature=float(self.temperature), top_k=self.top_k, top_p=self.top_p)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -112,6 +86,12 @@ class Task(ABC):
         return engine.generate(list(prompts), max_new_tokens=generation.max_new_tokens,
                                sampler=generation.sampler(), key=key, stop_strings=generation.stop,
                                example_ids=[e.index for e in examples])
+
+    def stated_answer(self, text: str) -> str:
+        """The answer a response states, as two responses are compared for agreement (the report's
+        misfit). Default: the text with whitespace collapsed, lower-cased; a task that reads a
+        final answer out of a response (its grading path) returns that answer instead."""
+        return " ".join(str(text).split()).lower()
 
     def target(self, example: Example, answer: str) -> str:
         """The training completion for an answer (default: the answer, with a leading space

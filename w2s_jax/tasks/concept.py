@@ -58,5 +58,9 @@ class Concept(Task):
         return [{"accuracy": None if e.answer is None else float(first_word(p) == e.answer)}
                 for e, p in zip(examples, predictions)]
 
+    def stated_answer(self, text):
+        """The first word, as ``metric`` reads an answer."""
+        return first_word(text)
+
     def metric_names(self):
         return ("accuracy",)

@@ -130,7 +130,7 @@ def batches(num: int, size: int, *, seed: int | None = None) -> list[tuple[int, 
 
 
 def with_query_stop(generation):
-    """``generation`` (a :class:`~w2s_jax.tasks.Generation`) that also stops at :data:`QUERY_STOP`."""
+    """``generation`` (a :class:`~w2s_jax.inference.generation_settings.Generation`) that also stops at :data:`QUERY_STOP`."""
     if QUERY_STOP in generation.stop:
         return generation
     return dataclasses.replace(generation, stop=generation.stop + (QUERY_STOP,))

@@ -32,7 +32,15 @@ from __future__ import annotations
 import dataclasses
 
 from w2s_jax.inference.engine import Prompt
-from w2s_jax.tasks.answers import extract_expression, extract_number, gold_number, last_boxed, math_equal
+from w2s_jax.tasks.answers import (
+    extract_expression,
+    extract_number,
+    gold_number,
+    last_boxed,
+    math_equal,
+    normalize_math,
+    parse_number,
+)
 from w2s_jax.tasks.base import DataError, Example, Task, register
 from w2s_jax.tasks.fields import check_name, optional_text_field, text_field
 from w2s_jax.tasks.judged import check_template
@@ -173,6 +181,11 @@ class Math(_FinalAnswerTask):
         value = extract_number(prediction)
         return value is not None and value == gold, value is not None
 
+    def stated_answer(self, text):
+        """The final number as graded (``72.0`` and ``72`` agree), else the text."""
+        value = extract_number(text)
+        return f"number {value}" if value is not None else super().stated_answer(text)
+
 
 @register
 class MathBoxed(_FinalAnswerTask):
@@ -193,3 +206,13 @@ class MathBoxed(_FinalAnswerTask):
     def compare(self, prediction, gold):
         expression = extract_expression(prediction)
         return math_equal(expression, gold), expression is not None
+
+    def stated_answer(self, text):
+        """The final expression as graded: normalised LaTeX, or its value when it reads as a
+        number (``0.5`` and ``\\frac{1}{2}`` agree); else the text."""
+        expression = extract_expression(text)
+        if expression is None:
+            return super().stated_answer(text)
+        normal = normalize_math(expression)
+        value = parse_number(normal)
+        return f"number {value}" if value is not None else f"expression {normal}"

@@ -163,5 +163,13 @@ class QA(JudgedTask):
             return answer == reference
         return bool(reference) and f" {reference} " in f" {answer} "
 
+    def stated_answer(self, text):
+        """As ``metric`` reads an answer: the final number (``number``), else SQuAD-normalised text."""
+        if self.options.metric == "number":
+            value = extract_number(text)
+            if value is not None:
+                return f"number {value}"
+        return normalize_text(text)
+
     def metric_names(self):
         return super().metric_names() if self.options.metric == "judge" else (self.options.metric,)

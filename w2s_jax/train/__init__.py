@@ -10,6 +10,20 @@ A second `train` call on the same `checkpoint_dir` resumes only the same run (sa
 weights, data, config and loss); any other raises `CheckpointMismatchError`.
 """
 
+from w2s_jax.train.binary_losses import (
+    BINARY_LOSSES,
+    AuxConfidence,
+    EntropyRegularised,
+    KLLoss,
+    PerBatch,
+    ProductLoss,
+    RollingBuffer,
+    SoftCrossEntropy,
+    THRESHOLDS,
+    StatefulLoss,
+    WindowLoss,
+    binary_loss,
+)
 from w2s_jax.train.checkpoint import Checkpointer
 from w2s_jax.train.config import TrainConfig
 from w2s_jax.train.data import SFTDataset
@@ -25,6 +39,7 @@ from w2s_jax.train.losses import (
 from w2s_jax.train.run_identity import CheckpointMismatchError, weights_fingerprint
 from w2s_jax.train.step import (
     EvalStep,
+    LossState,
     TrainStep,
     accumulated_loss_and_grads,
     learning_rate_schedule,
@@ -35,22 +50,36 @@ from w2s_jax.train.step import (
     trainable_filter,
 )
 from w2s_jax.train.trainer import TrainResult, evaluate, train
+from w2s_jax.train.classification_data import ClassificationDataset, classification_tokens
 
 __all__ = [
+    "BINARY_LOSSES",
+    "AuxConfidence",
     "CheckpointMismatchError",
     "Checkpointer",
     "CrossEntropyToTokens",
+    "EntropyRegularised",
     "EvalStep",
+    "KLLoss",
     "KLToTeacher",
     "LoRAWeight",
     "LossFn",
+    "LossState",
+    "PerBatch",
     "PositionwiseLoss",
+    "ProductLoss",
+    "RollingBuffer",
     "SFTDataset",
+    "SoftCrossEntropy",
+    "StatefulLoss",
+    "THRESHOLDS",
     "TrainConfig",
     "TrainResult",
     "TrainStep",
+    "WindowLoss",
     "accumulated_loss_and_grads",
     "apply_lora",
+    "binary_loss",
     "evaluate",
     "learning_rate_schedule",
     "loss_from_hidden",
@@ -63,4 +92,6 @@ __all__ = [
     "train",
     "trainable_filter",
     "weights_fingerprint",
+    "ClassificationDataset",
+    "classification_tokens",
 ]

@@ -13,6 +13,11 @@ frozen weights and the batch that returns only the new trained weights, optimize
 scalars, and it donates the first two, so they are updated in place: the step holds no second
 copy of the model, and its outputs are as large as what it trains. The eval step returns the
 loss and the number of positions it scored.
+
+A `StatefulLoss` (`binary_losses.py`, e.g. a rolling buffer of recent predictions) keeps its state
+in the optimizer as a `LossState` variable (`make_optimizer(..., loss_fn=...)`): donated and
+updated with the optimizer state, scanned through the micro-batches in order, and checkpointed
+with it, so a resumed run continues from the same state.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from w2s_jax.parallel import ShardingRules, constrain_model
+from w2s_jax.train.binary_losses import initial_loss_state
 from w2s_jax.train.compute import computing_in
 from w2s_jax.train.config import TrainConfig
 from w2s_jax.train.losses import LossFn, loss_from_hidden, num_scored
@@ -77,9 +83,21 @@ def _transform(fields: tuple) -> optax.GradientTransformation:
     return optax.chain(*transforms)
 
 
-def make_optimizer(model: nnx.Module, config: TrainConfig) -> nnx.Optimizer:
-    """An `nnx.Optimizer` of `optimizer_transform(config)` over the trainable parameters."""
-    return nnx.Optimizer(model, optimizer_transform(config), wrt=trainable_filter(config))
+class LossState(nnx.Variable):
+    """The state a `StatefulLoss` carries from step to step, held by the optimizer."""
+
+
+def make_optimizer(model: nnx.Module, config: TrainConfig, *, loss_fn: LossFn | None = None) -> nnx.Optimizer:
+    """An `nnx.Optimizer` of `optimizer_transform(config)` over the trainable parameters.
+
+    With a `StatefulLoss` whose `init_state()` is not None, the optimizer also holds that state as
+    `optimizer.loss_state` (a `LossState`), which the train step updates and checkpoints save.
+    """
+    optimizer = nnx.Optimizer(model, optimizer_transform(config), wrt=trainable_filter(config))
+    state = initial_loss_state(loss_fn)
+    if state is not None:
+        optimizer.loss_state = LossState(jnp.asarray(state))
+    return optimizer
 
 
 def _cast_floats(tree, dtype):
@@ -90,7 +108,9 @@ def _cast_floats(tree, dtype):
     )
 
 
-def _forward_loss(graphdef, trainable, frozen, batch, loss_fn: LossFn, compute_dtype, remat=None):
+def _forward_loss(graphdef, trainable, frozen, batch, loss_fn: LossFn, compute_dtype, remat=None,
+                  loss_state=None):
+    """The loss of `batch`; with `loss_state` (a `StatefulLoss`'s), `(loss, new state)`."""
     model = nnx.merge(
         graphdef, _cast_floats(trainable, compute_dtype), _cast_floats(frozen, compute_dtype)
     )
@@ -98,6 +118,8 @@ def _forward_loss(graphdef, trainable, frozen, batch, loss_fn: LossFn, compute_d
     h_BxTxD, _ = model.hidden(
         batch["tokens_BxT"], positions_BxT=batch["positions_BxT"], valid_BxT=batch["valid_BxT"]
     )
+    if loss_state is not None:
+        return loss_fn.with_state(model.unembed(h_BxTxD), batch, loss_state)
     # a PositionwiseLoss unembeds a chunk of positions at a time; any other loss gets all logits
     return loss_from_hidden(loss_fn, model, h_BxTxD, batch)
 
@@ -112,27 +134,45 @@ def accumulated_loss_and_grads(
 
     `graphdef, trainable, frozen` come from `nnx.split(model, wrt, ...)`. The micro-batches are
     scanned, so memory holds one micro-batch's activations at a time. The model computes in
-    `compute_dtype` with the `remat` policy (`compute.computing_in`).
+    `compute_dtype` with the `remat` policy (`compute.computing_in`). A `StatefulLoss` is computed
+    from its `init_state()` here; the train step carries its state (`loss_grads_and_state`).
+    """
+    loss, grads, _ = loss_grads_and_state(graphdef, trainable, frozen, batch, loss_fn=loss_fn, accum=accum,
+                                          compute_dtype=compute_dtype, remat=remat,
+                                          loss_state=initial_loss_state(loss_fn))
+    return loss, grads
+
+
+def loss_grads_and_state(
+    graphdef, trainable, frozen, batch, *, loss_fn: LossFn, accum: int, compute_dtype, remat=None,
+    loss_state=None,
+):
+    """`accumulated_loss_and_grads` and the loss's state after the batch (None without state).
+
+    The state enters the first micro-batch and each micro-batch's new state the next, in order.
     """
     if next(iter(batch.values())).shape[0] % accum != 0:
         raise ValueError(f"batch of {next(iter(batch.values())).shape[0]} rows is not divisible "
                          f"into grad_accum_steps={accum} micro-batches")
 
-    def micro_loss(trainable, micro):
-        return _forward_loss(graphdef, trainable, frozen, micro, loss_fn, compute_dtype, remat)
+    def micro_loss(trainable, micro, state):
+        if state is None:
+            return _forward_loss(graphdef, trainable, frozen, micro, loss_fn, compute_dtype, remat), None
+        return _forward_loss(graphdef, trainable, frozen, micro, loss_fn, compute_dtype, remat, state)
 
     micro_batches = jax.tree.map(lambda x: x.reshape(accum, x.shape[0] // accum, *x.shape[1:]), batch)
 
     def accumulate(carry, micro):
-        loss, grads = jax.value_and_grad(micro_loss)(trainable, micro)
+        sums, state = carry
+        (loss, state), grads = jax.value_and_grad(micro_loss, has_aux=True)(trainable, micro, state)
         n = num_scored(micro).astype(jnp.float32)
         weighted = (loss * n, jax.tree.map(lambda g: g * n, grads), n)
-        return jax.tree.map(jnp.add, carry, weighted), None
+        return (jax.tree.map(jnp.add, sums, weighted), jax.lax.stop_gradient(state)), None
 
     zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, trainable), jnp.zeros((), jnp.float32))
-    (loss_sum, grad_sum, n_sum), _ = jax.lax.scan(accumulate, zeros, micro_batches)
+    ((loss_sum, grad_sum, n_sum), loss_state), _ = jax.lax.scan(accumulate, (zeros, loss_state), micro_batches)
     n_sum = jnp.maximum(n_sum, 1.0)
-    return loss_sum / n_sum, jax.tree.map(lambda g: g / n_sum, grad_sum)
+    return loss_sum / n_sum, jax.tree.map(lambda g: g / n_sum, grad_sum), loss_state
 
 
 class TrainStep:
@@ -150,13 +190,16 @@ class TrainStep:
         dtype = jnp.dtype(compute_dtype)
 
         def train_step(graphdef, trainable, frozen, opt_graphdef, opt_state, batch):
-            loss, grads = accumulated_loss_and_grads(
+            optimizer = nnx.merge(opt_graphdef, opt_state)
+            carried = optimizer.loss_state if isinstance(getattr(optimizer, "loss_state", None), LossState) else None
+            loss, grads, loss_state = loss_grads_and_state(
                 graphdef, trainable, frozen, batch, loss_fn=loss_fn, accum=accum,
-                compute_dtype=dtype, remat=remat,
+                compute_dtype=dtype, remat=remat, loss_state=None if carried is None else carried.get_value(),
             )
             model = nnx.merge(graphdef, trainable, frozen)
-            optimizer = nnx.merge(opt_graphdef, opt_state)
             optimizer.update(model, grads)
+            if carried is not None:
+                carried.set_value(loss_state)
             constrain_model(model, mesh, rules)
             constrain_model(optimizer, mesh, rules)
             metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}

@@ -32,7 +32,7 @@ from w2s_jax.train.data import SFTDataset
 from w2s_jax.train.lora import LoRAWeight, apply_lora
 from w2s_jax.train.losses import CrossEntropyToTokens, LossFn
 from w2s_jax.train.run_identity import claim_directory, run_identity
-from w2s_jax.train.step import make_eval_step, make_optimizer, make_train_step, trainable_filter
+from w2s_jax.train.step import learning_rate_schedule, make_eval_step, make_optimizer, make_train_step, trainable_filter
 
 Callback = Callable[[int, dict[str, float]], None]
 
@@ -57,6 +57,12 @@ def _process_rows(batch: dict[str, np.ndarray], mesh: Mesh | None) -> dict[str, 
     return {k: v[rank * rows : (rank + 1) * rows] for k, v in batch.items()}
 
 
+def _with_step(batch: dict[str, np.ndarray], step: int) -> dict[str, np.ndarray]:
+    # `step_B`: the optimizer step, as data (a loss's warm-up reads it without a recompile)
+    rows = next(iter(batch.values())).shape[0]
+    return {**batch, "step_B": np.full((rows,), step, np.int32)}
+
+
 def _resume_line(directory: Path, step: int, total_steps: int) -> str:
     left = max(total_steps - step, 0)
     if left == 0:
@@ -71,10 +77,15 @@ def evaluate(
     eval_step: Callable,
     batch_size: int,
     mesh: Mesh | None = None,
+    step: int = 0,
 ) -> float:
-    """Held-out loss: per-batch losses averaged with weights = scored positions per batch."""
+    """Held-out loss: per-batch losses averaged with weights = scored positions per batch.
+
+    Each batch carries `step_B` = `step` (the step it is evaluated at), as training batches do.
+    """
     total, weight = 0.0, 0.0
     for batch, _ in data.eval_batches(batch_size):
+        batch = _with_step(batch, step)
         loss, count = eval_step(model, shard_batch(_process_rows(batch, mesh), mesh))
         total += float(loss) * float(count)
         weight += float(count)
@@ -112,7 +123,10 @@ def train(
         a resume that trains fewer steps, or none, is never silent). Pass the model as it was
         before training (e.g. freshly loaded): its initial weights identify the run.
       mesh, rules: shard the model and batches (None: single device).
-      callbacks: called as `cb(step, metrics)` after each step (after its checkpoint).
+      callbacks: called as `cb(step, metrics)` after each step (after its checkpoint); `metrics`:
+        `loss`, `grad_norm` (before clipping), `lr` (the schedule's rate this update used),
+        `tokens` (the step's non-padding tokens, over the whole batch) and, on `eval_every` steps,
+        `eval_loss`.
       show_progress: show a progress bar.
       identity: JSON-serialisable fields stored with the checkpoints and compared on resume
         (e.g. the base checkpoint's path), on top of what `train` records itself.
@@ -148,7 +162,7 @@ def train(
         )
     store_frozen_in(model, trainable_filter(config), config.compute_dtype)
     shard_model(model, mesh, rules)
-    optimizer = make_optimizer(model, config)
+    optimizer = make_optimizer(model, config, loss_fn=loss_fn)
     shard_model(optimizer, mesh, rules)
 
     step, position, key = 0, 0, run_key
@@ -160,12 +174,14 @@ def train(
 
     train_step = make_train_step(loss_fn, config, mesh=mesh, rules=rules, platform=platform_of(model, mesh))
     eval_step = make_eval_step(loss_fn, config)
+    schedule = learning_rate_schedule(config)
     result = TrainResult(step=step, train_losses={}, eval_losses={}, optimizer=optimizer)
 
     def run_eval(at_step):
         if eval_data is not None and at_step not in result.eval_losses:
             result.eval_losses[at_step] = evaluate(
-                model, eval_data, eval_step=eval_step, batch_size=config.batch_size, mesh=mesh
+                model, eval_data, eval_step=eval_step, batch_size=config.batch_size, mesh=mesh,
+                step=at_step,
             )
 
     def save(at_step):
@@ -179,11 +195,16 @@ def train(
     )
     try:
         while step < config.total_steps:
-            batch = train_data.batch(position, config.batch_size)
+            batch = _with_step(train_data.batch(position, config.batch_size), step)
             metrics = train_step(model, optimizer, shard_batch(_process_rows(batch, mesh), mesh))
             step, position = step + 1, position + 1
             key = jax.random.fold_in(key, step)  # the run's key advances with every step
             metrics = {name: float(value) for name, value in metrics.items()}
+            # the rate this update used (optax evaluates the schedule at the update count before it)
+            # and the step's real tokens (every row of the global batch, padding left out)
+            metrics["lr"] = float(schedule(step - 1))
+            if "valid_BxT" in batch:
+                metrics["tokens"] = float(np.sum(batch["valid_BxT"]))
             if not math.isfinite(metrics["loss"]):
                 last = None if checkpointer is None else checkpointer.latest_step()
                 raise FloatingPointError(
