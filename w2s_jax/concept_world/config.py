@@ -20,11 +20,12 @@
 
 Each world w of ``worlds`` is a replicate: its concept tables are drawn with ``world.seed = w`` and
 its pre-training starts from ``strong.seed + w``; the strong model, the intermediate model and the
-weak model's base are chunks of that one pre-training (``experiment``). Within a world, the target concept k*, the rival
-concept j, the split of the inputs (gold pool / training / test), the labellers' draws and the
-pipeline's seed depend on the seed. A (world, seed) pair is the unit that fails together, and every
-interval of the report resamples worlds and seeds within them (``clusters``). ``--quick`` applies :data:`QUICK` (a small world, short
-budgets, one seed) after the file and before ``--set``.
+weak model's base are chunks of that one pre-training (``experiment``). Within a world, the target
+concept k*, the rival concept j, the split of the inputs (gold pool / training / test), the
+labellers' draws and the pipeline's seed depend on the seed. A (world, seed) pair is the unit that
+fails together, and every interval of the report resamples worlds and seeds within them
+(``clusters``). ``--quick`` applies :data:`QUICK` (a small world, short budgets, one seed) after
+the file and before ``--set``.
 """
 
 from __future__ import annotations
@@ -253,8 +254,9 @@ def concept_world_from_dict(raw: Mapping[str, Any], *, source: str = "<experimen
 
     for removed in ("weak", "intermediate"):
         if removed in raw:
-            raise ExperimentError(f"{source}: [{removed}] is no longer read: the weak model's base and the intermediate "
-                                  "model are chunks of the strong pre-training (gate.intermediate_tolerance); remove it")
+            raise ExperimentError(f"{source}: [{removed}] is no longer read: the weak model's base and the "
+                                  "intermediate model are chunks of the strong pre-training "
+                                  "(gate.intermediate_tolerance); remove it")
     _check_keys(raw, _TOP, "the top level", source)
     if raw.get("kind") != KIND:
         raise ExperimentError(f"{source}: kind must be {KIND!r} for this loader, got {raw.get('kind')!r}")
