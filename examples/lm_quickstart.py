@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from w2s_jax.inference import generate, make_sampler, score
 from w2s_jax.models import load_pretrained, load_tokenizer, save_pretrained
-from w2s_jax.parallel import MeshConfig, ShardingRules, make_mesh
+from w2s_jax.parallel import MeshConfig, make_mesh
 from w2s_jax.startup import prepare_jax
 from w2s_jax.train import (CheckpointMismatchError, CrossEntropyToTokens, SFTDataset, TrainConfig, merge_lora,
                            train)
@@ -41,8 +41,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
 
     mesh = make_mesh(MeshConfig(fsdp=-1)) if jax.device_count() > 1 else None
-    rules = ShardingRules.fsdp()
-    model, config = load_pretrained(args.model, dtype=jnp.float32, mesh=mesh, rules=rules)
+    model, config = load_pretrained(args.model, dtype=jnp.float32, mesh=mesh)  # inference placement
     tok = load_tokenizer(args.model)
 
     sampler = make_sampler(temperature=0.8, top_p=0.95)
@@ -54,7 +53,7 @@ def main(argv=None) -> dict:
                               max_len=32, lora_rank=4, lora_targets=("q_proj", "v_proj"), learning_rate=5e-2)
     data = SFTDataset(rows, tok, max_len=cfg.max_len, pad_id=tok.pad_token_id or 0)
     result = train(model, data, config=cfg, loss_fn=CrossEntropyToTokens(), checkpoint_dir=args.out / "ckpt",
-                   mesh=mesh, rules=rules, show_progress=False)
+                   mesh=mesh, show_progress=False)  # trains under FSDP
     merge_lora(model)
     save_pretrained(model, config, args.out / "merged")
     after = score(model, tok, [args.prompt], [" mat"], batch_size=1)[0]

@@ -84,16 +84,18 @@ def test_roc_auc_limits_and_errors():
         roc_auc([0.1, 0.9, 0.3], [0, 1])
 
 
-def test_weighted_metrics_equal_the_metric_on_the_resampled_items():
+@pytest.mark.parametrize("decimals", [None, 1])  # distinct scores (AUC's fast path) and ties
+def test_weighted_metrics_equal_the_metric_on_the_resampled_items(decimals):
     """The bootstrap's weighted statistic equals the statistic on the items drawn, materialised."""
     rng = np.random.default_rng(2)
-    scores, labels = scored(rng, 80, 0.6, decimals=1)
+    scores, labels = scored(rng, 80, 0.6, decimals=decimals)
     W = resample_weights(80, 5, seed=3)
     assert np.all(W.sum(axis=1) == 80)
     for row, w in enumerate(W):
         s, y = np.repeat(scores, w.astype(int)), np.repeat(labels, w.astype(int))
         assert RocAuc().weighted(scores, labels, W)[row] == pytest.approx(pairs_auc(s, y), abs=1e-12)
-        assert CalibrationError(n_bins=7).weighted(scores, labels, W)[row] == pytest.approx(binned_ece(s, y, 7), abs=1e-12)
+        ece = CalibrationError(n_bins=7).weighted(scores, labels, W)[row]
+        assert ece == pytest.approx(binned_ece(s, y, 7), abs=1e-12)
         assert Accuracy().weighted(scores, labels, W)[row] == pytest.approx(np.mean((s > 0.5) == y), abs=1e-12)
 
 
@@ -154,7 +156,8 @@ def test_item_interval_of_accuracy_is_the_binomial_interval():
     p = np.mean((probs > 0.5) == labels)
     half = 1.959964 * math.sqrt(p * (1 - p) / N)
     assert out["value"] == pytest.approx(p) and out["n"] == N
-    assert out["lo"] == pytest.approx(p - half, abs=0.15 * half) and out["hi"] == pytest.approx(p + half, abs=0.15 * half)
+    assert out["lo"] == pytest.approx(p - half, abs=0.15 * half)
+    assert out["hi"] == pytest.approx(p + half, abs=0.15 * half)
     again = item_interval(Accuracy(), probs, labels, n_bootstrap=4000, level=0.95, seed=0)
     assert again == out  # seeded
 
@@ -192,7 +195,8 @@ def test_pgr_over_items_on_auc_recomputes_auc_per_resample():
     noise = rng.normal(size=400)
     weak, student, ceiling = (1 / (1 + np.exp(-(a * signal + noise))) for a in (0.3, 1.0, 2.0))
     est = pgr_over_items(RocAuc(), student, weak, ceiling, labels, n_bootstrap=500, seed=1)
-    expected = (pairs_auc(student, labels) - pairs_auc(weak, labels)) / (pairs_auc(ceiling, labels) - pairs_auc(weak, labels))
+    a_s, a_w, a_c = (pairs_auc(p, labels) for p in (student, weak, ceiling))
+    expected = (a_s - a_w) / (a_c - a_w)
     assert est.value == pytest.approx(expected, abs=1e-12)
     assert est.lo <= est.value <= est.hi and est.hi - est.lo > 0.01
     # the same interval as a direct paired bootstrap: AUC of each materialised resample
@@ -231,6 +235,12 @@ def test_pgr_over_seeds_is_core_pgr_on_per_seed_values():
     assert est.value == pytest.approx((np.mean(per_seed) - 0.5) / 0.4)
     with pytest.raises(ValueError, match="two seeds"):
         pgr_over_seeds(Accuracy(), student, weak, ceiling, labels)
+    # seeds with their own test items (different counts): each seed's metric on its own labels
+    own = [labels[:400], labels[100:]]
+    rows = lambda p: [p[:400], p[100:]]  # noqa: E731
+    est = pgr_over_seeds(Accuracy(), rows(student), rows(weak), rows(ceiling), own)
+    per = [[np.mean((p[i] > 0.5) == own[i]) for i in range(2)] for p in (rows(student), rows(weak), rows(ceiling))]
+    assert est == pgr(*per)
     with pytest.raises(ValueError, match="pair them by seed"):
         pgr_over_seeds(Accuracy(), students, np.stack([weak] * 2), ceiling, labels)
 
@@ -245,7 +255,8 @@ def test_seed_interval_is_the_bootstrap_over_seeds():
 
 
 def test_registry_names_each_metric():
-    assert {name: m.name for name, m in CLASSIFICATION_METRICS.items()} == {"accuracy": "accuracy", "auc": "auc", "ece": "ece"}
+    assert {name: m.name for name, m in CLASSIFICATION_METRICS.items()} == {
+        "accuracy": "accuracy", "auc": "auc", "ece": "ece"}
     assert not CLASSIFICATION_METRICS["ece"].higher_is_better
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -2,11 +2,10 @@
 numpy, limits, the rolling-buffer threshold, one compile over steps, training through `train`, and
 exact resume of a run whose loss carries state.
 
-The model is a `Transformer` with a 2-token vocabulary, so its `unembed` gives `B x T x 2` logits
-as a classifier's does; the data are random token rows with a soft label on the last position."""
+The model is a tiny `Classifier` (its `unembed` gives `B x T x 2` logits) and the data a
+`ClassificationDataset` of a separable task with soft labels."""
 
 import dataclasses
-import hashlib
 
 import jax
 import jax.numpy as jnp
@@ -14,12 +13,15 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from w2s_jax.models import ModelConfig, Transformer
+from tests.lm.test_train_data import CharTokenizer
+from w2s_jax.models import Classifier, ModelConfig, Transformer
 from w2s_jax.train import (
     BINARY_LOSSES,
     AuxConfidence,
+    ClassificationDataset,
     EntropyRegularised,
     KLLoss,
+    KLToTeacher,
     LossState,
     PerBatch,
     ProductLoss,
@@ -36,64 +38,28 @@ from w2s_jax.train import (
 )
 from w2s_jax.train.binary_losses import initial_loss_state
 
-MODEL = ModelConfig.tiny(num_layers=1, vocab_size=2, bos_token_id=1, eos_token_ids=(1,), pad_token_id=0)
+MODEL = ModelConfig.tiny(num_layers=1)  # D=32, V=128
 CFG = dataclasses.replace(TrainConfig.tiny(), max_len=6, total_steps=6, batch_size=8, learning_rate=3e-2)
 
 
-class BinaryRows:
-    """Left-padded token rows (vocab 2) with a soft label at the last position; the batch layout of
-    a classification dataset (`tokens/positions/valid_BxT`, `teacher_probs_BxTxC`, `teacher_mask_BxT`)."""
+def _rows(n=16, seed=0):
+    """A separable task: the label is the text's first character (y/n), read at the last token ".";
+    soft labels, as a weak supervisor's."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        middle = "".join(rng.choice(list("abcdefgh"), size=rng.integers(1, 4)))
+        rows.append({"text": "ny"[i % 2] + middle + ".", "soft_label": float(rng.uniform(0.6, 0.95) if i % 2
+                                                                             else rng.uniform(0.05, 0.4))})
+    return rows
 
-    def __init__(self, n=16, max_len=CFG.max_len, seed=0):
-        rng = np.random.default_rng(seed)
-        self.max_len, self.seed = max_len, seed
-        self.lengths = rng.integers(2, max_len + 1, n)
-        self.tokens = rng.integers(0, 2, (n, max_len)).astype(np.int32)
-        ones = np.array([self.tokens[i, : self.lengths[i]].mean() for i in range(n)])
-        self.soft = np.clip(0.5 + 1.5 * (ones - 0.5) + rng.normal(0, 0.1, n), 0.02, 0.98).astype(np.float32)
 
-    def __len__(self):
-        return len(self.soft)
-
-    def fingerprint(self):
-        digest = hashlib.sha256()
-        for array in (self.lengths, self.tokens, self.soft):
-            digest.update(np.ascontiguousarray(array).tobytes())
-        return digest.hexdigest()
-
-    def collate(self, indices):
-        B, T = len(indices), self.max_len
-        batch = {"tokens_BxT": np.zeros((B, T), np.int32), "positions_BxT": np.zeros((B, T), np.int32),
-                 "valid_BxT": np.zeros((B, T), bool), "teacher_probs_BxTxC": np.zeros((B, T, 2), np.float32),
-                 "teacher_mask_BxT": np.zeros((B, T), bool)}
-        for b, i in enumerate(indices):
-            n = self.lengths[i]
-            batch["tokens_BxT"][b, T - n:] = self.tokens[i, :n]
-            batch["positions_BxT"][b, T - n:] = np.arange(n)
-            batch["valid_BxT"][b, T - n:] = True
-            batch["teacher_probs_BxTxC"][b, -1] = [1 - self.soft[i], self.soft[i]]
-            batch["teacher_mask_BxT"][b, -1] = True
-        return batch
-
-    def batches_per_epoch(self, batch_size):
-        return len(self) // batch_size
-
-    def batch(self, position, batch_size):
-        epoch, j = divmod(position, self.batches_per_epoch(batch_size))
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self))
-        return self.collate(order[j * batch_size: (j + 1) * batch_size])
-
-    def eval_batches(self, batch_size):
-        for start in range(0, len(self), batch_size):
-            indices = list(range(start, min(start + batch_size, len(self))))
-            real = len(indices)
-            batch = self.collate(indices + [0] * (batch_size - real))
-            batch["teacher_mask_BxT"][real:] = False
-            yield batch, real
+def BinaryRows(n=16, seed=0):  # noqa: N802 (a dataset, built like one)
+    return ClassificationDataset(_rows(n, seed), CharTokenizer(), max_len=CFG.max_len)
 
 
 def _model(seed=0):
-    return Transformer(MODEL, rngs=nnx.Rngs(seed))
+    return Classifier(Transformer(MODEL, rngs=nnx.Rngs(seed)))
 
 
 def _params(model):
@@ -146,6 +112,13 @@ def test_soft_cross_entropy_kl_product_entropy_window_hand_values():
     inside = q.max(-1) < 0.5 + 0.25
     assert 0 < inside.sum() < len(inside)  # the window keeps some rows and drops others
     _check(WindowLoss(radius=0.25), np.where(inside, _ce(y, q), 0.0).mean())
+
+
+def test_soft_cross_entropy_and_kl_agree_with_the_language_model_losses():
+    # KLToTeacher reads every masked position of a B x T x C batch: the same rows, another code path
+    for ours, theirs in [(SoftCrossEntropy(), KLToTeacher(kind="cross_entropy")), (KLLoss(), KLToTeacher(kind="kl"))]:
+        np.testing.assert_allclose(float(ours(jnp.asarray(LOGITS), _batch())),
+                                   float(theirs(jnp.asarray(LOGITS), _batch())), rtol=1e-6)
 
 
 @pytest.mark.parametrize("step", [0, 2, 5, 9])
@@ -290,10 +263,10 @@ def test_every_loss_trains_through_train_and_compiles_once(name):
 
 def test_the_train_step_sees_the_step_number():
     # AuxConfidence with max_weight 0 and 1 differ from step 1 on (w = 0 at step 0 for both)
-    data, losses = BinaryRows(), {}
+    data, losses, cfg = BinaryRows(), {}, dataclasses.replace(CFG, warmup_steps=0)  # the first step updates
     for w_max in (0.0, 1.0):
-        loss = AuxConfidence(warmup_frac=0.5, max_weight=w_max, total_steps=CFG.total_steps)
-        losses[w_max] = train(_model(), data, config=CFG, loss_fn=loss, show_progress=False).train_losses
+        loss = AuxConfidence(warmup_frac=0.5, max_weight=w_max, total_steps=cfg.total_steps)
+        losses[w_max] = train(_model(), data, config=cfg, loss_fn=loss, show_progress=False).train_losses
     assert losses[0.0][1] == losses[1.0][1]  # step 0 of training: weight 0 in both
     assert all(losses[0.0][s] != losses[1.0][s] for s in range(2, CFG.total_steps + 1))
 

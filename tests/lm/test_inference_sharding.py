@@ -26,6 +26,7 @@ from w2s_jax.parallel import (
     batch_sharding,
     inference_rules,
     make_mesh,
+    place_for_inference,
     shard_batch,
     shard_model,
 )
@@ -110,3 +111,14 @@ def test_tensor_parallel_generation_equals_unsharded():
     shard_model(model, mesh, inference_rules(_weight_bytes(model), mesh))
     sharded = generate(model, None, prompts, max_new_tokens=6, batch_size=ROWS, mesh=mesh)
     assert sharded.token_ids == plain.token_ids
+
+
+def test_a_model_trained_under_fsdp_is_placed_for_inference_before_it_generates():
+    mesh = make_mesh(MeshConfig(data=2, fsdp=2, tp=2))
+    model = Transformer(CONFIG, rngs=nnx.Rngs(0))
+    shard_model(model, mesh, ShardingRules.fsdp_tp())
+    assert model.layers.attn.q_proj.get_value().sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tp", None)
+    assert place_for_inference(model, mesh) == ShardingRules.tensor_parallel()
+    assert model.layers.attn.q_proj.get_value().sharding.spec == jax.sharding.PartitionSpec(None, None, "tp", None)
+    assert model.placement == (mesh, ShardingRules.tensor_parallel())
+    assert place_for_inference(model, None) is None

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.pipeline.tiny_run import make_world
-from w2s_jax.pipeline import Split, build_plan, load_experiment
+from w2s_jax.pipeline import ExperimentError, Split, build_plan, load_experiment
 from w2s_jax.pipeline.plan import validate
 from w2s_jax.pipeline.run import make_resources
 from w2s_jax.pipeline.stage import run_stages
@@ -96,5 +96,5 @@ def test_n_eval_enters_the_finetune_key_only_when_set(world, tmp_path):
     assert "n_eval" not in plain.fields() and plain.key == zero.key  # stored students stay found
     assert held.fields()["n_eval"] == 2 and held.key != plain.key
     assert held.labels.key == plain.labels.key  # the labels are the same stage either way
-    with pytest.raises(Exception, match="data.n_eval = 10 holds out every one of the 10 training rows"):
+    with pytest.raises(ExperimentError, match="data.n_eval = 10 holds out every one of the 10 training rows"):
         _gold_finetune(experiment, tmp_path / "store", ["data.n_eval=10"])

@@ -320,3 +320,20 @@ def test_bootstrap_hops_and_inferred_sentences_draw_per_row_whatever_chunk_and_b
     bootstrap_rows = results[0][0][0]
     assert len({r["completion"] for r in bootstrap_rows}) > 1  # really sampled
     assert len({r["inferred"] for r in results[0][1][0]}) > 1
+
+
+def test_labels_sampled_the_old_way_are_not_reused_and_greedy_keys_stay(world, tmp_path):
+    """Bootstrap and infer-and-respond changed how their sampled labels draw (``Method.draws`` 2):
+    a sampled stage's key carries that version, a greedy one's does not (it draws nothing)."""
+    from w2s_jax.methods.base import Method
+
+    root, experiment = world
+    weak = load_experiment(experiment).models.weak[0]
+    both = [f"models.intermediate=[\"{weak}\"]", "methods.run=[\"bootstrap\", \"infer-and-respond\", \"icl-refine\"]"]
+    for generation, expect_draws in ((["generation.temperature=1.0"], True), ([], False)):
+        _, stages, _ = _plan(experiment, tmp_path / "store", both + generation)
+        for prefix, draws in (("labels/bootstrap/", 2), ("labels/infer-and-respond/", 2), ("labels/icl-refine/", 1)):
+            stage = _one(stages, prefix)
+            assert stage.method.draws == draws
+            assert ("draws" in stage.fields()) == (expect_draws and draws > 1), (prefix, generation)
+    assert Method.draws == 1

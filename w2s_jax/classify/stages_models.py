@@ -89,11 +89,7 @@ class FitClassifier(Stage):
         return result, len(rows)
 
     def execute(self, res: Resources, directory: Path) -> str:
-        from w2s_jax.train.step import learning_rate_schedule
-
-        cfg = self.train
-        log = TrainingLog(directory, tokens_per_step=cfg.batch_size * cfg.max_len,
-                          schedule=learning_rate_schedule(cfg))
+        log = TrainingLog(directory)  # lr and real tokens come from train's callback metrics
         result, rows = self._train(res, directory, log)
         if res.process_index == 0:
             log.finish(result)

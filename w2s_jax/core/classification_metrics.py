@@ -129,6 +129,13 @@ class RocAuc:
         # group boundaries: first and last sorted position of each distinct score
         new_group = np.concatenate([[True], s_sorted[1:] != s_sorted[:-1]])
         starts = np.flatnonzero(new_group)
+        if starts.size == s.size:  # no ties: a positive's negatives below are the running count
+            w_pos = w_sorted * y_sorted
+            cum_neg = np.cumsum(w_sorted - w_pos, axis=1)
+            total_pos, total_neg = w_pos.sum(axis=1), cum_neg[:, -1]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                auc = np.sum(w_pos * cum_neg, axis=1) / (total_pos * total_neg)
+            return np.where((total_pos > 0) & (total_neg > 0), auc, np.nan)
         ends = np.concatenate([starts[1:], [s.size]]) - 1
         cum_pos = np.cumsum(w_sorted * y_sorted, axis=1)
         cum_neg = np.cumsum(w_sorted * (1.0 - y_sorted), axis=1)
@@ -214,7 +221,8 @@ def resample_weights(n_items: int, n_bootstrap: int, *, seed: int = 0) -> np.nda
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n_items, size=(n_bootstrap, n_items))
     offsets = np.arange(n_bootstrap)[:, None] * n_items
-    return np.bincount((idx + offsets).ravel(), minlength=n_bootstrap * n_items).reshape(n_bootstrap, n_items).astype(np.float64)
+    counts = np.bincount((idx + offsets).ravel(), minlength=n_bootstrap * n_items)
+    return counts.reshape(n_bootstrap, n_items).astype(np.float64)
 
 
 def _chunks(n_items: int, n_bootstrap: int):
@@ -263,20 +271,34 @@ def item_interval(metric: ItemMetric, probs_N, labels_N, *, n_bootstrap: int = 1
 def seed_interval(metric: ItemMetric, probs_SxN, labels_N, *, n_bootstrap: int = 1000, level: float = 0.95,
                   seed: int = 0) -> dict:
     """``{"mean", "lo", "hi", "n"}``: the mean over seeds of ``metric`` on each seed's predictions
-    (``probs_SxN``, one row per seed, the same items), and its bootstrap interval over seeds
-    (:func:`w2s_jax.core.metrics.bootstrap_mean`; NaN interval for one seed)."""
+    (``probs_SxN``: one row per seed), and its bootstrap interval over seeds
+    (:func:`w2s_jax.core.metrics.bootstrap_mean`; NaN interval for one seed). ``labels_N`` is one
+    row shared by every seed or one row per seed (then rows may differ in length: a list)."""
     _check_level(level, n_bootstrap)
     per_seed = _per_seed(metric, probs_SxN, labels_N, "probs_SxN")
     return bootstrap_mean(per_seed, n_bootstrap=n_bootstrap, level=level, seed=seed)
 
 
+def _rows(x, name: str) -> list[np.ndarray]:
+    """Per-seed rows: a 1-D array (one row), a 2-D array, or a list of 1-D arrays (seeds may have
+    different numbers of items)."""
+    if isinstance(x, (list, tuple)) and x and np.ndim(x[0]) == 1:
+        return [np.asarray(r, dtype=np.float64) for r in x]
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim not in (1, 2):
+        raise ValueError(f"{name} must be (seeds, items) or one row per seed, got shape {a.shape}")
+    return [a] if a.ndim == 1 else list(a)
+
+
 def _per_seed(metric: ItemMetric, probs_SxN, labels_N, name: str) -> np.ndarray:
-    P = np.asarray(probs_SxN, dtype=np.float64)
-    P = P.reshape(1, -1) if P.ndim == 1 else P
-    if P.ndim != 2:
-        raise ValueError(f"{name} must be (seeds, items), got shape {P.shape}")
-    return np.asarray([metric.weighted(*_check_metric_inputs(metric, row, labels_N), np.ones((1, P.shape[1])))[0]
-                       for row in P])
+    rows = _rows(probs_SxN, name)
+    labels = _rows(labels_N, "labels")
+    if len(labels) == 1:
+        labels = labels * len(rows)
+    elif len(labels) != len(rows):
+        raise ValueError(f"{name} has {len(rows)} seeds but the labels {len(labels)}: pair them by seed")
+    return np.asarray([metric.weighted(*_check_metric_inputs(metric, p, y), np.ones((1, p.size)))[0]
+                       for p, y in zip(rows, labels)])
 
 
 def _unreliable(gap: float, gap_se: float, level: float) -> PGREstimate:
@@ -322,7 +344,8 @@ def pgr_over_items(metric: ItemMetric, student_N, weak_N, ceiling_N, labels_N, *
         ratio_B = (B[:, 0] - B[:, 1]) / gap_B
     lo, hi = _quantiles(ratio_B, level)
     finite = ratio_B[np.isfinite(ratio_B)]
-    return PGREstimate((s - w) / gap, lo, hi, float(finite.std(ddof=1)), gap, gap_se, True, level)
+    se = float(finite.std(ddof=1)) if finite.size > 1 else math.nan
+    return PGREstimate((s - w) / gap, lo, hi, se, gap, gap_se, True, level)
 
 
 def pgr_over_seeds(metric: ItemMetric, student_SxN, weak_SxN, ceiling_SxN, labels_N, *, level: float = 0.95,
@@ -330,7 +353,9 @@ def pgr_over_seeds(metric: ItemMetric, student_SxN, weak_SxN, ceiling_SxN, label
     """PGR of ``metric`` with an interval over seeds: the metric of each seed's student, weak model
     and ceiling (rows of ``*_SxN``, paired by seed; a single row, e.g. one weak model shared by every
     seed, broadcasts), then :func:`w2s_jax.core.metrics.pgr` on the per-seed values (delta method,
-    or a paired bootstrap over seeds with ``n_bootstrap > 0``). Needs at least two seeds."""
+    or a paired bootstrap over seeds with ``n_bootstrap > 0``). ``labels_N``: one row shared by
+    every seed, or one row per seed (seeds with their own test items; a list when their numbers
+    differ). Needs at least two seeds."""
     values = [_per_seed(metric, a, labels_N, name) for a, name in
               ((student_SxN, "student_SxN"), (weak_SxN, "weak_SxN"), (ceiling_SxN, "ceiling_SxN"))]
     seeds = max(v.size for v in values)

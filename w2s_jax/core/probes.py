@@ -32,9 +32,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from w2s_jax.core.label_repair import filter_by_probe, out_of_fold, relabel  # the probes' use, re-exported
-
-__all__ = ["LogisticProbe", "FittedLogistic", "KNNProbe", "FittedKNN", "padded_rows", "relabel", "filter_by_probe", "out_of_fold"]
+__all__ = [
+    "LogisticProbe",
+    "FittedLogistic",
+    "KNNProbe",
+    "FittedKNN",
+    "padded_rows",
+    "nearest_neighbours",
+]
 
 _MAX_LOGISTIC_FOLDS = 64  # a cross-fit holds one weight vector per fold
 
@@ -84,11 +89,16 @@ def _pad(Z, rows: int):
     return jnp.pad(Z, ((0, rows - Z.shape[0]),) + ((0, 0),) * (Z.ndim - 1))
 
 
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return np.exp(-np.logaddexp(0.0, -z))  # no overflow for large |z|
+
+
 class _Config:
     """A probe's configuration: calling ``predict_proba`` on it is a mistake worth naming."""
 
     def predict_proba(self, X_MxD):
-        raise TypeError(f"{type(self).__name__} is a configuration: call .fit(X, y) and use the fitted probe it returns")
+        raise TypeError(f"{type(self).__name__} is a configuration: call .fit(X, y) and use the fitted probe "
+                        "it returns")
 
 
 # --------------------------------------------------------------------------------------------- logistic
@@ -137,7 +147,8 @@ def _logistic_fit(X_NxD, y_N, a_N, l2, tol, *, max_steps: int, cg_steps: int):
                                   (jnp.asarray(1.0, dtype), loss(axpy(1.0, d, theta))))
         moved = t > 1e-8  # else no step decreases the loss: the fit is at rounding level, stop
         theta = axpy(jnp.where(moved, t, 0.0), d, theta)
-        return theta, step + 1, jnp.where(moved, gmax(grad(theta)), 0.0), gmax(grad(theta))
+        g_max = gmax(grad(theta))
+        return theta, step + 1, jnp.where(moved, g_max, 0.0), g_max
 
     theta0 = (jnp.zeros(X_NxD.shape[1], dtype), jnp.zeros((), dtype))
     g0 = gmax(grad(theta0))
@@ -175,7 +186,7 @@ class FittedLogistic:
 
     def predict_proba(self, X_MxD) -> np.ndarray:
         """Probability of class 1 per row, shape ``(M,)``."""
-        return 1.0 / (1.0 + np.exp(-self.logits(X_MxD)))
+        return _sigmoid(self.logits(X_MxD))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,7 +200,8 @@ class LogisticProbe(_Config):
 
     def __post_init__(self):
         if not self.l2 > 0.0:
-            raise ValueError(f"l2 must be positive (an unregularised fit diverges on separable features), got {self.l2}")
+            raise ValueError(f"l2 must be positive (an unregularised fit diverges on separable features), "
+                             f"got {self.l2}")
         if self.max_steps < 1 or self.cg_steps < 1:
             raise ValueError(f"max_steps and cg_steps must be positive, got {self.max_steps}, {self.cg_steps}")
 
@@ -231,7 +243,7 @@ class LogisticProbe(_Config):
         V_KxD = w / sd
         z_NxK = X0 @ V_KxD.T + (b - jnp.sum(mu * V_KxD, axis=1))[None, :]
         z_N = np.take_along_axis(np.asarray(z_NxK, np.float64), fold_of_row[:, None], axis=1)[:, 0]
-        return 1.0 / (1.0 + np.exp(-z_N))
+        return _sigmoid(z_N)
 
 
 # --------------------------------------------------------------------------------------------- kNN
@@ -242,19 +254,31 @@ def _unit(Z):
 
 
 @functools.partial(jax.jit, static_argnames=("k", "cosine"))
-def _knn_mean(Q_MxD, q_fold_M, R_NxD, r_bias_N, r_fold_N, y_N, *, k: int, cosine: bool):
-    """Mean label of each query's ``k`` nearest reference rows, skipping rows of the query's fold.
+def _knn_indices(Q_MxD, q_fold_M, R_NxD, r_bias_N, r_fold_N, *, k: int, cosine: bool):
+    """Indices of each query's ``k`` nearest reference rows (nearest first), skipping rows of the
+    query's fold.
 
     Cosine: ``R_NxD`` holds unit rows and the score is ``q^ . r``; Euclidean: the score is
     ``2 q . r - |r|^2`` (``r_bias_N = -|r|^2``), minus the squared distance up to ``|q|^2``.
     """
     score_MxN = (_unit(Q_MxD) @ R_NxD.T) if cosine else (2.0 * Q_MxD @ R_NxD.T + r_bias_N[None, :])
     score_MxN = jnp.where(q_fold_M[:, None] == r_fold_N[None, :], -jnp.inf, score_MxN)
-    _, idx_MxK = jax.lax.top_k(score_MxN, k)
-    return jnp.mean(y_N[idx_MxK], axis=1)
+    return jax.lax.top_k(score_MxN, k)[1]
 
 
-def _knn_chunked(Q, q_fold, R, r_fold, y, *, k: int, metric: str, chunk: int) -> np.ndarray:
+def nearest_neighbours(Q_MxD, R_NxD, *, k: int, metric: str = "cosine", q_fold_M=None, r_fold_N=None,
+                       chunk: int = 1024) -> np.ndarray:
+    """``(M, k)`` indices into ``R_NxD`` of each query row's ``k`` nearest rows (cosine similarity or
+    Euclidean distance), nearest first; with fold ids, a query never gets a row of its own fold."""
+    Q, R = _features(Q_MxD, "Q_MxD"), _features(R_NxD, "R_NxD")
+    if metric not in ("cosine", "euclidean"):
+        raise ValueError(f"metric must be 'cosine' or 'euclidean', got {metric!r}")
+    q_fold = jnp.full(Q.shape[0], -1, jnp.int32) if q_fold_M is None else jnp.asarray(q_fold_M, jnp.int32)
+    r_fold = jnp.zeros(R.shape[0], jnp.int32) if r_fold_N is None else jnp.asarray(r_fold_N, jnp.int32)
+    return _knn_chunked(Q, q_fold, R.astype(Q.dtype), r_fold, k=k, metric=metric, chunk=chunk)
+
+
+def _knn_chunked(Q, q_fold, R, r_fold, *, k: int, metric: str, chunk: int) -> np.ndarray:
     cosine = metric == "cosine"
     R, r_bias = (_unit(R), jnp.zeros(R.shape[0], R.dtype)) if cosine else (R, -jnp.sum(jnp.square(R), axis=1))
     M = Q.shape[0]
@@ -265,8 +289,8 @@ def _knn_chunked(Q, q_fold, R, r_fold, y, *, k: int, metric: str, chunk: int) ->
         pad = rows - q.shape[0]
         q = jnp.pad(q, ((0, pad), (0, 0)))
         f = jnp.pad(f, (0, pad), constant_values=-1)
-        out.append(np.asarray(_knn_mean(q, f, R, r_bias, r_fold, y, k=k, cosine=cosine))[: rows - pad])
-    return np.concatenate(out).astype(np.float64)
+        out.append(np.asarray(_knn_indices(q, f, R, r_bias, r_fold, k=k, cosine=cosine))[: rows - pad])
+    return np.concatenate(out)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -285,8 +309,9 @@ class FittedKNN:
         if Q.shape[1] != self.X_NxD.shape[1]:
             raise ValueError(f"the probe was fitted on {self.X_NxD.shape[1]} features, X_MxD has {Q.shape[1]}")
         n = self.X_NxD.shape[0]
-        return _knn_chunked(Q, jnp.full(Q.shape[0], -1), self.X_NxD, jnp.zeros(n, jnp.int32), self.y_N,
-                            k=self.k, metric=self.metric, chunk=self.chunk)
+        idx_MxK = _knn_chunked(Q, jnp.full(Q.shape[0], -1, jnp.int32), self.X_NxD, jnp.zeros(n, jnp.int32),
+                               k=self.k, metric=self.metric, chunk=self.chunk)
+        return np.asarray(self.y_N, np.float64)[idx_MxK].mean(axis=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,4 +346,5 @@ class KNNProbe(_Config):
         if self.k > X.shape[0] - largest:
             raise ValueError(f"k = {self.k} neighbours but a fold leaves only {X.shape[0] - largest} rows outside it")
         f = jnp.asarray(fold_of_row, jnp.int32)
-        return _knn_chunked(X, f, X, f, y, k=self.k, metric=self.metric, chunk=self.chunk)
+        idx_NxK = _knn_chunked(X, f, X, f, k=self.k, metric=self.metric, chunk=self.chunk)
+        return np.asarray(y, np.float64)[idx_NxK].mean(axis=1)

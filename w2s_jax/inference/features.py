@@ -71,9 +71,9 @@ def padded_batch(seqs: Sequence[Sequence[int]], *, batch_size: int, pad_id: int,
 
 
 def run_batches(run, seqs: Sequence[Sequence[int]], *, batch_size: int, streams: int, show_progress: bool,
-                desc: str) -> list:
+                desc: str) -> tuple[list, list[int]]:
     """`run(indices)` over batches of the sequences' indices sorted longest first (similar lengths
-    share a batch); the per-batch results in that order and the order itself, so a caller puts
+    share a batch): the per-batch results and the row order they come in, so a caller puts
     rows back with `out[order] = results`. Up to `streams` batches at once (`streams.map_batches`,
     with a progress bar when `show_progress`)."""
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
@@ -121,8 +121,9 @@ def last_token_features(model, tokenizer, texts: Sequence[str], *, batch_size: i
         features = _last_features(graphdef, state, rows["tokens_BxT"], rows["valid_BxT"], last_B, mesh=mesh)
         return np.asarray(features)[: len(indices)]
 
-    parts, order = run_batches(run, seqs, batch_size=batch_size, streams=resolve_streams(streams, mesh, backbone.backend),
-                               show_progress=show_progress, desc="features")
+    streams = resolve_streams(streams, mesh, backbone.backend)
+    parts, order = run_batches(run, seqs, batch_size=batch_size, streams=streams, show_progress=show_progress,
+                               desc="features")
     out[order] = np.concatenate(parts)
     return out
 

@@ -2,7 +2,7 @@
 the forward pass of scoring and top-k.
 
 A chunk of C slots attends to the slots written before it (read from the cache, only the blocks
-written so far: `layers.Attention._attend_cached_blocks`) and to itself, so a sequence of T
+written so far: `cached_attention._attend_cached_blocks`) and to itself, so a sequence of T
 slots never forms its ``T x T`` attention scores: each chunk forms ``C x T`` at most. Scoring
 ran its batches whole, one ``B x N x T x T`` float32 score array per layer: 75 MB for 16 rows of
 384 tokens of `pipeline_bench.py`'s small model, 302 MB for a Llama-3.2-1B-shaped one, 4.3 GB

@@ -83,6 +83,9 @@ class Method(ABC):
       trains: the student is fine-tuned on the labels (False for ``zero-shot``).
       needs_gold: requires gold answers in the training split.
       roles: model roles used besides the weak labels (``"strong"``, ``"intermediate"``).
+      draws: the version of how the method's sampled labels draw their randomness; bumped when
+        that changes, so labels sampled the old way are never reused (greedy labels keep their
+        keys: they draw nothing).
     """
 
     name: ClassVar[str]
@@ -92,6 +95,7 @@ class Method(ABC):
     trains: ClassVar[bool] = True
     needs_gold: ClassVar[bool] = False
     roles: ClassVar[tuple[str, ...]] = ()
+    draws: ClassVar[int] = 1
 
     def __init__(self, options=None):
         self.options = self.Options() if options is None else options

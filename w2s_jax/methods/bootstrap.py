@@ -43,6 +43,7 @@ class Bootstrap(Method):
     """Weak -> intermediate -> strong: each model refines the previous one's labels in context."""
 
     name = "bootstrap"
+    draws = 2  # 2: each hop / the description draws from its own per-row stream
     Options = BootstrapOptions
     roles = ("intermediate", "strong")
 

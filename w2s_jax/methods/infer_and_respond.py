@@ -126,6 +126,7 @@ class InferAndRespond(Method):
     """Algorithm 2: the strong model names the weak answers' behaviour, then answers following it."""
 
     name = "infer-and-respond"
+    draws = 2  # 2: each hop / the description draws from its own per-row stream
     Options = InferAndRespondOptions
     roles = ("strong",)
 

@@ -25,6 +25,21 @@ import jax.numpy as jnp
 SIXTEEN_BIT = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 
 
+def softcap(x: jax.Array, cap: float | None) -> jax.Array:
+    """cap * tanh(x / cap), or x when cap is None."""
+    return x if cap is None else jnp.tanh(x / cap) * cap
+
+
+def masked_scores(raw_BxKxGTxS: jax.Array, mask_BxTxS: jax.Array, G: int, cap: float | None) -> jax.Array:
+    """Soft-capped and masked float32 attention scores in the grouped layout (the G*T query rows of
+    each kv head stacked; the mask broadcast over G) from the products of scaled queries and keys."""
+    B, _, GT, S = raw_BxKxGTxS.shape
+    scores = softcap(raw_BxKxGTxS, cap)
+    T = GT // G
+    mask_Bx1xGTxS = jnp.broadcast_to(mask_BxTxS[:, None, None], (B, 1, G, T, S)).reshape(B, 1, GT, S)
+    return jnp.where(mask_Bx1xGTxS, scores, jnp.finfo(scores.dtype).min).astype(jnp.float32)
+
+
 def reference_attention(q_BxTxNxH: jax.Array, k_BxSxKxH: jax.Array, v_BxSxKxH: jax.Array, mask_BxTxS: jax.Array,
                         *, scale: float, softcap: float | None = None) -> jax.Array:
     """Grouped-query attention by its definition (module docstring); returns `out_BxTxNxH`."""

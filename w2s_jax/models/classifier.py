@@ -95,9 +95,10 @@ class Classifier(nnx.Module):
     def remat(self, value):  # `train.compute.computing_in`
         self.backbone.remat = value
 
-    def placed_on(self, mesh) -> None:
-        """Called by `w2s_jax.parallel.shard_model`: the backbone runs what the mesh's platform runs."""
-        self.backbone.placed_on(mesh)
+    def placed_on(self, mesh, rules=None) -> None:
+        """Called by `w2s_jax.parallel.shard_model` after placing the weights on `mesh` under
+        `rules`: the backbone's `Transformer.placed_on`."""
+        self.backbone.placed_on(mesh, rules)
 
     def hidden(self, tokens_BxT: jax.Array, *, positions_BxT: jax.Array, valid_BxT: jax.Array, cache=None,
                last_only: bool = False, fresh: bool = False):
@@ -128,8 +129,8 @@ class Classifier(nnx.Module):
 
 def save_classifier(model: Classifier, out_dir: str | Path) -> Path:
     """Write the backbone (`save_pretrained`: `model.safetensors` + `config.json`) and the head
-    (`classifier_head.safetensors`) into `out_dir`; returns it. A LoRA-trained classifier is
-    merged first (`w2s_jax.train.merge_lora`)."""
+    (`classifier_head.safetensors`) into `out_dir`; returns it. Merge a LoRA-trained classifier's
+    adapters into its weights first (`w2s_jax.train.merge_lora`): `save_pretrained` refuses them."""
     out_dir = save_pretrained(model.backbone, model.config, out_dir)
     kernel = np.asarray(jax.device_get(model.score_kernel.get_value()), np.float32)
     bias = np.asarray(jax.device_get(model.score_bias.get_value()), np.float32)

@@ -15,7 +15,8 @@ import numpy as np
 from flax import nnx
 
 from w2s_jax.models import backend
-from w2s_jax.models.attention import fused_attention
+from w2s_jax.models.attention import fused_attention, masked_scores
+from w2s_jax.models.cached_attention import attend_cached
 from w2s_jax.models.config import ModelConfig
 from w2s_jax.models.layer_weights import LayerWeight
 from w2s_jax.models.matmul import matmul
@@ -135,11 +136,6 @@ def _softmax_jvp(primals, tangents):
     return y, y * (x_dot - jnp.sum(y * x_dot, axis=-1, keepdims=True))
 
 
-def softcap(x: jnp.ndarray, cap: float | None) -> jnp.ndarray:
-    """cap * tanh(x / cap), or x when cap is None."""
-    return x if cap is None else jnp.tanh(x / cap) * cap
-
-
 def _heads_last(out_BxKxGTxH: jnp.ndarray, G: int) -> jnp.ndarray:
     """Attention outputs from the grouped `B x K x (G T) x H` layout to `B x T x N x H`."""
     B, K, GT, H = out_BxKxGTxH.shape
@@ -243,9 +239,9 @@ class Attention(nnx.Module):
             cached_BxTxS = mask_BxTxS & (jnp.arange(S) < index)  # slots written before this call
             new_BxTxT = jax.lax.dynamic_slice_in_dim(mask_BxTxS, index, k_BxTxKxH.shape[1],
                                                      axis=2)  # the new slots
-            out_BxKxGTxH = self._attend_cached(q_BxKxGTxH, kv_cache, k_new_BxKxHxT=k_new_BxKxHxT,
-                                               v_new_BxKxTxH=v_new_BxKxTxH, cached_BxTxS=cached_BxTxS,
-                                               new_BxTxT=new_BxTxT, num_written=index)
+            out_BxKxGTxH = attend_cached(q_BxKxGTxH, kv_cache, k_new_BxKxHxT=k_new_BxKxHxT,
+                                         v_new_BxKxTxH=v_new_BxKxTxH, cached_BxTxS=cached_BxTxS,
+                                         new_BxTxT=new_BxTxT, num_written=index, config=c, dtype=self.dtype)
             kv_cache = new_kv
             out_BxTxNxH = _heads_last(out_BxKxGTxH, G)
         elif backend.active().attention == "fused" and c.attn_logit_softcap is None:
@@ -261,7 +257,7 @@ class Attention(nnx.Module):
             k_BxKxHxS = k_BxKxSxH.swapaxes(-1, -2)
             if backend.active().barriers:
                 k_BxKxHxS = jax.lax.optimization_barrier(k_BxKxHxS)
-            scores = self._scores(matmul(q_BxKxGTxH, k_BxKxHxS), mask_BxTxS, G)
+            scores = masked_scores(matmul(q_BxKxGTxH, k_BxKxHxS), mask_BxTxS, G, c.attn_logit_softcap)
             out_BxTxNxH = _heads_last(matmul(softmax(scores).astype(self.dtype), v_BxKxSxH), G)
         if kv_cache is not None and fresh:
             kv_cache = (k_BxTxKxH.transpose(0, 2, 3, 1).astype(kv_cache.dtype),
@@ -271,92 +267,6 @@ class Attention(nnx.Module):
             out_BxTxD = out_BxTxD + self.o_bias[...].astype(self.dtype)
         return out_BxTxD, kv_cache
 
-    def _scores(self, raw_BxKxGTxS, mask_BxTxS, G: int) -> jnp.ndarray:
-        """Soft-capped and masked float32 attention scores (mask broadcast over G) from the
-        products of scaled queries and keys."""
-        c = self.config
-        B, _, GT, S = raw_BxKxGTxS.shape
-        scores = softcap(raw_BxKxGTxS, c.attn_logit_softcap)
-        T = GT // G
-        mask_Bx1xGTxS = jnp.broadcast_to(mask_BxTxS[:, None, None], (B, 1, G, T, S)).reshape(B, 1, GT, S)
-        return jnp.where(mask_Bx1xGTxS, scores, jnp.finfo(scores.dtype).min).astype(jnp.float32)
-
-    def _attend_cached(self, q_BxKxGTxH, kv_cache, *, k_new_BxKxHxT, v_new_BxKxTxH, cached_BxTxS,
-                       new_BxTxT, num_written) -> jnp.ndarray:
-        """The T new queries over the S cached slots (where `cached_BxTxS`) and the T new keys
-        (where `new_BxTxT`), as one softmax over S + T; returns out_BxKxGTxH. Inference only.
-
-        The cached and the new keys are contracted separately, never concatenated (that would copy
-        the cache), each cache contraction on the layer's own array (`LayerCache.with_keys`), and
-        the softmax is normalised after the PV products: the division is then on GT x H outputs,
-        not GT x S probabilities, and XLA:CPU has no softmax to fuse into the matmul's operand
-        (training keeps softmax-then-matmul, whose backward pass is faster; docs/benchmarks.md).
-        """
-        G = self.config.num_heads // self.config.num_kv_heads
-        if (k_new_BxKxHxT.shape[3] > 1 and kv_cache.max_len % _PREFILL_KEY_BLOCK == 0
-                and backend.active().prefill == "chunked"):
-            return self._attend_cached_blocks(q_BxKxGTxH, kv_cache, k_new_BxKxHxT=k_new_BxKxHxT,
-                                              v_new_BxKxTxH=v_new_BxKxTxH, cached_BxTxS=cached_BxTxS,
-                                              new_BxTxT=new_BxTxT, num_written=num_written)
-        as_dtype = lambda x: x.astype(self.dtype)  # noqa: E731
-        cached = kv_cache.with_keys(lambda k_BxKxHxS: matmul(q_BxKxGTxH, as_dtype(k_BxKxHxS)))
-        new = matmul(q_BxKxGTxH, k_new_BxKxHxT)
-        # one softmax over the S + T slots, in two parts sharing their max (no concatenation)
-        cached = self._scores(cached, cached_BxTxS, G)
-        new = self._scores(new, new_BxTxT, G)
-        peak = jnp.maximum(jnp.max(cached, axis=-1, keepdims=True), jnp.max(new, axis=-1, keepdims=True))
-        e_cached, e_new = jnp.exp(cached - peak), jnp.exp(new - peak)
-        total = jnp.sum(e_cached, axis=-1, keepdims=True) + jnp.sum(e_new, axis=-1, keepdims=True)
-        p_cached, p_new = e_cached.astype(self.dtype), e_new.astype(self.dtype)
-        out = (kv_cache.with_values(lambda v_BxKxSxH: matmul(p_cached, as_dtype(v_BxKxSxH)))
-               + matmul(p_new, v_new_BxKxTxH))
-        return (out / total.astype(self.dtype)).astype(self.dtype)
-
-    def _attend_cached_blocks(self, q_BxKxGTxH, kv_cache, *, k_new_BxKxHxT, v_new_BxKxTxH, cached_BxTxS,
-                              new_BxTxT, num_written) -> jnp.ndarray:
-        """`_attend_cached` for a prefill chunk (T > 1): the cached slots are read in blocks of
-        `_PREFILL_KEY_BLOCK`, and only the blocks holding slots written before this call (the
-        first ceil(num_written / block)), with an online softmax across blocks (running max,
-        sum and PV product, rescaled when the max grows). Chunk i of a prompt reads i chunks'
-        worth of slots instead of all S: about half the cached attention of a prefill.
-        """
-        G = self.config.num_heads // self.config.num_kv_heads
-        block = _PREFILL_KEY_BLOCK
-        dtype = self.dtype
-        # the T new keys first: every real query sees itself, so the running max starts finite
-        new = self._scores(matmul(q_BxKxGTxH, k_new_BxKxHxT), new_BxTxT, G)
-        peak = jnp.max(new, axis=-1, keepdims=True)
-        e_new = jnp.exp(new - peak)
-        start = (peak, jnp.sum(e_new, axis=-1, keepdims=True), matmul(e_new.astype(dtype), v_new_BxKxTxH))
-        num_blocks = (num_written + block - 1) // block
-        if self.config.sliding_window is None:
-            # Every cached slot lies before every query of the chunk, so without a window its
-            # mask is the key's validity alone, the same for all T rows: the chunk's last row
-            # (which sees every slot up to itself). One mask row per block instead of T, broadcast
-            # in the select (docs/benchmarks.md).
-            cached_BxTxS = cached_BxTxS[:, -1:, :]
-
-        def add_block(i, carry):
-            # each layer's arrays are read in a switch branch holding just the slice and the
-            # matmul, so the loop itself is not repeated per layer (compile time)
-            peak, total, out = carry
-            at = i * block
-            raw = kv_cache.with_keys(
-                lambda k_BxKxHxS: matmul(q_BxKxGTxH, jax.lax.dynamic_slice_in_dim(k_BxKxHxS, at, block, axis=3).astype(dtype)))
-            scores = self._scores(raw, jax.lax.dynamic_slice_in_dim(cached_BxTxS, at, block, axis=2), G)
-            new_peak = jnp.maximum(peak, jnp.max(scores, axis=-1, keepdims=True))
-            rescale = jnp.exp(peak - new_peak)
-            p_block = jnp.exp(scores - new_peak)
-            pv = kv_cache.with_values(
-                lambda v_BxKxSxH: matmul(p_block.astype(dtype), jax.lax.dynamic_slice_in_dim(v_BxKxSxH, at, block, axis=2).astype(dtype)))
-            return (new_peak, total * rescale + jnp.sum(p_block, axis=-1, keepdims=True),
-                    out * rescale.astype(dtype) + pv)
-
-        _, total, out = jax.lax.fori_loop(0, num_blocks, add_block, start)
-        return (out / total.astype(dtype)).astype(dtype)
-
-
-_PREFILL_KEY_BLOCK = 64  # cached slots per block in a prefill chunk's attention
 
 _ACTIVATIONS = {
     "silu": jax.nn.silu,

@@ -28,15 +28,8 @@ from w2s_jax.models.backend import Backend, use_backend
 from w2s_jax.models.config import ModelConfig
 from w2s_jax.models.kv_cache import KVCache
 from w2s_jax.models.layer_weights import LayerWeight
-from w2s_jax.models.layers import (
-    MLP,
-    Attention,
-    RMSNorm,
-    dense,
-    dense_transposed,
-    init_param,
-    softcap,
-)
+from w2s_jax.models.attention import softcap
+from w2s_jax.models.layers import MLP, Attention, RMSNorm, dense, dense_transposed, init_param
 from w2s_jax.models.matmul import WEIGHT_PRODUCT, matmul
 from w2s_jax.models.rope import rope_cos_sin
 from w2s_jax.parallel.placement import constrain

@@ -7,7 +7,7 @@ model too large for that). Multi-host: call `initialize_distributed(True)` first
 every host; the rest is unchanged, with each host passing its own rows to `shard_batch`.
 """
 
-from w2s_jax.parallel.inference import device_bytes, inference_rules
+from w2s_jax.parallel.inference import device_bytes, inference_rules, place_for_inference
 from w2s_jax.parallel.mesh import MESH_AXES, MeshConfig, initialize_distributed, make_mesh
 from w2s_jax.parallel.placement import (
     batch_sharding,
@@ -33,6 +33,7 @@ __all__ = [
     "logical_to_sharding",
     "logical_to_spec",
     "make_mesh",
+    "place_for_inference",
     "shard_batch",
     "shard_model",
     "variable_sharding",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import warnings
 
+import jax
 from jax.sharding import Mesh
 
 from w2s_jax.parallel.rules import ShardingRules
@@ -53,3 +54,19 @@ def inference_rules(weight_bytes: int, mesh: Mesh | None, *, memory: int | None 
                   f"every decoded token all-gathers each layer's weights; a mesh with tp >= {need} decodes "
                   "without moving weights", stacklevel=2)
     return ShardingRules.fsdp_tp()
+
+
+def place_for_inference(model, mesh: Mesh | None) -> ShardingRules | None:
+    """Re-place `model`'s arrays (in place) under `inference_rules` for the bytes of its
+    parameters: a model trained under FSDP, before it generates. Returns the rules (None without
+    a mesh, when nothing moves)."""
+    from flax import nnx
+
+    from w2s_jax.parallel.placement import shard_model
+
+    if mesh is None:
+        return None
+    weight_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    rules = inference_rules(weight_bytes, mesh)
+    shard_model(model, mesh, rules)
+    return rules

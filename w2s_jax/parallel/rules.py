@@ -1,9 +1,10 @@
 """Sharding as data: a table from logical array axes to mesh axes.
 
 Every parameter carries `logical_axes` metadata, one name per dimension from the fixed vocabulary
-LOGICAL_AXES (or None); activations name theirs where the model pins them (`placement.constrain`). `ShardingRules` maps each logical name to a mesh axis (or a tuple of mesh
-axes, or None = replicated); `logical_to_sharding` turns one parameter's logical axes into a
-`NamedSharding`. Without a mesh everything is a no-op.
+LOGICAL_AXES (or None); activations name theirs where the model pins them (`placement.constrain`).
+`ShardingRules` maps each logical name to a mesh axis (or a tuple of mesh axes, or None =
+replicated); `logical_to_sharding` turns one parameter's logical axes into a `NamedSharding`.
+Without a mesh everything is a no-op.
 """
 
 from __future__ import annotations

@@ -88,6 +88,13 @@ class Labels(ChunkedStage):
     def slug(self) -> str:
         return f"labels.{self.method.name}"
 
+    def fields(self) -> dict:
+        """The hashed fields, and the method's ``draws`` version when it samples and is past 1."""
+        fields = super().fields()
+        if self.inference.generation.temperature > 0 and self.method.draws > 1:
+            fields["draws"] = self.method.draws
+        return fields
+
     def models(self) -> list[str]:
         return ([self.strong.path] if self.strong else []) + [m.path for m in self.intermediate]
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from w2s_jax.inference.engine import Engine
+from w2s_jax.parallel import place_for_inference
 from w2s_jax.pipeline.models import load_model
 from w2s_jax.pipeline.refs import Inference, Model, Split, Supervisor, added_field
 from w2s_jax.pipeline.stage import ChunkedStage, Resources, Stage
@@ -100,7 +101,9 @@ class Finetune(Stage):
                                     show_progress=res.show_progress, mesh=res.train_mesh, rules=res.rules,
                                     callbacks=callbacks)
         if res.process_count > 1:  # each process answers its own test rows with its own copy
-            local_copy(model, res.mesh, res.rules)
+            local_copy(model, res.mesh)
+        else:  # trained under FSDP; generates with its weights whole or tensor parallel
+            place_for_inference(model, res.mesh)
         res.memo = {k: v for k, v in res.memo.items() if not k.startswith("student:")}  # one in memory
         res.memo[f"student:{self.key}"] = (model, tokenizer)
         return result, dropped, len(data), len(eval_data) if eval_data is not None else 0
@@ -124,23 +127,23 @@ class Finetune(Stage):
         return res.memo[f"student:{self.key}"]
 
 
-def local_copy(model, mesh, rules) -> None:
+def local_copy(model, mesh) -> None:
     """Replaces (in place) every parameter of ``model`` sharded over several processes by a copy
-    on this process's devices (``mesh``, else the default device). Every process calls it, in the
-    same order: each gather is a collective."""
+    on this process's devices (``mesh`` under the inference rules, else the default device). Every
+    process calls it, in the same order: each gather is a collective."""
     import jax
     import numpy as np
     from flax import nnx
     from jax.experimental import multihost_utils
-
-    from w2s_jax.parallel import shard_model
 
     for _, node in nnx.iter_graph(model):
         if isinstance(node, nnx.Variable):
             value = node.get_value()
             if isinstance(value, jax.Array) and not value.is_fully_addressable:
                 node.set_value(jax.device_put(np.asarray(multihost_utils.process_allgather(value, tiled=True))))
-    shard_model(model, mesh, rules)
+    if mesh is None and hasattr(model, "placed_on"):  # off the global mesh: nothing to pin activations to
+        model.placed_on(None)
+    place_for_inference(model, mesh)
 
 
 @dataclasses.dataclass(frozen=True)

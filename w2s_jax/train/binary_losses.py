@@ -12,8 +12,10 @@ student's K most recent predictions, which outlive a step. Such a loss is a `Sta
 state (one float32 array) lives in the optimizer as a `LossState` variable (`step.py`), so the
 jitted train step carries it as part of the donated optimizer state, gradient-accumulation
 micro-batches pass it along in order, and checkpoints save and restore it with the optimizer: a
-resumed run sees the same buffer as an uninterrupted one. Evaluation calls the loss without state
-(an empty buffer: the evaluated batch's own margins).
+resumed run sees the same buffer as an uninterrupted one. The optimizer is chosen as its home
+because it already is the run's donated, sharded and checkpointed state: `train`, `TrainStep` and
+`Checkpointer` keep their signatures. Evaluation calls the loss without state (an empty buffer:
+the evaluated batch's own margins).
 """
 
 from __future__ import annotations
@@ -138,7 +140,8 @@ class PerBatch:
 @dataclasses.dataclass(frozen=True)
 class RollingBuffer:
     """Threshold at the `(1 - r)`-quantile of the student's `size` most recent margins, this
-    batch's included (EleutherAI's prediction buffer): steadier than a small batch's quantile."""
+    batch's included (EleutherAI's prediction buffer): steadier than a small batch's quantile.
+    `r` is this batch's weak positive rate, as in the reference."""
 
     size: int = 32  # margins kept (EleutherAI's default buffer_size)
 
