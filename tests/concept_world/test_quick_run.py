@@ -46,6 +46,10 @@ def test_quick_concept_world_through_w2s_run(tmp_path, capsys):
     # a method student's row carries the labels it fit (accuracy and j-rate on the training questions)
     refine = rows["student/icl-refine/w1-misaligned-0.30"]
     assert 0 <= refine["train_labels"]["value"] <= 1 and set(refine["train_labels_per_unit"]) == {"0/0"}
+    # naive fits the weak labels as they are: its labels-fit figures are the labeller's own
+    naive = rows["student/naive/w1-misaligned-0.30"]
+    assert naive["train_labels"] == misaligned["train_labels"]
+    assert naive["train_labels_rival_rate"] == misaligned["train_labels_rival_rate"]
     # the quick model is not held to the gate; the report says it is a smoke test unless it passed
     gate = results["gate"]["worlds"]["0"][-1]
     text = (out / "results.md").read_text()
