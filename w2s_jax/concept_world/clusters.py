@@ -19,6 +19,21 @@ import numpy as np
 Unit = tuple[int, int]  # (world, seed)
 
 
+def unit_of(key: str) -> Unit:
+    """``"w/s"`` -> ``(w, s)``."""
+    w, s = key.split("/")
+    return int(w), int(s)
+
+
+def fmt(stat: Mapping | None, digits: int = 3) -> str:
+    """``value [lo, hi]`` of an interval record (``n/a`` when undefined)."""
+    if stat is None or stat.get("value") is None or math.isnan(stat["value"]):
+        return "n/a"
+    if math.isnan(stat["lo"]):
+        return f"{stat['value']:.{digits}f}"
+    return f"{stat['value']:.{digits}f} [{stat['lo']:.{digits}f}, {stat['hi']:.{digits}f}]"
+
+
 def cluster_resamples(units: Sequence[Unit], n_bootstrap: int, seed: int = 0) -> list[list[Unit]]:
     """``n_bootstrap`` two-stage resamples of ``units`` (lists of units, repeats allowed)."""
     worlds: dict[int, list[Unit]] = {}

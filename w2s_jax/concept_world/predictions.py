@@ -126,8 +126,7 @@ def p4(results: dict) -> dict:
 
 def _paired(a: dict, b: dict, **kw) -> dict:
     """Mean over units of ``a - b`` (per-unit values keyed ``"w/s"``) with its cluster interval."""
-    from w2s_jax.concept_world.clusters import cluster_interval, mean
-    from w2s_jax.concept_world.report import unit_of
+    from w2s_jax.concept_world.clusters import cluster_interval, mean, unit_of
 
     values = {unit_of(k): a[k] - b[k] for k in a if k in b and a[k] is not None and b[k] is not None
               and not math.isnan(a[k]) and not math.isnan(b[k])}
@@ -160,7 +159,7 @@ def check_predictions(results: dict, meta: dict | None = None) -> list[dict]:
 
 
 def _f(stat, digits: int = 3) -> str:
-    from w2s_jax.concept_world.report import fmt
+    from w2s_jax.concept_world.clusters import fmt
 
     return fmt(stat, digits)
 

@@ -18,19 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from w2s_jax.concept_world.bayes import chernoff_rate, label_law
-from w2s_jax.concept_world.clusters import cluster_interval, gap_ratio, mean
+from w2s_jax.concept_world.clusters import cluster_interval, fmt, gap_ratio, mean, unit_of
 from w2s_jax.concept_world.sweeps import fitted_rate, transition
 from w2s_jax.concept_world.world import World, WorldConfig
 from w2s_jax.pipeline.artifacts import JsonlLog, atomic_write_json, atomic_write_text, read_json
 from w2s_jax.pipeline import PLAN
 
 INDEX = "concept_world.json"  # what `w2s report` needs to rebuild the report of a run directory
-
-
-def unit_of(key: str) -> tuple[int, int]:
-    """``"w/s"`` -> ``(w, s)``."""
-    w, s = key.split("/")
-    return int(w), int(s)
 
 
 class Units:
@@ -299,15 +293,6 @@ def write_concept_report(run_dir: str | Path, meta: Mapping, runs: Mapping[str, 
         write_figures(results, run_dir / "figures")
     log(text)
     return results
-
-
-def fmt(stat: Mapping | None, digits: int = 3) -> str:
-    """``value [lo, hi]`` of an interval record (``n/a`` when undefined)."""
-    if stat is None or stat.get("value") is None or math.isnan(stat["value"]):
-        return "n/a"
-    if math.isnan(stat["lo"]):
-        return f"{stat['value']:.{digits}f}"
-    return f"{stat['value']:.{digits}f} [{stat['lo']:.{digits}f}, {stat['hi']:.{digits}f}]"
 
 
 def part_table(part: dict) -> list[str]:
