@@ -10,7 +10,6 @@ actually build, not against the checks' own arithmetic.
 
 import json
 import shutil
-import struct
 import subprocess
 import sys
 import textwrap

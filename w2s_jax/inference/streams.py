@@ -24,7 +24,6 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
-import jax
 from tqdm.auto import tqdm
 
 Batch = TypeVar("Batch")
