@@ -9,7 +9,8 @@
     directory); ``--dry-run`` lists every stage's state and the models it would load, loading none.
     The file's ``kind`` chooses the experiment kind (``w2s_jax.registry.EXPERIMENT_KINDS``):
     ``concept-world`` runs the concept world (``w2s_jax.concept_world``), which builds its own
-    models and data and plans the pipeline per seed in the same graph; ``--quick`` applies its
+    models and data and plans the pipeline per seed in the same graph; ``classification`` runs
+    binary weak-to-strong classification (``w2s_jax.classify``); ``--quick`` applies a kind's
     small preset.
     ``--processes N`` runs N processes of the run on this machine (``jax.distributed``, to try
     multi-host behaviour); ``--coordinator HOST:PORT --num-processes N --process-id I`` (or the

@@ -31,10 +31,11 @@ def test_shipped_classification_experiment_loads(path):
     kind = kind_of_file(path)
     assert kind.name == "classification"
     config = kind.load(path)
-    for model in (*config.models.weak, *config.models.strong):
-        assert _HUB_NAME.match(model), model
-    assert config.data.train == config.data.test == config.data.format.hub  # hub names, train and test splits
-    assert config.data.train_split != config.data.test_split
+    if config.concept_world is None:  # (a concept-world file makes its own data and models)
+        for model in (*config.models.weak, *config.models.strong):
+            assert _HUB_NAME.match(model), model
+        assert config.data.train == config.data.test == config.data.format.hub  # hub names, two splits
+        assert config.data.train_split != config.data.test_split
     assert all(loss.name in BINARY_LOSSES for loss in config.losses)
     for loss in config.losses:
         assert loss.build(config.train.total_steps) is not None
@@ -60,6 +61,7 @@ def test_the_sweep_runs_every_pair_of_different_models():
     ("models.weak=[]", "models.weak must name at least one model"),
     ("train.learning_rate=-1.0", "learning_rate"),
     ("icl.demos=-1", "icl.demos must be an int >= 0"),
+    ("strong_to_strong.rounds=-1", "strong_to_strong.rounds must be an int >= 0"),
     ("modles.weak=[\"x\"]", "unknown key 'modles' in the top level (did you mean 'models'?)"),
 ])
 def test_a_bad_value_is_one_error_naming_the_file_and_key(override, message):
@@ -93,12 +95,15 @@ def test_the_graph_has_every_stage_once_and_shares_what_pairs_share(root):
     for seed in (0, 1):
         for prefix in ("items/", "weak-model/", "weak-labels/", "ceiling/", "zero-shot/", "features/",
                        "repair/knn/", "icl-refine/", "student/cross_entropy/", "student/aux_confidence/",
-                       "student/repair-knn/", "student/icl-refine/", "probs/student/cross_entropy/"):
+                       "student/repair-knn/", "student/icl-refine/", "probs/student/cross_entropy/",
+                       "s2s-1/half-0/", "s2s-1/half-1/", "s2s-1/labels-0/", "s2s-1/labels/", "student/s2s-1/"):
             assert sum(n.startswith(prefix) and n.endswith(f"seed-{seed}") for n in names) == 1, (prefix, seed)
     roles = {(s.name, s.role) for s in graph.subjects if s.seed == 0}
     assert roles == {("weak", "weak"), ("ceiling", "ceiling"), ("zero-shot", "zero-shot"),
                      ("student/cross_entropy", "student"), ("student/aux_confidence", "student"),
-                     ("probe/knn", "probe"), ("student/repair-knn", "student"), ("student/icl-refine", "student")}
+                     ("probe/knn", "probe"), ("student/repair-knn", "student"), ("student/icl-refine", "student"),
+                     ("student/s2s-1", "student")}
+    assert {x.name for x in graph.label_sets if x.seed == 0} == {"weak", "repair/knn", "icl-refine", "s2s-1"}
 
 
 def test_a_changed_setting_changes_the_key_of_what_depends_on_it_only(root):
@@ -115,3 +120,23 @@ def test_a_changed_setting_changes_the_key_of_what_depends_on_it_only(root):
     after = {n: s.key for n, s in _names(classification_graph(tiny_config(root, ["seeds=[0, 2]"]))).items()}
     assert {n for n in after if n.endswith("seed-0")} <= before.keys()
     assert all(after[n] == before[n] for n in after if n.endswith("seed-0"))
+
+
+def test_a_sweep_graph_shares_each_models_stages_between_its_pairs(root):
+    """weak = [w, s] and strong = [s, w]: the pairs (w, s) and (s, w); each model is trained once
+    per role and seed, the strong features once per strong model and seed."""
+    base = tiny_config(root)
+    w, s = base.models.weak[0], base.models.strong[0]
+    config = tiny_config(root, [f'models.weak=["{w}", "{s}"]', f'models.strong=["{s}", "{w}"]'])
+    assert config.models.pairs() == [(0, 0), (1, 1)]
+    graph = classification_graph(config)
+    names = [stage.name for stage in graph.stages]
+    assert len(names) == len(set(names)) == len({stage.key for stage in graph.stages})
+
+    def count(prefix):
+        return sum(n.startswith(prefix) for n in names)
+
+    assert count("items/") == 2 and count("weak-model/") == count("ceiling/") == count("features/") == 4
+    assert count("student/cross_entropy/") == count("student/aux_confidence/") == 4  # 2 pairs x 2 seeds
+    pairs = {(x.weak, x.strong) for x in graph.subjects if x.role == "student"}
+    assert len(pairs) == 2 and all(a != b for a, b in pairs)

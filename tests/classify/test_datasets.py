@@ -38,7 +38,8 @@ def test_sciq_pairs_a_question_with_its_correct_answer_or_a_distractor():
 def test_boolq_cosmos_hh_amazon_and_a_user_file():
     [b] = items("boolq", [{"passage": "P", "question": "Q?", "answer": True}])
     assert b == {"row": 0, "text": "Passage: P\nQuestion: Q?", "label": 1}
-    [c] = items("cosmos-qa", [{"context": "C", "question": "Q", "answer0": "a", "answer1": "None of the above choices .",
+    [c] = items("cosmos-qa", [{"context": "C", "question": "Q", "answer0": "a",
+                               "answer1": "None of the above choices .",
                                "answer2": "c", "answer3": "d", "label": 1}])
     assert c["label"] == 0 and c["text"].startswith("Context: C\nQuestion: Q\nAnswer: ")
     assert c["text"].rsplit(": ", 1)[1] in ("a", "c", "d")  # never the "right" one
@@ -49,7 +50,8 @@ def test_boolq_cosmos_hh_amazon_and_a_user_file():
     user = items("text-label", [{"review": "x", "stars": "pos"}, {"review": "y", "stars": "neg"}],
                  text_field="review", label_field="stars", positive="pos")
     assert [u["label"] for u in user] == [1, 0]
-    assert [u["label"] for u in items("text-label", [{"text": "x", "label": "true"}, {"text": "y", "label": 0}])] == [1, 0]
+    rows = [{"text": "x", "label": "true"}, {"text": "y", "label": 0}]
+    assert [u["label"] for u in items("text-label", rows)] == [1, 0]
 
 
 @pytest.mark.parametrize("name, row, message", [
@@ -94,7 +96,8 @@ def test_loading_a_fixture_file_through_datasets(tmp_path):
     path = tmp_path / "data.csv"
     path.write_text("text,label\nhello,1\nworld,0\n")
     rows = Source(str(path)).rows(0)
-    assert items("text-label", rows) == [{"row": 0, "text": "hello", "label": 1}, {"row": 1, "text": "world", "label": 0}]
+    assert items("text-label", rows) == [{"row": 0, "text": "hello", "label": 1},
+                                         {"row": 1, "text": "world", "label": 0}]
     (tmp_path / "data.jsonl").write_text(json.dumps({"text": "a", "label": 1}) + "\n")
     assert Source(str(tmp_path / "data.jsonl")).identity() != Source(str(path)).identity()
     assert Source("allenai/sciq", "test").identity() == "hub:allenai/sciq:None:test"

@@ -39,18 +39,30 @@ def finished(root, tmp_path_factory):
 
 def test_a_tiny_run_writes_every_subject_with_intervals(finished):
     config, base, results, executed = finished
-    assert len(executed) == len({s.key for s in executed}) == len(classification_graph(config).stages) == 18
+    assert len(executed) == len({s.key for s in executed}) == len(classification_graph(config).stages) == 25
     [pair] = results["pairs"]
     subjects = [row["subject"] for row in pair["rows"]]
     assert subjects[:3] == ["weak", "ceiling", "zero-shot"]
     assert {"student/cross_entropy", "student/aux_confidence", "probe/knn", "student/repair-knn",
-            "student/icl-refine"} <= set(subjects)
+            "student/icl-refine", "student/s2s-1"} <= set(subjects)
+    assert [row["labels"] for row in results["label_sets"]] == ["weak", "repair/knn", "icl-refine", "s2s-1"]
     for row in pair["rows"]:
         for metric in ("accuracy", "auc", "ece"):
             [seed] = row["seeds"][metric]
             assert 0.0 <= seed["value"] <= 1.0 and seed["lo"] <= seed["value"] <= seed["hi"], (row["subject"], metric)
         if row["subject"].startswith(("student/", "probe/")):
             assert "pgr_accuracy" in row and "agreement" in row
+    from w2s_jax.classify.stages_models import Probabilities
+    from w2s_jax.pipeline import Store
+
+    store = Store(base / "store")
+
+    halves = [s for s in executed if isinstance(s, Probabilities) and s.holdout is not None]
+    assert sorted(s.holdout for s in halves) == [0, 1]
+    for half in halves:  # each strong-to-strong half labels only the items its classifier never saw
+        labelled = {r["index"] for r in half.records(store)}
+        assert labelled == {i for i in range(16) if i % 2 == half.holdout}
+        assert len(half.classifier.rows(store)) == 8
     run = base / "run"
     for name in ("results.json", "results.md", "classification.json", "stages.json", "experiment.toml",
                  "figures/pgr_heatmap_accuracy.png", "figures/pgr_lines_auc.png"):
@@ -150,3 +162,64 @@ def test_a_bad_row_is_one_line_naming_the_row_and_field_before_anything_runs(roo
     assert not (tmp_path / "run").exists() and not (tmp_path / "store").exists()
     assert main(argv + ["--set", "task.n_test=400"]) == 2
     assert "400 balanced items asked for (task.n_test), but only" in capsys.readouterr().err
+
+
+def test_a_run_killed_between_a_students_training_and_its_predictions_restores_the_student(root, finished,
+                                                                                           tmp_path, monkeypatch):
+    """The student's fine-tuning is done when the kill lands in its first prediction chunk; the
+    resumed run restores it from its checkpoint (training nothing) and predicts as the uninterrupted
+    run did."""
+    from w2s_jax.classify.stages_models import FitClassifier, Probabilities
+
+    config, base, results, first = finished
+    original, calls = Probabilities.process, []
+
+    def dying(self, res, units):
+        if self.classifier.role == "student":
+            calls.append(1)
+            raise KeyboardInterrupt
+        return original(self, res, units)
+
+    monkeypatch.setattr(Probabilities, "process", dying)
+    with pytest.raises(KeyboardInterrupt):
+        _run(config, tmp_path / "run", tmp_path / "store", figures=False)
+    monkeypatch.setattr(Probabilities, "process", original)
+    trained = []
+    fit = FitClassifier._train
+    monkeypatch.setattr(FitClassifier, "_train", lambda self, res, directory, log=None: (
+        trained.append((self.name, log is not None)), fit(self, res, directory, log))[1])
+    resumed, _, executed = _run(config, tmp_path / "run", tmp_path / "store", figures=False)
+    [student] = [s for s in executed if isinstance(s, Probabilities) and s.classifier.role == "student"][:1]
+    assert (student.classifier.name, False) in trained  # restored (no training log), not a stage run
+    assert student.classifier not in executed
+    assert json.dumps(resumed) == json.dumps(results)
+
+
+def test_a_lora_student_restored_from_its_checkpoint_predicts_as_trained(root, tmp_path):
+    from w2s_jax.classify.run import resources
+    from w2s_jax.classify.stages_models import Probabilities
+    from w2s_jax.pipeline import Store, run_stages
+    from w2s_jax.inference.features import classifier_probs
+
+    config = tiny_config(root, ["seeds=[0]", "train.lora_rank=2", 'train.lora_targets=["q_proj", "v_proj"]'])
+    [probs] = [s for s in classification_graph(config).stages
+               if isinstance(s, Probabilities) and s.name.startswith("probs/student/cross_entropy/")]
+    store = Store(tmp_path / "store")
+    run_stages([probs], resources(config, store, show_progress=False), log=lambda line: None)
+    stored = probs.soft_labels(store)
+    fresh = resources(config, store, show_progress=False)  # nothing in memory: restores the checkpoint
+    model, tokenizer = probs.classifier.classifier(fresh)
+    texts = [item["text"] for item in probs.classifier.items.items(store, "test")]
+    again = classifier_probs(model, tokenizer, texts, batch_size=3, max_len=config.train.max_len,
+                             show_progress=False)[:, 1]
+    np.testing.assert_allclose(again, [stored[i] for i in range(len(texts))], rtol=1e-5, atol=1e-6)
+    assert len(set(np.round(again, 6))) > 1  # the trained head and adapters, not a constant
+
+
+def test_several_processes_are_refused_with_the_alternative(root, tmp_path, monkeypatch):
+    from w2s_jax.pipeline import ExperimentError
+
+    monkeypatch.setattr("jax.process_count", lambda: 2)
+    with pytest.raises(ExperimentError, match="uses one process .* with models.mesh instead"):
+        run_classification(tiny_config(root), run_dir=tmp_path / "run", store=tmp_path / "store")
+    assert not (tmp_path / "run").exists()

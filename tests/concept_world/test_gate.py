@@ -9,7 +9,7 @@ import pytest
 
 from w2s_jax.concept_world.config import ConceptWorldConfig, SplitConfig
 from w2s_jax.concept_world.experiment import pass_gate, strong_chunk
-from w2s_jax.concept_world.gate import GateConfig, held_out_prompts, verdict
+from w2s_jax.concept_world.gate import GateConfig, held_out_prompts, trajectory_chunks, verdict
 from w2s_jax.concept_world.pretrain import PretrainConfig
 from w2s_jax.concept_world.world import World, WorldConfig
 from w2s_jax.pipeline import Resources, Store
@@ -33,6 +33,31 @@ def test_verdict_is_the_largest_shortfall_below_bayes():
     assert verdict(rows, 0.10)["passed"]
     with pytest.raises(ValueError, match="gate.tolerance must be in"):
         GateConfig(tolerance=1.5)
+
+
+def _records(*gaps):
+    return [{"chunk": c, "gap": g} for c, g in enumerate(gaps, start=1)]
+
+
+@pytest.mark.parametrize("gaps, expected", [
+    # the first earlier chunk within 0.25 is the intermediate, the one before it the weak base
+    ((0.73, 0.62, 0.54, 0.19, 0.05, 0.03), {"strong": 6, "intermediate": 4, "weak": 3, "intermediate_passed": True}),
+    ((0.65, 0.24, 0.20, 0.04), {"strong": 4, "intermediate": 2, "weak": 1, "intermediate_passed": True}),
+    # no earlier chunk within 0.25: the chunk before the strong one, flagged
+    ((0.70, 0.60, 0.04), {"strong": 3, "intermediate": 2, "weak": 1, "intermediate_passed": False}),
+    # the strong model's own chunk never counts as the intermediate, even within 0.25
+    ((0.30, 0.26, 0.25), {"strong": 3, "intermediate": 2, "weak": 1, "intermediate_passed": False}),
+    ((0.04,), {"strong": 1, "intermediate": 1, "weak": 1, "intermediate_passed": False}),
+])
+def test_trajectory_chunks_pick_the_three_models_by_the_fixed_rule(gaps, expected):
+    assert trajectory_chunks(_records(*gaps), 0.25) == expected
+
+
+def test_bad_intermediate_tolerance_and_empty_records_are_refused():
+    with pytest.raises(ValueError, match=r"gate.intermediate_tolerance must be in \[0, 1\)"):
+        GateConfig(intermediate_tolerance=1.5)
+    with pytest.raises(ValueError, match="at least one chunk"):
+        trajectory_chunks([], 0.25)
 
 
 def _config(tolerance, max_chunks):

@@ -42,6 +42,14 @@ def test_quick_concept_world_through_w2s_run(tmp_path, capsys):
     assert [r["m"] for r in results["sizes"]["rows"]] == [5, 10] and "icl-refine" in results["sizes"]["rows"][0]
     assert (out / "world-0" / "seed-0" / "size-5" / "plan.json").is_file()
     assert set(results["curves"]) == {"strong", "intermediate", "weak"}
+    assert results["gate"]["chunks"]["0"] == {"strong": 1, "intermediate": 1, "weak": 1, "intermediate_passed": False}
+    # a method student's row carries the labels it fit (accuracy and j-rate on the training questions)
+    refine = rows["student/icl-refine/w1-misaligned-0.30"]
+    assert 0 <= refine["train_labels"]["value"] <= 1 and set(refine["train_labels_per_unit"]) == {"0/0"}
+    # naive fits the weak labels as they are: its labels-fit figures are the labeller's own
+    naive = rows["student/naive/w1-misaligned-0.30"]
+    assert naive["train_labels"] == misaligned["train_labels"]
+    assert naive["train_labels_rival_rate"] == misaligned["train_labels_rival_rate"]
     # the quick model is not held to the gate; the report says it is a smoke test unless it passed
     gate = results["gate"]["worlds"]["0"][-1]
     text = (out / "results.md").read_text()
@@ -75,6 +83,7 @@ def test_quick_concept_world_through_w2s_run(tmp_path, capsys):
     ('kind = "concept-world"\n[models]\nstrong = "x"\n', "models.strong is set by the concept world"),
     ('kind = "concept-wrld"\n', "unknown experiment kind 'concept-wrld' (did you mean 'concept-world'?)"),
     ('kind = "concept-world"\n[train]\ntotal_step = 3\n', "did you mean 'total_steps'"),  # before pre-training
+    ('kind = "concept-world"\n[intermediate]\nsteps = 3\n', "[intermediate] is no longer read"),
 ])
 def test_bad_concept_world_files_exit_2(tmp_path, capsys, edit, message):
     path = tmp_path / "bad.toml"
@@ -103,8 +112,9 @@ def test_the_graph_plans_gold_once_per_seed_and_runs_nothing(tmp_path):
     stages = kind.graph(config, Store(tmp_path / "store"))
     assert len({s.key for s in stages}) == len(stages)
     assert sorted(s.name for s in stages if s.name.startswith("finetune/gold")) == ["finetune/gold"] * 2
-    assert {s.name for s in stages} >= {"pretrain/strong/world-0", "pretrain/weak/world-0", "data/world-0/seed-1",
-                                        "sweep-gamma/world-0/seed-1"}
+    assert {s.name for s in stages} >= {"pretrain/strong/world-0", "data/world-0/seed-1", "sweep-gamma/world-0/seed-1"}
+    # one pre-training per world: the weak and intermediate models are its chunks
+    assert [s.name for s in stages if s.name.startswith("pretrain/")] == ["pretrain/strong/world-0"]
     assert not (tmp_path / "store").exists()
 
 
@@ -114,7 +124,7 @@ def test_dry_run_lists_the_whole_graph_and_runs_nothing(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == "[to run] pretrain/strong/world-0"
     assert any(line.startswith("[to run] finetune/gold") for line in lines)
-    assert "[to run] weak-model/world-0/seed-0  (loads the model of pretrain/weak/world-0)" in lines
+    assert "[to run] weak-model/world-0/seed-0  (loads the model of pretrain/strong/world-0)" in lines
     total = len(lines) - 1
     assert lines[-1].startswith(f"{total} of {total} stages to run")
     assert not out.exists() and not (tmp_path / "store").exists()

@@ -7,7 +7,8 @@ and in-context refinement. The run is a graph of stages (:mod:`.graph`) in the s
 items and halves, weak models on half A and their soft labels of half B, strong ceilings, zero-shot
 answers, cached features and probes, refined labels, students; then the report (:mod:`.report`)
 with accuracy, AUC, ECE, agreement and PGR, intervals over items and over seeds, and figures.
-docs/classification.md describes it.
+A ``[concept_world]`` table makes the items and the models from the concept world instead
+(:mod:`.concept`). docs/classification.md describes it.
 """
 
 from w2s_jax.classify.config import ClassificationConfig, classification_from_dict, load_classification

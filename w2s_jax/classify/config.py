@@ -29,9 +29,13 @@
     mode = "relabel"                  # or "filter"
     [icl]                             # in-context refinement of the weak labels by the strong model
     demos = 4                         # weak-labelled demonstrations per prompt (0: off)
+    [strong_to_strong]                # the strong model relabels half B, one half from the other
+    rounds = 1
 
-Relative paths are relative to the current working directory; an unknown key is an error naming
-the file, the table and the closest valid key.
+Also: ``[weak_train]`` (the weak models' TrainConfig over ``[train]``), ``models.mesh`` (shard
+over this machine's devices), ``[report]``, and ``[concept_world]`` (the items and the models made
+from the concept world: ``w2s_jax.classify.concept``). Relative paths are relative to the current
+working directory; an unknown key is an error naming the file, the table and the closest valid key.
 """
 
 from __future__ import annotations
@@ -90,8 +94,14 @@ class ModelsConfig:
     strong: tuple[str, ...]
     batch_size: int = 16  # rows per inference batch (features, zero-shot, predictions)
     dtype: str = "float32"  # inference compute dtype: "float32" or "bfloat16"
+    # Shard over this process's devices, e.g. {fsdp = -1}: w2s_jax.parallel.MeshConfig fields (every
+    # classifier trained FSDP, inference batches split over data x fsdp). None: one device.
+    mesh: Any = None
+    zero_shot: bool = True  # the strong model answers zero-shot (false for models without the answer tokens)
 
     def __post_init__(self):
+        if not isinstance(self.zero_shot, bool):
+            raise ValueError(f"models.zero_shot must be true or false, got {self.zero_shot!r}")
         for name in ("weak", "strong"):
             value = getattr(self, name)
             value = (value,) if isinstance(value, str) else tuple(value)
@@ -106,6 +116,13 @@ class ModelsConfig:
                 raise ValueError(f"models.{name} must be an int >= 1, got {value!r}")
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"models.dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+        if self.mesh is not None and not hasattr(self.mesh, "resolve"):
+            from w2s_jax.parallel import MeshConfig
+
+            if not isinstance(self.mesh, Mapping) or set(self.mesh) - {"data", "fsdp", "tp"}:
+                raise ValueError(f"models.mesh must be a table of data, fsdp, tp sizes like {{fsdp = -1}}, "
+                                 f"got {self.mesh!r}")
+            object.__setattr__(self, "mesh", MeshConfig(**{"data": 1, "fsdp": 1, "tp": 1, **self.mesh}))
 
     def pairs(self) -> list[tuple[int, int]]:
         """Every (weak, strong) index pair of two different models."""
@@ -185,6 +202,18 @@ class ICLConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class StrongToStrongConfig:
+    """Strong-to-strong rounds: the strong model, trained on one half of B's current labels,
+    relabels the other half (both ways); the joined labels are the next round's."""
+
+    rounds: int = 0  # rounds after the weak labels (0: none)
+
+    def __post_init__(self):
+        if not isinstance(self.rounds, int) or isinstance(self.rounds, bool) or self.rounds < 0:
+            raise ValueError(f"strong_to_strong.rounds must be an int >= 0, got {self.rounds!r}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ClassificationConfig:
     """One classification experiment (see the module docstring)."""
 
@@ -197,13 +226,15 @@ class ClassificationConfig:
     losses: tuple[LossChoice, ...]  # the students' losses; the first also trains repaired/refined students
     repair: tuple[RepairChoice, ...] = ()
     icl: ICLConfig = ICLConfig()
+    strong_to_strong: StrongToStrongConfig = StrongToStrongConfig()
+    concept_world: Any = None  # w2s_jax.classify.concept.ConceptWorldData: items and models made here
     report: ReportConfig = ReportConfig()
     chunk_size: int = 64  # rows per appended (resumable) chunk of an inference stage
     source: str = ""
 
 
 _TOP = ("kind", "name", "description", "seeds", "chunk_size", "task", "models", "train", "weak_train", "losses",
-        "repair", "icl", "report")
+        "repair", "icl", "strong_to_strong", "concept_world", "report")
 _TASK = ("dataset", "train", "test", "train_split", "test_split", "hub_config", "max_rows", "n_train", "n_test",
          "weak_fraction")
 
@@ -319,6 +350,16 @@ def classification_from_dict(raw: Mapping[str, Any], *, source: str = "<experime
     _check_keys(raw, _TOP, "the top level", source)
     if raw.get("kind") != KIND:
         raise ExperimentError(f"{source}: kind must be {KIND!r}, got {raw.get('kind')!r}")
+    concept = _concept_world(raw.get("concept_world"), source)
+    if concept is not None:  # the world makes the items and the models
+        from w2s_jax.classify.concept import STRONG, WEAK
+
+        for key in ("task", "models"):
+            if key in raw and set(raw[key]) & {"dataset", "train", "test", "weak", "strong"}:
+                raise ExperimentError(f"{source}: [{key}] names data or models, but [concept_world] makes them")
+        raw = {**raw, "task": {**dict(raw.get("task", {})), "dataset": "text-label", "train": "concept-world",
+                               "test": "concept-world"},
+               "models": {"zero_shot": False, **dict(raw.get("models", {})), "weak": [WEAK], "strong": [STRONG]}}
     for table in ("task", "models", "losses"):
         if table not in raw:
             raise ExperimentError(f"{source}: missing [{table}] table")
@@ -337,14 +378,37 @@ def classification_from_dict(raw: Mapping[str, Any], *, source: str = "<experime
     name = raw.get("name", default_name)
     if not isinstance(name, str) or not name or "/" in name:
         raise ExperimentError(f"{source}: name must be a non-empty string without '/', got {name!r}")
-    return ClassificationConfig(
+    config = ClassificationConfig(
         name=name, seeds=tuple(seeds), data=_data(dict(raw["task"]), source),
         models=build_dataclass(ModelsConfig, raw["models"], "[models]", source),
         train=_train(train_table, "[train]", source), weak_train=_train(weak_table, "[weak_train]", source),
         losses=losses, repair=_choices(raw.get("repair", {}), "repair", source, _repair(source)),
-        icl=build_dataclass(ICLConfig, raw.get("icl", {}), "[icl]", source),
+        icl=build_dataclass(ICLConfig, raw.get("icl", {}), "[icl]", source), concept_world=concept,
+        strong_to_strong=build_dataclass(StrongToStrongConfig, raw.get("strong_to_strong", {}),
+                                         "[strong_to_strong]", source),
         report=build_dataclass(ReportConfig, raw.get("report", {}), "[report]", source),
         chunk_size=chunk_size, source=source)
+    if concept is not None and (config.models.zero_shot or config.icl.demos):
+        raise ExperimentError(f"{source}: the concept world's vocabulary has no answer tokens: set "
+                              "models.zero_shot = false and icl.demos = 0 (no zero-shot or in-context stages)")
+    return config
+
+
+def _concept_world(table: Any, source: str):
+    """The ``[concept_world]`` table (None when absent)."""
+    if table is None:
+        return None
+    from w2s_jax.classify.concept import ConceptWorldData
+    from w2s_jax.concept_world.pretrain import PretrainConfig
+    from w2s_jax.concept_world.world import WorldConfig
+
+    if not isinstance(table, Mapping):
+        raise ExperimentError(f"{source}: [concept_world] must be a table, got {table!r}")
+    _check_keys(table, ("world", "strong", "weak", "n_test_inputs"), "[concept_world]", source)
+    parts = {name: build_dataclass(cls, table.get(name, {}), f"[concept_world.{name}]", source)
+             for name, cls in (("world", WorldConfig), ("strong", PretrainConfig), ("weak", PretrainConfig))}
+    return build_dataclass(ConceptWorldData, {k: v for k, v in table.items() if k == "n_test_inputs"},
+                           "[concept_world]", source, **parts)
 
 
 def load_classification(path: str | Path, *, overrides: Sequence[str] = ()) -> ClassificationConfig:

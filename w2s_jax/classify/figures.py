@@ -56,7 +56,8 @@ def write_figures(results: dict, directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     weak = [_short(w) for w in results["weak"]]
     strong = [_short(s) for s in results["strong"]]
-    students = sorted({r["subject"] for p in results["pairs"] for r in p["rows"] if r["subject"].startswith("student/")})
+    students = sorted({r["subject"] for p in results["pairs"] for r in p["rows"]
+                       if r["subject"].startswith("student/")})
     first = f"student/{results['losses'][0]}"
     written = []
     for metric in ("accuracy", "auc"):

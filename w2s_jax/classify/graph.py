@@ -4,8 +4,10 @@ Per seed ``s``: ``items/s``; per weak model ``w``: ``weak-model/w/s`` (fine-tune
 labels), its labels of half B ``weak-labels/w/s`` and its test probabilities; per strong model
 ``S``: the ceiling ``ceiling/S/s`` (fine-tuned on half B's gold labels), ``zero-shot/S/s`` and,
 with repairs, ``features/S/s``; per (weak, strong) pair: a student per loss on the weak soft
-labels, per repair a probe and a student on its labels, and with ``icl.demos`` the in-context
-refinement and a student on it. The students of repaired and refined labels use the first loss.
+labels, per repair a probe and a student on its labels, with ``icl.demos`` the in-context
+refinement and a student on it, and per strong-to-strong round two classifiers on either half of
+B's current labels, each labelling the other half, and a student on the joined labels. The
+students of repaired, refined and strong-to-strong labels use the first loss.
 A stage shared by two pairs (the weak model, the features) has one key and runs once.
 """
 
@@ -16,14 +18,14 @@ from pathlib import Path
 
 from w2s_jax.classify.config import ClassificationConfig
 from w2s_jax.classify.stages_data import Items, Source
-from w2s_jax.classify.stages_models import FitClassifier, Probabilities
+from w2s_jax.classify.stages_models import CrossLabels, FitClassifier, Probabilities
 from w2s_jax.classify.stages_strong import Features, ICLRefine, ProbeLabels, ZeroShot
 from w2s_jax.pipeline import Stage, graph_order
 from w2s_jax.pipeline.refs import Model
 
 
 @dataclasses.dataclass(frozen=True)
-class Subject:
+class ScoredModel:
     """A row of the report: a model's test probabilities in one seed."""
 
     name: str  # "weak", "ceiling", "zero-shot", "student/<loss>", "probe/<repair>", ...
@@ -60,9 +62,19 @@ class ClassificationGraph:
     items: dict  # seed -> Items
 
 
-def classification_graph(config: ClassificationConfig) -> ClassificationGraph:
-    """The experiment's stages in run order, its subjects and label sets (see the module docstring)."""
+def classification_graph(config: ClassificationConfig, store=None) -> ClassificationGraph:
+    """The experiment's stages in run order, its subjects and label sets (see the module docstring).
+    ``store``: needed when stages make the data and models (``[concept_world]``), to name their files."""
     d, m = config.data, config.models
+    models, made = {name: Model(name) for name in (*m.weak, *m.strong)}, []
+    if config.concept_world is not None:
+        from w2s_jax.classify.concept import pretrain_stages
+
+        if store is None:
+            raise ValueError("a concept-world classification graph needs the store (its models are made there)")
+        pretrained = pretrain_stages(config.concept_world)
+        models = {name: Model(str(stage.model_dir(store)), made_by=stage.key) for name, stage in pretrained.items()}
+        made = list(pretrained.values())
     fmt = d.format
     weak_names = [short_name(w) for w in m.weak]
     strong_names = [short_name(s) for s in m.strong]
@@ -70,19 +82,24 @@ def classification_graph(config: ClassificationConfig) -> ClassificationGraph:
         if len(set(names)) != len(names):
             raise ValueError(f"{config.source}: two models.{what} models share the short name "
                              f"{next(n for n in names if names.count(n) > 1)!r}")
-    stages, subjects, label_sets, all_items = [], [], [], {}
+    stages, subjects, label_sets, all_items = [*made], [], [], {}
     for seed in config.seeds:
         tag = f"seed-{seed}"
-        items = Items(name=f"items/{tag}", format=fmt, train=Source(d.train, d.train_split, d.hub_config),
-                      test=Source(d.test, d.test_split, d.hub_config), max_rows=d.max_rows, n_train=d.n_train,
-                      n_test=d.n_test, weak_fraction=d.weak_fraction, seed=seed)
+        sources, data = (Source(d.train, d.train_split, d.hub_config), Source(d.test, d.test_split, d.hub_config)), None
+        if config.concept_world is not None:
+            from w2s_jax.classify.concept import ConceptItems
+
+            data = ConceptItems(name=f"concept-items/{tag}", world=config.concept_world.world,
+                                n_test_inputs=config.concept_world.n_test_inputs, seed=seed)
+            sources = (data.source(store, "train"), data.source(store, "test"))
+        items = Items(name=f"items/{tag}", format=fmt, train=sources[0], test=sources[1], max_rows=d.max_rows,
+                      n_train=d.n_train, n_test=d.n_test, weak_fraction=d.weak_fraction, seed=seed, data=data)
         all_items[seed] = items
         train = dataclasses.replace(config.train, seed=seed)
-        common = dict(items=items)
 
         def fit(name, base, part, labels=None, loss=None, role="student", train=train):
-            stage = FitClassifier(name=f"{name}/{tag}", base=Model(base), part=part, labels=labels, loss=loss,
-                                  train=train, role=role, **common)
+            stage = FitClassifier(name=f"{name}/{tag}", base=models[base], part=part, labels=labels, loss=loss,
+                                  train=train, role=role, items=items)
             test = Probabilities(name=f"probs/{name}/{tag}", classifier=stage, part="test",
                                  batch_size=m.batch_size)
             stages.extend([stage, test])
@@ -95,18 +112,19 @@ def classification_graph(config: ClassificationConfig) -> ClassificationGraph:
             weak_b[w] = Probabilities(name=f"weak-labels/{wn}/{tag}", classifier=weak, part="b",
                                       batch_size=m.batch_size)
             stages.append(weak_b[w])
-            subjects.append(Subject("weak", "weak", seed, wn, None, test))
+            subjects.append(ScoredModel("weak", "weak", seed, wn, None, test))
             label_sets.append(LabelSet("weak", seed, wn, None, weak_b[w]))
         features = {}
         for s, (model, sn) in enumerate(zip(m.strong, strong_names)):
             _, test = fit(f"ceiling/{sn}", model, "b", role="ceiling")
-            subjects.append(Subject("ceiling", "ceiling", seed, None, sn, test))
-            zero = ZeroShot(name=f"zero-shot/{sn}/{tag}", base=Model(model), items=items, format=fmt, dtype=m.dtype,
-                            batch_size=m.batch_size)
-            stages.append(zero)
-            subjects.append(Subject("zero-shot", "zero-shot", seed, None, sn, zero))
+            subjects.append(ScoredModel("ceiling", "ceiling", seed, None, sn, test))
+            if m.zero_shot:
+                zero = ZeroShot(name=f"zero-shot/{sn}/{tag}", base=models[model], items=items, format=fmt,
+                                dtype=m.dtype, batch_size=m.batch_size)
+                stages.append(zero)
+                subjects.append(ScoredModel("zero-shot", "zero-shot", seed, None, sn, zero))
             if config.repair:
-                features[s] = Features(name=f"features/{sn}/{tag}", base=Model(model), items=items,
+                features[s] = Features(name=f"features/{sn}/{tag}", base=models[model], items=items,
                                        max_len=config.train.max_len, dtype=m.dtype, batch_size=m.batch_size)
                 stages.append(features[s])
         for w, s in m.pairs():
@@ -114,22 +132,36 @@ def classification_graph(config: ClassificationConfig) -> ClassificationGraph:
             pair = f"{wn}/{sn}"
             for loss in config.losses:
                 _, test = fit(f"student/{loss.name}/{pair}", strong, "b", weak_b[w], loss)
-                subjects.append(Subject(f"student/{loss.name}", "student", seed, wn, sn, test))
+                subjects.append(ScoredModel(f"student/{loss.name}", "student", seed, wn, sn, test))
             first = config.losses[0]
             for repair in config.repair:
                 probe = ProbeLabels(name=f"repair/{repair.name}/{pair}/{tag}", features=features[s],
                                     weak=weak_b[w], repair=repair)
                 stages.append(probe)
-                subjects.append(Subject(f"probe/{repair.name}", "probe", seed, wn, sn, probe))
+                subjects.append(ScoredModel(f"probe/{repair.name}", "probe", seed, wn, sn, probe))
                 label_sets.append(LabelSet(f"repair/{repair.name}", seed, wn, sn, probe))
                 _, test = fit(f"student/repair-{repair.name}/{pair}", strong, "b", probe, first)
-                subjects.append(Subject(f"student/repair-{repair.name}", "student", seed, wn, sn, test))
+                subjects.append(ScoredModel(f"student/repair-{repair.name}", "student", seed, wn, sn, test))
             if config.icl.demos:
-                refine = ICLRefine(name=f"icl-refine/{pair}/{tag}", base=Model(strong), items=items,
+                refine = ICLRefine(name=f"icl-refine/{pair}/{tag}", base=models[strong], items=items,
                                    weak=weak_b[w], format=fmt, demos=config.icl.demos, dtype=m.dtype,
                                    batch_size=m.batch_size)
                 stages.append(refine)
                 label_sets.append(LabelSet("icl-refine", seed, wn, sn, refine))
                 _, test = fit(f"student/icl-refine/{pair}", strong, "b", refine, first)
-                subjects.append(Subject("student/icl-refine", "student", seed, wn, sn, test))
+                subjects.append(ScoredModel("student/icl-refine", "student", seed, wn, sn, test))
+            labels = weak_b[w]
+            for r in range(1, config.strong_to_strong.rounds + 1):
+                halves = []
+                for h in (0, 1):  # trained on the other half, labels half h
+                    half = FitClassifier(name=f"s2s-{r}/half-{h}/{pair}/{tag}", base=models[strong], items=items,
+                                         part="b", holdout=h, labels=labels, loss=first, train=train, role="s2s")
+                    halves.append(Probabilities(name=f"s2s-{r}/labels-{h}/{pair}/{tag}", classifier=half, part="b",
+                                                holdout=h, batch_size=m.batch_size))
+                    stages.extend([half, halves[-1]])
+                labels = CrossLabels(name=f"s2s-{r}/labels/{pair}/{tag}", halves=tuple(halves))
+                stages.append(labels)
+                label_sets.append(LabelSet(f"s2s-{r}", seed, wn, sn, labels))
+                _, test = fit(f"student/s2s-{r}/{pair}", strong, "b", labels, first)
+                subjects.append(ScoredModel(f"student/s2s-{r}", "student", seed, wn, sn, test))
     return ClassificationGraph(graph_order(stages), subjects, label_sets, all_items)

@@ -35,7 +35,7 @@ class ClassificationKind(ExperimentKind):
     def graph(self, config, store):
         from w2s_jax.classify.graph import classification_graph
 
-        return classification_graph(config).stages
+        return classification_graph(config, store).stages
 
     def run(self, config, *, run_dir=None, store=None, show_progress=True, figures=True, dry_run=False,
             methods=None):

@@ -97,7 +97,8 @@ def build_results(run_dir: str | Path) -> dict:
         per_seed[seed] = stats
     pair_rows = []
     for weak, strong in pairs:
-        keys = [("weak", weak, None), ("ceiling", None, strong), ("zero-shot", None, strong)]
+        keys = [k for k in (("weak", weak, None), ("ceiling", None, strong), ("zero-shot", None, strong))
+                if k in per_seed[seeds[0]]]  # (no zero-shot for models without answer tokens)
         keys += [k for k in per_seed[seeds[0]] if k[1] == weak and k[2] == strong]
         rows = []
         for key in keys:

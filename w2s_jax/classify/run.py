@@ -42,11 +42,11 @@ def index_record(config: ClassificationConfig, graph, store) -> dict:
     }
 
 
-def keyed_graph(config: ClassificationConfig):
+def keyed_graph(config: ClassificationConfig, store):
     """The graph, every stage's key computed (a model or file that cannot be read is an
     ExperimentError naming the stage, before anything runs)."""
     try:
-        graph = classification_graph(config)
+        graph = classification_graph(config, store)
     except ValueError as error:
         raise ExperimentError(str(error)) from None
     for stage in graph.stages:
@@ -61,6 +61,8 @@ def preflight(config: ClassificationConfig) -> None:
     """Every seed's items made in memory before anything is written or loaded: a missing file, a
     row without a needed field, too few items, a test item among the training items are one
     ExperimentError naming the file, the row and the field."""
+    if config.concept_world is not None:  # the items are made by a stage of the run
+        return
     for seed, items in classification_graph(config).items.items():
         try:
             items.parts()
@@ -69,10 +71,19 @@ def preflight(config: ClassificationConfig) -> None:
 
 
 def resources(config: ClassificationConfig, store, *, show_progress: bool = True) -> Resources:
-    """One device: a pool of inference models, chunks of ``chunk_size`` rows."""
+    """A pool of inference models, chunks of ``chunk_size`` rows, and with ``models.mesh`` the mesh
+    of this process's devices (classifiers trained FSDP on it, inference batches split over it)."""
     m = config.models
-    pool = ModelPool(dtype=m.dtype, batch_size=m.batch_size, length_bucket=64, max_loaded=2)
-    return Resources(store, pool, chunk_size=config.chunk_size, show_progress=show_progress)
+    mesh = rules = None
+    if m.mesh is not None:
+        import jax
+
+        from w2s_jax.parallel import ShardingRules, make_mesh
+
+        mesh, rules = make_mesh(m.mesh, devices=jax.local_devices()), ShardingRules.fsdp()
+    pool = ModelPool(dtype=m.dtype, batch_size=m.batch_size, length_bucket=64, max_loaded=2, mesh=mesh, rules=rules)
+    return Resources(store, pool, chunk_size=config.chunk_size, mesh=mesh, train_mesh=mesh, rules=rules,
+                     show_progress=show_progress)
 
 
 def run_classification(config: ClassificationConfig, *, run_dir: str | Path | None = None,
@@ -89,9 +100,14 @@ def run_classification(config: ClassificationConfig, *, run_dir: str | Path | No
     """
     from w2s_jax.classify.report import results_markdown, write_report
 
+    import jax
+
+    if jax.process_count() > 1:  # its whole-stage steps (items, classifiers, probes) are not split
+        raise ExperimentError(f"{config.source}: a classification run uses one process ({jax.process_count()} "
+                              "joined); shard it over this machine's devices with models.mesh instead")
     run_dir = Path(run_dir) if run_dir is not None else Path("runs") / config.name
     opened = open_store(run_dir, store)
-    graph = keyed_graph(config)
+    graph = keyed_graph(config, opened)
     if dry_run:
         for line in dry_run_lines(graph.stages, opened):
             log(line)

@@ -29,6 +29,7 @@ class Source:
     path: str = label_field()
     split: str = "train"  # the split inside a Hub dataset
     hub_config: str | None = None
+    made_by: str | None = None  # the key of the stage that writes the file (then its identity)
 
     def is_local(self) -> bool:
         from w2s_jax.tasks.data import is_local
@@ -36,6 +37,8 @@ class Source:
         return is_local(self.path)
 
     def identity(self) -> str:
+        if self.made_by is not None:
+            return f"stage:{self.made_by}:{Path(self.path).name}"
         if self.is_local():
             path = Path(self.path).expanduser()
             if not path.is_file():
@@ -72,6 +75,7 @@ class Items(Stage):
     n_test: int = 0
     weak_fraction: float = 0.5
     seed: int
+    data: Stage | None = None  # the stage that writes the source files, if one does
 
     @property
     def slug(self) -> str:

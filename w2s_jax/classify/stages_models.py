@@ -27,11 +27,14 @@ from w2s_jax.pipeline.training_log import TrainingLog
 class FitClassifier(Stage):
     """A classifier fine-tuned from ``base`` on ``part`` of ``items``: on gold labels when
     ``labels`` is None, else on ``labels.soft_labels`` (items without one are left out: a filter).
-    ``loss`` None is soft cross-entropy (``KLToTeacher(kind="cross_entropy")``)."""
+    ``loss`` None is soft cross-entropy (``KLToTeacher(kind="cross_entropy")``). With ``holdout``
+    (0 or 1) the items of that parity (``index % 2``) are held out: trained on the other half only,
+    so it can label them (strong-to-strong rounds)."""
 
     base: Model
     items: Items
     part: str
+    holdout: int | None = None
     labels: Stage | None = None
     loss: LossChoice | None = None
     train: Any  # w2s_jax.train.TrainConfig (its seed is the run's seed; max_len: tokens per item)
@@ -45,7 +48,8 @@ class FitClassifier(Stage):
         return [self.base.path]
 
     def rows(self, store) -> list[dict]:
-        items = self.items.items(store, self.part)
+        items = [item for item in self.items.items(store, self.part)
+                 if self.holdout is None or item["index"] % 2 != self.holdout]
         if self.labels is None:
             return [{"text": item["text"], "soft_label": float(item["label"])} for item in items]
         labels = self.labels.soft_labels(store)
@@ -106,10 +110,12 @@ class FitClassifier(Stage):
 
 @dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
 class Probabilities(ChunkedStage):
-    """A trained classifier's p(class 1) on every item of ``part``. Records ``{"index", "prob"}``."""
+    """A trained classifier's p(class 1) on every item of ``part`` (with ``holdout``, on the items
+    of that parity only). Records ``{"index", "prob"}``."""
 
     classifier: FitClassifier
     part: str
+    holdout: int | None = None
     batch_size: int = label_field(default=16)  # never changes a result
 
     @property
@@ -120,7 +126,8 @@ class Probabilities(ChunkedStage):
         return [self.classifier.base.path]
 
     def units(self, res):
-        return list(range(len(self.classifier.items.items(res.store, self.part))))
+        items = self.classifier.items.items(res.store, self.part)
+        return [u for u, item in enumerate(items) if self.holdout is None or item["index"] % 2 == self.holdout]
 
     def execute(self, res, directory):
         self.classifier.classifier(res)  # restore before the chunks (collective on several processes)
@@ -132,7 +139,7 @@ class Probabilities(ChunkedStage):
         items = self.classifier.items.items(res.store, self.part)
         model, tokenizer = self.classifier.classifier(res)
         probs_NxC = classifier_probs(model, tokenizer, [items[u]["text"] for u in units], batch_size=self.batch_size,
-                                     max_len=self.classifier.train.max_len, show_progress=False)
+                                     max_len=self.classifier.train.max_len, mesh=res.mesh, show_progress=False)
         return [[{"index": items[u]["index"], "prob": float(p[1])}] for u, p in zip(units, probs_NxC)]
 
     def soft_labels(self, store) -> dict[int, float]:
@@ -142,3 +149,28 @@ class Probabilities(ChunkedStage):
 
     def summarize(self, records):
         return f"{len(records)} probabilities"
+
+
+@dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
+class CrossLabels(Stage):
+    """Labels of a whole part joined from classifiers that each labelled the half they did not
+    train on (``Probabilities`` with ``holdout`` 0 and 1). Records ``{"index", "prob"}``."""
+
+    halves: tuple[Probabilities, ...]
+
+    @property
+    def slug(self) -> str:
+        return "cross-labels"
+
+    def execute(self, res: Resources, directory: Path) -> str:
+        import json
+
+        from w2s_jax.pipeline.artifacts import atomic_write_text
+
+        records = sorted((r for half in self.halves for r in half.records(res.store)), key=lambda r: r["index"])
+        atomic_write_text(directory / "records.jsonl",
+                          "".join(json.dumps({"index": r["index"], "prob": r["prob"]}) + "\n" for r in records))
+        return f"{len(records)} labels from {len(self.halves)} halves"
+
+    def soft_labels(self, store) -> dict[int, float]:
+        return {r["index"]: r["prob"] for r in self.records(store)}

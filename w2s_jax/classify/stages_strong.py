@@ -34,7 +34,9 @@ FEATURE_PARTS = ("b", "test")
 
 
 def strong_model(res: Resources, base: Model, dtype: str):
-    """``(model, tokenizer)`` of an inference copy of ``base`` from the run's pool."""
+    """``(model, tokenizer)`` of an inference copy of ``base`` from the run's pool (a trained
+    classifier kept in memory is let go first: a 7B classifier and a 7B decoder rarely fit together)."""
+    res.memo = {k: v for k, v in res.memo.items() if not k.startswith("classifier:")}
     engine = res.pool.engine(base.path, chat=False, dtype=dtype)
     return engine.model, engine.tokenizer
 

@@ -8,10 +8,8 @@
     seeds = [0, 1]               # per world: one target concept, split and labeller draw per seed
 
     [world]                      # WorldConfig: K, |X|, |Y|, alpha, pairs per document, eps
-    [strong]                     # PretrainConfig of the strong model (steps: one chunk)
-    [gate]                       # GateConfig: the strong model's in-context accuracy vs Bayes
-    [weak]                       # PretrainConfig of the weak model (shorter-trained)
-    [intermediate]               # PretrainConfig of bootstrap's middle hop
+    [strong]                     # PretrainConfig of the decoder (steps: one chunk)
+    [gate]                       # GateConfig: its in-context accuracy vs Bayes; the intermediate's gate
     [weak_finetune]              # the weak model's fine-tuning on the seed's gold pool
     [split]                      # gold-pool, training and test inputs (the rest are test)
     [supervisors]                # the main run's weak supervisors
@@ -21,11 +19,13 @@
     [methods] [train] [generation] [models] [report]    (and chunk_size)
 
 Each world w of ``worlds`` is a replicate: its concept tables are drawn with ``world.seed = w`` and
-its three pre-trainings start from ``seed + w``. Within a world, the target concept k*, the rival
-concept j, the split of the inputs (gold pool / training / test), the labellers' draws and the
-pipeline's seed depend on the seed. A (world, seed) pair is the unit that fails together, and every
-interval of the report resamples worlds and seeds within them (``clusters``). ``--quick`` applies :data:`QUICK` (a small world, short
-budgets, one seed) after the file and before ``--set``.
+its pre-training starts from ``strong.seed + w``; the strong model, the intermediate model and the
+weak model's base are chunks of that one pre-training (``experiment``). Within a world, the target
+concept k*, the rival concept j, the split of the inputs (gold pool / training / test), the
+labellers' draws and the pipeline's seed depend on the seed. A (world, seed) pair is the unit that
+fails together, and every interval of the report resamples worlds and seeds within them
+(``clusters``). ``--quick`` applies :data:`QUICK` (a small world, short budgets, one seed) after
+the file and before ``--set``.
 """
 
 from __future__ import annotations
@@ -155,8 +155,6 @@ class ConceptWorldConfig:
     world: WorldConfig = WorldConfig()
     strong: PretrainConfig = PretrainConfig()
     gate: GateConfig = GateConfig()
-    weak: PretrainConfig = PretrainConfig(steps=400)  # the strong shape, trained shorter
-    intermediate: PretrainConfig = PretrainConfig(steps=1500)  # bootstrap's middle hop
     weak_finetune: WeakFinetuneConfig = WeakFinetuneConfig()
     split: SplitConfig = SplitConfig()
     supervisors: SupervisorsConfig = SupervisorsConfig()
@@ -204,12 +202,6 @@ QUICK: dict[str, Any] = {
     "world.pairs_per_document": 8, "world.noise": 0.2,
     "strong.hidden_size": 32, "strong.steps": 200, "strong.batch_size": 32, "strong.documents": 2048,
     "strong.warmup_steps": 20, "strong.checkpoint_every": 0,
-    # the weak model is the strong one's shape trained shorter: its compiled programs are shared
-    "weak.hidden_size": 32, "weak.num_layers": 2, "weak.num_heads": 4, "weak.steps": 40,
-    "weak.batch_size": 32, "weak.documents": 1024, "weak.warmup_steps": 5, "weak.checkpoint_every": 0,
-    "intermediate.hidden_size": 32, "intermediate.num_layers": 2, "intermediate.num_heads": 4,
-    "intermediate.steps": 40, "intermediate.batch_size": 32, "intermediate.documents": 1024,
-    "intermediate.warmup_steps": 5, "intermediate.checkpoint_every": 0,
     # the gate is measured and reported, but a 200-step model is not held to it: a smoke test
     "gate.demos": [1, 4], "gate.prompts": 32, "gate.max_chunks": 1, "gate.enforce": False,
     "weak_finetune.gold_examples": 3, "weak_finetune.steps": 5, "weak_finetune.batch_size": 3,
@@ -222,8 +214,7 @@ QUICK: dict[str, Any] = {
     "report.bootstrap": 100,
 }
 
-_TOP = ("kind", "name", "worlds", "seeds", "description", "chunk_size", "world", "strong", "gate", "weak",
-        "intermediate", "weak_finetune", "split", "supervisors", "sweeps", *PIPELINE_TABLES)
+_TOP = ("kind", "name", "worlds", "seeds", "description", "chunk_size", "world", "strong", "gate", "weak_finetune", "split", "supervisors", "sweeps", *PIPELINE_TABLES)
 
 
 def _nested(dotted: Mapping[str, Any]) -> list[str]:
@@ -261,17 +252,20 @@ def concept_world_from_dict(raw: Mapping[str, Any], *, source: str = "<experimen
     """The typed experiment of a parsed concept-world document."""
     from w2s_jax.pipeline.config import check_keys as _check_keys
 
+    for removed in ("weak", "intermediate"):
+        if removed in raw:
+            raise ExperimentError(f"{source}: [{removed}] is no longer read: the weak model's base and the "
+                                  "intermediate model are chunks of the strong pre-training "
+                                  "(gate.intermediate_tolerance); remove it")
     _check_keys(raw, _TOP, "the top level", source)
     if raw.get("kind") != KIND:
         raise ExperimentError(f"{source}: kind must be {KIND!r} for this loader, got {raw.get('kind')!r}")
     tables = {}
     for name, cls in (("world", WorldConfig), ("strong", PretrainConfig), ("gate", GateConfig),
-                      ("weak", PretrainConfig), ("intermediate", PretrainConfig),
                       ("weak_finetune", WeakFinetuneConfig), ("split", SplitConfig),
                       ("supervisors", SupervisorsConfig), ("sweeps", SweepsConfig)):
         if name in raw:
-            base = dataclasses.asdict(getattr(ConceptWorldConfig, name)) if name in ("weak", "intermediate") else {}
-            tables[name] = build_dataclass(cls, {**base, **raw[name]}, f"[{name}]", source)
+            tables[name] = build_dataclass(cls, dict(raw[name]), f"[{name}]", source)
     pipeline = {k: raw[k] for k in (*PIPELINE_TABLES, "chunk_size") if k in raw}
     for key in ("task", "data"):
         if key in raw:

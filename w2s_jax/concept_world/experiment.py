@@ -1,16 +1,19 @@
 """``w2s run`` for ``kind = "concept-world"``: one graph of stages in the shared store, then the report.
 
-1. Per world, the strong decoder is pre-trained in chunks until the gate passes (:mod:`.gate`).
-2. Setup stages (:mod:`.stages`): pre-train the weak and the intermediate decoder and measure their
-   in-context curves; per (world, seed), the data and label files and the weak model fine-tuned on
-   the seed's gold pool.
-3. Per (world, seed), the standard pipeline's stages (``w2s_jax.pipeline.build_plan``) of two experiments
-   built with ``experiment_from_dict`` that point at those artifacts: ``main`` (the experiment's
-   methods against the weak model and the controlled labellers of ``[supervisors]``; the
-   intermediate decoder is ``models.intermediate``, the middle hop of ``bootstrap``) and
+1. Per world, one decoder is pre-trained in chunks until the gate passes (:mod:`.gate`). That one
+   trajectory gives all three models, so nothing is pre-trained twice: the last chunk is the strong
+   model, the first earlier chunk within ``gate.intermediate_tolerance`` of Bayes-optimal is the
+   intermediate model (bootstrap's middle hop, which can learn in context), and the chunk before
+   that is the weak model's base (:func:`.gate.trajectory_chunks`).
+2. Setup stages (:mod:`.stages`): per (world, seed), the data and label files and the weak model
+   (its base fine-tuned on the seed's gold pool, disjoint from every question it labels).
+3. Per (world, seed), the standard pipeline's stages (``w2s_jax.pipeline.build_plan``) of the
+   experiments built with ``experiment_from_dict`` that point at those artifacts: ``main`` (the
+   experiment's methods against the weak model and the controlled labellers of ``[supervisors]``),
    ``quality`` (``sweeps.quality_methods`` against noisy labellers of every ``sweeps.quality``
-   level). Both are planned in the same graph, so a stage they share (``gold``'s labels and
-   student, ``zero-shot``) has one key and is computed once per seed.
+   level) and ``size-m`` (the same against one noisy labeller on the first m training questions).
+   All are planned in the same graph, so a stage they share (``gold``'s labels and student,
+   ``zero-shot``) has one key and is computed once per seed.
 4. Per (world, seed), the refined-label sweeps.
 5. The report over seeds (:mod:`.report`): ``results.json``, ``results.md``, ``figures/``, and
    ``concept_world.json``, from which ``w2s report RUN_DIR`` rebuilds them; each part's plan is
@@ -24,7 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from w2s_jax.concept_world.config import ConceptWorldConfig, load_concept_world
-from w2s_jax.concept_world.gate import verdict
+from w2s_jax.concept_world.gate import trajectory_chunks, verdict
 from w2s_jax.concept_world.pretrain import PretrainConfig
 from w2s_jax.concept_world.stages import (
     Curve,
@@ -81,20 +84,19 @@ def pipeline_dict(config: ConceptWorldConfig, *, name: str, seed: int, data_dir:
     return raw
 
 
-def world_models(config: ConceptWorldConfig, w: int) -> tuple[WorldConfig, dict[str, PretrainConfig]]:
-    """World ``w``'s settings and its three decoders' (pre-training seeds offset by ``w``)."""
-    world = dataclasses.replace(config.world, seed=w)
-    return world, {name: dataclasses.replace(getattr(config, name), seed=getattr(config, name).seed + w)
-                   for name in ("strong", "weak", "intermediate")}
+def world_model(config: ConceptWorldConfig, w: int) -> tuple[WorldConfig, PretrainConfig]:
+    """World ``w``'s settings and its decoder's (pre-training seed offset by ``w``)."""
+    return (dataclasses.replace(config.world, seed=w),
+            dataclasses.replace(config.strong, seed=config.strong.seed + w))
 
 
 def strong_chunk(config: ConceptWorldConfig, w: int, chunk: int) -> Pretrain:
-    """The ``chunk``-th (1-based) pre-training chunk of world ``w``'s strong model."""
-    world, models = world_models(config, w)
+    """The ``chunk``-th (1-based) pre-training chunk of world ``w``'s decoder."""
+    world, model = world_model(config, w)
     stage = None
     for c in range(1, chunk + 1):
         stage = Pretrain(name=f"pretrain/strong/world-{w}" + (f"/chunk-{c}" if c > 1 else ""), world=world,
-                         model=models["strong"], stream=0, previous=stage)
+                         model=model, stream=0, previous=stage)
     return stage
 
 
@@ -127,7 +129,7 @@ class ConceptGraph:
     parts: dict  # (world, seed, part) -> (experiment config, stages, plan, subjects)
     sweeps: dict  # (world, seed, kind) -> Sweep
     data: dict  # (world, seed) -> SeedData
-    curves: dict  # (world, "intermediate") -> Curve
+    curves: dict  # (world, "strong" | "intermediate" | "weak") -> Curve of that model's chunk
 
     def stages(self) -> list:
         ordered = [*self.setup, *self.curves.values()]
@@ -138,22 +140,20 @@ class ConceptGraph:
 
 
 def concept_graph(config: ConceptWorldConfig, store: Store, methods: Sequence[str] | None = None,
-                  strong_of: dict | None = None) -> ConceptGraph:
+                  chunks_of: dict | None = None) -> ConceptGraph:
     """The whole experiment as one graph of stages (nothing runs; keys are known up front).
-    ``strong_of``: each world's strong pre-training stage (default its first chunk)."""
+    ``chunks_of``: each world's :func:`.gate.trajectory_chunks` (default: chunk 1 for all three,
+    as before the gate has run)."""
     main_methods = list(methods or config.pipeline.get("methods", {}).get("run", DEFAULT_METHODS))
     generation = None
     setup_stages, parts, sweeps, data, curves = [], {}, {}, {}, {}
     for w in config.worlds:
-        world_config, models = world_models(config, w)
-        strong = (strong_of or {}).get(w) or strong_chunk(config, w, 1)
-        weak_base = Pretrain(name=f"pretrain/weak/world-{w}", world=world_config, model=models["weak"], stream=1)
-        middle = Pretrain(name=f"pretrain/intermediate/world-{w}", world=world_config,
-                          model=models["intermediate"], stream=2)
-        setup_stages += [strong, weak_base, middle]
-        curves[(w, "strong")] = gate_curve(config, strong, f"strong/world-{w}/chunk-{strong.chunk}")
-        curves[(w, "intermediate")] = gate_curve(config, middle, f"intermediate/world-{w}")
-        curves[(w, "weak")] = gate_curve(config, weak_base, f"weak/world-{w}")
+        world_config, _model = world_model(config, w)
+        chunks = (chunks_of or {}).get(w) or {"strong": 1, "intermediate": 1, "weak": 1}
+        strong, middle, weak_base = (strong_chunk(config, w, chunks[who]) for who in ("strong", "intermediate", "weak"))
+        setup_stages += [strong, middle, weak_base]
+        for who, stage in (("strong", strong), ("intermediate", middle), ("weak", weak_base)):
+            curves[(w, who)] = gate_curve(config, stage, f"strong/world-{w}/chunk-{stage.chunk}")
         world = World(world_config)
         for seed in config.seeds:
             d = SeedData(name=f"data/world-{w}/seed-{seed}", world=world_config, split=config.split, seed=seed,
@@ -207,6 +207,16 @@ def predictions_path(store: Store, subject) -> str:
     return str(store.directory(subject.score_stage.predict) / RECORDS)
 
 
+def labels_fit_paths(store: Store, subjects) -> dict[str, str]:
+    """Where each method student's training labels are (``{"index", "completion"}`` rows)."""
+    out = {}
+    for subject in subjects:
+        finetune = getattr(subject.score_stage.predict.answerer, "finetune", None)
+        if subject.role == "method" and finetune is not None:
+            out[subject.name] = str(store.directory(finetune.labels) / RECORDS)
+    return out
+
+
 def run_concept_world(path: str | Path | ConceptWorldConfig, *, out: str | Path | None = None, store: str | Path | None = None,
                       overrides: Sequence[str] = (), quick: bool = False, methods: Sequence[str] | None = None,
                       show_progress: bool = True, figures: bool = True, dry_run: bool = False,
@@ -240,9 +250,10 @@ def run_concept_world(path: str | Path | ConceptWorldConfig, *, out: str | Path 
         return {}
     log(f"w2s run {config.name} (concept world): worlds {list(config.worlds)} x seeds {list(config.seeds)} "
         f"-> {run_dir} (store {opened.root})")
-    gate, strong_of = {}, {}
+    gate, strong_of, chunks_of = {}, {}, {}
     for w in config.worlds:
         strong_of[w], gate[w] = pass_gate(config, w, res, log=log, executed=executed)
+        chunks_of[w] = trajectory_chunks(gate[w], config.gate.intermediate_tolerance)
         if not gate[w][-1]["passed"]:
             message = (f"world {w}: the strong model missed the pre-training gate after {len(gate[w])} chunk(s) "
                        f"({strong_of[w].total_steps} steps): in-context accuracy {gate[w][-1]['gap']:.3f} below "
@@ -251,15 +262,21 @@ def run_concept_world(path: str | Path | ConceptWorldConfig, *, out: str | Path 
                 atomic_write_json(run_dir / "gate.json", {"passed": False, "worlds": {str(k): v for k, v in gate.items()}})
                 raise GateFailed(message + "; stopping (gate.json)")
             log(message + "; running on as a smoke test (gate.enforce = false)")
+        c = chunks_of[w]
+        log(f"world {w}: strong model = chunk {c['strong']}, intermediate = chunk {c['intermediate']} "
+            f"({'within' if c['intermediate_passed'] else 'NOT within'} gate.intermediate_tolerance = "
+            f"{config.gate.intermediate_tolerance}), weak model's base = chunk {c['weak']}")
     atomic_write_json(run_dir / "gate.json", {"passed": all(records[-1]["passed"] for records in gate.values()),
-                                              "worlds": {str(k): v for k, v in gate.items()}})
-    graph = concept_graph(config, opened, methods, strong_of)
+                                              "worlds": {str(k): v for k, v in gate.items()},
+                                              "chunks": {str(k): v for k, v in chunks_of.items()}})
+    graph = concept_graph(config, opened, methods, chunks_of)
     stages = graph.stages()
     run_stages(stages, res, log=log, executed=executed)
     runs: dict = {}
     for (w, seed, part), (experiment, _stages, plan, subjects) in graph.parts.items():
         directory = run_dir / f"world-{w}" / f"seed-{seed}" / part
-        plan = {**plan, "predictions": {s.name: predictions_path(opened, s) for s in subjects}}
+        plan = {**plan, "predictions": {s.name: predictions_path(opened, s) for s in subjects},
+                "labels_fit": labels_fit_paths(opened, subjects)}
         atomic_write_json(directory / PLAN, plan)
         write_report(directory, figures=figures)
         runs.setdefault(part, {})[f"{w}/{seed}"] = directory
@@ -267,7 +284,7 @@ def run_concept_world(path: str | Path | ConceptWorldConfig, *, out: str | Path 
         runs.setdefault(f"sweep-{kind}", {})[f"{w}/{seed}"] = opened.directory(stage)
     curves = {f"{w}/{who}": opened.directory(c) for (w, who), c in graph.curves.items()}
     atomic_write_json(run_dir / "stages.json", {"store": str(opened.root), "stages": stage_table(stages, opened)})
-    return write_concept_report(run_dir, report_meta(config, gate), runs,
+    return write_concept_report(run_dir, report_meta(config, gate, chunks_of), runs,
                                 data={f"{w}/{s}": opened.directory(d) for (w, s), d in graph.data.items()},
                                 curves=curves, figures=figures, log=log)
 

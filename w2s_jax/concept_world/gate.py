@@ -31,6 +31,7 @@ class GateConfig:
     prompts: int = 256  # held-out prompts per n
     tolerance: float = 0.05  # largest allowed shortfall of the model's accuracy below Bayes
     max_chunks: int = 4  # pre-training chunks (each [strong].steps long) before giving up
+    intermediate_tolerance: float = 0.25  # the intermediate model's own gate (an earlier chunk's shortfall)
     enforce: bool = True  # False: run on even when the gate fails, and say it is a smoke test
 
     def __post_init__(self):
@@ -44,6 +45,8 @@ class GateConfig:
                 raise ValueError(f"gate.{name} must be an int >= 1, got {value!r}")
         if not isinstance(self.tolerance, (int, float)) or not 0 <= self.tolerance < 1:
             raise ValueError(f"gate.tolerance must be in [0, 1), got {self.tolerance!r}")
+        if not isinstance(self.intermediate_tolerance, (int, float)) or not 0 <= self.intermediate_tolerance < 1:
+            raise ValueError(f"gate.intermediate_tolerance must be in [0, 1), got {self.intermediate_tolerance!r}")
 
 
 def held_out_prompts(world: World, n: int, count: int) -> list[tuple[int, list[int], list[int], int]]:
@@ -92,3 +95,23 @@ def verdict(rows: Sequence[dict], tolerance: float) -> dict:
     tolerance."""
     out = shortfall(rows)
     return {**out, "tolerance": tolerance, "passed": bool(out["gap"] <= tolerance)}
+
+
+def trajectory_chunks(records: Sequence[dict], intermediate_tolerance: float) -> dict:
+    """Which chunks of one pre-training run serve as the three models (rule fixed in advance).
+
+    ``records``: the gate's record of every chunk run, in order (``{"chunk", "gap", ...}``); the
+    last is the strong model. The intermediate model is the first earlier chunk within
+    ``intermediate_tolerance`` of Bayes-optimal (its own gate: it can learn in context, less well
+    than the strong model); when no earlier chunk passes it, the chunk just before the strong one is
+    taken and ``intermediate_passed`` is False. The weak model's base is the chunk before the
+    intermediate one (so it missed the intermediate gate). Chunk 1 stands in where there is none.
+    Returns ``{"strong", "intermediate", "weak", "intermediate_passed"}`` (chunk numbers).
+    """
+    if not records:
+        raise ValueError("trajectory_chunks needs the record of at least one chunk")
+    strong = int(records[-1]["chunk"])
+    earlier = [int(r["chunk"]) for r in records[:-1] if r["gap"] <= intermediate_tolerance]
+    intermediate = earlier[0] if earlier else max(1, strong - 1)
+    return {"strong": strong, "intermediate": intermediate, "weak": max(1, intermediate - 1),
+            "intermediate_passed": bool(earlier)}

@@ -17,7 +17,7 @@ from w2s_jax.concept_world.world import BOS_ID, EOS_ID, PAD_ID, World, save_toke
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class PretrainConfig:
-    """A decoder's shape and its pre-training budget (``[strong]`` / ``[weak]`` tables)."""
+    """A decoder's shape and its pre-training budget (the ``[strong]`` table; ``steps``: one chunk)."""
 
     hidden_size: int = 64  # model width D
     num_layers: int = 2  # decoder blocks

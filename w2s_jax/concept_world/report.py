@@ -80,8 +80,12 @@ def pipeline_part(dirs: Mapping[str, Path], units: Units, *, n_bootstrap: int, l
     first = next(iter(plans.values()))
     subjects = first["subjects"]
     ceiling = next((s["name"] for s in subjects if s["role"] == "ceiling"), None)
-    test_acc, test_rival, train_acc, train_rival = {}, {}, {}, {}
+    test_acc, test_rival, train_acc, train_rival, fit_acc, fit_rival = {}, {}, {}, {}, {}, {}
     for unit, plan in plans.items():
+        for name, path in plan.get("labels_fit", {}).items():  # the labels each method's student fit
+            answers = {r["index"]: r.get("completion") or "" for r in _read(path)}
+            fit_acc.setdefault(name, {})[unit], fit_rival.setdefault(name, {})[unit] = \
+                units.rates(unit, "train", answers)
         for s in subjects:
             answers = {r["index"]: r["prediction"] for r in _read(plan["predictions"][s["name"]])}
             test_acc.setdefault(s["name"], {})[unit], test_rival.setdefault(s["name"], {})[unit] = \
@@ -100,6 +104,11 @@ def pipeline_part(dirs: Mapping[str, Path], units: Units, *, n_bootstrap: int, l
         if s["role"] == "weak" and supervisor in train_acc:
             row["train_labels"] = _interval(train_acc[supervisor], **kw)
             row["train_labels_rival_rate"] = _interval(train_rival[supervisor], **kw)
+        if name in fit_acc:  # a method's own training labels (refined, bootstrapped, ...)
+            row["train_labels"] = _interval(fit_acc[name], **kw)
+            row["train_labels_rival_rate"] = _interval(fit_rival[name], **kw)
+            row["train_labels_per_unit"] = {f"{w}/{sd}": [fit_acc[name][(w, sd)], fit_rival[name][(w, sd)]]
+                                            for (w, sd) in sorted(fit_acc[name])}
         row["pgr"] = None
         if s["role"] == "method" and ceiling and supervisor in train_acc:
             triples = {u: (test_acc[name][u], train_acc[supervisor][u], test_acc[ceiling][u])
@@ -211,13 +220,14 @@ def noisy_rate(world, setup: dict, eta: float) -> float:
     return chernoff_rate(world, law, inputs, setup["target"])
 
 
-def report_meta(config, gate: Mapping | None = None) -> dict:
+def report_meta(config, gate: Mapping | None = None, chunks: Mapping | None = None) -> dict:
     """The experiment's settings the report reads (JSON-able)."""
     import dataclasses
 
     return {"name": config.name, "worlds": list(config.worlds), "seeds": list(config.seeds),
             "world": dataclasses.asdict(config.world), "gate_config": dataclasses.asdict(config.gate),
             "gate": {str(w): records for w, records in (gate or {}).items()},
+            "chunks": {str(w): c for w, c in (chunks or {}).items()},
             "supervisors": dataclasses.asdict(config.supervisors), "split": dataclasses.asdict(config.split),
             "size_eta": config.sweeps.size_eta,
             "bootstrap": int(config.pipeline.get("report", {}).get("bootstrap", 1000)),
@@ -257,7 +267,8 @@ def write_concept_report(run_dir: str | Path, meta: Mapping, runs: Mapping[str, 
     kw = {"n_bootstrap": meta.get("bootstrap", 1000), "level": meta.get("level", 0.95)}
     results: dict = {"experiment": meta["name"], "kind": "concept-world", "worlds": list(meta["worlds"]),
                      "seeds": list(meta["seeds"]), "units": len(units.setup), "world": world_config,
-                     "gate": {"config": meta.get("gate_config"), "worlds": meta.get("gate", {})},
+                     "gate": {"config": meta.get("gate_config"), "worlds": meta.get("gate", {}),
+                              "chunks": meta.get("chunks", {})},
                      "setup": {f"{w}/{s}": v for (w, s), v in sorted(units.setup.items())}}
     if curves:
         results["curves"] = curves_part(curves, **kw)
@@ -300,7 +311,7 @@ def fmt(stat: Mapping | None, digits: int = 3) -> str:
 
 
 def part_table(part: dict) -> list[str]:
-    head = ["subject", "test accuracy", "j-rate (test)", "weak: accuracy of the labels fit", "weak: j-rate of the labels fit", "PGR"]
+    head = ["subject", "test accuracy", "j-rate (test)", "accuracy of the labels fit", "j-rate of the labels fit", "PGR"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in part["rows"]:
         cells = [row["name"].replace(".jsonl", ""), fmt(row["accuracy"]), fmt(row["rival_rate"]),
@@ -318,7 +329,8 @@ def results_markdown(results: dict) -> str:
              f"({results['units']} units)", "",
              "Intervals: 95% two-stage bootstrap (worlds, then seeds within a world). Weak rows' "
              "\"test accuracy\" is the labeller's accuracy on the test split; the students fit its "
-             "training labels, whose accuracy is the next columns'. PGR uses the latter.", ""]
+             "training labels, whose accuracy is the next columns'. PGR uses the latter. A method "
+             "student's \"labels fit\" are the method's own training labels (refined, bootstrapped, ...).", ""]
     failed = {w: records[-1] for w, records in results["gate"]["worlds"].items() if records and not records[-1]["passed"]}
     if failed:
         lines += [f"**SMOKE TEST.** The strong model of world(s) {', '.join(sorted(failed))} did not pass the "
@@ -330,6 +342,13 @@ def results_markdown(results: dict) -> str:
         lines += ["Pre-training gate: passed in every world (" + ", ".join(
             f"world {w}: gap {records[-1]['gap']:.3f} after {len(records)} chunk(s)"
             for w, records in results["gate"]["worlds"].items()) + ").", ""]
+    chunks = results["gate"].get("chunks", {})
+    if chunks:
+        lines += ["Models per world (chunks of one pre-training; the intermediate's own gate: within "
+                  f"{results['gate']['config'].get('intermediate_tolerance')} of Bayes-optimal): " + "; ".join(
+                      f"world {w}: strong chunk {c['strong']}, intermediate chunk {c['intermediate']}"
+                      + ("" if c["intermediate_passed"] else " (missed its gate)") + f", weak base chunk {c['weak']}"
+                      for w, c in chunks.items()) + ".", ""]
     lines += predictions_markdown(results["predictions"]) + [""]
     for who, curve in results.get("curves", {}).items():
         lines += [f"## In-context accuracy on held-out documents: {who} model (gate gap {fmt(curve['gap'])})", "",

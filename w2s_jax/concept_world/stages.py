@@ -6,12 +6,12 @@ through the trainer's orbax checkpoints after a kill. The models and files they 
 by their keys in the pipeline stages that read them (``Model(path, made_by=key)``), so the whole
 experiment is one graph whose keys are known before anything runs.
 
-- ``pretrain/strong``, ``pretrain/weak``, ``pretrain/intermediate``: the decoders pre-trained on
-  the world (different document streams); checkpoints with ``config.json``, safetensors and
-  ``tokenizer.json``. The strong one is pre-trained in chunks, each a stage that continues the
-  previous one, until the gate (:mod:`.gate`) passes.
-- ``curve/...``: a pre-trained decoder's in-context accuracy on held-out documents next to the
-  Bayes-optimal accuracy (the gate's measurement; also the intermediate model's curve).
+- ``pretrain/strong/world-w[/chunk-c]``: the decoder pre-trained on the world in chunks, each a
+  stage that continues the previous one, until the gate (:mod:`.gate`) passes; checkpoints with
+  ``config.json``, safetensors and ``tokenizer.json``. Its chunks are the strong model, the
+  intermediate model and the weak model's base (:func:`.gate.trajectory_chunks`).
+- ``curve/...``: a chunk's in-context accuracy on held-out documents next to the Bayes-optimal
+  accuracy (the gate's measurement, and each model's reported curve).
 - ``data/seed-s``: the seed's gold-pool, train and test rows, its controlled labellers' weak-label
   files and ``setup.json`` (target k*, rival j, inputs of each split, labeller accuracies).
 - ``weak-model/seed-s``: the weak decoder fine-tuned on gold examples of the seed's gold pool,
@@ -50,9 +50,9 @@ def world_of(res: Resources, config: WorldConfig) -> World:
 
 @dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
 class Pretrain(Stage):
-    """Pre-trains a decoder on the world's document stream ``stream`` (strong 0, weak 1,
-    intermediate 2) for ``model.steps`` steps: from fresh weights, or continuing ``previous`` (the
-    chunk before, whose weights it starts from)."""
+    """Pre-trains a decoder on the world's document stream ``stream`` (0; the gate's held-out
+    documents are another) for ``model.steps`` steps: from fresh weights, or continuing
+    ``previous`` (the chunk before, whose weights it starts from)."""
 
     world: WorldConfig
     model: PretrainConfig

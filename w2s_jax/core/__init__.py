@@ -5,12 +5,23 @@
 * :mod:`~w2s_jax.core.posterior`: the posterior over latent concepts and its readouts.
 * :mod:`~w2s_jax.core.label_sources`: gold, weak and refined labels as small strategies.
 * :mod:`~w2s_jax.core.metrics`: excess risk, accuracy, PGR with a confidence interval.
+* :mod:`~w2s_jax.core.binary_objectives`: the binary weak-to-strong losses (soft cross-entropy, the
+  auxiliary confidence loss with its threshold and warm-up, product, entropy-regularised, window).
 * :mod:`~w2s_jax.core.classification_metrics`: ROC AUC, calibration error, agreement, and PGR on any of
   them with intervals over items and over seeds.
 * :mod:`~w2s_jax.core.probes`: logistic and kNN probes on cached features; and
   :mod:`~w2s_jax.core.label_repair`: relabelling and filtering weak labels with out-of-fold probes.
 """
 
+from w2s_jax.core.binary_objectives import (
+    aux_confidence_loss,
+    entropy_regularised_loss,
+    product_loss,
+    rate_threshold,
+    soft_cross_entropy,
+    warmup_weight,
+    window_loss,
+)
 from w2s_jax.core.classification_metrics import (
     CLASSIFICATION_METRICS,
     Accuracy,
@@ -39,6 +50,13 @@ from w2s_jax.core.posterior import (
 from w2s_jax.core.probes import FittedKNN, FittedLogistic, KNNProbe, LogisticProbe
 
 __all__ = [
+    "aux_confidence_loss",
+    "entropy_regularised_loss",
+    "product_loss",
+    "rate_threshold",
+    "soft_cross_entropy",
+    "warmup_weight",
+    "window_loss",
     "CLASSIFICATION_METRICS",
     "Accuracy",
     "CalibrationError",

@@ -32,8 +32,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from w2s_jax.core.label_repair import filter_by_probe, out_of_fold, relabel  # the probes' use, re-exported
-
 __all__ = [
     "LogisticProbe",
     "FittedLogistic",
@@ -41,9 +39,6 @@ __all__ = [
     "FittedKNN",
     "padded_rows",
     "nearest_neighbours",
-    "relabel",
-    "filter_by_probe",
-    "out_of_fold",
 ]
 
 _MAX_LOGISTIC_FOLDS = 64  # a cross-fit holds one weight vector per fold

@@ -1,0 +1,92 @@
+"""The concept world in classification form: is this output the target concept's?
+
+A seed picks a target concept k* and a rival j (``w2s_jax.concept_world.sweeps.seed_setup``) and
+splits the world's inputs into training and test inputs. Each input x gives two items in the
+pre-training documents' format, ``Question: x\\nAnswer: y``: its output under k* (label 1) and its
+output under the rival (label 0; another output where the two concepts agree). So the label is a
+property of the concept's output, and a weak model that confuses the two concepts errs
+systematically, as a weak supervisor does. The weak and strong models are decoders pre-trained on
+the world's documents (``w2s_jax.concept_world.stages.Pretrain``: different streams and budgets);
+the world's vocabulary has no yes/no answer tokens, so a concept-world run has no zero-shot and no
+in-context stages (label repair and strong-to-strong rounds are its refinements).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from w2s_jax.classify.stages_data import Source
+from w2s_jax.concept_world.pretrain import PretrainConfig
+from w2s_jax.concept_world.world import WorldConfig
+from w2s_jax.pipeline import Resources, Stage
+from w2s_jax.pipeline.artifacts import atomic_write_json, atomic_write_text
+
+STRONG, WEAK = "concept-strong", "concept-weak"  # the models' names in models.strong / models.weak
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ConceptWorldData:
+    """The ``[concept_world]`` table: the world, its two pre-trained decoders, the test inputs."""
+
+    world: WorldConfig
+    strong: PretrainConfig
+    weak: PretrainConfig
+    n_test_inputs: int = 32  # inputs held out for the test split (two items each)
+
+    def __post_init__(self):
+        n = self.n_test_inputs
+        if not isinstance(n, int) or isinstance(n, bool) or not 2 <= n <= self.world.num_inputs - 4:
+            raise ValueError(f"concept_world.n_test_inputs must be an int in [2, num_inputs - 4], got {n!r}")
+
+
+def pretrain_stages(data: ConceptWorldData) -> dict:
+    """``{model name: Pretrain stage}`` of the strong (stream 0) and weak (stream 1) decoders."""
+    from w2s_jax.concept_world.stages import Pretrain
+
+    return {STRONG: Pretrain(name="pretrain/strong", world=data.world, model=data.strong, stream=0),
+            WEAK: Pretrain(name="pretrain/weak", world=data.world, model=data.weak, stream=1)}
+
+
+@dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
+class ConceptItems(Stage):
+    """A seed's ``train.jsonl`` and ``test.jsonl`` rows ``{"text", "label"}`` and ``setup.json``."""
+
+    world: WorldConfig
+    n_test_inputs: int
+    seed: int
+
+    @property
+    def slug(self) -> str:
+        return "concept-items"
+
+    def source(self, store, split: str) -> Source:
+        """The file of ``split`` as a data source identified by this stage's key."""
+        return Source(str(Path(store.directory(self)) / f"{split}.jsonl"), made_by=self.key)
+
+    def execute(self, res: Resources, directory: Path) -> str:
+        from w2s_jax.concept_world.sweeps import seed_setup
+        from w2s_jax.concept_world.world import World
+        from w2s_jax.tasks.demonstrations import demonstration
+
+        world = World(self.world)
+        setup = seed_setup(world, self.world.num_inputs - self.n_test_inputs, self.seed)
+        tables_KxX, num_outputs = world.tables_KxX, self.world.num_outputs
+        for split, inputs in (("train", setup.train_inputs), ("test", setup.test_inputs)):
+            rows = []
+            for x in inputs:
+                right, other = int(tables_KxX[setup.target, x]), int(tables_KxX[setup.rival, x])
+                if other == right:  # the concepts agree here: another output, drawn from the input's own generator
+                    rng = np.random.default_rng([self.world.seed, 7, self.seed, x])
+                    other = (right + 1 + int(rng.integers(num_outputs - 1))) % num_outputs
+                for y, label in ((right, 1), (other, 0)):
+                    rows.append({"text": demonstration(world.input_token(x), world.output_token(y)), "label": label})
+            atomic_write_text(directory / f"{split}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        atomic_write_json(directory / "setup.json", {"target": setup.target, "rival": setup.rival,
+                                                     "train_inputs": list(setup.train_inputs),
+                                                     "test_inputs": list(setup.test_inputs)})
+        return (f"k*={setup.target}, rival {setup.rival}: {2 * len(setup.train_inputs)} train / "
+                f"{2 * len(setup.test_inputs)} test items")
