@@ -58,7 +58,8 @@ def test_a_transformers_sequence_classifier_loads_with_its_logits(tmp_path, fami
     names = {n for p in path.glob("*.safetensors") for n in SafetensorsFile(p).names()}
     assert "score.weight" in names and "lm_head.weight" not in names  # what transformers wrote
     assert (path / "model.safetensors.index.json").is_file() == sharded
-    assert json.loads((path / "config.json").read_text())["architectures"] == [f"{NAMES[family]}ForSequenceClassification"]
+    architectures = json.loads((path / "config.json").read_text())["architectures"]
+    assert architectures == [f"{NAMES[family]}ForSequenceClassification"]
 
     model = load_classifier(path)
     assert model.num_classes == 3
@@ -90,7 +91,8 @@ def test_a_score_weight_that_disagrees_with_the_config_is_named(tmp_path):
 def test_a_classifier_checkpoint_without_its_score_or_a_layer_tensor_is_refused(tmp_path):
     path, _ = _save_hf_classifier(tmp_path, "llama")
     f = SafetensorsFile(path / "model.safetensors")
-    kept = [(n, np.array(f.get(n))) for n in f.names() if n not in ("score.weight", "model.layers.1.mlp.up_proj.weight")]
+    dropped = ("score.weight", "model.layers.1.mlp.up_proj.weight")
+    kept = [(n, np.array(f.get(n))) for n in f.names() if n not in dropped]
     del f
     write_safetensors(path / "model.safetensors", kept)
     with pytest.raises(ValueError, match=r"missing tensor\(s\) \['model\.layers\.1\.mlp\.up_proj\.weight', "

@@ -247,7 +247,8 @@ def sequence_classifier_architecture(ckpt_dir: Path) -> str | None:
     """The `<Family>ForSequenceClassification` that config.json's `architectures` names, or None
     (a causal LM, or no `architectures`)."""
     hf = json.loads((ckpt_dir / "config.json").read_text())  # valid: config_from_hf read it first
-    architectures = hf.get("architectures") or []
+    architectures = hf.get("architectures")
+    architectures = architectures if isinstance(architectures, list) else []
     names = [a for a in architectures if isinstance(a, str) and a.endswith(_SEQUENCE_CLASSIFIER)]
     return names[0] if names else None
 
