@@ -135,3 +135,25 @@ def test_a_causal_lm_checkpoint_loads_as_before_and_a_broken_one_is_refused_alik
     for load in (load_pretrained, load_classifier):
         with pytest.raises(ValueError, match=r"checkpoint .* is missing tensor\(s\) \['lm_head\.weight'\]$"):
             load(path)
+
+
+def test_a_transformers_classifier_on_a_mesh_and_in_bfloat16(tmp_path):
+    """Placed on a tensor-parallel mesh, or read from a bfloat16 checkpoint into bfloat16 weights:
+    the logits of the float32 torch model (bfloat16 within its rounding), the head float32."""
+    from w2s_jax.parallel import MeshConfig, ShardingRules, make_mesh
+
+    path, reference = _save_hf_classifier(tmp_path, "llama")
+    batch = left_padded_batch((0, 3, 6), 9, vocab_high=BASE["vocab_size"], seed=2)
+    expected = _torch_logits(reference, *batch)
+    mesh = make_mesh(MeshConfig(data=2, fsdp=2, tp=2))
+    sharded = load_classifier(path, mesh=mesh, rules=ShardingRules.fsdp_tp(), layout="stacked")
+    assert len(sharded.score_kernel[...].sharding.device_set) == 8
+    assert not sharded.backbone.layers.attn.q_proj[...].sharding.is_fully_replicated
+    np.testing.assert_allclose(_logits(sharded, *batch), expected, atol=1e-4, rtol=0)
+
+    reference.to(torch.bfloat16).save_pretrained(str(tmp_path / "bf16"))
+    bf16 = load_classifier(tmp_path / "bf16", dtype=jnp.bfloat16)
+    assert bf16.backbone.embedding[...].dtype == jnp.bfloat16 and bf16.score_kernel[...].dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(bf16.score_kernel[...]),
+                                  reference.score.weight.detach().float().numpy().T)
+    np.testing.assert_allclose(_logits(bf16, *batch), expected, atol=0.1 * np.ptp(expected), rtol=0)
