@@ -13,7 +13,9 @@ With a mesh each device gets a copy of only its slice. One parameter is in fligh
 at a time. With `layout="per_layer"` (inference, `layer_weights.py`) each layer's matmul
 weight is a device array of its own, each a view of the parameter's one host array, in the
 checkpoint's `out x in` layout (copied without a transpose). Pickled `.bin`
-checkpoints are refused, remote code is never run.
+checkpoints are refused, remote code is never run. A transformers sequence classifier's
+checkpoint (`<Family>ForSequenceClassification`: the decoder, `score.weight`, no LM head) is no
+language model: `load_backbone` reads it, for `classifier.load_classifier`.
 """
 
 from __future__ import annotations
