@@ -129,3 +129,34 @@ def test_decode_reads_per_layer_weights_in_place():
     per_layer = step_scratch(to_layout(model, "per_layer"))
     assert stacked > layer_bytes / 3, (stacked, layer_bytes)
     assert per_layer < layer_bytes / 3, (per_layer, layer_bytes)
+
+
+def test_a_classifier_goes_per_layer_with_its_logits_but_lora_adapters_stay_stacked():
+    """A classifier's head is an `nnx.LoRAParam` (LoRA runs train it) but no adapter: the classifier
+    converts, with the same class logits; a model with LoRA adapters on its weights is refused."""
+    from w2s_jax.models import Classifier
+    from w2s_jax.train.lora import apply_lora
+
+    def classifier():
+        model = Classifier(Transformer(CONFIG, rngs=nnx.Rngs(0)), num_classes=3)
+        key_w, key_b = jax.random.split(jax.random.key(1))
+        model.score_kernel.set_value(jax.random.normal(key_w, model.score_kernel.get_value().shape))
+        model.score_bias.set_value(jax.random.normal(key_b, (3,)))
+        return model
+
+    def class_logits(model):  # B x C, each row's last position
+        tokens, positions, valid = _inputs(CONFIG)
+        return np.asarray(nnx.jit(lambda m: m(tokens, positions_BxT=positions, valid_BxT=valid))(model))
+
+    model = classifier()
+    expected = class_logits(model)
+    assert expected.shape == (2, 3) and np.ptp(expected) > 0.1
+    to_layout(model, "per_layer")
+    assert is_per_layer(model) and isinstance(model.backbone.layers.mlp.up_proj.get_value(), tuple)
+    np.testing.assert_allclose(class_logits(model), expected, rtol=1e-5, atol=1e-6)
+
+    for model in (classifier(), Transformer(CONFIG, rngs=nnx.Rngs(0))):
+        apply_lora(model, rank=2, alpha=4.0, targets=("q_proj",), key=jax.random.key(0))
+        with pytest.raises(ValueError, match="a model with LoRA adapters stays stacked"):
+            to_layout(model, "per_layer")
+        assert not is_per_layer(model)

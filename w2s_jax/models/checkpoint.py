@@ -13,11 +13,14 @@ With a mesh each device gets a copy of only its slice. One parameter is in fligh
 at a time. With `layout="per_layer"` (inference, `layer_weights.py`) each layer's matmul
 weight is a device array of its own, each a view of the parameter's one host array, in the
 checkpoint's `out x in` layout (copied without a transpose). Pickled `.bin`
-checkpoints are refused, remote code is never run.
+checkpoints are refused, remote code is never run. A transformers sequence classifier's
+checkpoint (`<Family>ForSequenceClassification`: the decoder, `score.weight`, no LM head) is no
+language model: `load_backbone` reads it, for `classifier.load_classifier`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import warnings
@@ -32,7 +35,7 @@ from flax import nnx
 
 from w2s_jax.models.backend import for_mesh
 from w2s_jax.models.config import ModelConfig, config_from_hf, config_to_hf
-from w2s_jax.models.convert import TensorMap, optional_hf_names, tensor_maps
+from w2s_jax.models.convert import SCORE_WEIGHT, TensorMap, optional_hf_names, tensor_maps
 from w2s_jax.models.host_copy import copy_into, host_buffer, transpose_into
 from w2s_jax.models.hub import resolve_checkpoint_dir
 from w2s_jax.models.layer_weights import (
@@ -48,6 +51,7 @@ from w2s_jax.models.safetensors_format import SafetensorsFile, write_safetensors
 from w2s_jax.models.transformer import Transformer
 
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # buffers some old checkpoints saved
+_SEQUENCE_CLASSIFIER = "ForSequenceClassification"  # transformers' class suffix for a score-head model
 _CHUNK_BYTES = 16 << 20  # source bytes per copy job: large tensors are split across the threads
 
 
@@ -182,7 +186,8 @@ def load_pretrained(path_or_hub_name: str | Path, *, dtype=jnp.float32, param_dt
     the weights do not fit; `train` re-shards a model under training's rules).
     Raises FileNotFoundError (config.json / shard file missing), ValueError (missing, unexpected or
     wrongly shaped tensor; pickled weights only; unsupported config option; config.json or index
-    not valid JSON; a safetensors file that is truncated or corrupt, as SafetensorsError), each
+    not valid JSON; a safetensors file that is truncated or corrupt, as SafetensorsError; a
+    sequence classifier's checkpoint, which has no LM head: `load_classifier` reads it), each
     naming the file.
 
     layout: None (default): the inference layout of the backend of the devices the model is placed
@@ -192,15 +197,85 @@ def load_pretrained(path_or_hub_name: str | Path, *, dtype=jnp.float32, param_dt
     docs/benchmarks.md; inference only, `layer_weights.py`; refused with a warning on a backend
     that reads stacked weights). Convert later with `to_layout`.
     """
+    if layout is not None:
+        check_layout(layout)
+    ckpt_dir = resolve_checkpoint_dir(path_or_hub_name)
+    config = config_from_hf(ckpt_dir / "config.json")
+    architecture = sequence_classifier_architecture(ckpt_dir)
+    if architecture is not None:
+        raise ValueError(f"checkpoint {ckpt_dir} is a sequence classifier ({architecture}: a score head and no "
+                         "LM head), not a language model: load it with `load_classifier`")
+    model = _load(ckpt_dir, config, _open_shards(ckpt_dir), frozenset(), dtype=dtype, param_dtype=param_dtype,
+                  mesh=mesh, rules=rules, layout=layout)
+    return model, config
+
+
+def load_backbone(path_or_hub_name: str | Path, *, dtype=jnp.float32, param_dtype=None, mesh=None, rules=None,
+                  layout: str | None = None) -> tuple[Transformer, ModelConfig, np.ndarray | None]:
+    """The decoder of a causal LM's or a sequence classifier's HF checkpoint, and the classifier's
+    score weight: `(Transformer, ModelConfig, score)`, the arguments and errors as `load_pretrained`'s.
+
+    A causal-LM checkpoint loads exactly as `load_pretrained` loads it, with `score` None. A
+    sequence classifier (config.json's `architectures` is a `<Family>ForSequenceClassification`,
+    as transformers' `save_pretrained` writes it) holds the decoder under the LM's names, its
+    head as `score.weight` (`num_labels x D`, no bias) and no LM head: `score` is that tensor
+    (float32), its shape checked against config.json's `num_labels` (or `id2label`; default 2,
+    as in transformers) and `hidden_size`. Such a decoder has no unembedding of its own: it is
+    built with `tie_word_embeddings=True` (the returned config says so), so nothing of the size
+    of the vocabulary is read or allocated, and its LM logits (`Transformer.unembed`) would be
+    the embedding's, not a trained LM head's: read it through a classification head.
+    """
+    if layout is not None:
+        check_layout(layout)
+    ckpt_dir = resolve_checkpoint_dir(path_or_hub_name)
+    config = config_from_hf(ckpt_dir / "config.json")
+    tensors = _open_shards(ckpt_dir)
+    architecture = sequence_classifier_architecture(ckpt_dir)
+    if architecture is None:
+        return _load(ckpt_dir, config, tensors, frozenset(), dtype=dtype, param_dtype=param_dtype, mesh=mesh,
+                     rules=rules, layout=layout), config, None
+    config = dataclasses.replace(config, tie_word_embeddings=True)
+    expected = (_num_labels(ckpt_dir / "config.json"), config.hidden_size)
+    file = tensors.get(SCORE_WEIGHT)
+    if file is not None and file.shape(SCORE_WEIGHT) != expected:  # a missing one is named with the rest
+        raise ValueError(f"tensor {SCORE_WEIGHT!r} in {file.path.name} has shape {file.shape(SCORE_WEIGHT)}, "
+                         f"expected {expected} (num_labels x hidden_size) from config.json")
+    model = _load(ckpt_dir, config, tensors, frozenset({SCORE_WEIGHT}), dtype=dtype, param_dtype=param_dtype,
+                  mesh=mesh, rules=rules, layout=layout)
+    return model, config, np.asarray(file.get(SCORE_WEIGHT), np.float32)
+
+
+def sequence_classifier_architecture(ckpt_dir: Path) -> str | None:
+    """The `<Family>ForSequenceClassification` that config.json's `architectures` names, or None
+    (a causal LM, or no `architectures`)."""
+    hf = json.loads((ckpt_dir / "config.json").read_text())  # valid: config_from_hf read it first
+    architectures = hf.get("architectures")
+    architectures = architectures if isinstance(architectures, list) else []
+    names = [a for a in architectures if isinstance(a, str) and a.endswith(_SEQUENCE_CLASSIFIER)]
+    return names[0] if names else None
+
+
+def _num_labels(config_path: Path) -> int:
+    """A sequence classifier's number of labels: config.json's `num_labels`, else the size of its
+    `id2label`, else transformers' default, 2."""
+    hf = json.loads(config_path.read_text())
+    value = hf.get("num_labels", len(hf["id2label"]) if isinstance(hf.get("id2label"), dict) else 2)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{config_path}: num_labels={value!r} must be a positive int")
+    return value
+
+
+def _load(ckpt_dir: Path, config: ModelConfig, tensors: dict[str, SafetensorsFile], extra: frozenset[str], *,
+          dtype, param_dtype, mesh, rules, layout) -> Transformer:
+    """`Transformer(config)` with its weights from `tensors` (see `load_pretrained`); `extra`: the
+    other tensors the checkpoint must hold, read by the caller."""
     backend = for_mesh(mesh)
     layout = backend.layout if layout is None else layout
     check_layout(layout)
     if layout == "per_layer" and backend.layout != "per_layer":
         warnings.warn(f"layout='per_layer' is read through a conditional per layer, which the {backend.platform} "
-                      "backend does not run: loading the stacked layout instead", stacklevel=2)
+                      "backend does not run: loading the stacked layout instead", stacklevel=3)
         layout = "stacked"
-    ckpt_dir = resolve_checkpoint_dir(path_or_hub_name)
-    config = config_from_hf(ckpt_dir / "config.json")
     param_dtype = dtype if param_dtype is None else param_dtype
     abstract = nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype,
                                                   backend=backend))
@@ -213,13 +288,12 @@ def load_pretrained(path_or_hub_name: str | Path, *, dtype=jnp.float32, param_dt
         from w2s_jax.parallel.placement import check_head_split
 
         check_head_split(config, mesh, rules)
-    tensors = _open_shards(ckpt_dir)
     maps = tensor_maps(config)
-    missing = sorted(m.hf_name for m in maps if m.hf_name not in tensors)
+    missing = sorted(({m.hf_name for m in maps} | extra) - set(tensors))
     if missing:
         raise ValueError(f"checkpoint {ckpt_dir} is missing tensor(s) {missing[:8]}"
                          f"{' ...' if len(missing) > 8 else ''}")
-    expected = {m.hf_name for m in maps} | optional_hf_names(config)
+    expected = {m.hf_name for m in maps} | optional_hf_names(config) | extra
     unexpected = sorted(n for n in tensors if n not in expected and not n.endswith(_IGNORED_SUFFIXES))
     if unexpected:
         raise ValueError(f"checkpoint {ckpt_dir} has unexpected tensor(s) {unexpected[:8]} for "
@@ -241,7 +315,7 @@ def load_pretrained(path_or_hub_name: str | Path, *, dtype=jnp.float32, param_dt
     model = nnx.merge(graphdef, state)
     if mesh is not None:
         model.placed_on(mesh, rules)
-    return model, config
+    return model
 
 
 def save_pretrained(model: Transformer, config: ModelConfig, out_dir: str | Path) -> Path:

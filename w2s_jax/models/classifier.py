@@ -16,7 +16,8 @@ left-padded batch holds each example's last token. The head's parameters are `He
 A text is read as BOS and its tokens, the last `max_len` of them (`classification_tokens`): the
 end of the text, where the head reads, is kept. A classifier is saved beside its backbone's
 Hugging Face files as `classifier_head.safetensors` (`save_classifier`), holding `score.weight`
-(C x D, the `transformers` layout) and `score.bias` (C).
+(C x D, the `transformers` layout) and `score.bias` (C). `load_classifier` reads that, and also
+a transformers `<Family>ForSequenceClassification` checkpoint as it is (its `score.weight`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 from flax import nnx
 
 from w2s_jax.models.backend import use_backend
-from w2s_jax.models.checkpoint import load_pretrained, save_pretrained
+from w2s_jax.models.checkpoint import load_backbone, save_pretrained
 from w2s_jax.models.hub import resolve_checkpoint_dir
 from w2s_jax.models.layers import dense
 from w2s_jax.models.safetensors_format import SafetensorsFile, write_safetensors
@@ -153,21 +154,38 @@ def _read_head(path: Path, hidden_size: int) -> tuple[np.ndarray, np.ndarray]:
 
 def load_classifier(path_or_hub_name: str | Path, *, num_classes: int | None = None, dtype=jnp.float32,
                     param_dtype=None, mesh=None, rules=None, layout: str | None = None) -> Classifier:
-    """A `Classifier` on a Hugging Face checkpoint (its backbone through `load_pretrained`, with the
-    same `dtype`, `param_dtype`, `mesh`, `rules` and `layout`), with the head saved beside it
-    (`classifier_head.safetensors`, float32) or, without one, a new zero head of `num_classes`
-    (default 2).
+    """A `Classifier` on a Hugging Face checkpoint (its backbone through `load_backbone`, with the
+    same `dtype`, `param_dtype`, `mesh`, `rules` and `layout` as `load_pretrained`), with its head:
 
-    Raises ValueError when the saved head has another number of classes than `num_classes`, or is
-    not a head for this backbone; and whatever `load_pretrained` raises.
+    - a causal LM's checkpoint: the head saved beside it (`classifier_head.safetensors`, float32)
+      or, without one, a new zero head of `num_classes` (default 2);
+    - a transformers sequence classifier's (`<Family>ForSequenceClassification`, e.g. a
+      fine-tuned classifier saved with `save_pretrained`): its `score.weight` as the kernel and a
+      zero bias (transformers' score has none), `num_classes` its `num_labels`. Its decoder has no
+      LM head of its own (`load_backbone`).
+
+    Raises ValueError when the head has another number of classes than `num_classes` or fewer
+    than 2 (a one-label reward model's score is not a classifier's), or is not a head for this
+    backbone; and whatever `load_pretrained` raises.
     """
-    backbone, config = load_pretrained(path_or_hub_name, dtype=dtype, param_dtype=param_dtype, mesh=mesh,
-                                       rules=rules, layout=layout)
-    head_path = resolve_checkpoint_dir(path_or_hub_name) / HEAD_FILE
-    head = _read_head(head_path, config.hidden_size) if head_path.is_file() else None
+    backbone, config, score = load_backbone(path_or_hub_name, dtype=dtype, param_dtype=param_dtype, mesh=mesh,
+                                            rules=rules, layout=layout)
+    ckpt_dir = resolve_checkpoint_dir(path_or_hub_name)
+    head_path = ckpt_dir / HEAD_FILE
+    if score is not None:
+        if head_path.is_file():
+            raise ValueError(f"{ckpt_dir} holds both a sequence classifier's score.weight and {HEAD_FILE}: "
+                             "which head is meant is ambiguous")
+        head, where = (np.ascontiguousarray(score.T), np.zeros(len(score), np.float32)), f"{ckpt_dir}'s score.weight"
+        if len(score) < 2:
+            raise ValueError(f"{where} has {len(score)} label(s) (num_labels in config.json): a classifier needs "
+                             ">= 2 classes")
+    else:
+        head = _read_head(head_path, config.hidden_size) if head_path.is_file() else None
+        where = head_path
     saved_classes = None if head is None else head[1].shape[0]
     if num_classes is not None and saved_classes is not None and num_classes != saved_classes:
-        raise ValueError(f"{head_path} holds a head of {saved_classes} classes, but num_classes={num_classes}")
+        raise ValueError(f"{where} holds a head of {saved_classes} classes, but num_classes={num_classes}")
     model = Classifier(backbone, num_classes=num_classes or saved_classes or 2)
     if head is not None:
         model.score_kernel.set_value(jnp.asarray(head[0]))

@@ -19,6 +19,8 @@ from w2s_jax.models.config import ModelConfig
 
 Path = tuple[str | int, ...]
 
+SCORE_WEIGHT = "score.weight"  # a `<Family>ForSequenceClassification` checkpoint's head: num_labels x D
+
 
 @dataclasses.dataclass(frozen=True)
 class TensorMap:

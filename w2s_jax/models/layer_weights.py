@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -70,6 +71,17 @@ def check_stacked(model: nnx.Module, *, what: str) -> None:
         to_layout(model, "stacked")
 
 
+def has_lora_adapters(model: nnx.Module) -> bool:
+    """Whether `model` holds low-rank adapters on its weights (`w2s_jax.train.lora.LoRAWeight`, or
+    flax's own `nnx.LoRA` modules). Not every `nnx.LoRAParam` is one: a classifier's head is
+    trained in LoRA runs as a `LoRAParam` but is a plain weight, which changes no layout."""
+    # A LoRAWeight exists only once its module is imported: looked up, not imported, so the
+    # models package does not pull in the training code.
+    lora = sys.modules.get("w2s_jax.train.lora")
+    kinds = (nnx.LoRA,) + ((lora.LoRAWeight,) if lora is not None else ())
+    return any(isinstance(node, kinds) for _, node in nnx.iter_graph(model))
+
+
 def to_layout(model: nnx.Module, layout: str) -> nnx.Module:
     """Convert `model`'s layer matmul weights to `layout`, in place, one weight at a time (the
     old array is dropped as the new one is made: the peak is one weight's extra copy). Each
@@ -80,7 +92,7 @@ def to_layout(model: nnx.Module, layout: str) -> nnx.Module:
     if layout == "per_layer" and backend is not None and backend.layout != "per_layer":
         raise ValueError(f"layout='per_layer' is read through a conditional per layer, which the {backend.platform} "
                          "backend does not run; keep the stacked layout")
-    if layout == "per_layer" and any(isinstance(node, nnx.LoRAParam) for _, node in nnx.iter_graph(model)):
+    if layout == "per_layer" and has_lora_adapters(model):
         raise ValueError("a model with LoRA adapters stays stacked: merge them first (`merge_lora`)")
     for _, node in nnx.iter_graph(model):
         if not isinstance(node, nnx.Variable):
