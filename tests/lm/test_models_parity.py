@@ -91,9 +91,9 @@ def test_chunked_prefill_over_key_blocks_matches_uncached(family, stacked, model
     """Prefill in chunks of 3 tokens with the cached slots read in blocks of 4 (the online softmax
     over blocks: 0, 1 and 2 blocks, the last one partly written), then one decode step: the same
     logits as one full pass, left padding and sliding windows included, in both cache layouts."""
-    from w2s_jax.models import layers
+    from w2s_jax.models import cached_attention
 
-    monkeypatch.setattr(layers, "_PREFILL_KEY_BLOCK", 4)
+    monkeypatch.setattr(cached_attention, "PREFILL_KEY_BLOCK", 4)
     model, config = models[family, False]
     tokens_BxT, valid_BxT, positions_BxT = _batch()
     full = _forward(model, tokens_BxT, valid_BxT, positions_BxT)
@@ -139,19 +139,19 @@ def test_last_slot_only_prefill_matches_the_full_pass(family, stacked, models, m
     """Generation's prefill forms the last layer's queries, attention and MLP for the last slot
     only (`Transformer.hidden(last_only=True)`): the same output there, and the same cache, as
     the full pass, left padding and sliding windows (Mistral's on its last layer) included."""
-    from w2s_jax.models import layers
+    from w2s_jax.models import cached_attention
 
-    monkeypatch.setattr(layers, "_PREFILL_KEY_BLOCK", 4)
+    monkeypatch.setattr(cached_attention, "PREFILL_KEY_BLOCK", 4)
     model, config = models[family, False]
     _last_only_matches_full_pass(model, config, stacked)
 
 
 def test_last_slot_only_prefill_of_a_one_layer_model(monkeypatch):
     """With one layer, the only layer is the last one."""
-    from w2s_jax.models import Transformer, layers
+    from w2s_jax.models import Transformer, cached_attention
     from w2s_jax.models.config import ModelConfig
 
-    monkeypatch.setattr(layers, "_PREFILL_KEY_BLOCK", 4)
+    monkeypatch.setattr(cached_attention, "PREFILL_KEY_BLOCK", 4)
     config = ModelConfig.tiny("qwen3", num_layers=1, vocab_size=48)
     _last_only_matches_full_pass(Transformer(config, rngs=nnx.Rngs(3)), config, stacked=True)
 
