@@ -184,8 +184,10 @@ def test_icl_refine_fresh_draws_each_querys_own_demonstrations_whatever_the_chun
     assert one_by_one == rows and sorted(reversed_rows, key=lambda r: r["index"]) == rows
     other = dataclasses.replace(ctx, key=jax.random.key(8))
     assert [r["demos"] for r in run(method, other)] != [r["demos"] for r in rows]  # the stage key matters
-    with pytest.raises(ValueError, match="needs 5 other training questions per query"):
-        get_method("icl-refine")(ICLRefineOptions(batch=6, draw="fresh")).units(ctx)
+    short = get_method("icl-refine")(ICLRefineOptions(batch=8, draw="fresh"))  # more than the split: all others
+    assert [sorted(r["demos"]) for r in run(short, ctx)] == [[d for d in range(5) if d != p] for p in range(5)]
+    with pytest.raises(ValueError, match="needs at least 2 training questions"):
+        short.units(context({"strong": strong}, n=1))
     with pytest.raises(ValueError, match="needs the stage's PRNG key"):
         method.label(context({"strong": strong}), [(0,)])
 

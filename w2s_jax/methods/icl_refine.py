@@ -10,7 +10,8 @@ on the one the weak labels point to, and the answer is read from that posterior.
 With ``draw = "fresh"`` each query draws its own ``batch - 1`` demonstrations instead, uniformly
 without replacement from the other training questions (never itself), from
 ``fold_in(fold_in(key, DEMO_STREAM), example index)``: the theory's assumption A4 (fresh
-demonstrations per label), under which the labels err independently rather than a batch at a time.
+demonstrations per label), under which the labels err independently rather than a batch at a time
+(a split of fewer than ``batch`` questions gives each query all the others, as one batch would).
 The draw depends on the stage's key and the row only, never on chunking or batch sizes; a unit is
 then one question. The default ``draw = "batch"`` is Algorithm 1's batches (and keeps the stage
 keys of every experiment that does not set it).
@@ -127,10 +128,9 @@ class ICLRefine(Method):
                                  f"question (the split has {len(ctx.examples)})")
             return [(p,) for p in range(first, len(ctx.examples))]
         if self.options.draw == "fresh":
-            if self.options.batch > len(ctx.examples):
-                raise ValueError(f"icl-refine: draw = \"fresh\" with batch = {self.options.batch} needs "
-                                 f"{self.options.batch - 1} other training questions per query (the split "
-                                 f"has {len(ctx.examples)})")
+            if len(ctx.examples) < 2:
+                raise ValueError("icl-refine: draw = \"fresh\" needs at least 2 training questions "
+                                 f"(a query needs another as demonstration; the split has {len(ctx.examples)})")
             return [(p,) for p in range(len(ctx.examples))]
         return batches(len(ctx.examples), self.options.batch, seed=self.options.shuffle_seed)
 
@@ -145,8 +145,9 @@ class ICLRefine(Method):
             import jax
 
             stream = ctx.folded(DEMO_STREAM).key
-            return {p: fresh_demos(jax.random.fold_in(stream, ctx.examples[p].index), len(ctx.examples), p,
-                                   self.options.batch - 1) for p in unit}
+            n = min(self.options.batch, len(ctx.examples)) - 1  # a split shorter than a batch: all the others, as batches do
+            return {p: fresh_demos(jax.random.fold_in(stream, ctx.examples[p].index), len(ctx.examples), p, n)
+                    for p in unit}
         return {p: tuple(d for d in unit if d != p) for p in unit}
 
     def label(self, ctx, units):
