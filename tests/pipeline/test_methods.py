@@ -11,6 +11,8 @@ every method end to end on a tiny random checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -155,6 +157,80 @@ def test_icl_refine_fixed_demos_are_the_first_n_and_never_trained(tokenizer):
     assert [r["index"] for r in rows] == [2, 3, 4]
     with pytest.raises(ValueError, match="fixed_demos=5 leaves no training question"):
         get_method("icl-refine")(ICLRefineOptions(fixed_demos=5)).units(ctx)
+
+
+def test_icl_refine_fresh_draws_each_querys_own_demonstrations_whatever_the_chunking(tokenizer):
+    """draw = "fresh": one unit per question, batch - 1 distinct demonstrations of its own, never
+    itself, shown in the recorded order with their weak answers; the same labels whether the
+    questions are labelled together, one by one or in reverse (the draw is keyed by the row)."""
+    import jax
+
+    strong = RecordingEngine(tokenizer, lambda p: f"r {query_of(p)}")
+    method = get_method("icl-refine")(ICLRefineOptions(batch=3, draw="fresh"))
+    ctx = context({"strong": strong})
+    ctx.key = jax.random.key(7)
+    assert method.units(ctx) == [(p,) for p in range(5)]
+    rows = run(method, ctx)
+    for row in rows:
+        demos = row["demos"]
+        assert len(demos) == 2 and len(set(demos)) == 2 and row["index"] not in demos
+        assert set(demos) <= set(range(5))
+    assert len({tuple(sorted(r["demos"])) for r in rows}) > 1  # not one shared batch
+    shown = {query_of(p): p.system for p in strong.calls[0]["prompts"]}
+    for row in rows:
+        assert shown[QUESTIONS[row["index"]]] == demos_text([(QUESTIONS[d], WEAK[d]) for d in row["demos"]])
+    one_by_one = [r for p in range(5) for r in method.label(ctx, [(p,)])]
+    reversed_rows = method.label(ctx, [(p,) for p in reversed(range(5))])
+    assert one_by_one == rows and sorted(reversed_rows, key=lambda r: r["index"]) == rows
+    other = dataclasses.replace(ctx, key=jax.random.key(8))
+    assert [r["demos"] for r in run(method, other)] != [r["demos"] for r in rows]  # the stage key matters
+    short = get_method("icl-refine")(ICLRefineOptions(batch=8, draw="fresh"))  # more than the split: all others
+    assert [sorted(r["demos"]) for r in run(short, ctx)] == [[d for d in range(5) if d != p] for p in range(5)]
+    with pytest.raises(ValueError, match="needs at least 2 training questions"):
+        short.units(context({"strong": strong}, n=1))
+    with pytest.raises(ValueError, match="needs the stage's PRNG key"):
+        method.label(context({"strong": strong}), [(0,)])
+
+
+def test_fresh_demos_are_uniform_over_the_other_questions():
+    """Over many keys, each of the other pool positions is drawn with probability n / (pool - 1)
+    (uniform without replacement), the query never, and no position twice in one draw."""
+    import jax
+
+    from w2s_jax.tasks.demonstrations import fresh_demos
+
+    pool, query, n, draws = 6, 2, 3, 1500
+    counts = np.zeros(pool)
+    for i in range(draws):
+        demos = fresh_demos(jax.random.key(i), pool, query, n)
+        assert len(set(demos)) == n and all(isinstance(d, int) for d in demos)
+        counts[list(demos)] += 1
+    assert counts[query] == 0
+    others = np.delete(counts, query) / draws
+    sd = np.sqrt(0.6 * 0.4 / draws)
+    assert np.all(np.abs(others - n / (pool - 1)) < 4 * sd), others
+    with pytest.raises(ValueError, match="cannot draw 6 demonstrations from the 5 other questions"):
+        fresh_demos(jax.random.key(0), pool, query, 6)
+
+
+def test_context_distill_rebuilds_fresh_icl_refine_prompts(tokenizer):
+    """context-distill reads the fresh demonstrations from icl-refine's records: same prompts."""
+    import jax
+
+    icl_engine = RecordingEngine(tokenizer, lambda p: f"r {query_of(p)}")
+    ctx = context({"strong": icl_engine})
+    ctx.key = jax.random.key(3)
+    icl_options = ICLRefineOptions(batch=4, draw="fresh")
+    icl_rows = run(get_method("icl-refine")(icl_options), ctx)
+    upstream = {"icl-refine": {r["index"]: r for r in icl_rows}}
+    strong = RecordingEngine(tokenizer, None)
+    method = get_method("context-distill")(ContextDistillOptions(top_k=2))
+    rows = run(method, context({"strong": strong}, upstream=upstream, upstream_options={"icl-refine": icl_options}))
+    (call,) = strong.calls
+    icl_prompts = dict(zip(map(query_of, icl_engine.calls[0]["prompts"]), icl_engine.calls[0]["prompts"]))
+    assert call["prompts"] == [icl_prompts[query_of(p)] for p in call["prompts"]]
+    assert sorted(r["index"] for r in rows) == list(range(5))
+    assert all(p.system.count("Question:") == 3 for p in call["prompts"])
 
 
 # --- infer-and-respond (Algorithm 2) ---------------------------------------------------------
@@ -360,6 +436,9 @@ def test_method_runs_end_to_end_on_a_tiny_checkpoint(tokenizer, name):
     (dict(cut=-1), r"methods.icl-refine.cut must be an int >= 0"),
     (dict(fixed_demos=[1, 1]), r"fixed_demos must be an int >= 0 or a list of distinct positions"),
     (dict(fixed_demos=[]), r"fixed_demos must be an int >= 0 or a list"),
+    (dict(draw="random"), r"methods.icl-refine.draw must be one of \['batch', 'fresh'\]"),
+    (dict(draw="fresh", fixed_demos=2), r"it takes no fixed_demos or shuffle_seed"),
+    (dict(draw="fresh", shuffle_seed=1), r"it takes no fixed_demos or shuffle_seed"),
 ])
 def test_icl_refine_layout_options_are_checked(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -195,6 +195,44 @@ def test_a_sampled_label_is_the_same_whatever_chunk_size_and_batch_size(world, t
     assert len(set(answers)) > 1  # really sampled: the rows differ
 
 
+def test_fresh_demonstrations_are_the_same_whatever_chunk_size_and_batch_size(world, tmp_path):
+    """icl-refine with draw = "fresh" and sampled answers: the demonstrations and labels are the
+    same whatever chunk_size and batch size; each query has batch - 1 of its own, never itself."""
+    root, experiment = world
+    fresh = ["generation.temperature=1.0", "generation.max_new_tokens=4", "methods.icl-refine.draw=\"fresh\""]
+    results = []
+    for i, extra in enumerate([["chunk_size=64", "models.batch_size=8"], ["chunk_size=1", "models.batch_size=1"],
+                               ["chunk_size=3", "models.batch_size=2"]]):
+        config, stages, res = _plan(experiment, tmp_path / f"store{i}", fresh + extra)
+        wanted = [_one(stages, "weak-labels/"), _one(stages, "labels/icl-refine/")]
+        run_stages(wanted, res, log=lambda line: None)
+        results.append([(_records(res.store.directory(s)), s.key) for s in wanted])
+    assert results[0] == results[1] == results[2]  # same records, same keys
+    rows = results[0][1][0]
+    assert sorted(r["index"] for r in rows) == list(range(10))
+    assert all(len(set(r["demos"])) == 2 and r["index"] not in r["demos"] for r in rows)  # batch = 3
+    assert len({tuple(sorted(r["demos"])) for r in rows}) > 3  # drawn per row, not shared by batches
+
+
+def test_draw_at_its_default_keeps_every_stage_key(world, tmp_path):
+    """`draw` was added to icl-refine's options after its stage keys existed: at "batch" it enters
+    no key (stored labels stay valid); "fresh" changes icl-refine's key and what reads it only."""
+    from w2s_jax.pipeline.refs import canonical
+
+    root, experiment = world
+    run = ["methods.run=[\"naive\", \"icl-refine\", \"context-distill\"]"]
+    keys = {}
+    for draw in (None, "batch", "fresh"):
+        extra = [] if draw is None else [f"methods.icl-refine.draw=\"{draw}\""]
+        _config, stages, _res = _plan(experiment, tmp_path / "store", run + extra)
+        keys[draw] = {name: stage.key for name, stage in stages.items()}
+        icl = _one(stages, "labels/icl-refine/").method.options
+        assert ("draw" in canonical(icl)) == (draw == "fresh")
+    assert keys[None] == keys["batch"]
+    changed = {name for name in keys[None] if keys[None][name] != keys["fresh"][name]}
+    assert changed and all(("icl-refine" in name or "context-distill" in name) for name in changed), changed
+
+
 # --- options said once --------------------------------------------------------------------------
 
 

@@ -8,7 +8,9 @@ labels are the training labels. Each model only has to read labels from a model 
 than itself, a smaller gap than weak-to-strong in one step.
 
 Batching is ``icl-refine``'s (``batch``, ``shuffle_seed``) and a unit is one batch with all of its
-hops, so a killed run never leaves half a chain. With no intermediate model bootstrap would be
+hops, so a killed run never leaves half a chain. Bootstrap has no ``draw = "fresh"``: a fresh draw
+for a hop-h label would read hop h - 1's labels of the whole training set, so a unit would be the
+whole split (one unit, nothing to resume) and each hop a barrier; it keeps the paper's batches. With no intermediate model bootstrap would be
 ``icl-refine`` itself, so it refuses: run ``icl-refine`` instead. Each label row keeps the
 intermediate hops' labels under ``"hops"`` for inspection. A sampled label of hop h draws from
 ``fold_in(fold_in(key, h), example index)``: hops never share a draw.

@@ -7,6 +7,15 @@ its demonstrations. Its answer is the query's training label. This is refinement
 ``docs/theory.md``: the demonstrations sharpen the strong model's posterior over latent concepts
 on the one the weak labels point to, and the answer is read from that posterior.
 
+With ``draw = "fresh"`` each query draws its own ``batch - 1`` demonstrations instead, uniformly
+without replacement from the other training questions (never itself), from
+``fold_in(fold_in(key, DEMO_STREAM), example index)``: the theory's assumption A4 (fresh
+demonstrations per label), under which the labels err independently rather than a batch at a time
+(a split of fewer than ``batch`` questions gives each query all the others, as one batch would).
+The draw depends on the stage's key and the row only, never on chunking or batch sizes; a unit is
+then one question. The default ``draw = "batch"`` is Algorithm 1's batches (and keeps the stage
+keys of every experiment that does not set it).
+
 With ``fixed_demos = n > 0`` every query gets the same n demonstrations instead: the weak answers
 to the first n training questions, which are then not trained on (the paper's math setting). A
 list of positions (``fixed_demos = [0, 2]``) names the demonstrations instead; the questions up to
@@ -24,15 +33,19 @@ from __future__ import annotations
 import dataclasses
 
 from w2s_jax.methods.base import Method, label_row, register
+from w2s_jax.pipeline.refs import added_field
 from w2s_jax.tasks.demonstrations import (
+    DRAWS,
     QUERY_STOP,
     Layout,
     batches,
     clean_answer,
+    fresh_demos,
     layout_options,
 )
 
 _LAYOUT = Layout()
+DEMO_STREAM = 0x64656D6F  # the fresh draws' stream, fold_in(key, DEMO_STREAM): never an answer's key
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -49,10 +62,16 @@ class ICLRefineOptions:
     demo_system: str | None = _LAYOUT.system  # the system message with "user" placement
     strip_newlines: bool = _LAYOUT.strip_newlines  # remove "\n" from questions and answers shown
     cut: int = _LAYOUT.cut  # characters cut from the end of the joined demonstrations
+    draw: str = added_field("batch")  # "batch": the other questions of the query's batch; "fresh": batch - 1 of its own
 
     def __post_init__(self):
         if not isinstance(self.batch, int) or self.batch < 2:
             raise ValueError(f"methods.icl-refine.batch must be an int >= 2, got {self.batch!r}")
+        if self.draw not in DRAWS:
+            raise ValueError(f"methods.icl-refine.draw must be one of {list(DRAWS)}, got {self.draw!r}")
+        if self.draw == "fresh" and (self.fixed_demos or self.shuffle_seed is not None):
+            raise ValueError("methods.icl-refine.draw = \"fresh\" draws each query's demonstrations itself: "
+                             "it takes no fixed_demos or shuffle_seed")
         fixed = self.fixed_demos
         if isinstance(fixed, list):
             object.__setattr__(self, "fixed_demos", fixed := tuple(fixed))
@@ -108,17 +127,31 @@ class ICLRefine(Method):
                 raise ValueError(f"icl-refine: fixed_demos={self.options.fixed_demos} leaves no training "
                                  f"question (the split has {len(ctx.examples)})")
             return [(p,) for p in range(first, len(ctx.examples))]
+        if self.options.draw == "fresh":
+            if len(ctx.examples) < 2:
+                raise ValueError("icl-refine: draw = \"fresh\" needs at least 2 training questions "
+                                 f"(a query needs another as demonstration; the split has {len(ctx.examples)})")
+            return [(p,) for p in range(len(ctx.examples))]
         return batches(len(ctx.examples), self.options.batch, seed=self.options.shuffle_seed)
 
-    def demos_of(self, unit: tuple[int, ...]):
-        """Demonstration positions for each query of ``unit``."""
+    def demos(self, ctx, unit: tuple[int, ...]) -> dict[int, tuple[int, ...]]:
+        """Demonstration positions of each query of ``unit``."""
         fixed = self.options.demo_positions()
         if fixed:
-            return lambda p: fixed
-        return lambda p: tuple(d for d in unit if d != p)
+            return {p: fixed for p in unit}
+        if self.options.draw == "fresh":
+            if ctx.key is None:
+                raise ValueError("icl-refine: draw = \"fresh\" needs the stage's PRNG key (MethodContext.key)")
+            import jax
+
+            stream = ctx.folded(DEMO_STREAM).key
+            n = min(self.options.batch, len(ctx.examples)) - 1  # a split shorter than a batch: all the others, as batches do
+            return {p: fresh_demos(jax.random.fold_in(stream, ctx.examples[p].index), len(ctx.examples), p, n)
+                    for p in unit}
+        return {p: tuple(d for d in unit if d != p) for p in unit}
 
     def label(self, ctx, units):
-        demos = {p: self.demos_of(unit)(p) for unit in units for p in unit}
+        demos = {p: d for unit in units for p, d in self.demos(ctx, unit).items()}
         queries = list(demos)  # every query of the chunk in one engine call (length-sorted batches)
         answers = refine(ctx, "strong", queries, demos.__getitem__, ctx.weak, self.options.layout())
         # the demonstrations (by example index) are part of the record: a method that builds on

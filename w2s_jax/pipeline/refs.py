@@ -10,8 +10,8 @@ A stage's key hashes its fields; a field that names something on disk enters the
   answer and the raw row, which tasks may read).
 
 Fields marked ``label=True`` in their metadata are names for people (a supervisor's short name)
-and stay out of every key; a field made with :func:`added_field` stays out while it has its
-default.
+and stay out of every key; a field made with :func:`added_field` (of a stage, or of a method's or
+task's options) stays out while it has its default.
 """
 
 from __future__ import annotations
@@ -142,7 +142,8 @@ def canonical(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {"__class__": type(value).__name__,
                 **{f.name: canonical(getattr(value, f.name))
-                   for f in dataclasses.fields(value) if not f.metadata.get("label")}}
+                   for f in dataclasses.fields(value) if not f.metadata.get("label")
+                   and not (f.metadata.get("added") and getattr(value, f.name) == f.default)}}
     if isinstance(value, dict):
         return {str(k): canonical(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -129,6 +129,25 @@ def batches(num: int, size: int, *, seed: int | None = None) -> list[tuple[int, 
     return out
 
 
+DRAWS = ("batch", "fresh")  # a refined label's demonstrations: its batch's other questions, or its own draw
+
+
+def fresh_demos(key, pool: int, query: int, n: int) -> tuple[int, ...]:
+    """``n`` distinct positions of ``0..pool-1``, never ``query``, drawn uniformly without
+    replacement (in drawn order) from ``key``: one query's own demonstrations (assumption A4 of
+    ``docs/theory.md``). Key it by the query's row (``fold_in(key, example index)``), never by its
+    chunk, and the draw is the same however the work is split."""
+    if not 0 <= query < pool:
+        raise ValueError(f"query position {query} is outside a pool of {pool}")
+    if not 0 <= n <= pool - 1:
+        raise ValueError(f"cannot draw {n} demonstrations from the {pool - 1} other questions of the pool")
+    import jax
+    import numpy as np
+
+    order = np.asarray(jax.random.permutation(key, pool - 1))[:n]
+    return tuple(int(i) + int(i >= query) for i in order)  # skip the query's own position
+
+
 def with_query_stop(generation):
     """``generation`` (a :class:`~w2s_jax.inference.generation_settings.Generation`) that also stops at :data:`QUERY_STOP`."""
     if QUERY_STOP in generation.stop:
