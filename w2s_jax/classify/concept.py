@@ -6,9 +6,12 @@ pre-training documents' format, ``Question: x\\nAnswer: y``: its output under k*
 output under the rival (label 0; another output where the two concepts agree). So the label is a
 property of the concept's output, and a weak model that confuses the two concepts errs
 systematically, as a weak supervisor does. The weak and strong models are decoders pre-trained on
-the world's documents (``w2s_jax.concept_world.stages.Pretrain``: different streams and budgets);
-the world's vocabulary has no yes/no answer tokens, so a concept-world run has no zero-shot and no
-in-context stages (label repair and strong-to-strong rounds are its refinements).
+the world's documents (``w2s_jax.concept_world.stages.Pretrain``): the strong one in
+``strong_chunks`` chunks of ``strong.steps`` (as the concept-world experiment pre-trains it), the
+weak one either its own shorter pre-training (``[weak]``) or an earlier chunk of the strong one
+(``weak_chunk``: a less pre-trained checkpoint of the same model). The world's vocabulary has no
+yes/no answer tokens, so there is no zero-shot stage, and in-context refinement scores an item's
+output among the world's outputs (:mod:`.concept_refine`).
 """
 
 from __future__ import annotations
@@ -34,21 +37,42 @@ class ConceptWorldData:
 
     world: WorldConfig
     strong: PretrainConfig
-    weak: PretrainConfig
+    weak: PretrainConfig | None = None  # the weak decoder's own pre-training (None: weak_chunk)
     n_test_inputs: int = 32  # inputs held out for the test split (two items each)
+    strong_chunks: int = 1  # the strong decoder: this many chunks of strong.steps, each continuing the last
+    weak_chunk: int = 0  # >= 1: the weak decoder is the strong one after this chunk (then no [weak])
 
     def __post_init__(self):
         n = self.n_test_inputs
         if not isinstance(n, int) or isinstance(n, bool) or not 2 <= n <= self.world.num_inputs - 4:
             raise ValueError(f"concept_world.n_test_inputs must be an int in [2, num_inputs - 4], got {n!r}")
+        for name in ("strong_chunks", "weak_chunk"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < (name == "strong_chunks"):
+                raise ValueError(f"concept_world.{name} must be an int >= {int(name == 'strong_chunks')}, "
+                                 f"got {value!r}")
+        if self.weak_chunk and not self.weak_chunk < self.strong_chunks:
+            raise ValueError(f"concept_world.weak_chunk = {self.weak_chunk} must be below strong_chunks = "
+                             f"{self.strong_chunks} (an earlier checkpoint of the strong decoder)")
+        if (self.weak is None) == (not self.weak_chunk):
+            raise ValueError("the weak decoder is either [concept_world.weak] (its own pre-training) or "
+                             "concept_world.weak_chunk (a chunk of the strong one): give exactly one")
 
 
-def pretrain_stages(data: ConceptWorldData) -> dict:
-    """``{model name: Pretrain stage}`` of the strong (stream 0) and weak (stream 1) decoders."""
+def pretrain_stages(data: ConceptWorldData) -> tuple[dict, list]:
+    """``({model name: the Pretrain stage of its checkpoint}, every pre-training stage in order)``:
+    the strong decoder's chunks (stream 0) and the weak decoder's own run (stream 1), if it has one."""
     from w2s_jax.concept_world.stages import Pretrain
 
-    return {STRONG: Pretrain(name="pretrain/strong", world=data.world, model=data.strong, stream=0),
-            WEAK: Pretrain(name="pretrain/weak", world=data.world, model=data.weak, stream=1)}
+    chain, stage = [], None
+    for c in range(1, data.strong_chunks + 1):
+        stage = Pretrain(name="pretrain/strong" + (f"/chunk-{c}" if c > 1 else ""), world=data.world,
+                         model=data.strong, stream=0, previous=stage)
+        chain.append(stage)
+    if data.weak_chunk:
+        return {STRONG: chain[-1], WEAK: chain[data.weak_chunk - 1]}, chain
+    weak = Pretrain(name="pretrain/weak", world=data.world, model=data.weak, stream=1)
+    return {STRONG: chain[-1], WEAK: weak}, [*chain, weak]
 
 
 @dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
