@@ -63,6 +63,9 @@ def test_a_tiny_concept_world_run(tmp_path):
     assert {"student/cross_entropy", "student/aux_confidence", "probe/knn", "student/repair-knn",
             "probe/logistic", "student/s2s-1", "student/icl-refine"} <= set(subjects)
     assert "icl-refine" in {row["labels"] for row in results["label_sets"]}
+    # the pre-registered predictions are checked (one seed: no interval over seeds)
+    assert [p["id"] for p in results["predictions"]] == [f"C{i}" for i in range(8)]
+    assert {p["status"] for p in results["predictions"][:7]} == {"NO INTERVAL"}
     # the items, against the world's tables: per test input, its target output (1) and another (0)
     [data] = [s for s in graph.stages if s.name == "concept-items/seed-0"]
     directory = Store(tmp_path / "store").directory(data)
