@@ -15,6 +15,7 @@ from w2s_jax.pipeline import ExperimentError, Store
 
 SHIPPED = Path(__file__).resolve().parents[2] / "experiments" / "classification_concept_world.toml"
 TINY = ["seeds=[0]", "concept_world.n_test_inputs=8", "concept_world.strong_chunks=1", "concept_world.weak_chunk=0",
+        "concept_world.items_per_input=2", 'concept_world.readout="pair"',
         "icl.demos=3", "concept_world.world.num_inputs=24",
         "concept_world.world.num_concepts=3", "concept_world.world.pairs_per_document=6",
         "concept_world.strong.hidden_size=32", "concept_world.strong.steps=12", "concept_world.strong.warmup_steps=2",
@@ -30,7 +31,7 @@ def test_the_file_makes_its_own_data_and_models_and_refuses_a_zero_shot_stage(tm
     config = load_classification(SHIPPED)
     cw = config.concept_world
     assert cw is not None and not config.models.zero_shot and config.icl.demos == 8
-    assert (cw.strong_chunks, cw.weak_chunk, cw.weak) == (6, 3, None)
+    assert (cw.strong_chunks, cw.weak_chunk, cw.weak, cw.items_per_input, cw.readout) == (6, 3, None, 1, "query")
     graph = classification_graph(config, Store(tmp_path / "store"))
     chain = [s for s in graph.stages if s.name.startswith("pretrain/")]
     assert [s.name for s in chain] == ["pretrain/strong"] + [f"pretrain/strong/chunk-{c}" for c in range(2, 7)]
@@ -119,3 +120,31 @@ def test_refined_labels_are_the_decoders_probability_of_the_items_output(tmp_pat
         logits, _ = model(tokens, positions_BxT=jnp.arange(len(ids))[None], valid_BxT=jnp.ones_like(tokens, bool))
         expected = jax.nn.softmax(logits[0, -1, jnp.asarray(outputs)])[y]
         assert record["prob"] == pytest.approx(float(expected), rel=1e-4, abs=1e-6)
+
+
+def test_one_item_per_input_read_out_at_a_query(tmp_path):
+    """``items_per_input = 1``: each input once, the target's or the rival's output; ``readout =
+    "query"``: every item ends with the same query of an input where all concepts differ, an input
+    that has no item itself."""
+    from w2s_jax.classify.concept import ConceptItems
+    from w2s_jax.classify.concept_refine import parse_item
+    from w2s_jax.concept_world.world import World, WorldConfig
+
+    config = WorldConfig(num_concepts=6, num_inputs=96, num_outputs=16)
+    world = World(config)
+    stage = ConceptItems(name="items", world=config, n_test_inputs=32, seed=3, items_per_input=1, readout="query")
+    stage.execute(None, tmp_path)
+    setup = json.loads((tmp_path / "setup.json").read_text())
+    r = setup["query_input"]
+    assert len(set(world.tables_KxX[:, r].tolist())) == 6
+    assert r not in setup["train_inputs"] and r not in setup["test_inputs"]
+    for split, inputs in (("train", setup["train_inputs"]), ("test", setup["test_inputs"])):
+        rows = [json.loads(line) for line in (tmp_path / f"{split}.jsonl").read_text().splitlines()]
+        assert len(rows) == len(inputs) == (63 if split == "train" else 32)
+        for x, row in zip(inputs, rows):
+            head, tail = row["text"].split("\n\n")
+            assert tail == f"Question: x{r}\nAnswer:" and head.startswith(f"Question: x{x}\nAnswer: y")
+            y = int(head.rsplit("y", 1)[1])
+            assert row["label"] == int(y == world.tables_KxX[setup["target"], x])
+        assert 0.3 < np.mean([row["label"] for row in rows]) < 0.7  # a coin per input
+    assert parse_item(world, rows[0]["text"]) == (setup["test_inputs"][0], int(rows[0]["text"].split()[3][1:]))

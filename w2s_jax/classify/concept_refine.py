@@ -31,8 +31,9 @@ from w2s_jax.tasks.demonstrations import query
 
 
 def parse_item(world: World, text: str) -> tuple[int, int]:
-    """``(x, y)`` of an item ``Question: x<i>\\nAnswer: y<j>``; ValueError naming it otherwise."""
-    words = text.split()
+    """``(x, y)`` of an item ``Question: x<i>\\nAnswer: y<j>`` (and the query that may follow it);
+    ValueError naming it otherwise."""
+    words = text.split()[:4]
     if len(words) != 4 or words[0] != "Question:" or words[2] != "Answer:" or world.parse_output(words[3]) is None:
         raise ValueError(f"{text!r} is not a concept-world item 'Question: x<i>\\nAnswer: y<j>'")
     return world.parse_input(words[1]), world.parse_output(words[3])

@@ -404,7 +404,7 @@ def _concept_world(table: Any, source: str):
 
     if not isinstance(table, Mapping):
         raise ExperimentError(f"{source}: [concept_world] must be a table, got {table!r}")
-    scalars = ("n_test_inputs", "strong_chunks", "weak_chunk")
+    scalars = ("n_test_inputs", "strong_chunks", "weak_chunk", "items_per_input", "readout")
     _check_keys(table, ("world", "strong", "weak", *scalars), "[concept_world]", source)
     parts = {name: build_dataclass(cls, table.get(name, {}), f"[concept_world.{name}]", source)
              for name, cls in (("world", WorldConfig), ("strong", PretrainConfig), ("weak", PretrainConfig))

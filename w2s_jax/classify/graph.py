@@ -88,8 +88,9 @@ def classification_graph(config: ClassificationConfig, store=None) -> Classifica
         if config.concept_world is not None:
             from w2s_jax.classify.concept import ConceptItems
 
-            data = ConceptItems(name=f"concept-items/{tag}", world=config.concept_world.world,
-                                n_test_inputs=config.concept_world.n_test_inputs, seed=seed)
+            cw = config.concept_world
+            data = ConceptItems(name=f"concept-items/{tag}", world=cw.world, n_test_inputs=cw.n_test_inputs, seed=seed,
+                                items_per_input=cw.items_per_input, readout=cw.readout)
             sources = (data.source(store, "train"), data.source(store, "test"))
         items = Items(name=f"items/{tag}", format=fmt, train=sources[0], test=sources[1], max_rows=d.max_rows,
                       n_train=d.n_train, n_test=d.n_test, weak_fraction=d.weak_fraction, seed=seed, data=data)
