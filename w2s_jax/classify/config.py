@@ -388,9 +388,9 @@ def classification_from_dict(raw: Mapping[str, Any], *, source: str = "<experime
                                          "[strong_to_strong]", source),
         report=build_dataclass(ReportConfig, raw.get("report", {}), "[report]", source),
         chunk_size=chunk_size, source=source)
-    if concept is not None and (config.models.zero_shot or config.icl.demos):
+    if concept is not None and config.models.zero_shot:
         raise ExperimentError(f"{source}: the concept world's vocabulary has no answer tokens: set "
-                              "models.zero_shot = false and icl.demos = 0 (no zero-shot or in-context stages)")
+                              "models.zero_shot = false (no zero-shot stage)")
     return config
 
 
@@ -404,10 +404,12 @@ def _concept_world(table: Any, source: str):
 
     if not isinstance(table, Mapping):
         raise ExperimentError(f"{source}: [concept_world] must be a table, got {table!r}")
-    _check_keys(table, ("world", "strong", "weak", "n_test_inputs"), "[concept_world]", source)
+    scalars = ("n_test_inputs", "strong_chunks", "weak_chunk", "items_per_input", "readout")
+    _check_keys(table, ("world", "strong", "weak", *scalars), "[concept_world]", source)
     parts = {name: build_dataclass(cls, table.get(name, {}), f"[concept_world.{name}]", source)
-             for name, cls in (("world", WorldConfig), ("strong", PretrainConfig), ("weak", PretrainConfig))}
-    return build_dataclass(ConceptWorldData, {k: v for k, v in table.items() if k == "n_test_inputs"},
+             for name, cls in (("world", WorldConfig), ("strong", PretrainConfig), ("weak", PretrainConfig))
+             if name != "weak" or "weak" in table}
+    return build_dataclass(ConceptWorldData, {k: v for k, v in table.items() if k in scalars},
                            "[concept_world]", source, **parts)
 
 

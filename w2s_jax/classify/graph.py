@@ -72,9 +72,8 @@ def classification_graph(config: ClassificationConfig, store=None) -> Classifica
 
         if store is None:
             raise ValueError("a concept-world classification graph needs the store (its models are made there)")
-        pretrained = pretrain_stages(config.concept_world)
+        pretrained, made = pretrain_stages(config.concept_world)
         models = {name: Model(str(stage.model_dir(store)), made_by=stage.key) for name, stage in pretrained.items()}
-        made = list(pretrained.values())
     fmt = d.format
     weak_names = [short_name(w) for w in m.weak]
     strong_names = [short_name(s) for s in m.strong]
@@ -89,8 +88,9 @@ def classification_graph(config: ClassificationConfig, store=None) -> Classifica
         if config.concept_world is not None:
             from w2s_jax.classify.concept import ConceptItems
 
-            data = ConceptItems(name=f"concept-items/{tag}", world=config.concept_world.world,
-                                n_test_inputs=config.concept_world.n_test_inputs, seed=seed)
+            cw = config.concept_world
+            data = ConceptItems(name=f"concept-items/{tag}", world=cw.world, n_test_inputs=cw.n_test_inputs, seed=seed,
+                                items_per_input=cw.items_per_input, readout=cw.readout)
             sources = (data.source(store, "train"), data.source(store, "test"))
         items = Items(name=f"items/{tag}", format=fmt, train=sources[0], test=sources[1], max_rows=d.max_rows,
                       n_train=d.n_train, n_test=d.n_test, weak_fraction=d.weak_fraction, seed=seed, data=data)
@@ -142,10 +142,17 @@ def classification_graph(config: ClassificationConfig, store=None) -> Classifica
                 label_sets.append(LabelSet(f"repair/{repair.name}", seed, wn, sn, probe))
                 _, test = fit(f"student/repair-{repair.name}/{pair}", strong, "b", probe, first)
                 subjects.append(ScoredModel(f"student/repair-{repair.name}", "student", seed, wn, sn, test))
-            if config.icl.demos:
+            if config.icl.demos and config.concept_world is not None:
+                from w2s_jax.classify.concept_refine import ConceptRefine
+
+                refine = ConceptRefine(name=f"icl-refine/{pair}/{tag}", base=models[strong], items=items,
+                                       weak=weak_b[w], world=config.concept_world.world, demos=config.icl.demos,
+                                       batch_size=m.batch_size)
+            elif config.icl.demos:
                 refine = ICLRefine(name=f"icl-refine/{pair}/{tag}", base=models[strong], items=items,
                                    weak=weak_b[w], format=fmt, demos=config.icl.demos, dtype=m.dtype,
                                    batch_size=m.batch_size)
+            if config.icl.demos:
                 stages.append(refine)
                 label_sets.append(LabelSet("icl-refine", seed, wn, sn, refine))
                 _, test = fit(f"student/icl-refine/{pair}", strong, "b", refine, first)

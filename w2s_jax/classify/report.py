@@ -122,9 +122,15 @@ def build_results(run_dir: str | Path) -> dict:
                                                 reliable=estimate.reliable)
             rows.append(row)
         pair_rows.append({"weak": weak, "strong": strong, "rows": rows})
-    return {"experiment": index["experiment"], "dataset": index["dataset"], "seeds": seeds,
-            "level": level, "weak": index["weak"], "strong": index["strong"], "losses": index["losses"],
-            "pairs": pair_rows, "label_sets": label_set_rows(index, n_bootstrap=n_bootstrap, level=level)}
+    results = {"experiment": index["experiment"], "dataset": index["dataset"], "seeds": seeds,
+               "level": level, "bootstrap": n_bootstrap, "weak": index["weak"], "strong": index["strong"],
+               "losses": index["losses"], "pairs": pair_rows,
+               "label_sets": label_set_rows(index, n_bootstrap=n_bootstrap, level=level)}
+    if index.get("predictions") == "concept-world":  # pre-registered for the concept world's form
+        from w2s_jax.classify.predictions import check_predictions
+
+        results["predictions"] = check_predictions(results)
+    return results
 
 
 def label_set_rows(index: dict, *, n_bootstrap: int, level: float) -> list[dict]:
@@ -177,6 +183,10 @@ def results_markdown(results: dict) -> str:
         for row in results["label_sets"]:
             lines.append(f"| {row['labels']} | {row['weak']} | {row['strong'] or '-'} | "
                          f"{format_stat(row['accuracy'])} | {format_stat(row['coverage'])} |")
+    if results.get("predictions"):
+        from w2s_jax.classify.predictions import predictions_markdown
+
+        lines += ["", *predictions_markdown(results["predictions"])]
     return "\n".join(lines) + "\n"
 
 

@@ -34,6 +34,7 @@ def index_record(config: ClassificationConfig, graph, store) -> dict:
         "weak": list(config.models.weak), "strong": list(config.models.strong),
         "losses": [loss.name for loss in config.losses], "repair": [r.name for r in config.repair],
         "icl_demos": config.icl.demos, "level": config.report.level, "bootstrap": config.report.bootstrap,
+        "predictions": "concept-world" if config.concept_world is not None else None,
         "items": {str(seed): str(store.directory(items)) for seed, items in graph.items.items()},
         "subjects": [{"name": s.name, "role": s.role, "seed": s.seed, "weak": s.weak, "strong": s.strong,
                       "probs": test_file(s.stage, store)} for s in graph.subjects],
