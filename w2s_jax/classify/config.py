@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,9 +50,9 @@ from w2s_jax.classify.datasets import Format, dataset_format
 from w2s_jax.pipeline.config import (
     ExperimentError,
     ReportConfig,
-    apply_overrides,
     build_dataclass,
     check_train_numbers,
+    read_experiment_file,
 )
 
 KIND = "classification"
@@ -415,13 +414,5 @@ def _concept_world(table: Any, source: str):
 
 def load_classification(path: str | Path, *, overrides: Sequence[str] = ()) -> ClassificationConfig:
     """Reads and checks a classification experiment file; ``overrides``: ``--set`` items."""
-    path = Path(path)
-    source = str(path)
-    if not path.is_file():
-        raise ExperimentError(f"{source}: experiment file not found")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
-        raise ExperimentError(f"{source}: not valid TOML: {error}") from None
-    raw = apply_overrides(raw, overrides, source)
-    return classification_from_dict(raw, source=source, default_name=path.stem)
+    raw, source = read_experiment_file(path, overrides)
+    return classification_from_dict(raw, source=source, default_name=Path(path).stem)

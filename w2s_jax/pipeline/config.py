@@ -252,6 +252,20 @@ def apply_overrides(raw: dict, overrides: Sequence[str], source: str) -> dict:
     return raw
 
 
+def read_experiment_file(path: str | Path, overrides: Sequence[str] = ()) -> tuple[dict, str]:
+    """``(table, source)``: an experiment file's TOML with the ``--set`` ``overrides`` applied; a
+    missing file or bad TOML is an ExperimentError naming the file (every kind reads its file so)."""
+    path = Path(path)
+    source = str(path)
+    if not path.is_file():
+        raise ExperimentError(f"{source}: experiment file not found")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ExperimentError(f"{source}: not valid TOML: {error}") from None
+    return apply_overrides(raw, overrides, source), source
+
+
 def load_experiment(path: str | Path, *, overrides: Sequence[str] = (),
                     methods: Sequence[str] | None = None) -> ExperimentConfig:
     """Reads and checks an experiment file (files and data are checked by ``validate``).
@@ -261,18 +275,10 @@ def load_experiment(path: str | Path, *, overrides: Sequence[str] = (),
       overrides: ``--set`` items, ``dotted.key=value``.
       methods: replaces ``methods.run`` (the ``--methods`` flag).
     """
-    path = Path(path)
-    source = str(path)
-    if not path.is_file():
-        raise ExperimentError(f"{source}: experiment file not found")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
-        raise ExperimentError(f"{source}: not valid TOML: {error}") from None
-    raw = apply_overrides(raw, overrides, source)
+    raw, source = read_experiment_file(path, overrides)
     if methods is not None:
         raw.setdefault("methods", {})["run"] = list(methods)
-    return experiment_from_dict(raw, source=source, default_name=path.stem)
+    return experiment_from_dict(raw, source=source, default_name=Path(path).stem)
 
 
 def experiment_from_dict(raw: Mapping[str, Any], *, source: str = "<experiment>",

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from w2s_jax.models.classifier import classification_tokens
-from w2s_jax.train.data import Tokenizer
+from w2s_jax.train.data import ShuffledBatches, Tokenizer
 
 NUM_CLASSES = 2  # a label is the probability of class 1; class 0 has the rest
 
@@ -42,7 +42,7 @@ def _label(value: Any, index: int, field: str) -> float:
     return value
 
 
-class ClassificationDataset:
+class ClassificationDataset(ShuffledBatches):
     """Tokenized (text, probability of class 1) rows with a deterministic, resumable batch order;
     the interface of `SFTDataset` (`train` takes either)."""
 
@@ -131,26 +131,6 @@ class ClassificationDataset:
             "teacher_probs_BxTxC": teacher_probs,
             "teacher_mask_BxT": teacher_mask,
         }
-
-    def batches_per_epoch(self, batch_size: int) -> int:
-        """Full batches per pass over the data (the remainder is dropped, order reshuffled)."""
-        if batch_size > len(self):
-            raise ValueError(f"batch_size={batch_size} exceeds the dataset size {len(self)}")
-        return len(self) // batch_size
-
-    def batch(self, position: int, batch_size: int) -> dict[str, np.ndarray]:
-        """Training batch number `position` (0-based, counting across epochs)."""
-        per_epoch = self.batches_per_epoch(batch_size)
-        epoch, j = divmod(position, per_epoch)
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self))
-        return self.collate(order[j * batch_size: (j + 1) * batch_size])
-
-    def iterate(self, batch_size: int, *, start: int = 0) -> Iterator[dict[str, np.ndarray]]:
-        """Endless training batches from position `start`."""
-        position = start
-        while True:
-            yield self.batch(position, batch_size)
-            position += 1
 
     def eval_batches(self, batch_size: int) -> Iterator[tuple[dict[str, np.ndarray], int]]:
         """Every row once, in order, as (batch, number of real rows); the last batch is filled up

@@ -34,7 +34,33 @@ class Tokenizer(Protocol):
     def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
 
 
-class SFTDataset:
+class ShuffledBatches:
+    """Training batches in a seeded order reshuffled every epoch, for a dataset with `__len__`,
+    `seed` and `collate(indices)`: batch `position` depends on the seed and the position only, so
+    a resumed run continues with the batches it would have seen."""
+
+    def batches_per_epoch(self, batch_size: int) -> int:
+        """Full batches per pass over the data (the remainder is dropped, order reshuffled)."""
+        if batch_size > len(self):
+            raise ValueError(f"batch_size={batch_size} exceeds the dataset size {len(self)}")
+        return len(self) // batch_size
+
+    def batch(self, position: int, batch_size: int) -> dict[str, np.ndarray]:
+        """Training batch number `position` (0-based, counting across epochs)."""
+        per_epoch = self.batches_per_epoch(batch_size)
+        epoch, j = divmod(position, per_epoch)
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self))
+        return self.collate(order[j * batch_size : (j + 1) * batch_size])
+
+    def iterate(self, batch_size: int, *, start: int = 0) -> Iterator[dict[str, np.ndarray]]:
+        """Endless training batches from position `start`."""
+        position = start
+        while True:
+            yield self.batch(position, batch_size)
+            position += 1
+
+
+class SFTDataset(ShuffledBatches):
     """Tokenized (prompt, completion) rows with a deterministic, resumable batch order."""
 
     def __init__(
@@ -213,26 +239,6 @@ class SFTDataset:
             if self._teacher_ids is not None:
                 batch["teacher_ids_BxTxC"] = teacher_ids
         return batch
-
-    def batches_per_epoch(self, batch_size: int) -> int:
-        """Full batches per pass over the data (the remainder is dropped, order reshuffled)."""
-        if batch_size > len(self):
-            raise ValueError(f"batch_size={batch_size} exceeds the dataset size {len(self)}")
-        return len(self) // batch_size
-
-    def batch(self, position: int, batch_size: int) -> dict[str, np.ndarray]:
-        """Training batch number `position` (0-based, counting across epochs)."""
-        per_epoch = self.batches_per_epoch(batch_size)
-        epoch, j = divmod(position, per_epoch)
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self))
-        return self.collate(order[j * batch_size : (j + 1) * batch_size])
-
-    def iterate(self, batch_size: int, *, start: int = 0) -> Iterator[dict[str, np.ndarray]]:
-        """Endless training batches from position `start`."""
-        position = start
-        while True:
-            yield self.batch(position, batch_size)
-            position += 1
 
     def eval_batches(self, batch_size: int) -> Iterator[tuple[dict[str, np.ndarray], int]]:
         """Every row once, in order, as (batch, number of real rows); the last batch is filled up
