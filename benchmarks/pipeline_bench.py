@@ -253,7 +253,7 @@ def run(args) -> dict[str, float]:
     units = method.units(ctx)
 
     # The prompts the method builds, for the other two sides (same order as its label rows).
-    demos = {p: method.demos_of(unit)(p) for unit in units for p in unit}
+    demos = {p: d for unit in units for p, d in method.demos(ctx, unit).items()}
     prompts = [in_context_prompt([(question_text(ctx, d), weak[d]) for d in demos[p]], question_text(ctx, p))
                for p in demos]
     ids = engine.encode(prompts)

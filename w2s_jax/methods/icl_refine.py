@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 
 from w2s_jax.methods.base import Method, label_row, register
-from w2s_jax.pipeline.refs import added_field
+from w2s_jax.added_fields import added_field
 from w2s_jax.tasks.demonstrations import (
     DRAWS,
     QUERY_STOP,

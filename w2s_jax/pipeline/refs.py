@@ -10,8 +10,8 @@ A stage's key hashes its fields; a field that names something on disk enters the
   answer and the raw row, which tasks may read).
 
 Fields marked ``label=True`` in their metadata are names for people (a supervisor's short name)
-and stay out of every key; a field made with :func:`added_field` (of a stage, or of a method's or
-task's options) stays out while it has its default.
+and stay out of every key; a field made with :func:`~w2s_jax.added_fields.added_field` (of a stage,
+or of a method's or task's options) stays out while it has its default.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from w2s_jax.added_fields import is_left_out
 from w2s_jax.inference.generation_settings import Generation
 from w2s_jax.tasks.base import Example
 
@@ -35,13 +36,6 @@ _cache: list[Path] = []  # where file digests are remembered (the store's finger
 def label_field(**kwargs):
     """A dataclass field that is a name for people and enters no key."""
     return dataclasses.field(metadata=LABEL, **kwargs)
-
-
-def added_field(default):
-    """A setting added to a stage after its keys existed: at ``default`` (which must be what the
-    stage did before) it stays out of the key, so stages that do not use it keep their keys and
-    their stored results; any other value is hashed like every field."""
-    return dataclasses.field(default=default, metadata={"added": True})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,7 +137,7 @@ def canonical(value: Any) -> Any:
         return {"__class__": type(value).__name__,
                 **{f.name: canonical(getattr(value, f.name))
                    for f in dataclasses.fields(value) if not f.metadata.get("label")
-                   and not (f.metadata.get("added") and getattr(value, f.name) == f.default)}}
+                   and not is_left_out(f, getattr(value, f.name))}}
     if isinstance(value, dict):
         return {str(k): canonical(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

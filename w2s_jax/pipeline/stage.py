@@ -29,6 +29,7 @@ from typing import ClassVar
 
 from tqdm.auto import tqdm
 
+from w2s_jax.added_fields import is_left_out
 from w2s_jax.pipeline.artifacts import (
     JsonlLog,
     atomic_write_json,
@@ -59,10 +60,10 @@ class Stage(ABC):
 
     def fields(self) -> dict:
         """The hashed fields, in canonical JSON-able form (input stages by their keys); an
-        :func:`~w2s_jax.pipeline.refs.added_field` at its default is left out."""
+        :func:`~w2s_jax.added_fields.added_field` at its default is left out."""
         return {f.name: canonical(getattr(self, f.name)) for f in dataclasses.fields(self)
                 if not f.metadata.get("label")
-                and not (f.metadata.get("added") and getattr(self, f.name) == f.default)}
+                and not is_left_out(f, getattr(self, f.name))}
 
     @functools.cached_property
     def key(self) -> str:

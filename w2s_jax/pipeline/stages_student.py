@@ -10,7 +10,8 @@ from typing import Any
 from w2s_jax.inference.engine import Engine
 from w2s_jax.parallel import place_for_inference
 from w2s_jax.pipeline.models import load_model
-from w2s_jax.pipeline.refs import Inference, Model, Split, Supervisor, added_field
+from w2s_jax.added_fields import added_field
+from w2s_jax.pipeline.refs import Inference, Model, Split, Supervisor
 from w2s_jax.pipeline.stage import ChunkedStage, Resources, Stage
 from w2s_jax.pipeline.stages_labels import Labels, label_file_answers
 from w2s_jax.pipeline.training_log import TrainingLog
