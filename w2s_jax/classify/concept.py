@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ from w2s_jax.concept_world.pretrain import PretrainConfig
 from w2s_jax.concept_world.world import WorldConfig
 from w2s_jax.pipeline import Resources, Stage
 from w2s_jax.pipeline.artifacts import atomic_write_json, atomic_write_text
+from w2s_jax.pipeline.config import ExperimentError, build_dataclass, check_keys
 
 STRONG, WEAK = "concept-strong", "concept-weak"  # the models' names in models.strong / models.weak
 READOUTS = ("pair", "query")
@@ -154,3 +156,16 @@ def query_input(tables_KxX: np.ndarray, inputs: list[int]) -> int:
             return x
     raise ValueError("no training input has a different output under every concept: the query "
                      "read-out needs one (more outputs or fewer concepts)")
+
+
+def concept_world_from_table(table, source: str) -> "ConceptWorldData":
+    """The experiment file's ``[concept_world]`` table, checked (an ExperimentError names the bad key)."""
+    if not isinstance(table, Mapping):
+        raise ExperimentError(f"{source}: [concept_world] must be a table, got {table!r}")
+    scalars = ("n_test_inputs", "strong_chunks", "weak_chunk", "items_per_input", "readout")
+    check_keys(table, ("world", "strong", "weak", *scalars), "[concept_world]", source)
+    parts = {name: build_dataclass(cls, table.get(name, {}), f"[concept_world.{name}]", source)
+             for name, cls in (("world", WorldConfig), ("strong", PretrainConfig), ("weak", PretrainConfig))
+             if name != "weak" or "weak" in table}
+    return build_dataclass(ConceptWorldData, {k: v for k, v in table.items() if k in scalars},
+                           "[concept_world]", source, **parts)

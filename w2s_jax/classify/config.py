@@ -41,7 +41,6 @@ working directory; an unknown key is an error naming the file, the table and the
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,7 @@ from w2s_jax.pipeline.config import (
     ExperimentError,
     ReportConfig,
     build_dataclass,
+    check_keys,
     check_train_numbers,
     read_experiment_file,
 )
@@ -238,14 +238,6 @@ _TASK = ("dataset", "train", "test", "train_split", "test_split", "hub_config", 
          "weak_fraction")
 
 
-def _check_keys(table: Mapping[str, Any], valid: Sequence[str], where: str, source: str) -> None:
-    for key in table:
-        if key not in valid:
-            close = difflib.get_close_matches(key, list(valid), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f"; valid keys: {', '.join(valid)}"
-            raise ExperimentError(f"{source}: unknown key {key!r} in {where}{hint}")
-
-
 def _data(table: Mapping[str, Any], source: str) -> DataConfig:
     if "dataset" not in table:
         raise ExperimentError(f"{source}: [task] needs dataset = one of the stored configurations "
@@ -346,10 +338,14 @@ def _train(table: Mapping[str, Any], where: str, source: str):
 def classification_from_dict(raw: Mapping[str, Any], *, source: str = "<experiment>",
                              default_name: str = "classification") -> ClassificationConfig:
     """The typed experiment of a parsed TOML document (see the module docstring)."""
-    _check_keys(raw, _TOP, "the top level", source)
+    check_keys(raw, _TOP, "the top level", source)
     if raw.get("kind") != KIND:
         raise ExperimentError(f"{source}: kind must be {KIND!r}, got {raw.get('kind')!r}")
-    concept = _concept_world(raw.get("concept_world"), source)
+    concept = None
+    if raw.get("concept_world") is not None:
+        from w2s_jax.classify.concept import concept_world_from_table
+
+        concept = concept_world_from_table(raw["concept_world"], source)
     if concept is not None:  # the world makes the items and the models
         from w2s_jax.classify.concept import STRONG, WEAK
 
@@ -391,25 +387,6 @@ def classification_from_dict(raw: Mapping[str, Any], *, source: str = "<experime
         raise ExperimentError(f"{source}: the concept world's vocabulary has no answer tokens: set "
                               "models.zero_shot = false (no zero-shot stage)")
     return config
-
-
-def _concept_world(table: Any, source: str):
-    """The ``[concept_world]`` table (None when absent)."""
-    if table is None:
-        return None
-    from w2s_jax.classify.concept import ConceptWorldData
-    from w2s_jax.concept_world.pretrain import PretrainConfig
-    from w2s_jax.concept_world.world import WorldConfig
-
-    if not isinstance(table, Mapping):
-        raise ExperimentError(f"{source}: [concept_world] must be a table, got {table!r}")
-    scalars = ("n_test_inputs", "strong_chunks", "weak_chunk", "items_per_input", "readout")
-    _check_keys(table, ("world", "strong", "weak", *scalars), "[concept_world]", source)
-    parts = {name: build_dataclass(cls, table.get(name, {}), f"[concept_world.{name}]", source)
-             for name, cls in (("world", WorldConfig), ("strong", PretrainConfig), ("weak", PretrainConfig))
-             if name != "weak" or "weak" in table}
-    return build_dataclass(ConceptWorldData, {k: v for k, v in table.items() if k in scalars},
-                           "[concept_world]", source, **parts)
 
 
 def load_classification(path: str | Path, *, overrides: Sequence[str] = ()) -> ClassificationConfig:
