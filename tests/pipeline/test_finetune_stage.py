@@ -98,3 +98,29 @@ def test_n_eval_enters_the_finetune_key_only_when_set(world, tmp_path):
     assert held.labels.key == plain.labels.key  # the labels are the same stage either way
     with pytest.raises(ExperimentError, match="data.n_eval = 10 holds out every one of the 10 training rows"):
         _gold_finetune(experiment, tmp_path / "store", ["data.n_eval=10"])
+
+
+def test_a_lora_or_bf16_student_generates_merged_in_its_compute_dtype(world, tmp_path):
+    """The student that answers the test questions has its LoRA adapters folded in and its weights
+    in the dtype it trained computing in; a float32 full fine-tune is left in float32, and only the
+    changed students' predictions get new keys."""
+    import jax
+    from flax import nnx
+
+    from w2s_jax.pipeline.stages_student import Predict, StudentAnswerer
+    from w2s_jax.train import LoRAWeight
+
+    root, experiment = world
+    keys = {}
+    for name, overrides, dtype in (("lora-bf16", ["train.lora_rank=2", "train.compute_dtype=\"bfloat16\""], "bfloat16"),
+                                   ("full-f32", [], "float32")):
+        config, finetune, res = _gold_finetune(experiment, tmp_path / name, overrides)
+        run_stages([finetune], res, log=lambda line: None)
+        model, _ = finetune.student(res)
+        assert not any(isinstance(node, LoRAWeight) for _, node in nnx.iter_graph(model)), name
+        dtypes = {leaf.dtype for leaf in jax.tree.leaves(nnx.state(model, nnx.Param))}
+        assert dtypes == {jax.numpy.dtype(dtype)}, (name, dtypes)
+        [predict] = [s for s in build_plan(config, finetune.train, Split("test", tuple(validate(config)[1])))[0]
+                     if isinstance(s, Predict) and isinstance(s.answerer, StudentAnswerer)]
+        keys[name] = "student_weights" in predict.fields()
+    assert keys == {"lora-bf16": True, "full-f32": False}
